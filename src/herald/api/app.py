@@ -1,0 +1,24 @@
+"""Build the FastAPI application around a running Runtime."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from herald import __version__
+from herald.api import errors, health, notifications
+from herald.api.limits import BodySizeLimit
+from herald.runtime import Runtime
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    app = FastAPI(
+        title="Herald",
+        version=__version__,
+        summary="Fault-tolerant, event-driven notifications",
+    )
+    app.state.runtime = runtime
+    app.add_middleware(BodySizeLimit, max_bytes=runtime.settings.max_request_bytes)
+    errors.install(app)
+    app.include_router(health.router)
+    app.include_router(notifications.router)
+    return app

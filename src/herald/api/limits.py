@@ -1,0 +1,62 @@
+"""Refuse request bodies over the configured size before anything parses them."""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from herald.api.errors import error_response
+
+
+class BodySizeLimit:
+    """Pure ASGI middleware: buffers the body up to ``max_bytes``; beyond it answers 413."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                await self._refuse(400, "Content-Length is not a number", scope, receive, send)
+                return
+            if int(declared) > self.max_bytes:
+                await self._too_large(scope, receive, send)
+                return
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if len(body) > self.max_bytes:
+                await self._too_large(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._refuse(
+            413, f"request body is larger than {self.max_bytes} bytes", scope, receive, send
+        )
+
+    @staticmethod
+    async def _refuse(
+        status: int, message: str, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        code = "payload_too_large" if status == 413 else "bad_request"
+        await error_response(status, code, message, [("body", message)])(scope, receive, send)

@@ -1,0 +1,306 @@
+"""The embedded bus: a durable, partitioned log stored in Herald's own SQL database.
+
+- ``bus_partitions`` holds each partition's next offset. Appending increments it with an
+  UPDATE, whose row lock (PostgreSQL) or the database write lock (SQLite) is held until
+  commit, so offsets become visible in order and a reader never skips one.
+- ``bus_messages`` holds the messages; ``bus_group_offsets`` each group's next offset.
+- ``bus_group_leases`` makes one process the consumer of a group; another process with the
+  same group waits as a standby and takes over when the lease lapses (crash, stop).
+
+Because the log lives in the same database as the outbox, the relay appends and marks the
+outbox rows published in one transaction: exactly once, with no window for duplicates.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from herald.bus.base import Bus, Consumer, Message, OutgoingMessage, TopicPartition
+from herald.bus.partitioner import partition_for
+from herald.clock import seconds_from_now, utcnow
+from herald.errors import BusError
+from herald.observability.logging import get_logger
+from herald.store.database import Database
+from herald.store.dialect import insert_ignore, upsert
+from herald.store.tables import bus_group_leases, bus_group_offsets, bus_messages, bus_partitions
+from herald.wakeup import Wakeup, wait_for_event
+
+log = get_logger(__name__)
+
+
+class EmbeddedBus(Bus):
+    name = "embedded"
+    transactional = True
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        partitions: int = 4,
+        poll_interval: float = 0.2,
+        group_lease_seconds: float = 10.0,
+    ) -> None:
+        self.db = db
+        self.default_partitions = partitions
+        self.poll_interval = poll_interval
+        self.group_lease_seconds = group_lease_seconds
+        self.wakeup = Wakeup()
+        self._partition_counts: dict[str, int] = {}
+
+    async def ping(self) -> None:
+        await self.db.ping()
+
+    async def ensure_topics(self, topics: Sequence[str]) -> None:
+        async with self.db.write() as conn:
+            for topic in topics:
+                await self._partition_count(conn, topic)
+
+    async def _partition_count(self, conn: AsyncConnection, topic: str) -> int:
+        """The topic's partition count, creating the topic with the default count if new."""
+        count = self._partition_counts.get(topic)
+        if count is None:
+            count = await conn.scalar(
+                sa.select(sa.func.count()).where(bus_partitions.c.topic == topic)
+            )
+            if not count:
+                count = self.default_partitions
+                rows = [{"topic": topic, "partition": p, "next_offset": 0} for p in range(count)]
+                await insert_ignore(conn, bus_partitions, rows)
+            self._partition_counts[topic] = count
+        return count
+
+    async def publish_in(self, conn: AsyncConnection, messages: Sequence[OutgoingMessage]) -> None:
+        by_partition: dict[TopicPartition, list[OutgoingMessage]] = defaultdict(list)
+        for message in messages:
+            count = await self._partition_count(conn, message.topic)
+            by_partition[TopicPartition(message.topic, partition_for(message.key, count))].append(
+                message
+            )
+        now = utcnow()
+        rows: list[dict[str, Any]] = []
+        for tp, batch in sorted(by_partition.items()):
+            end = await conn.scalar(
+                sa.update(bus_partitions)
+                .where(
+                    bus_partitions.c.topic == tp.topic, bus_partitions.c.partition == tp.partition
+                )
+                .values(next_offset=bus_partitions.c.next_offset + len(batch))
+                .returning(bus_partitions.c.next_offset)
+            )
+            if end is None:
+                self._partition_counts.pop(tp.topic, None)  # cached from a rolled-back creation
+                raise BusError(f"embedded bus: partition {tp} does not exist")
+            first = end - len(batch)
+            rows.extend(
+                {
+                    "topic": tp.topic,
+                    "partition": tp.partition,
+                    "offset": first + i,
+                    "key": m.key,
+                    "value": m.value,
+                    "headers": dict(m.headers),
+                    "created_at": now,
+                }
+                for i, m in enumerate(batch)
+            )
+        await conn.execute(sa.insert(bus_messages), rows)
+
+    def after_commit(self, topics: Collection[str]) -> None:
+        self.wakeup.notify(topics)
+
+    async def _publish(self, messages: Sequence[OutgoingMessage]) -> None:
+        async with self.db.write() as conn:
+            await self.publish_in(conn, messages)
+        self.after_commit({m.topic for m in messages})
+
+    def consumer(self, group: str, topics: Sequence[str]) -> EmbeddedConsumer:
+        return EmbeddedConsumer(self, group, list(topics))
+
+    async def delete_older_than(self, cutoff: datetime) -> int:
+        """Retention: drop messages older than ``cutoff`` (as Kafka's retention.ms does)."""
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                sa.delete(bus_messages).where(bus_messages.c.created_at < cutoff)
+            )
+        return result.rowcount or 0
+
+    async def end_offsets(self) -> dict[TopicPartition, int]:
+        async with self.db.read() as conn:
+            rows = await conn.execute(sa.select(bus_partitions))
+            return {TopicPartition(r.topic, r.partition): r.next_offset for r in rows}
+
+    async def committed(self, group: str) -> dict[TopicPartition, int]:
+        async with self.db.read() as conn:
+            rows = await conn.execute(
+                sa.select(bus_group_offsets).where(bus_group_offsets.c.group_id == group)
+            )
+            return {TopicPartition(r.topic, r.partition): r.committed_offset for r in rows}
+
+
+class EmbeddedConsumer(Consumer):
+    def __init__(self, bus: EmbeddedBus, group: str, topics: list[str]) -> None:
+        self.bus = bus
+        self.group = group
+        self.topics = topics
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._assignment: frozenset[TopicPartition] = frozenset()
+        self._positions: dict[TopicPartition, int] = {}
+        self._paused: set[TopicPartition] = set()
+        self._renew_at = 0.0  # monotonic time of the next lease renewal
+        self._wake = bus.wakeup.subscribe(topics)
+
+    # -- group lease ---------------------------------------------------------------------
+
+    async def _keep_lease(self) -> None:
+        if time.monotonic() < self._renew_at:
+            return
+        lease = self.bus.group_lease_seconds
+        now = utcnow()
+        async with self.bus.db.write() as conn:
+            holder = (
+                await conn.execute(
+                    sa.select(bus_group_leases).where(bus_group_leases.c.group_id == self.group)
+                )
+            ).first()
+            held = holder is None or holder.owner == self.owner or holder.lease_until < now
+            if held:
+                await upsert(
+                    conn,
+                    bus_group_leases,
+                    [
+                        {
+                            "group_id": self.group,
+                            "owner": self.owner,
+                            "lease_until": seconds_from_now(lease, now),
+                        }
+                    ],
+                    update=["owner", "lease_until"],
+                )
+                if not self._assignment:
+                    await self._assign(conn)
+        if held:
+            self._renew_at = time.monotonic() + lease / 3
+        else:
+            if self._assignment:
+                assert holder is not None
+                log.warning("bus.lease_lost", group=self.group, holder=holder.owner)
+            self._assignment, self._positions = frozenset(), {}
+            self._renew_at = time.monotonic() + min(1.0, lease / 3)
+
+    async def _assign(self, conn: AsyncConnection) -> None:
+        partitions = await conn.execute(
+            sa.select(bus_partitions.c.topic, bus_partitions.c.partition).where(
+                bus_partitions.c.topic.in_(self.topics)
+            )
+        )
+        assignment = frozenset(TopicPartition(r.topic, r.partition) for r in partitions)
+        missing = set(self.topics) - {tp.topic for tp in assignment}
+        if missing:
+            raise BusError(f"embedded bus: topics {sorted(missing)} do not exist")
+        committed = await conn.execute(
+            sa.select(bus_group_offsets).where(bus_group_offsets.c.group_id == self.group)
+        )
+        offsets = {TopicPartition(r.topic, r.partition): r.committed_offset for r in committed}
+        self._positions = {tp: offsets.get(tp, 0) for tp in assignment}
+        self._assignment = assignment
+        log.info("bus.assigned", group=self.group, owner=self.owner, partitions=len(assignment))
+
+    # -- Consumer ------------------------------------------------------------------------
+
+    def assignment(self) -> frozenset[TopicPartition]:
+        return self._assignment
+
+    def pause(self, partitions: Iterable[TopicPartition]) -> None:
+        self._paused.update(partitions)
+
+    def resume(self, partitions: Iterable[TopicPartition]) -> None:
+        self._paused.difference_update(partitions)
+
+    async def poll(self, max_messages: int, timeout: float) -> list[Message]:
+        deadline = time.monotonic() + timeout
+        while True:
+            await self._keep_lease()
+            self._wake.clear()  # before reading, so a publish after the read still wakes us
+            messages = await self._fetch(max_messages)
+            remaining = deadline - time.monotonic()
+            if messages or remaining <= 0:
+                return messages
+            await wait_for_event(self._wake, min(remaining, self.bus.poll_interval))
+
+    async def _fetch(self, max_messages: int) -> list[Message]:
+        active = sorted(self._assignment - self._paused)
+        if not active or max_messages <= 0:
+            return []
+        # An equal share per partition, in one statement: a busy partition cannot starve
+        # the others, and the database is asked once rather than once per partition.
+        share = -(-max_messages // len(active))
+        m = bus_messages.c
+        selects = [
+            sa.select(bus_messages)
+            .where(
+                m.topic == tp.topic, m.partition == tp.partition, m.offset >= self._positions[tp]
+            )
+            .order_by(m.offset)
+            .limit(share)
+            .subquery()
+            .select()
+            for tp in active
+        ]
+        query = selects[0] if len(selects) == 1 else sa.union_all(*selects)
+        async with self.bus.db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        rows = sorted(rows, key=lambda r: (r.topic, r.partition, r.offset))
+        messages = []
+        for r in rows:
+            messages.append(
+                Message(r.topic, r.partition, r.offset, r.key, r.value, r.headers, r.created_at)
+            )
+            self._positions[TopicPartition(r.topic, r.partition)] = r.offset + 1
+        return messages
+
+    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        if not offsets:
+            return
+        now = utcnow()
+        rows = [
+            {
+                "group_id": self.group,
+                "topic": tp.topic,
+                "partition": tp.partition,
+                "committed_offset": offset,
+                "updated_at": now,
+            }
+            for tp, offset in offsets.items()
+        ]
+        async with self.bus.db.write() as conn:
+            # Fencing: a consumer that lost its lease must not move the group's offsets.
+            owner = await conn.scalar(
+                sa.select(bus_group_leases.c.owner).where(bus_group_leases.c.group_id == self.group)
+            )
+            if owner != self.owner:
+                raise BusError(f"embedded bus: {self.owner} no longer owns group {self.group}")
+            await upsert(conn, bus_group_offsets, rows, update=["committed_offset", "updated_at"])
+
+    async def close(self) -> None:
+        self.bus.wakeup.unsubscribe(self._wake)
+        if not self._assignment:
+            return
+        # Hand the group over at once instead of making a successor wait for the lease.
+        async with self.bus.db.write() as conn:
+            await conn.execute(
+                sa.delete(bus_group_leases).where(
+                    bus_group_leases.c.group_id == self.group,
+                    bus_group_leases.c.owner == self.owner,
+                )
+            )
+        self._assignment = frozenset()

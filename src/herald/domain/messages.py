@@ -1,0 +1,98 @@
+"""The JSON messages Herald puts on the bus; the README documents them for other consumers.
+
+Every message carries ``schema_version`` and ``type``. Consumers ignore fields they do not
+know (producers may add fields without a version bump) and refuse versions newer than theirs.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from herald.domain.models import DeliveryStatus
+from herald.errors import PoisonMessageError
+
+SCHEMA_VERSION = 1
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    schema_version: int = SCHEMA_VERSION
+
+
+class Content(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    subject: str | None = None
+    body: str
+
+
+class DeliveryPlan(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    delivery_id: str
+    channel: str
+    recipient: str
+
+
+class NotificationRequested(_Message):
+    """Topic ``notifications.requested``: a notification was accepted."""
+
+    type: Literal["notification.requested"] = "notification.requested"
+    notification_id: str
+    user_key: str
+    user_id: str | None = None
+    deliveries: list[DeliveryPlan]
+    content: Content
+    created_at: datetime
+
+
+class DeliveryJob(_Message):
+    """Topic ``deliveries.<channel>``: deliver one notification over one channel."""
+
+    type: Literal["delivery.requested"] = "delivery.requested"
+    delivery_id: str
+    notification_id: str
+    channel: str
+    recipient: str
+    user_key: str
+    content: Content
+    attempt: int = 0  # attempts already made before this job
+
+
+class DeliveryStatusChanged(_Message):
+    """Topic ``notifications.status``: a delivery changed state."""
+
+    type: Literal["delivery.status"] = "delivery.status"
+    notification_id: str
+    delivery_id: str
+    channel: str
+    user_key: str
+    status: DeliveryStatus
+    attempts: int
+    error: str | None = None
+    occurred_at: datetime
+
+
+M = TypeVar("M", bound=_Message)
+
+
+def encode(message: _Message) -> bytes:
+    return message.model_dump_json().encode()
+
+
+def decode(model: type[M], raw: bytes) -> M:
+    """Parse a bus payload, raising PoisonMessageError for anything unusable."""
+    try:
+        message = model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise PoisonMessageError(f"invalid {model.__name__}: {exc.errors()[:3]}") from exc
+    if message.schema_version > SCHEMA_VERSION:
+        raise PoisonMessageError(
+            f"{model.__name__} schema_version {message.schema_version} is newer than "
+            f"{SCHEMA_VERSION}, the newest this build reads"
+        )
+    return message

@@ -1,0 +1,49 @@
+"""Herald's error tree. Whether a failure is worth retrying is a property of its class."""
+
+from __future__ import annotations
+
+
+class HeraldError(Exception):
+    """Base of every error Herald raises on purpose."""
+
+
+class ConfigError(HeraldError):
+    """The configuration is invalid; the process cannot start with it."""
+
+
+class NotFoundError(HeraldError):
+    """The object asked for does not exist (or is not visible to the caller)."""
+
+
+class IdempotencyKeyReusedError(HeraldError):
+    """An Idempotency-Key was sent again with a different request body."""
+
+
+class PoisonMessageError(HeraldError):
+    """A bus message cannot be decoded or validated; retrying it can never succeed."""
+
+
+class BusError(HeraldError):
+    """The message bus refused or failed an operation; it may work later."""
+
+
+class DeliveryError(HeraldError):
+    """A provider failed to deliver. Subclasses say whether a retry can help."""
+
+    transient: bool = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class TransientDeliveryError(DeliveryError):
+    """The provider may accept the same message later (timeouts, 4xx SMTP, HTTP 429/5xx)."""
+
+    transient = True
+
+
+class PermanentDeliveryError(DeliveryError):
+    """The provider will never accept this message (unknown mailbox, invalid recipient)."""
+
+    transient = False

@@ -1,0 +1,1 @@
+"""The pipeline stages: intake, outbox relay, router, channel workers, status, housekeeping."""

@@ -1,0 +1,53 @@
+"""Housekeeping: expire idempotency keys, drop published outbox rows and old log messages."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from herald.bus.base import Bus
+from herald.bus.embedded import EmbeddedBus
+from herald.clock import utcnow
+from herald.observability.logging import get_logger
+from herald.store import idempotency, outbox
+from herald.store.database import Database
+from herald.wakeup import sleep_unless
+
+log = get_logger(__name__)
+
+
+class Maintenance:
+    def __init__(
+        self,
+        db: Database,
+        bus: Bus,
+        *,
+        interval: float,
+        outbox_retention: float,
+        log_retention: float,
+    ) -> None:
+        self.db = db
+        self.bus = bus
+        self.interval = interval
+        self.outbox_retention = timedelta(seconds=outbox_retention)
+        self.log_retention = timedelta(seconds=log_retention)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not await sleep_unless(stop, self.interval):
+            try:
+                await self.run_once()
+            except Exception:
+                log.exception("maintenance.failed")
+
+    async def run_once(self) -> dict[str, int]:
+        now = utcnow()
+        async with self.db.write() as conn:
+            keys = await idempotency.purge_expired(conn, now)
+            events = await outbox.purge_published(conn, now - self.outbox_retention)
+        messages = 0
+        if isinstance(self.bus, EmbeddedBus):
+            messages = await self.bus.delete_older_than(now - self.log_retention)
+        counts = {"idempotency_keys": keys, "outbox_events": events, "log_messages": messages}
+        if any(counts.values()):
+            log.info("maintenance.purged", **counts)
+        return counts

@@ -1,0 +1,53 @@
+"""The router: turns an accepted notification into one delivery job per channel.
+
+Jobs go through the outbox, so routing a notification twice (a redelivery after a crash)
+only produces duplicate jobs, which workers recognise by the delivery's state.
+"""
+
+from __future__ import annotations
+
+from herald.bus.base import Message
+from herald.bus.topics import Topics
+from herald.clock import utcnow
+from herald.domain.messages import DeliveryJob, NotificationRequested, decode
+from herald.errors import PoisonMessageError
+from herald.observability.logging import get_logger
+from herald.pipeline.envelope import envelope
+from herald.store import outbox
+from herald.store.database import Database
+from herald.wakeup import Wakeup
+
+log = get_logger(__name__)
+
+
+class Router:
+    def __init__(self, db: Database, topics: Topics, outbox_wakeup: Wakeup) -> None:
+        self.db = db
+        self.topics = topics
+        self.outbox_wakeup = outbox_wakeup
+
+    async def handle(self, message: Message) -> None:
+        try:
+            event = decode(NotificationRequested, message.value)
+        except PoisonMessageError as exc:
+            log.error("router.poison", topic=message.topic, offset=message.offset, error=str(exc))
+            return
+        jobs = [
+            envelope(
+                self.topics.deliveries(plan.channel),
+                event.user_key,
+                DeliveryJob(
+                    delivery_id=plan.delivery_id,
+                    notification_id=event.notification_id,
+                    channel=plan.channel,
+                    recipient=plan.recipient,
+                    user_key=event.user_key,
+                    content=event.content,
+                ),
+            )
+            for plan in event.deliveries
+        ]
+        async with self.db.write() as conn:
+            await outbox.add(conn, jobs, now=utcnow())
+        self.outbox_wakeup.notify()
+        log.debug("notification.routed", notification_id=event.notification_id, jobs=len(jobs))

@@ -1,0 +1,1 @@
+"""Retry policy, backoff and (later) circuit breakers and token buckets."""

@@ -1,0 +1,179 @@
+"""Notifications and their deliveries: rows in, records out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from herald.domain.models import DeliveryStatus, NotificationStatus
+from herald.store.tables import deliveries, notifications
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    id: str
+    notification_id: str
+    channel: str
+    recipient: str
+    status: DeliveryStatus
+    attempts: int
+    last_error: str | None
+    provider: str | None
+    provider_message_id: str | None
+    next_attempt_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    last_attempt_at: datetime | None
+    sent_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationRecord:
+    id: str
+    user_id: str | None
+    recipient: str | None
+    subject: str | None
+    body: str
+    status: NotificationStatus
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+    deliveries: list[DeliveryRecord] = field(default_factory=list)
+
+
+def _delivery(row: sa.Row[tuple[object, ...]]) -> DeliveryRecord:
+    m = row._mapping
+    return DeliveryRecord(
+        id=m["id"],
+        notification_id=m["notification_id"],
+        channel=m["channel"],
+        recipient=m["recipient"],
+        status=DeliveryStatus(m["status"]),
+        attempts=m["attempts"],
+        last_error=m["last_error"],
+        provider=m["provider"],
+        provider_message_id=m["provider_message_id"],
+        next_attempt_at=m["next_attempt_at"],
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+        last_attempt_at=m["last_attempt_at"],
+        sent_at=m["sent_at"],
+    )
+
+
+def _notification(
+    row: sa.Row[tuple[object, ...]], delivery_records: list[DeliveryRecord]
+) -> NotificationRecord:
+    m = row._mapping
+    return NotificationRecord(
+        id=m["id"],
+        user_id=m["user_id"],
+        recipient=m["recipient"],
+        subject=m["subject"],
+        body=m["body"],
+        status=NotificationStatus(m["status"]),
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+        completed_at=m["completed_at"],
+        deliveries=delivery_records,
+    )
+
+
+async def insert(conn: AsyncConnection, record: NotificationRecord) -> None:
+    await conn.execute(
+        sa.insert(notifications).values(
+            id=record.id,
+            user_id=record.user_id,
+            recipient=record.recipient,
+            subject=record.subject,
+            body=record.body,
+            status=record.status,
+            created_at=record.created_at,
+            updated_at=record.updated_at,
+        )
+    )
+    await conn.execute(
+        sa.insert(deliveries),
+        [
+            {
+                "id": d.id,
+                "notification_id": record.id,
+                "channel": d.channel,
+                "recipient": d.recipient,
+                "status": d.status,
+                "attempts": d.attempts,
+                "created_at": d.created_at,
+                "updated_at": d.updated_at,
+            }
+            for d in record.deliveries
+        ],
+    )
+
+
+async def _deliveries_of(
+    conn: AsyncConnection, notification_ids: Sequence[str]
+) -> dict[str, list[DeliveryRecord]]:
+    found: dict[str, list[DeliveryRecord]] = {n: [] for n in notification_ids}
+    if notification_ids:
+        rows = await conn.execute(
+            sa.select(deliveries)
+            .where(deliveries.c.notification_id.in_(notification_ids))
+            .order_by(deliveries.c.notification_id, deliveries.c.id)
+        )
+        for row in rows:
+            found[row.notification_id].append(_delivery(row))
+    return found
+
+
+async def get(conn: AsyncConnection, notification_id: str) -> NotificationRecord | None:
+    row = (
+        await conn.execute(sa.select(notifications).where(notifications.c.id == notification_id))
+    ).first()
+    if row is None:
+        return None
+    return _notification(row, (await _deliveries_of(conn, [notification_id]))[notification_id])
+
+
+async def list_page(
+    conn: AsyncConnection,
+    *,
+    limit: int,
+    before_id: str | None = None,
+    status: NotificationStatus | None = None,
+    recipient: str | None = None,
+) -> list[NotificationRecord]:
+    """Newest first (ids are time-ordered); ``before_id`` continues after a previous page."""
+    query = sa.select(notifications).order_by(notifications.c.id.desc()).limit(limit)
+    if before_id is not None:
+        query = query.where(notifications.c.id < before_id)
+    if status is not None:
+        query = query.where(notifications.c.status == status)
+    if recipient is not None:
+        query = query.where(notifications.c.recipient == recipient)
+    rows = (await conn.execute(query)).all()
+    by_id = await _deliveries_of(conn, [r.id for r in rows])
+    return [_notification(r, by_id[r.id]) for r in rows]
+
+
+async def delivery_statuses(conn: AsyncConnection, notification_id: str) -> list[DeliveryStatus]:
+    rows = await conn.execute(
+        sa.select(deliveries.c.status).where(deliveries.c.notification_id == notification_id)
+    )
+    return [DeliveryStatus(s) for (s,) in rows]
+
+
+async def set_status(
+    conn: AsyncConnection, notification_id: str, status: NotificationStatus, now: datetime
+) -> bool:
+    """Store a new status; True if it changed."""
+    completed_at = None if status == NotificationStatus.PENDING else now
+    result = await conn.execute(
+        sa.update(notifications)
+        .where(notifications.c.id == notification_id, notifications.c.status != status)
+        .values(status=status, updated_at=now, completed_at=completed_at)
+    )
+    return bool(result.rowcount)

@@ -1,0 +1,78 @@
+"""`herald serve` as a real process, driven over HTTP, delivering to a real SMTP server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.herald_process import HeraldProcess
+from tests.smtp_sink import SmtpSink
+
+pytestmark = pytest.mark.slow
+
+SEED = {"recipient": "a@example.com", "subject": "Welcome", "message": "Welcome to Herald"}
+URL = "/api/v1/notifications"
+
+
+@pytest.fixture
+def herald(database_url: str, smtp_sink: SmtpSink, tmp_path: Path) -> Iterator[HeraldProcess]:
+    process = HeraldProcess(
+        tmp_path,
+        {
+            "HERALD_DATABASE_URL": database_url,
+            "HERALD_SMTP_URL": smtp_sink.url,
+            "HERALD_SQLITE_SYNCHRONOUS": "NORMAL",
+        },
+    )
+    process.start()
+    yield process
+    process.stop()
+
+
+async def wait_until_done(http: httpx.AsyncClient, notification_id: str) -> dict[str, object]:
+    for _ in range(1000):
+        body: dict[str, object] = (await http.get(f"{URL}/{notification_id}")).json()
+        if body["status"] != "PENDING":
+            return body
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{notification_id} still PENDING")
+
+
+async def test_the_seed_request_arrives_as_one_email(
+    herald: HeraldProcess, smtp_sink: SmtpSink
+) -> None:
+    async with httpx.AsyncClient(base_url=herald.url) as http:
+        response = await http.post(URL, json=SEED)
+        assert response.status_code == 202
+        accepted = response.json()
+        [mail] = await smtp_sink.wait_for(1)
+        done = await wait_until_done(http, accepted["id"])
+    assert mail.rcpt_tos == ["a@example.com"]
+    assert mail.message["Subject"] == "Welcome"
+    assert mail.notification_id == accepted["id"]
+    assert done["status"] == "SENT"
+
+
+async def test_twenty_concurrent_requests_with_one_key(
+    herald: HeraldProcess, smtp_sink: SmtpSink
+) -> None:
+    async with httpx.AsyncClient(base_url=herald.url) as http:
+        responses = await asyncio.gather(
+            *(http.post(URL, json=SEED, headers={"Idempotency-Key": "once"}) for _ in range(20))
+        )
+        ids = {r.json()["id"] for r in responses}
+        assert {r.status_code for r in responses} == {202}
+        assert len(ids) == 1
+        await wait_until_done(http, ids.pop())
+        listed = (await http.get(URL)).json()["items"]
+    assert len(listed) == 1
+    assert len(smtp_sink.messages()) == 1
+
+
+async def test_sigterm_stops_gracefully(herald: HeraldProcess) -> None:
+    assert herald.terminate() == 0
+    assert "supervisor.stopped exit_code=0" in herald.log()

@@ -1,0 +1,28 @@
+"""Alembic migrations must build exactly the schema the code's tables describe."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from herald.store.database import Database
+from herald.store.migrate import current_revision, head_revision, require_current, upgrade
+from herald.store.tables import metadata
+
+
+def _diff(connection: sa.Connection) -> list[object]:
+    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    return list(compare_metadata(context, metadata))
+
+
+async def test_migrated_schema_matches_the_tables(db: Database) -> None:
+    assert await current_revision(db) == head_revision()
+    async with db.read() as conn:
+        assert await conn.run_sync(_diff) == []
+
+
+async def test_upgrade_is_idempotent(db: Database) -> None:
+    await upgrade(db)
+    await require_current(db)
+    assert await current_revision(db) == head_revision()

@@ -1,0 +1,188 @@
+"""The consumer runner over a real embedded bus: order per key, safe commits, bounded work."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from herald.bus.base import Message, OutgoingMessage, TopicPartition
+from herald.bus.embedded import EmbeddedBus
+from herald.bus.partitioner import partition_for
+from herald.pipeline.runner import ConsumerRunner
+from herald.reliability.backoff import Backoff
+from herald.store.database import Database
+
+TOPIC = "runner.test"
+
+
+@pytest.fixture
+async def bus(fresh_sqlite_url: str) -> AsyncIterator[EmbeddedBus]:
+    db = Database(fresh_sqlite_url, sqlite_synchronous="NORMAL")
+    backend = EmbeddedBus(db, partitions=2, poll_interval=0.05)
+    await backend.ensure_topics([TOPIC])
+    yield backend
+    await db.close()
+
+
+async def publish(bus: EmbeddedBus, users: int, per_user: int) -> None:
+    await bus.publish(
+        [
+            OutgoingMessage(TOPIC, f"u{u}", f"{u}:{i}".encode(), {"seq": str(i)})
+            for i in range(per_user)
+            for u in range(users)
+        ]
+    )
+
+
+async def committed_total(bus: EmbeddedBus, group: str = "g") -> int:
+    return sum((await bus.committed(group)).values())
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition never became true"
+        await asyncio.sleep(0.02)
+
+
+async def test_in_order_per_key_and_concurrent_across_keys(bus: EmbeddedBus) -> None:
+    await publish(bus, users=10, per_user=15)
+    seen: dict[str, list[int]] = defaultdict(list)
+    running, peak = 0, 0
+    rng = random.Random(1)
+
+    async def handler(message: Message) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(rng.uniform(0, 0.01))
+        seen[message.key or ""].append(int(message.headers["seq"]))
+        running -= 1
+
+    stop = asyncio.Event()
+    runner = ConsumerRunner(bus.consumer("g", [TOPIC]), handler, name="t", commit_interval=0.05)
+    task = asyncio.create_task(runner.run(stop))
+    await wait_until(lambda: sum(map(len, seen.values())) == 150)
+    stop.set()
+    await task
+
+    assert seen == {f"u{u}": list(range(15)) for u in range(10)}
+    assert peak > 1, "keys were not processed concurrently"
+    assert await committed_total(bus) == 150
+
+
+async def test_commits_stop_at_the_oldest_unfinished_message(bus: EmbeddedBus) -> None:
+    await bus.publish([OutgoingMessage(TOPIC, "slow", b"0")])
+    await bus.publish([OutgoingMessage(TOPIC, f"fast{i}", b"x") for i in range(20)])
+    release = asyncio.Event()
+    done = 0
+
+    async def handler(message: Message) -> None:
+        nonlocal done
+        if message.key == "slow":
+            await release.wait()
+        done += 1
+
+    stop = asyncio.Event()
+    runner = ConsumerRunner(bus.consumer("g", [TOPIC]), handler, name="t", commit_interval=0.05)
+    task = asyncio.create_task(runner.run(stop))
+    await wait_until(lambda: done == 20)
+    await asyncio.sleep(0.2)  # several commit intervals pass
+    slow_partition = TopicPartition(TOPIC, partition_for("slow", 2))
+    committed = await bus.committed("g")
+    assert committed.get(slow_partition, 0) == 0  # held at the slow message (offset 0)
+
+    release.set()
+    await wait_until(lambda: done == 21)
+    stop.set()
+    await task
+    assert await committed_total(bus) == 21
+
+
+async def test_in_flight_work_is_bounded(bus: EmbeddedBus) -> None:
+    await publish(bus, users=50, per_user=2)
+    release = asyncio.Event()
+    handled = 0
+
+    async def handler(message: Message) -> None:
+        nonlocal handled
+        await release.wait()
+        handled += 1
+
+    stop = asyncio.Event()
+    runner = ConsumerRunner(bus.consumer("g", [TOPIC]), handler, name="t", max_in_flight=8)
+    task = asyncio.create_task(runner.run(stop))
+    peak = 0
+    for _ in range(30):
+        await asyncio.sleep(0.02)
+        peak = max(peak, runner.in_flight)
+    assert peak == 8  # filled up to the bound and no further
+    release.set()
+    await wait_until(lambda: handled == 100)
+    stop.set()
+    await task
+    assert await committed_total(bus) == 100
+
+
+async def test_a_failing_handler_is_retried_and_nothing_is_skipped(bus: EmbeddedBus) -> None:
+    await publish(bus, users=1, per_user=3)
+    calls: list[int] = []
+
+    async def handler(message: Message) -> None:
+        seq = int(message.headers["seq"])
+        calls.append(seq)
+        if seq == 1 and calls.count(1) < 3:
+            raise ConnectionError("database briefly away")
+
+    stop = asyncio.Event()
+    runner = ConsumerRunner(
+        bus.consumer("g", [TOPIC]),
+        handler,
+        name="t",
+        retry_backoff=Backoff(base=0.01, cap=0.02),
+        commit_interval=0.05,
+    )
+    task = asyncio.create_task(runner.run(stop))
+    await wait_until(lambda: 2 in calls)
+    stop.set()
+    await task
+    assert calls == [0, 1, 1, 1, 2]  # the same key waited for message 1 to succeed
+    assert await committed_total(bus) == 3
+
+
+async def test_stopping_finishes_started_work_and_leaves_the_rest(bus: EmbeddedBus) -> None:
+    await publish(bus, users=1, per_user=5)
+    started = asyncio.Event()
+    handled: list[int] = []
+
+    async def slow(message: Message) -> None:
+        started.set()
+        await asyncio.sleep(0.2)
+        handled.append(int(message.headers["seq"]))
+
+    stop = asyncio.Event()
+    runner = ConsumerRunner(bus.consumer("g", [TOPIC]), slow, name="t")
+    task = asyncio.create_task(runner.run(stop))
+    await started.wait()
+    stop.set()
+    await task
+    assert handled == [0]  # the message in hand finished; the queued ones were not started
+    assert await committed_total(bus) == 1
+
+    rest: list[int] = []
+
+    async def record(message: Message) -> None:
+        rest.append(int(message.headers["seq"]))
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        ConsumerRunner(bus.consumer("g", [TOPIC]), record, name="t2").run(stop)
+    )
+    await wait_until(lambda: len(rest) == 4)
+    stop.set()
+    await task
+    assert rest == [1, 2, 3, 4]

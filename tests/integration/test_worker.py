@@ -1,0 +1,139 @@
+"""The email worker's handler against a real database and a real SMTP server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from herald.bus.base import Message
+from herald.bus.topics import Topics
+from herald.channels.smtp import SmtpProvider, parse_smtp_url
+from herald.clock import utcnow
+from herald.domain.messages import Content, DeliveryJob, encode
+from herald.pipeline.intake import Intake, NotificationRequest
+from herald.pipeline.worker import ChannelWorker
+from herald.reliability.backoff import Backoff
+from herald.reliability.retry import RetryPolicy
+from herald.store import deliveries
+from herald.store.database import Database
+from herald.store.notifications import NotificationRecord
+from herald.store.tables import deliveries as deliveries_table
+from herald.store.tables import outbox_events
+from herald.wakeup import Wakeup
+from tests.smtp_sink import SmtpSink
+
+
+@dataclass
+class Fixture:
+    db: Database
+    worker: ChannelWorker
+    intake: Intake
+    sink: SmtpSink
+
+
+@pytest.fixture
+async def env(db: Database, smtp_sink: SmtpSink) -> AsyncIterator[Fixture]:
+    provider = SmtpProvider(parse_smtp_url(smtp_sink.url), sender="Herald <herald@localhost>")
+    policy = RetryPolicy(3, Backoff(0.05, 0.1))
+    wakeup = Wakeup()
+    worker = ChannelWorker(db, Topics(), provider, policy, wakeup, lease_seconds=0.5)
+    yield Fixture(db, worker, Intake(db, Topics(), wakeup, idempotency_ttl=60), smtp_sink)
+    await provider.close()
+
+
+async def accept(env: Fixture) -> NotificationRecord:
+    captured: list[NotificationRecord] = []
+
+    def render(record: NotificationRecord) -> dict[str, str]:
+        captured.append(record)
+        return {"id": record.id}
+
+    request = NotificationRequest(("email",), "a@example.com", "Hi", "Hello")
+    await env.intake.submit(request, render)
+    return captured[0]
+
+
+def job_message(record: NotificationRecord, attempt: int = 0) -> Message:
+    delivery = record.deliveries[0]
+    job = DeliveryJob(
+        delivery_id=delivery.id,
+        notification_id=record.id,
+        channel="email",
+        recipient=delivery.recipient,
+        user_key="a@example.com",
+        content=Content(subject="Hi", body="Hello"),
+        attempt=attempt,
+    )
+    return Message("herald.deliveries.email", 0, 0, job.user_key, encode(job), {}, utcnow())
+
+
+async def delivery_row(env: Fixture, delivery_id: str) -> sa.Row[tuple[object, ...]]:
+    async with env.db.read() as conn:
+        row = (
+            await conn.execute(
+                sa.select(deliveries_table).where(deliveries_table.c.id == delivery_id)
+            )
+        ).one()
+    return row
+
+
+async def test_a_lease_held_by_a_dead_worker_is_waited_out_then_taken_over(env: Fixture) -> None:
+    record = await accept(env)
+    delivery_id = record.deliveries[0].id
+    now = utcnow()
+    async with env.db.write() as conn:  # a worker claims it, then dies before sending
+        await deliveries.claim(
+            conn, delivery_id, job_attempt=0, now=now, lease_until=now + timedelta(seconds=0.5)
+        )
+
+    await env.worker.handle(job_message(record))
+
+    row = await delivery_row(env, delivery_id)
+    assert (row.status, row.attempts) == ("SENT", 2)
+    assert len(env.sink.messages()) == 1
+
+
+async def test_a_job_for_a_sent_delivery_sends_nothing(env: Fixture) -> None:
+    record = await accept(env)
+    await env.worker.handle(job_message(record))
+    await env.worker.handle(job_message(record))
+    assert len(env.sink.messages()) == 1
+    assert (await delivery_row(env, record.deliveries[0].id)).attempts == 1
+
+
+async def test_a_stale_job_does_not_jump_the_scheduled_retry(env: Fixture) -> None:
+    env.sink.fail_data(1)
+    record = await accept(env)
+    await env.worker.handle(job_message(record))  # attempt 1 fails: retry scheduled
+    row = await delivery_row(env, record.deliveries[0].id)
+    assert (row.status, row.attempts) == ("RETRY_PENDING", 1)
+
+    await env.worker.handle(job_message(record, attempt=0))  # an old duplicate
+    assert (await delivery_row(env, record.deliveries[0].id)).status == "RETRY_PENDING"
+    assert env.sink.messages() == []
+
+    async with env.db.read() as conn:  # the scheduled retry waits in the outbox
+        retry = (
+            await conn.execute(
+                sa.select(outbox_events).where(outbox_events.c.topic == "herald.deliveries.email")
+            )
+        ).one()
+    assert retry.available_at > row.last_attempt_at
+    assert b'"attempt":1' in retry.payload
+
+    await env.worker.handle(job_message(record, attempt=1))  # the retry itself
+    row = await delivery_row(env, record.deliveries[0].id)
+    assert (row.status, row.attempts) == ("SENT", 2)
+    assert len(env.sink.messages()) == 1
+
+
+async def test_a_job_for_an_unknown_delivery_is_dropped(env: Fixture) -> None:
+    record = await accept(env)
+    async with env.db.write() as conn:
+        await conn.execute(sa.delete(deliveries_table))
+    await env.worker.handle(job_message(record))
+    assert env.sink.messages() == []

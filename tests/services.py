@@ -1,0 +1,74 @@
+"""Find (or start) the real services tests need; in CI a missing service fails, never skips."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import pytest
+
+T = TypeVar("T")
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+POSTGRES_HOST = os.environ.get("HERALD_TEST_PG_HOST", "127.0.0.1")
+POSTGRES_PORT = int(os.environ.get("HERALD_TEST_PG_PORT", "5432"))
+POSTGRES_ADMIN_URL = f"postgresql://postgres@{POSTGRES_HOST}:{POSTGRES_PORT}/postgres"
+POSTGRES_START = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion on a private loop in another thread.
+
+    Sync fixtures use this so they never touch the event loop pytest-asyncio manages.
+    """
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def unavailable(service: str, detail: str) -> None:
+    message = f"{service} is not reachable: {detail}"
+    if IN_CI:
+        pytest.fail(f"{message} (CI=true: required services must run)", pytrace=False)
+    pytest.skip(message)
+
+
+_postgres_checked: bool | None = None
+
+
+def require_postgres() -> None:
+    """Check PostgreSQL answers; try its start command once if it does not."""
+    global _postgres_checked
+    if _postgres_checked:
+        return
+    if not port_open(POSTGRES_HOST, POSTGRES_PORT):
+        if _postgres_checked is None:
+            subprocess.run(POSTGRES_START, shell=True, capture_output=True, timeout=60)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not port_open(POSTGRES_HOST, POSTGRES_PORT):
+                time.sleep(0.5)
+        if not port_open(POSTGRES_HOST, POSTGRES_PORT):
+            _postgres_checked = False
+            unavailable("PostgreSQL", f"{POSTGRES_HOST}:{POSTGRES_PORT} (tried: {POSTGRES_START})")
+    _postgres_checked = True
