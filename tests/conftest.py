@@ -6,6 +6,7 @@ import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import asyncpg
@@ -70,14 +71,31 @@ def pg_template() -> Iterator[str]:
         run_sync(_pg_admin(f'DROP DATABASE IF EXISTS "{PG_TEMPLATE}" WITH (FORCE)'))
 
 
-@pytest.fixture
-def fresh_pg_url(pg_template: str) -> Iterator[str]:
+@contextmanager
+def scratch_database(template: str | None = None) -> Iterator[str]:
+    """A database of this test's own, dropped afterwards."""
     name = f"herald_test_{RUN_ID}_{uuid.uuid4().hex[:8]}"
-    run_sync(_pg_admin(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"'))
+    clone = f' TEMPLATE "{template}"' if template else ""
+    run_sync(_pg_admin(f'CREATE DATABASE "{name}"{clone}'))
     try:
         yield pg_url(name)
     finally:
         run_sync(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def fresh_pg_url(pg_template: str) -> Iterator[str]:
+    """A migrated, empty database."""
+    with scratch_database(pg_template) as url:
+        yield url
+
+
+@pytest.fixture
+def blank_pg_url() -> Iterator[str]:
+    """An empty database: no schema at all."""
+    require_postgres()
+    with scratch_database() as url:
+        yield url
 
 
 @pytest.fixture

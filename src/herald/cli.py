@@ -7,6 +7,7 @@ import sys
 from collections.abc import Coroutine
 from typing import Annotated, Any
 
+import sqlalchemy.exc
 import typer
 from pydantic import ValidationError
 
@@ -52,6 +53,8 @@ def _run(coro: Coroutine[Any, Any, int]) -> None:
             code = runner.run(coro)
     except ConfigError as exc:
         _fail(str(exc))
+    except (OSError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as exc:
+        _fail(f"cannot reach the database: {exc}")
     raise typer.Exit(code)
 
 

@@ -40,6 +40,7 @@ class Settings(BaseSettings):
 
     # Pipeline
     relay_batch_size: int = Field(default=500, ge=1)
+    relay_max_attempts: int = Field(default=10, ge=1)
     poll_interval_seconds: float = Field(default=0.2, gt=0)
     worker_max_in_flight: int = Field(default=256, ge=1)
     delivery_lease_seconds: float = Field(default=60.0, gt=0)

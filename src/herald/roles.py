@@ -40,6 +40,7 @@ def relay(rt: Runtime) -> Role:
         rt.outbox_wakeup,
         batch_size=s.relay_batch_size,
         poll_interval=s.poll_interval_seconds,
+        max_attempts=s.relay_max_attempts,
     ).run
 
 

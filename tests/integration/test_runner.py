@@ -186,3 +186,19 @@ async def test_stopping_finishes_started_work_and_leaves_the_rest(bus: EmbeddedB
     stop.set()
     await task
     assert rest == [1, 2, 3, 4]
+
+
+class Bug(BaseException):
+    """Escapes the handler's retry loop, as a programming error in the runner would."""
+
+
+async def test_a_crashed_key_worker_stops_the_runner_loudly(bus: EmbeddedBus) -> None:
+    await publish(bus, users=1, per_user=1)
+
+    async def handler(message: Message) -> None:
+        raise Bug
+
+    runner = ConsumerRunner(bus.consumer("g", [TOPIC]), handler, name="t", commit_interval=0.05)
+    with pytest.raises(RuntimeError, match="key worker crashed"):
+        await asyncio.wait_for(runner.run(asyncio.Event()), 10)
+    assert await committed_total(bus) == 0

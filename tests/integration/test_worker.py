@@ -137,3 +137,16 @@ async def test_a_job_for_an_unknown_delivery_is_dropped(env: Fixture) -> None:
         await conn.execute(sa.delete(deliveries_table))
     await env.worker.handle(job_message(record))
     assert env.sink.messages() == []
+
+
+async def test_a_send_that_would_outlive_the_lease_is_cut_short(env: Fixture) -> None:
+    env.sink.delay = 1.0  # longer than 80% of the 0.5 s lease
+    record = await accept(env)
+    await env.worker.handle(job_message(record))
+    row = await delivery_row(env, record.deliveries[0].id)
+    assert (row.status, row.attempts) == ("RETRY_PENDING", 1)
+    assert "longer than 0.4s" in (row.last_error or "")
+
+    env.sink.delay = 0
+    await env.worker.handle(job_message(record, attempt=1))  # the scheduled retry
+    assert (await delivery_row(env, record.deliveries[0].id)).status == "SENT"

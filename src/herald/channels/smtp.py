@@ -143,6 +143,9 @@ class SmtpProvider:
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             client.close()
             raise classify(exc) from exc
+        except BaseException:
+            client.close()  # cancelled mid-conversation: the connection's state is unknown
+            raise
         finally:
             self._idle.put_nowait(client)
         return SendResult(self.name, mail["Message-ID"])

@@ -88,6 +88,7 @@ class ConsumerRunner:
         self._paused = False
         self._capacity = asyncio.Event()
         self._stop = asyncio.Event()
+        self._crashed: BaseException | None = None
 
     @property
     def in_flight(self) -> int:
@@ -104,15 +105,17 @@ class ConsumerRunner:
         next_commit = time.monotonic() + self.commit_interval
         failures = 0
         while not self._stop.is_set():
+            if self._crashed is not None:
+                raise RuntimeError(f"{self.name}: a key worker crashed") from self._crashed
             room = self.max_in_flight - self._in_flight
             try:
-                if room <= 0:
+                # Pause when full; resume only once half has drained (no flapping).
+                if room <= 0 or (self._paused and self._in_flight > self.max_in_flight // 2):
                     self._set_paused(True)
                     await wait_for_event(self._capacity, self.commit_interval)
                     await self.consumer.poll(0, 0)  # keeps group membership alive
                 else:
-                    if self._paused and self._in_flight <= self.max_in_flight // 2:
-                        self._set_paused(False)
+                    self._set_paused(False)
                     for message in await self.consumer.poll(room, self.commit_interval):
                         self._dispatch(message)
                 failures = 0
@@ -149,8 +152,15 @@ class ConsumerRunner:
             queue = self._queues[key] = deque()
             task = asyncio.create_task(self._work_key(key, queue), name=f"{self.name}:{key[1]}")
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(self._key_worker_done)
         queue.append(message)
+
+    def _key_worker_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # A bug, not a handler failure (those are retried): stop rather than limp on
+            # with messages that will never finish.
+            self._crashed = task.exception()
 
     async def _work_key(self, key: tuple[str, str], queue: deque[Message]) -> None:
         try:

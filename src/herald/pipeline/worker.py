@@ -73,7 +73,12 @@ class ChannelWorker:
             attempt=attempt,
         )
         try:
-            result = await self.provider.send(outbound)
+            # Finish well inside the lease, or another worker may take over mid-send.
+            async with asyncio.timeout(self.lease_seconds * 0.8):
+                result = await self.provider.send(outbound)
+        except TimeoutError:
+            error = TransientDeliveryError(f"send took longer than {self.lease_seconds * 0.8:g}s")
+            await self._failed(job, attempt, error)
         except DeliveryError as exc:
             await self._failed(job, attempt, exc)
         except Exception as exc:

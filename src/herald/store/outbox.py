@@ -77,12 +77,26 @@ async def mark_published(conn: AsyncConnection, ids: Sequence[int], now: datetim
     )
 
 
-async def next_due_at(conn: AsyncConnection) -> datetime | None:
-    """When the earliest waiting event becomes due (for the relay's sleep)."""
-    result: datetime | None = await conn.scalar(
-        sa.select(sa.func.min(E.available_at)).where(E.status.in_(_WAITING))
+async def record_failure(
+    conn: AsyncConnection,
+    event_id: int,
+    *,
+    attempts: int,
+    error: str,
+    retry_at: datetime,
+    dead: bool,
+) -> None:
+    """The bus refused the event: try again at ``retry_at``, or give up (DEAD_LETTERED)."""
+    await conn.execute(
+        sa.update(outbox_events)
+        .where(E.id == event_id)
+        .values(
+            status=OutboxStatus.DEAD_LETTERED if dead else OutboxStatus.FAILED,
+            attempts=attempts,
+            last_error=error[:2000],
+            available_at=retry_at,
+        )
     )
-    return result
 
 
 async def purge_published(conn: AsyncConnection, before: datetime) -> int:

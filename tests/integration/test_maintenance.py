@@ -1,0 +1,57 @@
+"""Housekeeping removes only what has expired."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from herald.bus.base import OutgoingMessage
+from herald.bus.embedded import EmbeddedBus
+from herald.clock import utcnow
+from herald.domain.models import OutboxStatus
+from herald.pipeline.maintenance import Maintenance
+from herald.store import idempotency, outbox
+from herald.store.database import Database
+from herald.store.idempotency import StoredResponse
+from herald.store.tables import bus_messages, idempotency_keys, outbox_events
+
+
+async def test_expired_keys_old_events_and_old_messages_are_purged(db: Database) -> None:
+    bus = EmbeddedBus(db, partitions=1)
+    await bus.ensure_topics(["t"])
+    now = utcnow()
+    response = StoredResponse("h", "id", 202, {})
+    async with db.write() as conn:
+        await idempotency.save(
+            conn, "s", "old", response, now=now - timedelta(days=2), ttl_seconds=60
+        )
+        await idempotency.save(conn, "s", "live", response, now=now, ttl_seconds=3600)
+        await outbox.add(conn, [OutgoingMessage("t", "k", b"old")], now=now - timedelta(hours=3))
+        await outbox.add(conn, [OutgoingMessage("t", "k", b"new")], now=now)
+        await outbox.add(
+            conn, [OutgoingMessage("t", "k", b"waiting")], now=now - timedelta(hours=3)
+        )
+        ids = (await conn.execute(sa.select(outbox_events.c.id).order_by("id"))).scalars().all()
+        await outbox.mark_published(conn, ids[:1], now - timedelta(hours=2))
+        await outbox.mark_published(conn, ids[1:2], now)
+    await bus.publish([OutgoingMessage("t", "k", b"m")])
+    async with db.write() as conn:
+        await conn.execute(sa.update(bus_messages).values(created_at=now - timedelta(days=8)))
+    await bus.publish([OutgoingMessage("t", "k", b"fresh")])
+
+    housekeeping = Maintenance(
+        db, bus, interval=60, outbox_retention=3600, log_retention=7 * 24 * 3600
+    )
+    counts = await housekeeping.run_once()
+
+    assert counts == {"idempotency_keys": 1, "outbox_events": 1, "log_messages": 1}
+    async with db.read() as conn:
+        keys = (await conn.execute(sa.select(idempotency_keys.c.key))).scalars().all()
+        left = (
+            await conn.execute(sa.select(outbox_events.c.payload, outbox_events.c.status))
+        ).all()
+        messages = (await conn.execute(sa.select(bus_messages.c.value))).scalars().all()
+    assert keys == ["live"]
+    assert sorted(left) == [(b"new", OutboxStatus.PUBLISHED), (b"waiting", OutboxStatus.PENDING)]
+    assert messages == [b"fresh"]
