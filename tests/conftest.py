@@ -7,6 +7,7 @@ import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
@@ -17,10 +18,21 @@ from herald.config import Settings
 from herald.runtime import Runtime
 from herald.store.database import Database
 from herald.store.migrate import upgrade
-from tests.services import POSTGRES_ADMIN_URL, require_postgres, run_sync
+from tests.herald_process import HeraldProcess
+from tests.kafka_broker import TansuBroker
+from tests.services import (
+    POSTGRES_ADMIN_URL,
+    REDIS_HOST,
+    REDIS_PORT,
+    PrivateRedis,
+    require_postgres,
+    require_redis,
+    run_sync,
+)
 from tests.smtp_sink import SmtpSink
 
 RUN_ID = uuid.uuid4().hex[:8]
+SHARED_REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
 PG_TEMPLATE = f"herald_test_{RUN_ID}_template"
 
 
@@ -120,6 +132,120 @@ async def db(database_url: str) -> AsyncIterator[Database]:
     database = Database(database_url, sqlite_synchronous="NORMAL")
     yield database
     await database.close()
+
+
+# -- Kafka -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBroker]:
+    """One broker for the run; tests keep apart by topic prefix and group names."""
+    broker = TansuBroker(tmp_path_factory.mktemp("tansu")).start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}."
+
+
+def kafka_settings(bootstrap: str, prefix: str) -> dict[str, object]:
+    """Settings for a Kafka deployment in the tests (fast group joins and failover)."""
+    return {
+        "bus": "kafka",
+        "kafka_bootstrap_servers": bootstrap,
+        "kafka_partitions": 4,
+        "kafka_session_timeout_ms": 3000,
+        "topic_prefix": prefix,
+    }
+
+
+# -- Redis -------------------------------------------------------------------------------
+
+
+async def _delete_keys(prefix: str) -> None:
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(SHARED_REDIS_URL)
+    keys = [k async for k in client.scan_iter(f"{prefix}*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A key prefix of this test's own on the shared Redis; its keys are deleted afterwards."""
+    require_redis()
+    prefix = f"herald-test:{RUN_ID}:{uuid.uuid4().hex[:8]}:"
+    yield prefix
+    run_sync(_delete_keys(prefix))
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    server = PrivateRedis().start()
+    yield server
+    server.stop()
+
+
+# -- deployments: the same tests on the embedded default and on Kafka + PostgreSQL + Redis --
+
+
+@dataclass
+class Deployment:
+    name: str
+    database_url: str
+    env: dict[str, str]
+    workdir: Path
+
+    def process(
+        self, command: tuple[str, ...] = ("serve",), name: str | None = None, **env: str
+    ) -> HeraldProcess:
+        return HeraldProcess(
+            self.workdir, {**self.env, **env}, command=command, name=name or command[0]
+        )
+
+
+@pytest.fixture(
+    params=[
+        "embedded",
+        pytest.param(
+            "distributed", marks=[pytest.mark.kafka, pytest.mark.postgres, pytest.mark.redis]
+        ),
+    ]
+)
+def deployment(request: pytest.FixtureRequest, smtp_sink: SmtpSink, tmp_path: Path) -> Deployment:
+    """Each deployment in turn: the tests using it must pass on both."""
+    return _deployment(request.param, request, smtp_sink, tmp_path)
+
+
+@pytest.fixture
+def distributed(request: pytest.FixtureRequest, smtp_sink: SmtpSink, tmp_path: Path) -> Deployment:
+    """Kafka + PostgreSQL + Redis, for tests about scaling out."""
+    return _deployment("distributed", request, smtp_sink, tmp_path)
+
+
+def _deployment(
+    kind: str, request: pytest.FixtureRequest, smtp_sink: SmtpSink, tmp_path: Path
+) -> Deployment:
+    if kind == "embedded":
+        url = request.getfixturevalue("fresh_sqlite_url")
+        env = {"HERALD_SQLITE_SYNCHRONOUS": "NORMAL"}
+    else:
+        url = request.getfixturevalue("fresh_pg_url")
+        broker: TansuBroker = request.getfixturevalue("kafka_broker")
+        kafka = kafka_settings(broker.bootstrap, request.getfixturevalue("topic_prefix"))
+        env = {f"HERALD_{k.upper()}": str(v) for k, v in kafka.items()}
+        env |= {
+            "HERALD_REDIS_URL": SHARED_REDIS_URL,
+            "HERALD_REDIS_PREFIX": request.getfixturevalue("redis_prefix"),
+        }
+    env |= {"HERALD_DATABASE_URL": url, "HERALD_SMTP_URL": smtp_sink.url}
+    return Deployment(kind, url, env, tmp_path)
 
 
 # -- SMTP --------------------------------------------------------------------------------

@@ -63,6 +63,16 @@ class HeraldProcess:
             time.sleep(0.05)
         raise TimeoutError(f"{self.name} did not become healthy:\n{self.log()}")
 
+    def wait_for_log(self, text: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.log():
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name} never logged {text!r}:\n{self.log()}")
+            time.sleep(0.05)
+
     def kill(self) -> None:
         """SIGKILL: no cleanup, no drain, no commit; exactly what a crash looks like."""
         if self.proc is not None and self.proc.poll() is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import shutil
 import socket
 import subprocess
 import time
@@ -72,3 +73,59 @@ def require_postgres() -> None:
             _postgres_checked = False
             unavailable("PostgreSQL", f"{POSTGRES_HOST}:{POSTGRES_PORT} (tried: {POSTGRES_START})")
     _postgres_checked = True
+
+
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+REDIS_START = (
+    'redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" '
+    "--appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log"
+)
+_redis_checked: bool | None = None
+
+
+def require_redis() -> None:
+    """Check the shared Redis answers; try its start command once if it does not."""
+    global _redis_checked
+    if _redis_checked:
+        return
+    if not port_open(REDIS_HOST, REDIS_PORT):
+        if _redis_checked is None:
+            subprocess.run(REDIS_START, shell=True, capture_output=True, timeout=30)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not port_open(REDIS_HOST, REDIS_PORT):
+                time.sleep(0.2)
+        if not port_open(REDIS_HOST, REDIS_PORT):
+            _redis_checked = False
+            unavailable("Redis", f"{REDIS_HOST}:{REDIS_PORT} (tried: {REDIS_START})")
+    _redis_checked = True
+
+
+class PrivateRedis:
+    """A redis-server of the test's own on a free port, so a test may stop it."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> PrivateRedis:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            unavailable("redis-server", "not installed")
+        args = [str(binary), "--port", str(self.port), "--bind", "127.0.0.1"]
+        args += ["--save", "", "--appendonly", "no"]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while not port_open("127.0.0.1", self.port, timeout=0.2):
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                unavailable("redis-server", "did not start")
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()

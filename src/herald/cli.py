@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Coroutine
-from typing import Annotated, Any
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import sqlalchemy.exc
 import typer
@@ -14,6 +14,10 @@ from pydantic import ValidationError
 from herald.config import Settings
 from herald.errors import ConfigError
 from herald.observability.logging import configure_logging, get_logger
+
+if TYPE_CHECKING:
+    from herald.roles import Role
+    from herald.runtime import Runtime
 
 app = typer.Typer(
     name="herald",
@@ -36,7 +40,7 @@ def _settings() -> Settings:
     return settings
 
 
-def _fail(message: str) -> typer.Exit:
+def _fail(message: str) -> NoReturn:
     typer.echo(f"herald: error: {message}", err=True)
     raise typer.Exit(2)
 
@@ -58,27 +62,71 @@ def _run(coro: Coroutine[Any, Any, int]) -> None:
     raise typer.Exit(code)
 
 
-@app.command()
-def serve(
-    host: Annotated[str | None, typer.Option(help="Address to listen on [HERALD_HOST].")] = None,
-    port: Annotated[int | None, typer.Option(help="Port to listen on [HERALD_PORT].")] = None,
-) -> None:
-    """Run every role in one process: API, relay, router, channel workers, status."""
-    settings = _settings()
+HostOption = Annotated[str | None, typer.Option(help="Address to listen on [HERALD_HOST].")]
+PortOption = Annotated[int | None, typer.Option(help="Port to listen on [HERALD_PORT].")]
 
+
+def _run_roles(
+    settings: Settings, build: Callable[[Runtime], dict[str, Role]], *, migrate: bool
+) -> None:
     async def main() -> int:
-        from herald import roles
         from herald.runtime import running
         from herald.supervisor import supervise
 
-        # SQLite is this process's own; PostgreSQL is migrated on purpose (`herald migrate`).
-        async with running(settings, migrate=settings.database_url.startswith("sqlite")) as rt:
-            return await supervise(
-                roles.all_roles(rt, host or settings.host, settings.port if port is None else port),
-                shutdown_timeout=settings.shutdown_timeout_seconds,
-            )
+        async with running(settings, migrate=migrate) as rt:
+            return await supervise(build(rt), shutdown_timeout=settings.shutdown_timeout_seconds)
 
     _run(main())
+
+
+@app.command()
+def serve(host: HostOption = None, port: PortOption = None) -> None:
+    """Run every role in one process: API, relay, router, channel workers, status."""
+    settings = _settings()
+    from herald import roles
+
+    listen = host or settings.host, settings.port if port is None else port
+    # SQLite is this process's own; a shared PostgreSQL is migrated on purpose (`herald migrate`).
+    on_sqlite = settings.database_url.startswith("sqlite")
+    _run_roles(settings, lambda rt: roles.all_roles(rt, *listen), migrate=on_sqlite)
+
+
+@app.command()
+def api(host: HostOption = None, port: PortOption = None) -> None:
+    """Run the HTTP API only; scale it by running more."""
+    settings = _settings()
+    from herald import roles
+
+    listen = host or settings.host, settings.port if port is None else port
+    _run_roles(settings, lambda rt: {"api": roles.api(rt, *listen)}, migrate=False)
+
+
+@app.command()
+def relay() -> None:
+    """Run the outbox relay (and housekeeping); several may run at once."""
+    settings = _settings()
+    from herald import roles
+
+    _run_roles(settings, roles.relay_roles, migrate=False)
+
+
+@app.command()
+def worker(
+    channels: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated channels this worker delivers [all]."),
+    ] = None,
+) -> None:
+    """Run the router, the status consumer and channel workers; scale by running more."""
+    settings = _settings()
+    from herald import roles
+    from herald.runtime import CHANNELS
+
+    chosen = CHANNELS if channels is None else [c.strip() for c in channels.split(",") if c.strip()]
+    unknown = sorted(set(chosen) - set(CHANNELS))
+    if unknown or not chosen:
+        _fail(f"--channels: unknown {unknown or 'none given'}; choose from {', '.join(CHANNELS)}")
+    _run_roles(settings, lambda rt: roles.worker_roles(rt, chosen), migrate=False)
 
 
 @app.command()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from herald.errors import ConfigError
@@ -18,11 +18,29 @@ class Settings(BaseSettings):
 
     # Storage and bus
     database_url: str = "sqlite:///./herald.db"
-    bus: Literal["embedded"] = "embedded"
+    bus: Literal["embedded", "kafka"] = "embedded"
     sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "FULL"
     db_pool_size: int = Field(default=10, ge=1)
     embedded_partitions: int = Field(default=4, ge=1, le=256)
     topic_prefix: str = Field(default="herald.", pattern=r"^[A-Za-z0-9._-]*$")
+
+    # Kafka (HERALD_BUS=kafka)
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_partitions: int = Field(default=6, ge=1, le=10_000)
+    kafka_replication_factor: int = Field(default=-1, ge=-1)  # -1: the broker's default
+    kafka_session_timeout_ms: int = Field(default=10_000, ge=1000)
+    kafka_publish_timeout_seconds: float = Field(default=20.0, gt=0)
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_ca_location: str | None = None
+    # Any other librdkafka property, as JSON: {"ssl.certificate.location": "/etc/herald/cert.pem"}
+    kafka_client_config: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+    # Redis (rate limits shared by all API processes, idempotency cache)
+    redis_url: str | None = None
+    redis_prefix: str = "herald:"
 
     # HTTP API
     host: str = "127.0.0.1"
@@ -30,6 +48,9 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_message_bytes: int = Field(default=256 * 1024, ge=1)
     idempotency_ttl_seconds: float = Field(default=24 * 3600, gt=0)
+    # Token bucket per client (API key, else address); 0 turns the limit off.
+    rate_limit_per_second: float = Field(default=100.0, ge=0)
+    rate_limit_burst: int = Field(default=200, ge=1)
 
     # Email
     email_backend: Literal["smtp", "console"] | None = None
@@ -41,6 +62,7 @@ class Settings(BaseSettings):
     # Pipeline
     relay_batch_size: int = Field(default=500, ge=1)
     relay_max_attempts: int = Field(default=10, ge=1)
+    relay_shard_lease_seconds: float = Field(default=30.0, gt=0)
     poll_interval_seconds: float = Field(default=0.2, gt=0)
     worker_max_in_flight: int = Field(default=256, ge=1)
     delivery_lease_seconds: float = Field(default=60.0, gt=0)
@@ -60,6 +82,36 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _publish_within_the_shard_lease(self) -> Settings:
+        if (
+            self.bus == "kafka"
+            and self.kafka_publish_timeout_seconds >= self.relay_shard_lease_seconds
+        ):
+            raise ValueError(
+                "HERALD_KAFKA_PUBLISH_TIMEOUT_SECONDS must be shorter than "
+                "HERALD_RELAY_SHARD_LEASE_SECONDS, or two relays could publish one shard at once"
+            )
+        return self
+
+    def kafka_client(self) -> dict[str, str | int | float | bool]:
+        """librdkafka settings shared by producers, consumers and the admin client."""
+        config: dict[str, str | int | float | bool] = {
+            "bootstrap.servers": self.kafka_bootstrap_servers,
+            "security.protocol": self.kafka_security_protocol,
+        }
+        optional = {
+            "sasl.mechanism": self.kafka_sasl_mechanism,
+            "sasl.username": self.kafka_sasl_username,
+            "sasl.password": self.kafka_sasl_password.get_secret_value()
+            if self.kafka_sasl_password
+            else None,
+            "ssl.ca.location": self.kafka_ssl_ca_location,
+        }
+        config.update({k: v for k, v in optional.items() if v is not None})
+        config.update(self.kafka_client_config)
+        return config
 
     @property
     def resolved_email_backend(self) -> Literal["smtp", "console"]:

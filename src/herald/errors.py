@@ -19,12 +19,24 @@ class IdempotencyKeyReusedError(HeraldError):
     """An Idempotency-Key was sent again with a different request body."""
 
 
+class RateLimitedError(HeraldError):
+    """The caller used up its request budget; it may try again after ``retry_after`` seconds."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"rate limit exceeded, retry in {retry_after:.2f}s")
+        self.retry_after = retry_after
+
+
 class PoisonMessageError(HeraldError):
     """A bus message cannot be decoded or validated; retrying it can never succeed."""
 
 
 class BusError(HeraldError):
-    """The message bus refused or failed an operation; it may work later."""
+    """The message bus refused a message or an operation (the message may be at fault)."""
+
+
+class BusUnavailableError(BusError):
+    """The bus cannot be reached or timed out; nothing is wrong with the messages."""
 
 
 class DeliveryError(HeraldError):

@@ -41,6 +41,7 @@ def relay(rt: Runtime) -> Role:
         batch_size=s.relay_batch_size,
         poll_interval=s.poll_interval_seconds,
         max_attempts=s.relay_max_attempts,
+        shard_lease_seconds=s.relay_shard_lease_seconds,
     ).run
 
 
@@ -104,15 +105,19 @@ def maintenance(rt: Runtime) -> Role:
     ).run
 
 
-def all_roles(rt: Runtime, host: str, port: int) -> dict[str, Role]:
-    """Everything in one process: what `herald serve` runs."""
-    roles = {
-        "api": api(rt, host, port),
-        "relay": relay(rt),
-        "router": router(rt),
-        "status": status(rt),
-        "maintenance": maintenance(rt),
-    }
-    for channel in CHANNELS:
+def relay_roles(rt: Runtime) -> dict[str, Role]:
+    """`herald relay`: the outbox relay, and the housekeeping that goes with the outbox."""
+    return {"relay": relay(rt), "maintenance": maintenance(rt)}
+
+
+def worker_roles(rt: Runtime, channels: list[str]) -> dict[str, Role]:
+    """`herald worker`: router, status consumer and a worker per channel."""
+    roles = {"router": router(rt), "status": status(rt)}
+    for channel in channels:
         roles[f"worker.{channel}"] = channel_worker(rt, channel)
     return roles
+
+
+def all_roles(rt: Runtime, host: str, port: int) -> dict[str, Role]:
+    """Everything in one process: what `herald serve` runs."""
+    return {"api": api(rt, host, port), **relay_roles(rt), **worker_roles(rt, CHANNELS)}

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from herald.bus import build_bus
 from herald.bus.topics import Topics
 from herald.config import Settings
 from herald.domain.models import Channel
+from herald.errors import ConfigError
 from herald.observability.logging import get_logger
 from herald.pipeline.intake import Intake
+from herald.reliability.ratelimit import LocalTokenBucket, RateLimiter, RedisTokenBucket
 from herald.store.database import Database
+from herald.store.idempotency_cache import IdempotencyCache
 from herald.store.migrate import require_current, upgrade
 from herald.wakeup import Wakeup
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 log = get_logger(__name__)
 
@@ -32,11 +39,16 @@ class Runtime:
         self.bus = build_bus(settings, self.db)
         # Lets the relay start at once when this process wrote to the outbox.
         self.outbox_wakeup = Wakeup()
+        self.redis = _redis(settings)
+        self.rate_limiter = _rate_limiter(settings, self.redis)
         self.intake = Intake(
             self.db,
             self.topics,
             self.outbox_wakeup,
             idempotency_ttl=settings.idempotency_ttl_seconds,
+            cache=None
+            if self.redis is None
+            else IdempotencyCache(self.redis, prefix=settings.redis_prefix),
         )
 
     async def start(self, *, migrate: bool) -> None:
@@ -51,6 +63,30 @@ class Runtime:
     async def close(self) -> None:
         await self.bus.close()
         await self.db.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+
+
+def _redis(settings: Settings) -> Redis | None:
+    if settings.redis_url is None:
+        return None
+    try:
+        from redis.asyncio import Redis
+    except ImportError as exc:
+        raise ConfigError(
+            "HERALD_REDIS_URL needs the redis extra: pip install 'herald[redis]'"
+        ) from exc
+    # Short timeouts: Redis is an accelerator here; when it is slow, the fallbacks take over.
+    return Redis.from_url(settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
+
+
+def _rate_limiter(settings: Settings, redis: Redis | None) -> RateLimiter | None:
+    if settings.rate_limit_per_second <= 0:
+        return None
+    rate, burst = settings.rate_limit_per_second, settings.rate_limit_burst
+    if redis is None:
+        return LocalTokenBucket(rate=rate, burst=burst)
+    return RedisTokenBucket(redis, rate=rate, burst=burst, prefix=settings.redis_prefix)
 
 
 @asynccontextmanager

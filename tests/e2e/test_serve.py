@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.conftest import Deployment
 from tests.herald_process import HeraldProcess
 from tests.smtp_sink import SmtpSink
 
@@ -19,16 +19,8 @@ URL = "/api/v1/notifications"
 
 
 @pytest.fixture
-def herald(database_url: str, smtp_sink: SmtpSink, tmp_path: Path) -> Iterator[HeraldProcess]:
-    process = HeraldProcess(
-        tmp_path,
-        {
-            "HERALD_DATABASE_URL": database_url,
-            "HERALD_SMTP_URL": smtp_sink.url,
-            "HERALD_SQLITE_SYNCHRONOUS": "NORMAL",
-        },
-    )
-    process.start()
+def herald(deployment: Deployment) -> Iterator[HeraldProcess]:
+    process = deployment.process().start()
     yield process
     process.stop()
 

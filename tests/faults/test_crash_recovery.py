@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.herald_process import HeraldProcess
+from tests.conftest import Deployment
 from tests.smtp_sink import SmtpSink
 
 pytestmark = pytest.mark.slow
@@ -18,19 +17,14 @@ COUNT = 60
 
 
 async def test_sigkill_mid_delivery_loses_nothing(
-    database_url: str, smtp_sink: SmtpSink, tmp_path: Path
+    deployment: Deployment, smtp_sink: SmtpSink
 ) -> None:
     smtp_sink.delay = 0.05  # a slow relay, so the kill lands while deliveries are in flight
-    herald = HeraldProcess(
-        tmp_path,
-        {
-            "HERALD_DATABASE_URL": database_url,
-            "HERALD_SMTP_URL": smtp_sink.url,
-            "HERALD_SMTP_POOL_SIZE": "2",
-            # A killed worker's claim blocks its delivery until the lease lapses.
-            "HERALD_DELIVERY_LEASE_SECONDS": "2",
-            "HERALD_SMTP_TIMEOUT_SECONDS": "1",
-        },
+    herald = deployment.process(
+        HERALD_SMTP_POOL_SIZE="2",
+        # A killed worker's claim blocks its delivery until the lease lapses.
+        HERALD_DELIVERY_LEASE_SECONDS="2",
+        HERALD_SMTP_TIMEOUT_SECONDS="1",
     ).start()
     try:
         async with httpx.AsyncClient(base_url=herald.url) as http:

@@ -11,21 +11,55 @@ import pytest
 
 from herald.bus.base import Bus, Consumer, Message, OutgoingMessage
 from herald.bus.embedded import EmbeddedBus
+from herald.bus.kafka import KafkaBus
 from herald.errors import BusError
 from herald.store.database import Database
 
 
-@pytest.fixture
-async def bus(db: Database) -> AsyncIterator[Bus]:
-    backend = EmbeddedBus(db, partitions=3, poll_interval=0.05)
+@pytest.fixture(
+    params=[
+        "embedded-sqlite",
+        pytest.param("embedded-postgres", marks=pytest.mark.postgres),
+        pytest.param("kafka", marks=pytest.mark.kafka),
+    ]
+)
+async def bus(request: pytest.FixtureRequest) -> AsyncIterator[Bus]:
+    """Each backend, empty; the contract tests below must pass on every one."""
+    db = None
+    backend: Bus
+    if request.param == "kafka":
+        broker = request.getfixturevalue("kafka_broker")
+        backend = KafkaBus(
+            {"bootstrap.servers": broker.bootstrap}, partitions=3, session_timeout_ms=3000
+        )
+    else:
+        fixture = "fresh_sqlite_url" if request.param == "embedded-sqlite" else "fresh_pg_url"
+        db = Database(request.getfixturevalue(fixture), sqlite_synchronous="NORMAL")
+        backend = EmbeddedBus(db, partitions=3, poll_interval=0.05)
     await backend.start()
     yield backend
     await backend.close()
+    if db is not None:
+        await db.close()
 
 
 @pytest.fixture
 def topic() -> str:
     return f"test.{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def group(topic: str) -> str:
+    """Unique per test: the Kafka broker is shared by the whole run."""
+    return f"{topic}.group"
+
+
+async def joined(consumer: Consumer, timeout: float = 20.0) -> None:
+    """Poll until the consumer has partitions (a Kafka group join takes a moment)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not consumer.assignment():
+        assert asyncio.get_running_loop().time() < deadline, "never got partitions"
+        assert await consumer.poll(1, 0.1) == []
 
 
 async def drain(consumer: Consumer, expected: int, timeout: float = 10.0) -> list[Message]:
@@ -45,10 +79,10 @@ def _messages(topic: str, users: int, per_user: int) -> list[OutgoingMessage]:
     ]
 
 
-async def test_each_key_is_read_in_publish_order(bus: Bus, topic: str) -> None:
+async def test_each_key_is_read_in_publish_order(bus: Bus, topic: str, group: str) -> None:
     await bus.ensure_topics([topic])
     await bus.publish(_messages(topic, users=7, per_user=20))
-    consumer = bus.consumer("g", [topic])
+    consumer = bus.consumer(group, [topic])
     received = await drain(consumer, 140)
     await consumer.close()
 
@@ -60,40 +94,43 @@ async def test_each_key_is_read_in_publish_order(bus: Bus, topic: str) -> None:
     assert all(m.partition == partitions[m.key] for m in received)  # a key stays put
 
 
-async def test_a_group_resumes_after_its_last_commit(bus: Bus, topic: str) -> None:
+async def test_a_group_resumes_after_its_last_commit(bus: Bus, topic: str, group: str) -> None:
     await bus.ensure_topics([topic])
     await bus.publish(_messages(topic, users=1, per_user=10))
-    first = bus.consumer("g", [topic])
+    first = bus.consumer(group, [topic])
     received = await drain(first, 10)
     sixth = received[5]
     await first.commit({sixth.tp: sixth.offset + 1})  # done with 0..5 only
     await first.close()
 
-    second = bus.consumer("g", [topic])
+    second = bus.consumer(group, [topic])
     again = await drain(second, 4)
     await second.close()
     assert [int(m.headers["seq"]) for m in again] == [6, 7, 8, 9]
 
 
-async def test_every_group_sees_every_message(bus: Bus, topic: str) -> None:
+async def test_every_group_sees_every_message(bus: Bus, topic: str, group: str) -> None:
     await bus.ensure_topics([topic])
     await bus.publish(_messages(topic, users=3, per_user=5))
-    for group in ("archive", "indexer"):
-        consumer = bus.consumer(group, [topic])
+    for name in ("archive", "indexer"):
+        consumer = bus.consumer(f"{group}.{name}", [topic])
         assert len(await drain(consumer, 15)) == 15
         await consumer.close()
 
 
-async def test_paused_partitions_are_not_read(bus: Bus, topic: str) -> None:
+async def test_paused_partitions_are_not_read(bus: Bus, topic: str, group: str) -> None:
     await bus.ensure_topics([topic])
-    consumer = bus.consumer("g", [topic])
-    await consumer.poll(1, 0)  # join the group
+    consumer = bus.consumer(group, [topic])
+    await joined(consumer)
     consumer.pause(consumer.assignment())
     await bus.publish(_messages(topic, users=5, per_user=2))
     assert await consumer.poll(100, 0.3) == []
     consumer.resume(consumer.assignment())
     assert len(await drain(consumer, 10)) == 10
     await consumer.close()
+
+
+# -- the embedded bus only ---------------------------------------------------------------
 
 
 async def test_a_waiting_poll_wakes_up_when_a_message_arrives(db: Database, topic: str) -> None:

@@ -26,3 +26,12 @@ async def test_upgrade_is_idempotent(db: Database) -> None:
     await upgrade(db)
     await require_current(db)
     assert await current_revision(db) == head_revision()
+
+
+async def test_the_outbox_shards_exist(db: Database) -> None:
+    from herald.store.outbox import SHARDS
+    from herald.store.tables import outbox_shards
+
+    async with db.read() as conn:
+        shards = (await conn.execute(sa.select(outbox_shards.c.shard))).scalars().all()
+    assert sorted(shards) == list(range(SHARDS))

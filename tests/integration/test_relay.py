@@ -1,36 +1,80 @@
-"""The outbox relay over a real embedded bus, on SQLite and PostgreSQL."""
+"""The outbox relay over the embedded bus and over Kafka, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from herald.bus.base import Message, OutgoingMessage
+from herald.bus.base import Bus, Message, OutgoingMessage
 from herald.bus.embedded import EmbeddedBus
+from herald.bus.kafka import KafkaBus
 from herald.clock import utcnow
-from herald.errors import BusError
+from herald.errors import BusError, BusUnavailableError
 from herald.pipeline.relay import OutboxRelay
 from herald.reliability.backoff import Backoff
 from herald.store import outbox
 from herald.store.database import Database
-from herald.store.tables import outbox_events
+from herald.store.tables import outbox_events, outbox_shards
 from herald.wakeup import Wakeup
+from tests.kafka_broker import TansuBroker
+from tests.services import free_port
+
+REFUSED = "refuse.me"
 
 
-class RefusingBus(EmbeddedBus):
+class RefusingEmbeddedBus(EmbeddedBus):
     """The real embedded bus, except that it refuses one topic (fault injection)."""
 
-    refused_topic = "refuse.me"
-
     async def publish_in(self, conn: AsyncConnection, messages: Sequence[OutgoingMessage]) -> None:
-        if any(m.topic == self.refused_topic for m in messages):
-            raise BusError(f"{self.refused_topic} is refused")
+        if any(m.topic.endswith(REFUSED) for m in messages):
+            raise BusError(f"{REFUSED} is refused")
         await super().publish_in(conn, messages)
+
+
+class RefusingKafkaBus(KafkaBus):
+    """The real Kafka bus, except that it refuses one topic (fault injection)."""
+
+    async def _publish(self, messages: Sequence[OutgoingMessage]) -> None:
+        if any(m.topic.endswith(REFUSED) for m in messages):
+            raise BusError(f"{REFUSED} is refused")
+        await super()._publish(messages)
+
+
+@pytest.fixture(params=["embedded", pytest.param("kafka", marks=pytest.mark.kafka)])
+async def bus(request: pytest.FixtureRequest, db: Database) -> AsyncIterator[Bus]:
+    backend: Bus
+    if request.param == "kafka":
+        broker: TansuBroker = request.getfixturevalue("kafka_broker")
+        backend = RefusingKafkaBus(
+            {"bootstrap.servers": broker.bootstrap}, partitions=2, session_timeout_ms=3000
+        )
+    else:
+        backend = RefusingEmbeddedBus(db, partitions=2)
+    await backend.start()
+    yield backend
+    await backend.close()
+
+
+@pytest.fixture
+def topic() -> str:
+    return f"relay.{uuid.uuid4().hex[:8]}"
+
+
+def make_relay(db: Database, bus: Bus, **overrides: object) -> OutboxRelay:
+    options: dict[str, object] = {
+        "batch_size": 100,
+        "max_attempts": 2,
+        "event_backoff": Backoff(0.01, 0.01),
+    }
+    options.update(overrides)
+    return OutboxRelay(db, bus, Wakeup(), **options)  # type: ignore[arg-type]
 
 
 async def add(db: Database, *messages: OutgoingMessage, delay: float = 0) -> None:
@@ -39,72 +83,127 @@ async def add(db: Database, *messages: OutgoingMessage, delay: float = 0) -> Non
         await outbox.add(conn, messages, now=now, available_at=now + timedelta(seconds=delay))
 
 
-async def read_all(bus: EmbeddedBus, topic: str) -> list[Message]:
-    consumer = bus.consumer(f"reader-{topic}", [topic])
-    messages = await consumer.poll(1000, 0.2)
+async def read(bus: Bus, topic: str, expected: int) -> list[Message]:
+    consumer = bus.consumer(f"{topic}.reader", [topic])
+    received: list[Message] = []
+    for _ in range(300):
+        received += await consumer.poll(1000, 0.1)
+        if len(received) >= expected:
+            break
+    await asyncio.sleep(0.2)
+    received += await consumer.poll(1000, 0.1)  # anything beyond what was expected?
     await consumer.close()
-    return messages
+    return received
 
 
 async def outbox_rows(db: Database) -> list[sa.Row[tuple[object, ...]]]:
     async with db.read() as conn:
-        return list(
-            (await conn.execute(sa.select(outbox_events).order_by(outbox_events.c.id))).all()
-        )
+        query = sa.select(outbox_events).order_by(outbox_events.c.id)
+        return list((await conn.execute(query)).all())
 
 
-@pytest.fixture
-def bus(db: Database) -> EmbeddedBus:
-    return RefusingBus(db, partitions=2)
-
-
-@pytest.fixture
-async def relay(db: Database, bus: EmbeddedBus) -> OutboxRelay:
-    await bus.ensure_topics(["t", RefusingBus.refused_topic])
-    return OutboxRelay(
-        db, bus, Wakeup(), batch_size=100, max_attempts=2, event_backoff=Backoff(0.01, 0.01)
-    )
-
-
-async def test_each_event_is_published_once_in_order(
-    db: Database, bus: EmbeddedBus, relay: OutboxRelay
-) -> None:
-    await add(db, *(OutgoingMessage("t", "user", str(i).encode()) for i in range(10)))
+async def test_each_event_is_published_once_in_order(db: Database, bus: Bus, topic: str) -> None:
+    await bus.ensure_topics([topic])
+    await add(db, *(OutgoingMessage(topic, "user", str(i).encode()) for i in range(10)))
+    relay = make_relay(db, bus)
     assert await relay.relay_once() == 10
     assert await relay.relay_once() == 0
-    assert [m.value for m in await read_all(bus, "t")] == [str(i).encode() for i in range(10)]
+    published = await read(bus, topic, 10)
+    assert [m.value for m in published] == [str(i).encode() for i in range(10)]
     assert {r.status for r in await outbox_rows(db)} == {"PUBLISHED"}
 
 
-async def test_delayed_events_wait_until_due(
-    db: Database, bus: EmbeddedBus, relay: OutboxRelay
-) -> None:
-    await add(db, OutgoingMessage("t", "k", b"later"), delay=0.3)
+async def test_delayed_events_wait_until_due(db: Database, bus: Bus, topic: str) -> None:
+    await bus.ensure_topics([topic])
+    await add(db, OutgoingMessage(topic, "k", b"later"), delay=0.3)
+    relay = make_relay(db, bus)
     assert await relay.relay_once() == 0
     await asyncio.sleep(0.4)
     assert await relay.relay_once() == 1
-    assert [m.value for m in await read_all(bus, "t")] == [b"later"]
+    assert [m.value for m in await read(bus, topic, 1)] == [b"later"]
 
 
 async def test_a_refused_event_does_not_hold_back_the_others(
-    db: Database, bus: EmbeddedBus, relay: OutboxRelay
+    db: Database, bus: Bus, topic: str
 ) -> None:
+    refused_topic = f"{topic}.{REFUSED}"
+    await bus.ensure_topics([topic, refused_topic])
     await add(
         db,
-        OutgoingMessage("t", "k", b"before"),
-        OutgoingMessage(RefusingBus.refused_topic, "k", b"poison"),
-        OutgoingMessage("t", "k", b"after"),
+        OutgoingMessage(topic, "k", b"before"),
+        OutgoingMessage(refused_topic, "k", b"poison"),
+        OutgoingMessage(topic, "k", b"after"),
     )
+    relay = make_relay(db, bus)
     await relay.relay_once()
-    assert [m.value for m in await read_all(bus, "t")] == [b"before", b"after"]
-    refused = [r for r in await outbox_rows(db) if r.topic == RefusingBus.refused_topic]
+    assert [m.value for m in await read(bus, topic, 2)] == [b"before", b"after"]
+    refused = [r for r in await outbox_rows(db) if r.topic == refused_topic]
     assert [(r.status, r.attempts) for r in refused] == [("FAILED", 1)]
-    assert "refused" in (refused[0].last_error or "")
+    assert REFUSED in (refused[0].last_error or "")
 
     await asyncio.sleep(0.05)  # the event's backoff
     await relay.relay_once()
-    refused = [r for r in await outbox_rows(db) if r.topic == RefusingBus.refused_topic]
+    refused = [r for r in await outbox_rows(db) if r.topic == refused_topic]
     assert [(r.status, r.attempts) for r in refused] == [("DEAD_LETTERED", 2)]
 
     await asyncio.sleep(0.05)
     assert await relay.relay_once() == 0  # dead-lettered events are left alone
+
+
+@pytest.mark.kafka
+async def test_an_unreachable_broker_counts_against_no_event(db: Database, topic: str) -> None:
+    dead_broker = KafkaBus({"bootstrap.servers": f"127.0.0.1:{free_port()}"}, publish_timeout=1.0)
+    await dead_broker.start()
+    await add(db, OutgoingMessage(topic, "k", b"waits"))
+    relay = make_relay(db, dead_broker)
+    with pytest.raises(BusUnavailableError):
+        await relay.relay_once()
+    [row] = await outbox_rows(db)
+    assert (row.status, row.attempts) == ("PENDING", 0)
+    async with db.read() as conn:
+        leased = await conn.scalar(
+            sa.select(sa.func.count()).where(outbox_shards.c.owner.is_not(None))
+        )
+    assert leased == 0  # the shards went back for the next try
+    await dead_broker.close()
+
+
+@pytest.mark.kafka
+async def test_concurrent_relays_share_the_work_and_keep_each_key_in_order(
+    db: Database, kafka_broker: TansuBroker, topic: str
+) -> None:
+    buses = [
+        KafkaBus({"bootstrap.servers": kafka_broker.bootstrap}, partitions=4) for _ in range(2)
+    ]
+    for bus in buses:
+        await bus.start()
+    await buses[0].ensure_topics([topic])
+    users, per_user = 40, 25
+    await add(
+        db,
+        *(
+            OutgoingMessage(topic, f"user-{u}", str(i).encode())
+            for i in range(per_user)
+            for u in range(users)
+        ),
+    )
+    relays = [make_relay(db, bus, batch_size=50, shards_per_claim=4) for bus in buses]
+    handled = [0, 0]
+
+    async def drain(index: int) -> None:
+        while True:
+            count = await relays[index].relay_once()
+            handled[index] += count
+            if count == 0 and not any(r.status != "PUBLISHED" for r in await outbox_rows(db)):
+                return
+
+    await asyncio.gather(drain(0), drain(1))
+    received = await read(buses[0], topic, users * per_user)
+    for bus in buses:
+        await bus.close()
+
+    by_user: dict[str, list[int]] = defaultdict(list)
+    for message in received:
+        by_user[message.key or ""].append(int(message.value))
+    assert by_user == {f"user-{u}": list(range(per_user)) for u in range(users)}
+    assert all(handled), f"one relay did all the work: {handled}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from herald.errors import IdempotencyKeyReusedError, NotFoundError
+from herald.errors import IdempotencyKeyReusedError, NotFoundError, RateLimitedError
 from herald.observability.logging import get_logger
 
 log = get_logger(__name__)
@@ -85,6 +86,16 @@ def install(app: FastAPI) -> None:
         message = "this Idempotency-Key was already used with a different request"
         return error_response(
             422, "idempotency_key_reused", message, [("Idempotency-Key", message)]
+        )
+
+    @app.exception_handler(RateLimitedError)
+    async def _limited(_: Request, exc: RateLimitedError) -> JSONResponse:
+        seconds = max(1, math.ceil(exc.retry_after))
+        return error_response(
+            429,
+            "rate_limited",
+            f"too many requests; retry in {seconds}s",
+            headers={"Retry-After": str(seconds)},
         )
 
     @app.exception_handler(NotFoundError)

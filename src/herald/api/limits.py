@@ -1,10 +1,32 @@
-"""Refuse request bodies over the configured size before anything parses them."""
+"""Request limits: body size (before anything parses the body) and a rate per client."""
 
 from __future__ import annotations
 
+import hashlib
+
+from fastapi import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from herald.api.errors import error_response
+from herald.errors import RateLimitedError
+
+
+def client_identity(request: Request) -> str:
+    """Who pays for this request: the API key if one is sent (never stored), else the address."""
+    authorization = request.headers.get("authorization")
+    if authorization:
+        return "key:" + hashlib.sha256(authorization.encode()).hexdigest()[:24]
+    return "addr:" + (request.client.host if request.client else "unknown")
+
+
+async def enforce_rate_limit(request: Request) -> None:
+    """FastAPI dependency for every /api/v1 route: one token per request."""
+    limiter = request.app.state.runtime.rate_limiter
+    if limiter is None:
+        return
+    decision = await limiter.acquire(client_identity(request))
+    if not decision.allowed:
+        raise RateLimitedError(decision.retry_after)
 
 
 class BodySizeLimit:

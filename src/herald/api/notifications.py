@@ -8,10 +8,11 @@ import hashlib
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 
 from herald.api.errors import FieldError
+from herald.api.limits import enforce_rate_limit
 from herald.api.schemas import ErrorOut, NotificationCreate, NotificationOut, NotificationPage
 from herald.domain.models import NotificationStatus
 from herald.errors import NotFoundError
@@ -20,11 +21,16 @@ from herald.runtime import Runtime
 from herald.store import notifications
 from herald.store.notifications import NotificationRecord
 
-router = APIRouter(prefix="/api/v1/notifications", tags=["notifications"])
+router = APIRouter(
+    prefix="/api/v1/notifications",
+    tags=["notifications"],
+    dependencies=[Depends(enforce_rate_limit)],
+)
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorOut, "description": "Request body too large"},
     422: {"model": ErrorOut, "description": "Invalid request; `errors` names each field"},
+    429: {"model": ErrorOut, "description": "Rate limit exceeded; see Retry-After"},
     503: {"model": ErrorOut, "description": "Storage unavailable; nothing was stored"},
 }
 # Stripe's limit; a UUID fits with room to spare.

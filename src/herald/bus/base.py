@@ -13,7 +13,7 @@ import abc
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from herald.observability.logging import get_logger
 
@@ -55,8 +55,25 @@ class Message:
         return TopicPartition(self.topic, self.partition)
 
 
+class RebalanceListener(Protocol):
+    """Told when partitions leave this consumer (implemented by the consumer runner)."""
+
+    async def revoked(self, partitions: frozenset[TopicPartition]) -> dict[TopicPartition, int]:
+        """Finish in-flight work of these partitions; return the offsets to commit for them."""
+        ...
+
+    async def lost(self, partitions: frozenset[TopicPartition]) -> None:
+        """These partitions are gone already (another member owns them): drop their work."""
+        ...
+
+
 class Consumer(abc.ABC):
     """One member of a consumer group."""
+
+    listener: RebalanceListener | None = None
+
+    def set_rebalance_listener(self, listener: RebalanceListener) -> None:
+        self.listener = listener
 
     @abc.abstractmethod
     async def poll(self, max_messages: int, timeout: float) -> list[Message]:

@@ -190,12 +190,14 @@ class EmbeddedConsumer(Consumer):
                     await self._assign(conn)
         if held:
             self._renew_at = time.monotonic() + lease / 3
-        else:
-            if self._assignment:
-                assert holder is not None
-                log.warning("bus.lease_lost", group=self.group, holder=holder.owner)
-            self._assignment, self._positions = frozenset(), {}
-            self._renew_at = time.monotonic() + min(1.0, lease / 3)
+            return
+        self._renew_at = time.monotonic() + min(1.0, lease / 3)
+        if self._assignment:
+            assert holder is not None
+            log.warning("bus.lease_lost", group=self.group, holder=holder.owner)
+            lost, self._assignment, self._positions = self._assignment, frozenset(), {}
+            if self.listener is not None:
+                await self.listener.lost(lost)
 
     async def _assign(self, conn: AsyncConnection) -> None:
         partitions = await conn.execute(

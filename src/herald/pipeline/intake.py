@@ -24,6 +24,7 @@ from herald.observability.logging import get_logger
 from herald.pipeline.envelope import envelope
 from herald.store import idempotency, notifications, outbox
 from herald.store.database import Database
+from herald.store.idempotency_cache import IdempotencyCache
 from herald.store.notifications import DeliveryRecord, NotificationRecord
 from herald.wakeup import Wakeup
 
@@ -62,12 +63,19 @@ class Accepted:
 
 class Intake:
     def __init__(
-        self, db: Database, topics: Topics, outbox_wakeup: Wakeup, *, idempotency_ttl: float
+        self,
+        db: Database,
+        topics: Topics,
+        outbox_wakeup: Wakeup,
+        *,
+        idempotency_ttl: float,
+        cache: IdempotencyCache | None = None,
     ) -> None:
         self.db = db
         self.topics = topics
         self.outbox_wakeup = outbox_wakeup
         self.idempotency_ttl = idempotency_ttl
+        self.cache = cache
 
     async def submit(
         self,
@@ -76,6 +84,10 @@ class Intake:
         idem: IdempotencyRequest | None = None,
     ) -> Accepted:
         """Store the notification; ``render`` makes the response body that repeats get back."""
+        if idem is not None and self.cache is not None:
+            cached = await self.cache.get(idem.scope, idem.key)
+            if cached is not None:
+                return _replay(cached, idem)
         for _ in range(3):
             try:
                 return await self._submit_once(request, render, idem)
@@ -94,19 +106,20 @@ class Intake:
             if idem is not None:
                 stored = await idempotency.find(conn, idem.scope, idem.key, now)
                 if stored is not None:
-                    if stored.request_hash != idem.request_hash:
-                        raise IdempotencyKeyReusedError(idem.key)
-                    return Accepted(stored.status, stored.body, replayed=True)
+                    return _replay(stored, idem)
             record = _new_record(request, now)
             await notifications.insert(conn, record)
             await outbox.add(conn, [self._requested(record, request)], now=now)
             body = render(record)
+            response = None
             if idem is not None:
                 response = idempotency.StoredResponse(idem.request_hash, record.id, 202, body)
                 await idempotency.save(
                     conn, idem.scope, idem.key, response, now=now, ttl_seconds=self.idempotency_ttl
                 )
         self.outbox_wakeup.notify()
+        if idem is not None and response is not None and self.cache is not None:
+            await self.cache.put(idem.scope, idem.key, response, self.idempotency_ttl)
         log.info(
             "notification.accepted", notification_id=record.id, channels=",".join(request.channels)
         )
@@ -127,6 +140,12 @@ class Intake:
             created_at=record.created_at,
         )
         return envelope(self.topics.requested, request.user_key, event)
+
+
+def _replay(stored: idempotency.StoredResponse, idem: IdempotencyRequest) -> Accepted:
+    if stored.request_hash != idem.request_hash:
+        raise IdempotencyKeyReusedError(idem.key)
+    return Accepted(stored.status, stored.body, replayed=True)
 
 
 def _new_record(request: NotificationRequest, now: datetime) -> NotificationRecord:

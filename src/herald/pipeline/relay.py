@@ -1,25 +1,38 @@
-"""The outbox relay: moves committed outbox events onto the bus, oldest first.
+"""The outbox relay: moves committed outbox events onto the bus, in order per key.
 
-On the embedded bus the relay appends to the log and marks the events published in the same
-transaction, so each event is published exactly once. Only one relay works at a time (SQLite's
-write lock, or an advisory lock on PostgreSQL), which keeps each key's events in order.
+Two ways, chosen by the bus:
+- The embedded bus lives in the same database, so the relay appends to the log and marks the
+  events published in one transaction: each event is published exactly once. One relay works
+  at a time (SQLite's write lock, or an advisory lock on PostgreSQL).
+- An external bus (Kafka) cannot join a transaction, and waiting for its acknowledgement must
+  not hold a database lock (a broker outage would stall the API). The outbox is split into
+  shards by key; a relay leases some shards that have due events (SELECT ... FOR UPDATE SKIP
+  LOCKED on PostgreSQL), publishes their events without a transaction open, then marks them
+  published and releases the shards in one transaction. Only the lease holder publishes a
+  shard, so each key stays in order while several relays share the work; if a relay dies
+  between publishing and marking, its leases lapse and the events are published again.
 
-When a batch fails, the relay publishes its events one by one: an event the bus keeps refusing
-is marked FAILED and retried later with backoff (DEAD_LETTERED after ``max_attempts``) instead
-of holding back every event behind it. If even that bookkeeping fails, the database itself is
-unwell and the whole relay backs off.
+When the bus refuses part of a batch, the relay retries event by event: an event the bus
+keeps refusing is marked FAILED and retried later with backoff (DEAD_LETTERED after
+``max_attempts``) instead of holding back the events behind it. When the bus or the database
+cannot be reached at all, nothing is counted against the events; the relay just backs off.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import uuid
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
+import sqlalchemy.exc
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.bus.base import Bus
 from herald.clock import utcnow
+from herald.errors import BusUnavailableError
 from herald.observability.logging import get_logger
 from herald.reliability.backoff import Backoff
 from herald.store import outbox
@@ -30,8 +43,17 @@ from herald.wakeup import Wakeup, sleep_unless, wait_for_event
 log = get_logger(__name__)
 
 _PG_RELAY_LOCK = 0x72_65_6C_61_79  # any constant shared by every relay
-_RELAY_BACKOFF = Backoff(base=0.5, cap=30.0)  # the relay as a whole (database trouble)
+_RELAY_BACKOFF = Backoff(base=0.5, cap=30.0)  # the relay as a whole (bus or database down)
 _EVENT_BACKOFF = Backoff(base=1.0, cap=300.0)  # one event the bus refuses
+
+_UNREACHABLE = (
+    BusUnavailableError,
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,
+    OSError,
+    TimeoutError,
+)
 
 
 class OutboxRelay:
@@ -45,9 +67,9 @@ class OutboxRelay:
         poll_interval: float = 0.2,
         max_attempts: int = 10,
         event_backoff: Backoff = _EVENT_BACKOFF,
+        shard_lease_seconds: float = 30.0,
+        shards_per_claim: int = 8,
     ) -> None:
-        if not bus.transactional:
-            raise NotImplementedError(f"the outbox relay does not support the {bus.name} bus yet")
         self.db = db
         self.bus = bus
         self.wakeup = wakeup
@@ -55,6 +77,9 @@ class OutboxRelay:
         self.poll_interval = poll_interval
         self.max_attempts = max_attempts
         self.event_backoff = event_backoff
+        self.shard_lease_seconds = shard_lease_seconds
+        self.shards_per_claim = shards_per_claim
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     async def run(self, stop: asyncio.Event) -> None:
         woken = self.wakeup.subscribe()
@@ -62,79 +87,124 @@ class OutboxRelay:
         try:
             while not stop.is_set():
                 try:
-                    published = await self.relay_once()
+                    handled = await self.relay_once()
                     failures = 0
-                except Exception:
+                except Exception as exc:
                     failures += 1
-                    log.exception("relay.failed", failures=failures)
+                    event = log.exception if failures == 1 else log.error
+                    event("relay.failed", failures=failures, error=f"{type(exc).__name__}: {exc}")
                     await sleep_unless(stop, _RELAY_BACKOFF.ceiling(failures))
                     continue
-                if published < self.batch_size:
+                if handled < self.batch_size:
                     await wait_for_event(woken, self.poll_interval)
         finally:
             self.wakeup.unsubscribe(woken)
 
     async def relay_once(self) -> int:
-        """Publish the due events, at most one batch; returns how many were handled."""
+        """Publish one batch of due events; returns how many were handled."""
+        if self.bus.transactional:
+            return await self._relay_in_transaction()
+        return await self._relay_claimed_shards()
+
+    # -- the embedded bus: publish and mark in one transaction ---------------------------
+
+    async def _relay_in_transaction(self) -> int:
         try:
-            return await self._publish_batch()
+            return await self._publish_in_transaction(limit=self.batch_size)
+        except _UNREACHABLE:
+            raise
         except Exception as exc:
             log.warning("relay.batch_failed", error=f"{type(exc).__name__}: {exc}")
-        return await self._publish_one_by_one()
+        # Find the event(s) the bus refuses by publishing one at a time, each at most once.
+        async with self.db.read() as conn:
+            candidates = await outbox.due(conn, now=utcnow(), limit=self.batch_size)
+        for event in candidates:
+            try:
+                await self._publish_in_transaction(limit=1, only=event.id)
+            except _UNREACHABLE:
+                raise
+            except Exception as exc:
+                now = utcnow()
+                async with self.db.write() as conn:
+                    await self._record_refusal(conn, event, exc, now)
+        return len(candidates)
 
-    async def _locked(self, conn: AsyncConnection) -> None:
-        if not self.db.is_sqlite:
-            await conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({_PG_RELAY_LOCK})"))
-
-    async def _publish_batch(self) -> int:
+    async def _publish_in_transaction(self, *, limit: int, only: int | None = None) -> int:
         now = utcnow()
         async with self.db.write() as conn:
-            await self._locked(conn)
-            events = await outbox.due(conn, now=now, limit=self.batch_size)
+            if not self.db.is_sqlite:
+                await conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({_PG_RELAY_LOCK})"))
+            events = await outbox.due(conn, now=now, limit=limit, only=only)
             if events:
-                await self._publish(conn, events, now)
+                await self.bus.publish_in(conn, [e.message() for e in events])
+                await outbox.mark_published(conn, [e.id for e in events], now)
         if events:
-            self._published(events)
+            self.bus.after_commit({e.topic for e in events})
+            log.debug("relay.published", count=len(events))
         return len(events)
 
-    async def _publish_one_by_one(self) -> int:
+    # -- an external bus: lease shards, publish, then mark and release -------------------
+
+    async def _relay_claimed_shards(self) -> int:
         now = utcnow()
-        async with self.db.read() as conn:
-            events = await outbox.due(conn, now=now, limit=self.batch_size)
-        for event in events:
+        async with self.db.write() as conn:
+            shards = await outbox.claim_shards(
+                conn,
+                owner=self.owner,
+                now=now,
+                lease_until=now + timedelta(seconds=self.shard_lease_seconds),
+                limit=self.shards_per_claim,
+            )
+            events = await outbox.due(conn, now=now, limit=self.batch_size, shards=shards)
+        if not shards:
+            return 0
+        published: list[OutboxEvent] = []
+        refused: dict[int, Exception] = {}
+        try:
             try:
-                async with self.db.write() as conn:
-                    await self._locked(conn)
-                    await self._publish(conn, [event], now)
-                self._published([event])
+                await self.bus.publish([e.message() for e in events])
+                published = events
+            except _UNREACHABLE:
+                raise
             except Exception as exc:
-                await self._record_failure(event, exc, now)
+                log.warning("relay.batch_failed", error=f"{type(exc).__name__}: {exc}")
+                for event in events:
+                    try:
+                        await self.bus.publish([event.message()])
+                        published.append(event)
+                    except _UNREACHABLE:
+                        raise
+                    except Exception as refusal:
+                        refused[event.id] = refusal
+        finally:
+            # Also when the bus is down: what did get through is recorded, shards go back.
+            async with self.db.write() as conn:
+                if published:
+                    await outbox.mark_published(conn, [e.id for e in published], now)
+                for event in events:
+                    if event.id in refused:
+                        await self._record_refusal(conn, event, refused[event.id], now)
+                await outbox.release_shards(conn, owner=self.owner, shards=shards, now=now)
+        if published:
+            log.debug("relay.published", count=len(published), shards=len(shards))
         return len(events)
 
-    async def _publish(
-        self, conn: AsyncConnection, events: list[OutboxEvent], now: datetime
+    # -- shared ----------------------------------------------------------------------------
+
+    async def _record_refusal(
+        self, conn: AsyncConnection, event: OutboxEvent, error: Exception, now: datetime
     ) -> None:
-        await self.bus.publish_in(conn, [e.message() for e in events])
-        await outbox.mark_published(conn, [e.id for e in events], now)
-
-    def _published(self, events: list[OutboxEvent]) -> None:
-        self.bus.after_commit({e.topic for e in events})
-        log.debug("relay.published", count=len(events))
-
-    async def _record_failure(self, event: OutboxEvent, exc: Exception, now: datetime) -> None:
         attempts = event.attempts + 1
         dead = attempts >= self.max_attempts
         retry_at = now + timedelta(seconds=self.event_backoff.delay(attempts))
-        error = f"{type(exc).__name__}: {exc}"
-        async with self.db.write() as conn:
-            await outbox.record_failure(
-                conn, event.id, attempts=attempts, error=error, retry_at=retry_at, dead=dead
-            )
-        log_event = log.error if dead else log.warning
-        log_event(
+        message = f"{type(error).__name__}: {error}"
+        await outbox.record_failure(
+            conn, event.id, attempts=attempts, error=message, retry_at=retry_at, dead=dead
+        )
+        (log.error if dead else log.warning)(
             "relay.event_dead_lettered" if dead else "relay.event_failed",
             event_id=event.id,
             topic=event.topic,
             attempts=attempts,
-            error=error,
+            error=message,
         )

@@ -8,6 +8,8 @@
   of its partition, never the work, and after a crash everything from it on is read again.
 - A handler that raises is retried with backoff; handlers deal with their own domain errors,
   so an exception here means the database or the bus is unwell and waiting is the cure.
+- When partitions are revoked (a rebalance), messages of theirs not yet started are dropped,
+  those running are finished, and their commit points are handed back for a last commit.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ class OffsetTracker:
         self._finished.setdefault(tp, set())
 
     def finished(self, tp: TopicPartition, offset: int) -> None:
+        if tp not in self._started:
+            return  # the partition was revoked while this message ran
         started, finished = self._started[tp], self._finished[tp]
         finished.add(offset)
         while started and started[0] in finished:
@@ -58,8 +62,17 @@ class OffsetTracker:
 
     def restore(self, offsets: dict[TopicPartition, int]) -> None:
         """Put back commit points whose commit failed, to try them again."""
-        for tp in offsets:
-            self._dirty.add(tp)
+        self._dirty.update(tp for tp in offsets if tp in self._commit_point)
+
+    def forget(self, partitions: frozenset[TopicPartition]) -> dict[TopicPartition, int]:
+        """Stop tracking these partitions; returns their last commit points."""
+        points = {tp: self._commit_point[tp] for tp in partitions if tp in self._commit_point}
+        for tp in partitions:
+            self._started.pop(tp, None)
+            self._finished.pop(tp, None)
+            self._commit_point.pop(tp, None)
+            self._dirty.discard(tp)
+        return points
 
 
 class ConsumerRunner:
@@ -86,7 +99,8 @@ class ConsumerRunner:
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight = 0
         self._paused = False
-        self._capacity = asyncio.Event()
+        self._capacity = asyncio.Event()  # the main loop waits on it when full
+        self._progress = asyncio.Event()  # a revocation waits on it for running work
         self._stop = asyncio.Event()
         self._crashed: BaseException | None = None
 
@@ -96,6 +110,7 @@ class ConsumerRunner:
 
     async def run(self, stop: asyncio.Event) -> None:
         self._stop = stop
+        self.consumer.set_rebalance_listener(self)
         try:
             await self._consume()
         finally:
@@ -133,12 +148,12 @@ class ConsumerRunner:
                 next_commit = time.monotonic() + self.commit_interval
 
     def _set_paused(self, paused: bool) -> None:
+        assignment = self.consumer.assignment()
+        if paused:
+            self.consumer.pause(assignment)  # every turn: partitions may have been assigned since
+        elif self._paused:
+            self.consumer.resume(assignment)
         if paused != self._paused:
-            assignment = self.consumer.assignment()
-            if paused:
-                self.consumer.pause(assignment)
-            else:
-                self.consumer.resume(assignment)
             self._paused = paused
             log.debug("consumer.backpressure", runner=self.name, paused=paused)
 
@@ -172,6 +187,7 @@ class ConsumerRunner:
                 self._tracker.finished(message.tp, message.offset)
                 self._in_flight -= 1
                 self._capacity.set()
+                self._progress.set()
         finally:
             if not queue or self._stop.is_set():
                 self._queues.pop(key, None)
@@ -195,6 +211,36 @@ class ConsumerRunner:
                 )
                 if await sleep_unless(self._stop, self.retry_backoff.ceiling(attempt)):
                     return False
+
+    # -- RebalanceListener -----------------------------------------------------------------
+
+    async def revoked(self, partitions: frozenset[TopicPartition]) -> dict[TopicPartition, int]:
+        self._drop_waiting(partitions)
+        deadline = time.monotonic() + self.drain_timeout
+        while self._running_in(partitions) and time.monotonic() < deadline:
+            await wait_for_event(self._progress, deadline - time.monotonic())
+        points = self._tracker.forget(partitions)
+        log.info("consumer.revoked", runner=self.name, partitions=len(partitions))
+        return points
+
+    async def lost(self, partitions: frozenset[TopicPartition]) -> None:
+        self._drop_waiting(partitions)
+        self._tracker.forget(partitions)
+        log.warning("consumer.partitions_lost", runner=self.name, partitions=len(partitions))
+
+    def _drop_waiting(self, partitions: frozenset[TopicPartition]) -> None:
+        """Forget queued messages of these partitions; the head of each queue is running."""
+        for queue in self._queues.values():
+            keep = [m for i, m in enumerate(queue) if i == 0 or m.tp not in partitions]
+            dropped = len(queue) - len(keep)
+            if dropped:
+                queue.clear()
+                queue.extend(keep)
+                self._in_flight -= dropped
+                self._capacity.set()
+
+    def _running_in(self, partitions: frozenset[TopicPartition]) -> bool:
+        return any(queue and queue[0].tp in partitions for queue in self._queues.values())
 
     async def _commit(self) -> None:
         offsets = self._tracker.take_committable()

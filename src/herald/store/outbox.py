@@ -10,11 +10,18 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.bus.base import OutgoingMessage
+from herald.bus.partitioner import partition_for
 from herald.domain.models import OutboxStatus
-from herald.store.tables import outbox_events
+from herald.store.tables import outbox_events, outbox_shards
 
 E = outbox_events.c
+S = outbox_shards.c
 _WAITING = (OutboxStatus.PENDING, OutboxStatus.FAILED)
+SHARDS = 32  # rows of outbox_shards, created by the first migration
+
+
+def shard_of(key: str) -> int:
+    return partition_for(key, SHARDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +53,7 @@ async def add(
             {
                 "topic": m.topic,
                 "key": m.key,
+                "shard": shard_of(m.key),
                 "payload": m.value,
                 "headers": dict(m.headers),
                 "status": OutboxStatus.PENDING,
@@ -58,14 +66,29 @@ async def add(
     )
 
 
-async def due(conn: AsyncConnection, *, now: datetime, limit: int) -> list[OutboxEvent]:
-    """The oldest events ready to publish, in the order they were written."""
-    rows = await conn.execute(
+async def due(
+    conn: AsyncConnection,
+    *,
+    now: datetime,
+    limit: int,
+    shards: Sequence[int] | None = None,
+    only: int | None = None,
+) -> list[OutboxEvent]:
+    """The oldest events ready to publish, in the order they were written.
+
+    ``shards`` keeps to those shards; ``only`` to one event (if it is still waiting).
+    """
+    query = (
         sa.select(E.id, E.topic, E.key, E.payload, E.headers, E.attempts)
         .where(E.status.in_(_WAITING), E.available_at <= now)
         .order_by(E.id)
         .limit(limit)
     )
+    if shards is not None:
+        query = query.where(E.shard.in_(shards))
+    if only is not None:
+        query = query.where(E.id == only)
+    rows = await conn.execute(query)
     return [OutboxEvent(r.id, r.topic, r.key, r.payload, r.headers, r.attempts) for r in rows]
 
 
@@ -74,6 +97,43 @@ async def mark_published(conn: AsyncConnection, ids: Sequence[int], now: datetim
         sa.update(outbox_events)
         .where(E.id.in_(ids))
         .values(status=OutboxStatus.PUBLISHED, published_at=now, locked_until=None)
+    )
+
+
+async def claim_shards(
+    conn: AsyncConnection, *, owner: str, now: datetime, lease_until: datetime, limit: int
+) -> list[int]:
+    """Lease up to ``limit`` free shards that have due events, the longest-unserved first."""
+    with_due_events = sa.select(E.shard).where(E.status.in_(_WAITING), E.available_at <= now)
+    query = (
+        sa.select(S.shard)
+        .where(
+            S.shard.in_(with_due_events),
+            sa.or_(S.locked_until.is_(None), S.locked_until < now),
+        )
+        .order_by(S.last_published_at.asc().nulls_first(), S.shard)
+        .limit(limit)
+    )
+    if conn.dialect.name == "postgresql":
+        # Two relays claiming at once each get different shards instead of waiting.
+        query = query.with_for_update(skip_locked=True)
+    shards = list((await conn.execute(query)).scalars())
+    if shards:
+        await conn.execute(
+            sa.update(outbox_shards)
+            .where(S.shard.in_(shards))
+            .values(owner=owner, locked_until=lease_until)
+        )
+    return shards
+
+
+async def release_shards(
+    conn: AsyncConnection, *, owner: str, shards: Sequence[int], now: datetime
+) -> None:
+    await conn.execute(
+        sa.update(outbox_shards)
+        .where(S.shard.in_(shards), S.owner == owner)
+        .values(owner=None, locked_until=None, last_published_at=now)
     )
 
 

@@ -91,6 +91,7 @@ outbox_events = sa.Table(
     sa.Column("id", BigId, primary_key=True, autoincrement=True),
     sa.Column("topic", sa.String(255), nullable=False),
     sa.Column("key", sa.String(255), nullable=False),
+    sa.Column("shard", sa.Integer, nullable=False),  # hash of the key, see outbox_shards
     sa.Column("payload", sa.LargeBinary, nullable=False),
     sa.Column("headers", sa.JSON, nullable=False),
     sa.Column("status", sa.String(20), nullable=False),
@@ -101,6 +102,17 @@ outbox_events = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("published_at", UTCDateTime, nullable=True),
     sa.Index(None, "status", "available_at"),
+)
+
+# A relay publishing to an external bus leases the shards it works on, so that one shard
+# (and so one key) is only ever published by one relay at a time, in order.
+outbox_shards = sa.Table(
+    "outbox_shards",
+    metadata,
+    sa.Column("shard", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("owner", sa.String(255), nullable=True),
+    sa.Column("locked_until", UTCDateTime, nullable=True),
+    sa.Column("last_published_at", UTCDateTime, nullable=True),
 )
 
 idempotency_keys = sa.Table(

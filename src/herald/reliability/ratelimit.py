@@ -1,0 +1,111 @@
+"""Token buckets: in process (embedded), or in Redis so that every API process shares them.
+
+A bucket holds up to ``burst`` tokens and refills at ``rate`` tokens per second; a request
+takes one. When Redis cannot be reached the Redis limiter falls back to a bucket in this
+process: callers keep being served (fail-open) but never without any limit.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from herald.observability.logging import get_logger
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RateDecision:
+    allowed: bool
+    retry_after: float = 0.0  # seconds until enough tokens are back
+
+
+class RateLimiter(Protocol):
+    async def acquire(self, key: str, cost: float = 1.0) -> RateDecision: ...
+
+
+class LocalTokenBucket:
+    """Buckets in this process, least recently used dropped beyond ``max_keys``."""
+
+    def __init__(self, *, rate: float, burst: float, max_keys: int = 100_000) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.max_keys = max_keys
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    async def acquire(self, key: str, cost: float = 1.0) -> RateDecision:
+        now = time.monotonic()
+        tokens, stamp = self._buckets.pop(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - stamp) * self.rate)
+        if tokens >= cost:
+            decision = RateDecision(True)
+            tokens -= cost
+        else:
+            decision = RateDecision(False, (cost - tokens) / self.rate)
+        self._buckets[key] = (tokens, now)
+        if len(self._buckets) > self.max_keys:
+            self._buckets.popitem(last=False)
+        return decision
+
+
+# Uses the Redis server's clock, so API processes on different hosts agree on refills.
+_TOKEN_BUCKET = """
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(state[1])
+local at = tonumber(state[2])
+if tokens == nil then
+  tokens = burst
+  at = now
+end
+tokens = math.min(burst, tokens + math.max(0, now - at) / 1000 * rate)
+local allowed = 0
+local wait = 0
+if tokens >= cost then
+  tokens = tokens - cost
+  allowed = 1
+else
+  wait = (cost - tokens) / rate
+end
+redis.call('HSET', KEYS[1], 'tokens', tokens, 'at', now)
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+return {allowed, tostring(wait)}
+"""
+
+
+class RedisTokenBucket:
+    def __init__(self, redis: Redis, *, rate: float, burst: float, prefix: str) -> None:
+        self.redis = redis
+        self.rate = rate
+        self.burst = burst
+        self.prefix = prefix
+        self._script = redis.register_script(_TOKEN_BUCKET)
+        self._fallback = LocalTokenBucket(rate=rate, burst=burst)
+        self._degraded = False
+
+    async def acquire(self, key: str, cost: float = 1.0) -> RateDecision:
+        from redis.exceptions import RedisError
+
+        try:
+            allowed, wait = await self._script(
+                keys=[f"{self.prefix}ratelimit:{key}"], args=[self.rate, self.burst, cost]
+            )
+        except (RedisError, OSError) as exc:
+            if not self._degraded:
+                log.warning("ratelimit.redis_unavailable", fallback="in-process", error=str(exc))
+                self._degraded = True
+            return await self._fallback.acquire(key, cost)
+        if self._degraded:
+            log.info("ratelimit.redis_back")
+            self._degraded = False
+        return RateDecision(bool(allowed), float(wait))
