@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     kafka_partitions: int = Field(default=6, ge=1, le=10_000)
     kafka_replication_factor: int = Field(default=-1, ge=-1)  # -1: the broker's default
     kafka_session_timeout_ms: int = Field(default=10_000, ge=1000)
+    # How long a fetch may wait for data; brokers that do not answer early make this latency.
+    kafka_fetch_wait_max_ms: int = Field(default=100, ge=1, le=10_000)
     kafka_publish_timeout_seconds: float = Field(default=20.0, gt=0)
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: str | None = None

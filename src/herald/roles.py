@@ -19,6 +19,7 @@ from herald.pipeline.worker import ChannelWorker
 from herald.reliability.backoff import Backoff
 from herald.reliability.retry import RetryPolicy
 from herald.runtime import CHANNELS, Runtime
+from herald.store.outbox import NOTIFY_CHANNEL
 
 Role = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
@@ -34,7 +35,7 @@ def api(rt: Runtime, host: str, port: int) -> Role:
 
 def relay(rt: Runtime) -> Role:
     s = rt.settings
-    return OutboxRelay(
+    outbox_relay = OutboxRelay(
         rt.db,
         rt.bus,
         rt.outbox_wakeup,
@@ -42,7 +43,18 @@ def relay(rt: Runtime) -> Role:
         poll_interval=s.poll_interval_seconds,
         max_attempts=s.relay_max_attempts,
         shard_lease_seconds=s.relay_shard_lease_seconds,
-    ).run
+    )
+    if rt.db.is_sqlite:
+        return outbox_relay.run
+
+    from herald.store.listen import PostgresListener
+
+    listener = PostgresListener(rt.db, NOTIFY_CHANNEL, rt.outbox_wakeup)
+
+    async def run(stop: asyncio.Event) -> None:
+        await asyncio.gather(outbox_relay.run(stop), listener.run(stop))
+
+    return run
 
 
 def _consumer(

@@ -35,6 +35,7 @@ def build_bus(settings: Settings, db: Database) -> Bus:
             partitions=settings.kafka_partitions,
             replication_factor=settings.kafka_replication_factor,
             session_timeout_ms=settings.kafka_session_timeout_ms,
+            fetch_wait_max_ms=settings.kafka_fetch_wait_max_ms,
             publish_timeout=settings.kafka_publish_timeout_seconds,
             drain_timeout=settings.shutdown_timeout_seconds,
         )

@@ -74,6 +74,7 @@ class KafkaBus(Bus):
         partitions: int = 6,
         replication_factor: int = -1,
         session_timeout_ms: int = 10_000,
+        fetch_wait_max_ms: int = 100,
         publish_timeout: float = 20.0,
         drain_timeout: float = 20.0,
     ) -> None:
@@ -81,6 +82,7 @@ class KafkaBus(Bus):
         self.partitions = partitions
         self.replication_factor = replication_factor
         self.session_timeout_ms = session_timeout_ms
+        self.fetch_wait_max_ms = fetch_wait_max_ms
         self.publish_timeout = publish_timeout
         self.drain_timeout = drain_timeout
         self._producer: confluent_kafka.Producer | None = None
@@ -273,6 +275,7 @@ class KafkaConsumer(Consumer):
                     "partition.assignment.strategy": "cooperative-sticky",
                     "session.timeout.ms": self.bus.session_timeout_ms,
                     "heartbeat.interval.ms": max(100, self.bus.session_timeout_ms // 3),
+                    "fetch.wait.max.ms": self.bus.fetch_wait_max_ms,
                     "error_cb": KafkaBus._client_error,
                 }
             )

@@ -61,8 +61,11 @@ class Database:
             self._writer = self._sqlite_engine(sqlite_synchronous, pool_size=1, immediate=True)
             self._reader = self._sqlite_engine(sqlite_synchronous, pool_size=4, immediate=False)
         else:
+            # No pre-ping: it costs a round trip per transaction. A connection that died with a
+            # database restart fails once, SQLAlchemy then invalidates the pool, and callers
+            # retry (the API answers 503, consumers retry the message).
             self._writer = create_async_engine(
-                self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+                self.url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=3600
             )
             self._reader = self._writer
 

@@ -18,6 +18,7 @@ E = outbox_events.c
 S = outbox_shards.c
 _WAITING = (OutboxStatus.PENDING, OutboxStatus.FAILED)
 SHARDS = 32  # rows of outbox_shards, created by the first migration
+NOTIFY_CHANNEL = "herald_outbox"  # PostgreSQL: relays in other processes LISTEN on it
 
 
 def shard_of(key: str) -> int:
@@ -64,6 +65,9 @@ async def add(
             for m in messages
         ],
     )
+    if conn.dialect.name == "postgresql":
+        # Delivered when the transaction commits; wakes relays in other processes at once.
+        await conn.execute(sa.text(f"NOTIFY {NOTIFY_CHANNEL}"))
 
 
 async def due(

@@ -1,0 +1,128 @@
+"""Start Herald deployments for benchmarks: embedded (one process) or distributed (roles apart).
+
+The distributed deployment runs on the machine's PostgreSQL (a database of its own, dropped
+afterwards), the machine's Redis (a key prefix of its own) and a Tansu Kafka broker started
+here. Only loopback addresses are used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.herald_process import HeraldProcess  # noqa: E402
+from tests.kafka_broker import TansuBroker  # noqa: E402
+from tests.services import POSTGRES_ADMIN_URL  # noqa: E402
+from tests.smtp_sink import SmtpSink  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+@dataclass
+class Deployment:
+    kind: str
+    api_url: str
+    sink: SmtpSink
+    processes: list[HeraldProcess] = field(default_factory=list)
+
+
+async def _admin(statement: str) -> None:
+    conn = await asyncpg.connect(POSTGRES_ADMIN_URL)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    name = f"herald_bench_{uuid.uuid4().hex[:8]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@contextmanager
+def deployment(
+    kind: str, *, workers: int = 1, env: dict[str, str] | None = None
+) -> Iterator[Deployment]:
+    """`kind` is "embedded" (herald serve, SQLite) or "distributed" (api, relay, N workers)."""
+    with ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        sink = SmtpSink()
+        sink.start()
+        stack.callback(sink.stop)
+        base = {"HERALD_SMTP_URL": sink.url, **(env or {})}
+
+        def started(process: HeraldProcess, wait: bool = True) -> HeraldProcess:
+            stack.callback(process.stop)
+            return process.start(wait=wait)
+
+        if kind == "embedded":
+            serve = started(HeraldProcess(workdir, base))
+            yield Deployment(kind, serve.url, sink, [serve])
+            return
+
+        broker = TansuBroker(workdir).start()
+        stack.callback(broker.stop)
+        database_url = stack.enter_context(postgres_database())
+        base |= {
+            "HERALD_DATABASE_URL": database_url,
+            "HERALD_BUS": "kafka",
+            "HERALD_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+            "HERALD_KAFKA_PARTITIONS": "8",
+            "HERALD_KAFKA_SESSION_TIMEOUT_MS": "6000",
+            "HERALD_REDIS_URL": "redis://127.0.0.1:6379/0",
+            "HERALD_REDIS_PREFIX": f"herald-bench:{uuid.uuid4().hex[:8]}:",
+        }
+        migrate = HeraldProcess(workdir, base, command=("migrate",), name="migrate").start(
+            wait=False
+        )
+        assert migrate.proc is not None
+        assert migrate.proc.wait(60) == 0, migrate.log()
+        api = started(HeraldProcess(workdir, base, command=("api",), name="api"))
+        relay = started(HeraldProcess(workdir, base, command=("relay",), name="relay"), wait=False)
+        pool = [
+            started(
+                HeraldProcess(workdir, base, command=("worker",), name=f"worker{i}"), wait=False
+            )
+            for i in range(workers)
+        ]
+        for process in pool:
+            wait_until_assigned(process, groups=3)
+        yield Deployment(kind, api.url, sink, [api, relay, *pool])
+
+
+def wait_until_assigned(process: HeraldProcess, groups: int, timeout: float = 90) -> None:
+    """Until the worker holds partitions in each of its consumer groups (rebalances done)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        totals: dict[str, int] = {}
+        for line in process.log().splitlines():
+            match = _ASSIGNED.search(line) or _REVOKED.search(line)
+            if match:
+                totals[match["group"]] = int(match["total"]) if "total" in match.groupdict() else 0
+        if len(totals) >= groups and all(totals.values()):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{process.name} never got partitions: {totals}")
+        time.sleep(0.2)
+
+
+_ASSIGNED = re.compile(r"bus\.assigned group=(?P<group>\S+) added=\d+ total=(?P<total>\d+)")
+_REVOKED = re.compile(r"bus\.revoked group=(?P<group>\S+)")

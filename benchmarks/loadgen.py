@@ -1,0 +1,88 @@
+"""Load generator, run as its own process: POST notifications at a fixed concurrency.
+
+    python benchmarks/loadgen.py --url http://127.0.0.1:8000 --count 2000 --concurrency 32
+
+Prints one JSON line: when the first request started and the last finished (time.time()),
+how many were accepted, and the latency percentiles of the POSTs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+import uuid
+
+import httpx
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
+
+
+async def run(url: str, count: int, concurrency: int, users: int) -> dict[str, object]:
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(count):
+        queue.put_nowait(i)
+    latencies: list[float] = []
+    failures: dict[str, int] = {}
+    retries = [0]
+    run_id = uuid.uuid4().hex[:8]
+
+    async def worker(http: httpx.AsyncClient) -> None:
+        while not queue.empty():
+            i = queue.get_nowait()
+            body = {
+                "user_id": f"user-{i % users}",
+                "recipient": f"user{i % users}@example.com",
+                "subject": f"Load {i}",
+                "message": "Load test",
+            }
+            # As a careful client would: a key per notification, so a retry after a dropped
+            # connection cannot create a duplicate.
+            headers = {"Idempotency-Key": f"{run_id}-{i}"}
+            started = time.perf_counter()
+            for attempt in range(4):
+                try:
+                    response = await http.post("/api/v1/notifications", json=body, headers=headers)
+                    break
+                except httpx.TransportError:
+                    retries[0] += 1
+                    if attempt == 3:
+                        raise
+            latencies.append(time.perf_counter() - started)
+            if response.status_code != 202:
+                failures[str(response.status_code)] = failures.get(str(response.status_code), 0) + 1
+
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as http:
+        begin = time.time()
+        await asyncio.gather(*(worker(http) for _ in range(concurrency)))
+        end = time.time()
+    return {
+        "started": begin,
+        "finished": end,
+        "accepted": count - sum(failures.values()),
+        "failures": failures,
+        "transport_retries": retries[0],
+        "post_ms": {
+            "p50": round(percentile(latencies, 50) * 1000, 2),
+            "p99": round(percentile(latencies, 99) * 1000, 2),
+        },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--count", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--users", type=int, default=200)
+    args = parser.parse_args()
+    print(json.dumps(asyncio.run(run(args.url, args.count, args.concurrency, args.users))))
+
+
+if __name__ == "__main__":
+    main()
