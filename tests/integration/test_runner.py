@@ -154,7 +154,28 @@ async def test_a_failing_handler_is_retried_and_nothing_is_skipped(bus: Embedded
     assert await committed_total(bus) == 3
 
 
-async def test_stopping_finishes_started_work_and_leaves_the_rest(bus: EmbeddedBus) -> None:
+async def test_stopping_finishes_the_work_already_taken(bus: EmbeddedBus) -> None:
+    await publish(bus, users=1, per_user=5)
+    started = asyncio.Event()
+    handled: list[int] = []
+
+    async def slow(message: Message) -> None:
+        started.set()
+        await asyncio.sleep(0.05)
+        handled.append(int(message.headers["seq"]))
+
+    stop = asyncio.Event()
+    runner = ConsumerRunner(bus.consumer("g", [TOPIC]), slow, name="t")
+    task = asyncio.create_task(runner.run(stop))
+    await started.wait()
+    stop.set()
+    await task
+    # Everything it had fetched was finished and committed: nothing is left to repeat.
+    assert handled == [0, 1, 2, 3, 4]
+    assert await committed_total(bus) == 5
+
+
+async def test_the_drain_deadline_hands_back_what_is_unfinished(bus: EmbeddedBus) -> None:
     await publish(bus, users=1, per_user=5)
     started = asyncio.Event()
     handled: list[int] = []
@@ -165,12 +186,12 @@ async def test_stopping_finishes_started_work_and_leaves_the_rest(bus: EmbeddedB
         handled.append(int(message.headers["seq"]))
 
     stop = asyncio.Event()
-    runner = ConsumerRunner(bus.consumer("g", [TOPIC]), slow, name="t")
+    runner = ConsumerRunner(bus.consumer("g", [TOPIC]), slow, name="t", drain_timeout=0.3)
     task = asyncio.create_task(runner.run(stop))
     await started.wait()
     stop.set()
     await task
-    assert handled == [0]  # the message in hand finished; the queued ones were not started
+    assert handled == [0]  # the second was cut off by the deadline
     assert await committed_total(bus) == 1
 
     rest: list[int] = []

@@ -305,7 +305,10 @@ class KafkaConsumer(Consumer):
                 raise BusError(f"kafka consumer {self.group}: {error.str()}")
             elif error.code() != KafkaError._PARTITION_EOF:
                 log.warning("kafka.consume_error", group=self.group, error=error.str())
-        return messages
+        # A rebalance inside consume() may have revoked partitions whose messages were already
+        # fetched into this batch: they belong to the new owner now.
+        assignment = self._assignment
+        return [m for m in messages if m.tp in assignment]
 
     def _assigned(self, _client: Any, partitions: list[confluent_kafka.TopicPartition]) -> None:
         self._assignment = self._assignment | {

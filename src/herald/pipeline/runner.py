@@ -8,8 +8,10 @@
   of its partition, never the work, and after a crash everything from it on is read again.
 - A handler that raises is retried with backoff; handlers deal with their own domain errors,
   so an exception here means the database or the bus is unwell and waiting is the cure.
-- When partitions are revoked (a rebalance), messages of theirs not yet started are dropped,
-  those running are finished, and their commit points are handed back for a last commit.
+- When partitions are revoked (a rebalance) or the runner stops, the messages it already holds
+  for them are finished (up to ``drain_timeout``) before the last commit, so the next owner
+  starts exactly where this one ended. Dropping a queued message instead would hold the commit
+  point before it and make the next owner repeat everything finished after it.
 """
 
 from __future__ import annotations
@@ -131,7 +133,7 @@ class ConsumerRunner:
                     await self.consumer.poll(0, 0)  # keeps group membership alive
                 else:
                     self._set_paused(False)
-                    for message in await self.consumer.poll(room, self.commit_interval):
+                    for message in await self._poll_unless_stopped(room):
                         self._dispatch(message)
                 failures = 0
             except Exception as exc:
@@ -146,6 +148,24 @@ class ConsumerRunner:
             if time.monotonic() >= next_commit:
                 await self._commit()
                 next_commit = time.monotonic() + self.commit_interval
+
+    async def _poll_unless_stopped(self, room: int) -> list[Message]:
+        """Poll, but give up waiting for new messages as soon as the runner is told to stop.
+
+        An abandoned batch only holds messages after everything already dispatched, so
+        dropping it leaves no gap: the next owner reads them.
+        """
+        poll = asyncio.ensure_future(self.consumer.poll(room, self.commit_interval))
+        stopping = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({poll, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if poll.done():
+            return poll.result()
+        poll.cancel()
+        await asyncio.gather(poll, return_exceptions=True)
+        return []
 
     def _set_paused(self, paused: bool) -> None:
         assignment = self.consumer.assignment()
@@ -179,7 +199,7 @@ class ConsumerRunner:
 
     async def _work_key(self, key: tuple[str, str], queue: deque[Message]) -> None:
         try:
-            while queue and not self._stop.is_set():
+            while queue:
                 message = queue[0]
                 if not await self._handle(message):
                     return
@@ -189,8 +209,7 @@ class ConsumerRunner:
                 self._capacity.set()
                 self._progress.set()
         finally:
-            if not queue or self._stop.is_set():
-                self._queues.pop(key, None)
+            self._queues.pop(key, None)
 
     async def _handle(self, message: Message) -> bool:
         """Run the handler until it succeeds; False if the runner stopped first."""
@@ -215,10 +234,10 @@ class ConsumerRunner:
     # -- RebalanceListener -----------------------------------------------------------------
 
     async def revoked(self, partitions: frozenset[TopicPartition]) -> dict[TopicPartition, int]:
-        self._drop_waiting(partitions)
         deadline = time.monotonic() + self.drain_timeout
-        while self._running_in(partitions) and time.monotonic() < deadline:
+        while self._holds(partitions) and time.monotonic() < deadline:
             await wait_for_event(self._progress, deadline - time.monotonic())
+        self._drop_waiting(partitions)  # what could not be finished in time
         points = self._tracker.forget(partitions)
         log.info("consumer.revoked", runner=self.name, partitions=len(partitions))
         return points
@@ -239,8 +258,8 @@ class ConsumerRunner:
                 self._in_flight -= dropped
                 self._capacity.set()
 
-    def _running_in(self, partitions: frozenset[TopicPartition]) -> bool:
-        return any(queue and queue[0].tp in partitions for queue in self._queues.values())
+    def _holds(self, partitions: frozenset[TopicPartition]) -> bool:
+        return any(m.tp in partitions for queue in self._queues.values() for m in queue)
 
     async def _commit(self) -> None:
         offsets = self._tracker.take_committable()
