@@ -297,3 +297,7 @@ def _no_herald_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("HERALD_") and not name.startswith("HERALD_TEST_"):
             monkeypatch.delenv(name)
+
+
+# The running pipeline, shared by several test modules.
+from tests.pipeline_harness import pipeline, start_pipeline  # noqa: E402, F401

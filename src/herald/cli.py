@@ -28,6 +28,11 @@ app = typer.Typer(
 log = get_logger("herald.cli")
 
 
+def settings_or_exit() -> Settings:
+    """Settings from the environment, or a one-line error and exit 2."""
+    return _settings()
+
+
 def _settings() -> Settings:
     try:
         settings = Settings()
@@ -147,6 +152,15 @@ def migrate() -> None:
         return 0
 
     _run(main())
+
+
+def _add_subcommands() -> None:
+    from herald.dlq_cli import app as dlq
+
+    app.add_typer(dlq, name="dlq")
+
+
+_add_subcommands()
 
 
 def main() -> None:

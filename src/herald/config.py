@@ -7,10 +7,20 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from herald.errors import ConfigError
+
+
+class RetryOverrides(BaseModel):
+    """Per-channel retry settings; what is left out falls back to the global HERALD_RETRY_*."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_attempts: int | None = Field(default=None, ge=1)
+    base_seconds: float | None = Field(default=None, gt=0)
+    max_seconds: float | None = Field(default=None, gt=0)
 
 
 class Settings(BaseSettings):
@@ -71,6 +81,19 @@ class Settings(BaseSettings):
     retry_max_attempts: int = Field(default=5, ge=1)
     retry_base_seconds: float = Field(default=1.0, gt=0)
     retry_max_seconds: float = Field(default=300.0, gt=0)
+    # {"email": {"max_attempts": 8, "base_seconds": 2, "max_seconds": 600}}
+    retry_policies: dict[str, RetryOverrides] = Field(default_factory=dict)
+
+    # Providers
+    circuit_failure_threshold: int = Field(default=5, ge=1)
+    circuit_reset_seconds: float = Field(default=30.0, gt=0)
+    circuit_max_reset_seconds: float = Field(default=300.0, gt=0)
+    # Sends per second per provider, shared by all workers (through Redis when configured).
+    provider_rate_limits: dict[str, float] = Field(default_factory=dict)
+
+    # Dead letters and recovery
+    dlq_replay_per_second: float = Field(default=10.0, gt=0)
+    recovery_after_seconds: float = Field(default=300.0, gt=0)
     shutdown_timeout_seconds: float = Field(default=20.0, gt=0)
 
     # Housekeeping
@@ -114,6 +137,15 @@ class Settings(BaseSettings):
         config.update({k: v for k, v in optional.items() if v is not None})
         config.update(self.kafka_client_config)
         return config
+
+    def retry_policy_for(self, channel: str) -> tuple[int, float, float]:
+        """(max attempts, backoff base, backoff cap) for a channel."""
+        o = self.retry_policies.get(channel, RetryOverrides())
+        return (
+            o.max_attempts or self.retry_max_attempts,
+            o.base_seconds or self.retry_base_seconds,
+            o.max_seconds or self.retry_max_seconds,
+        )
 
     @property
     def resolved_email_backend(self) -> Literal["smtp", "console"]:

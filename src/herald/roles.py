@@ -4,24 +4,34 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
+from datetime import UTC, datetime
 from typing import Any
 
 from herald.api.app import create_app
 from herald.api.server import bind, serve
 from herald.bus.base import Message
 from herald.channels import build_provider
+from herald.clock import utcnow
 from herald.pipeline.maintenance import Maintenance
+from herald.pipeline.recovery import Recovery
 from herald.pipeline.relay import OutboxRelay
+from herald.pipeline.retries import RetrySchedule, RetryScheduler
 from herald.pipeline.router import Router
 from herald.pipeline.runner import ConsumerRunner
 from herald.pipeline.status import StatusUpdater
 from herald.pipeline.worker import ChannelWorker
 from herald.reliability.backoff import Backoff
+from herald.reliability.circuit import CircuitBreaker
 from herald.reliability.retry import RetryPolicy
 from herald.runtime import CHANNELS, Runtime
+from herald.store import circuits
 from herald.store.outbox import NOTIFY_CHANNEL
 
 Role = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+Handler = Callable[[Message], Awaitable[None]]
+
+# Retries waiting for their due time are cheap (a sleeping task each); hold many at once.
+RETRY_SCHEDULER_IN_FLIGHT = 10_000
 
 
 def api(rt: Runtime, host: str, port: int) -> Role:
@@ -42,6 +52,7 @@ def relay(rt: Runtime) -> Role:
         batch_size=s.relay_batch_size,
         poll_interval=s.poll_interval_seconds,
         max_attempts=s.relay_max_attempts,
+        dead_letters=rt.dead_letters,
         shard_lease_seconds=s.relay_shard_lease_seconds,
     )
     if rt.db.is_sqlite:
@@ -58,14 +69,20 @@ def relay(rt: Runtime) -> Role:
 
 
 def _consumer(
-    rt: Runtime, name: str, topics: list[str], handler: Callable[[Message], Awaitable[None]]
+    rt: Runtime,
+    name: str,
+    topics: list[str],
+    handler: Callable[[asyncio.Event], Handler],
+    max_in_flight: int | None = None,
 ) -> Role:
+    """A consumer group `<prefix><name>` on ``topics``; ``handler`` gets the stop event."""
+
     async def run(stop: asyncio.Event) -> None:
         runner = ConsumerRunner(
             rt.bus.consumer(f"{rt.topics.prefix}{name}", topics),
-            handler,
+            handler(stop),
             name=name,
-            max_in_flight=rt.settings.worker_max_in_flight,
+            max_in_flight=max_in_flight or rt.settings.worker_max_in_flight,
             drain_timeout=rt.settings.shutdown_timeout_seconds,
         )
         await runner.run(stop)
@@ -74,36 +91,83 @@ def _consumer(
 
 
 def router(rt: Runtime) -> Role:
-    return _consumer(
-        rt, "router", [rt.topics.requested], Router(rt.db, rt.topics, rt.outbox_wakeup).handle
-    )
+    handle = Router(rt.db, rt.topics, rt.outbox_wakeup, rt.dead_letters).handle
+    return _consumer(rt, "router", [rt.topics.requested], lambda _stop: handle)
 
 
 def status(rt: Runtime) -> Role:
-    return _consumer(rt, "status", [rt.topics.status], StatusUpdater(rt.db).handle)
+    handle = StatusUpdater(rt.db, rt.dead_letters).handle
+    return _consumer(rt, "status", [rt.topics.status], lambda _stop: handle)
+
+
+def retry_scheduler(rt: Runtime) -> Role:
+    """Kafka only: holds jobs on deliveries.retry until due, then sends them back."""
+    return _consumer(
+        rt,
+        "retry",
+        [rt.topics.retry],
+        lambda stop: RetryScheduler(rt.bus, rt.dead_letters, stop).handle,
+        max_in_flight=RETRY_SCHEDULER_IN_FLIGHT,
+    )
 
 
 def channel_worker(rt: Runtime, channel: str) -> Role:
     s = rt.settings
     provider = build_provider(channel, s)
+    max_attempts, base, cap = s.retry_policy_for(channel)
+
+    def record(breaker: CircuitBreaker) -> None:
+        rt.spawn(_save_circuit(rt, breaker, channel), name=f"circuit:{breaker.name}")
+
+    breaker = CircuitBreaker(
+        provider.name,
+        failure_threshold=s.circuit_failure_threshold,
+        reset_timeout=s.circuit_reset_seconds,
+        max_reset_timeout=s.circuit_max_reset_seconds,
+        on_change=record,
+    )
     worker = ChannelWorker(
         rt.db,
         rt.topics,
         provider,
-        RetryPolicy(s.retry_max_attempts, Backoff(s.retry_base_seconds, s.retry_max_seconds)),
+        RetryPolicy(max_attempts, Backoff(base, cap)),
         rt.outbox_wakeup,
         lease_seconds=s.delivery_lease_seconds,
+        dead_letters=rt.dead_letters,
+        retries=RetrySchedule(rt.topics, retry_topic=rt.bus.name == "kafka"),
+        breaker=breaker,
+        throttle=rt.provider_throttle(provider.name),
     )
-    consume = _consumer(rt, f"worker.{channel}", [rt.topics.deliveries(channel)], worker.handle)
+    consume = _consumer(
+        rt, f"worker.{channel}", [rt.topics.deliveries(channel)], lambda _stop: worker.handle
+    )
 
     async def run(stop: asyncio.Event) -> None:
         await provider.start()
+        await _save_circuit(rt, breaker, channel)
         try:
             await consume(stop)
         finally:
             await provider.close()
+            async with rt.db.write() as conn:
+                await circuits.forget_worker(conn, rt.worker_id)
 
     return run
+
+
+async def _save_circuit(rt: Runtime, breaker: CircuitBreaker, channel: str) -> None:
+    opened = None if breaker.opened_at is None else datetime.fromtimestamp(breaker.opened_at, UTC)
+    record = circuits.CircuitRecord(
+        provider=breaker.name,
+        worker=rt.worker_id,
+        channel=channel,
+        state=breaker.state,
+        consecutive_failures=breaker.consecutive_failures,
+        opened_at=opened,
+        updated_at=utcnow(),
+    )
+    async with rt.db.write() as conn:
+        await circuits.save(conn, record)
 
 
 def maintenance(rt: Runtime) -> Role:
@@ -114,6 +178,7 @@ def maintenance(rt: Runtime) -> Role:
         interval=s.maintenance_interval_seconds,
         outbox_retention=s.outbox_retention_seconds,
         log_retention=s.log_retention_seconds,
+        recovery=Recovery(rt.db, rt.topics, rt.outbox_wakeup, stuck_after=s.recovery_after_seconds),
     ).run
 
 
@@ -123,8 +188,10 @@ def relay_roles(rt: Runtime) -> dict[str, Role]:
 
 
 def worker_roles(rt: Runtime, channels: list[str]) -> dict[str, Role]:
-    """`herald worker`: router, status consumer and a worker per channel."""
+    """`herald worker`: router, status consumer, a worker per channel (and retries on Kafka)."""
     roles = {"router": router(rt), "status": status(rt)}
+    if rt.bus.name == "kafka":
+        roles["retry"] = retry_scheduler(rt)
     for channel in channels:
         roles[f"worker.{channel}"] = channel_worker(rt, channel)
     return roles

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import os
+import socket
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from herald.bus import build_bus
 from herald.bus.topics import Topics
@@ -12,8 +15,10 @@ from herald.config import Settings
 from herald.domain.models import Channel
 from herald.errors import ConfigError
 from herald.observability.logging import get_logger
+from herald.pipeline.deadletter import DeadLetterOffice
 from herald.pipeline.intake import Intake
-from herald.reliability.ratelimit import LocalTokenBucket, RateLimiter, RedisTokenBucket
+from herald.pipeline.replay import Replayer
+from herald.reliability.ratelimit import LocalTokenBucket, RateLimiter, RedisTokenBucket, Throttle
 from herald.store.database import Database
 from herald.store.idempotency_cache import IdempotencyCache
 from herald.store.migrate import require_current, upgrade
@@ -41,6 +46,12 @@ class Runtime:
         self.outbox_wakeup = Wakeup()
         self.redis = _redis(settings)
         self.rate_limiter = _rate_limiter(settings, self.redis)
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        self.dead_letters = DeadLetterOffice(self.db, self.topics, self.outbox_wakeup)
+        self.replayer = Replayer(
+            self.db, self.topics, self.outbox_wakeup, per_second=settings.dlq_replay_per_second
+        )
+        self._background: set[asyncio.Task[None]] = set()
         self.intake = Intake(
             self.db,
             self.topics,
@@ -60,7 +71,37 @@ class Runtime:
         await self.bus.ensure_topics(self.topics.all(CHANNELS))
         log.info("runtime.started", database=self.db.dialect, bus=self.bus.name)
 
+    def provider_throttle(self, provider: str) -> Throttle | None:
+        """The provider's send rate limit, shared through Redis when there is one."""
+        rate = self.settings.provider_rate_limits.get(provider)
+        if not rate:
+            return None
+        burst = max(1.0, rate)
+        limiter: RateLimiter
+        if self.redis is None:
+            limiter = LocalTokenBucket(rate=rate, burst=burst)
+        else:
+            limiter = RedisTokenBucket(
+                self.redis, rate=rate, burst=burst, prefix=f"{self.settings.redis_prefix}provider:"
+            )
+        return Throttle(limiter, provider)
+
+    def spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
+        """A small background write (e.g. a circuit's new state); failures are logged."""
+        task = asyncio.create_task(coroutine, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "runtime.background_failed", task=task.get_name(), error=repr(task.exception())
+            )
+
     async def close(self) -> None:
+        if self._background:
+            await asyncio.wait(set(self._background), timeout=5)
         await self.bus.close()
         await self.db.close()
         if self.redis is not None:

@@ -77,3 +77,54 @@ def test_postgres_needs_migrate_then_serves(blank_pg_url: str, tmp_path: Path) -
         assert httpx.get(f"{server.url}/readyz").status_code == 200
     finally:
         server.stop()
+
+
+async def _file_a_dead_letter(url: str) -> str:
+    from herald.bus.base import Message
+    from herald.bus.topics import Topics
+    from herald.clock import utcnow
+    from herald.errors import PoisonMessageError
+    from herald.pipeline.deadletter import DeadLetterOffice
+    from herald.store.database import Database
+    from herald.wakeup import Wakeup
+
+    db = Database(url)
+    office = DeadLetterOffice(db, Topics(), Wakeup())
+    poison = Message("herald.deliveries.email", 1, 42, "k", b"\xff not json", {}, utcnow())
+    letter_id = await office.poison(poison, PoisonMessageError("cannot decode"))
+    await db.close()
+    return letter_id
+
+
+def test_dlq_commands(fresh_sqlite_url: str, tmp_path: Path) -> None:
+    from tests.services import run_sync
+
+    letter_id = run_sync(_file_a_dead_letter(fresh_sqlite_url))
+    env = {"HERALD_DATABASE_URL": fresh_sqlite_url}
+
+    listed = herald("dlq", "list", env=env, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert letter_id in listed.stdout
+    assert "poison" in listed.stdout
+    assert "1 shown of 1 matching" in listed.stdout
+
+    shown = herald("dlq", "show", letter_id, env=env, cwd=tmp_path)
+    assert '"source": "herald.deliveries.email[1]@42"' in shown.stdout
+
+    assert (
+        f"{letter_id}  replayed" in herald("dlq", "replay", letter_id, env=env, cwd=tmp_path).stdout
+    )
+    again = herald("dlq", "replay", letter_id, env=env, cwd=tmp_path)
+    assert f"{letter_id}  already replayed" in again.stdout
+
+    assert "0 shown of 0 matching" in herald("dlq", "list", env=env, cwd=tmp_path).stdout
+    counted = herald("dlq", "purge", "--all", "--status", "any", "--dry-run", env=env, cwd=tmp_path)
+    assert "would purge 1" in counted.stdout
+    assert (
+        "purged 1"
+        in herald("dlq", "purge", "--all", "--status", "any", env=env, cwd=tmp_path).stdout
+    )
+
+    refused = herald("dlq", "replay", env=env, cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "give dead letter ids, or --all" in refused.stderr

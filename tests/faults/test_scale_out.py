@@ -74,6 +74,11 @@ async def test_api_relay_and_two_workers_survive_a_killed_worker(
 
             await _until_all_arrived(smtp_sink, accepted)
             statuses = await _statuses(http, total)
+            histories = {
+                i: (await http.get(f"{URL}/{i}")).json()["deliveries"][0]["history"]
+                for ids in per_user
+                for i in ids
+            }
 
         events = await _read_requested_events(distributed, total)
     finally:
@@ -90,14 +95,31 @@ async def test_api_relay_and_two_workers_survive_a_killed_worker(
             seen.add(mail.notification_id)
             user, seq = str(mail.message["Subject"]).split(":")
             first_arrivals[user].append(int(seq))
+    retried = {i for i, history in histories.items() if len(history) > 1}
+    out_of_order = {
+        user: seqs for user, seqs in first_arrivals.items() if seqs != list(range(PER_USER))
+    }
     print(
         f"\naccepted={len(accepted)} delivered_before_kill={delivered_at_kill} "
-        f"delivered={len(arrived)} lost={len(accepted - arrived)} duplicates={duplicates}"
+        f"delivered={len(arrived)} lost={len(accepted - arrived)} duplicates={duplicates} "
+        f"retried={len(retried)} users_out_of_order={len(out_of_order)}"
     )
+    for user, seqs in out_of_order.items():
+        late = per_user[int(user)][_first_misplaced(seqs)]
+        print(f"user {user}: first arrivals {seqs}; history of the late one: {histories[late]}")
     assert accepted - arrived == set(), "accepted notifications were lost"
-    assert all(seqs == list(range(PER_USER)) for seqs in first_arrivals.values()), first_arrivals
+    # Order holds per user, except behind a retry: retries do not block (by design), so a
+    # notification that needed one may arrive after newer ones of the same user.
+    for user, seqs in out_of_order.items():
+        late = per_user[int(user)][_first_misplaced(seqs)]
+        assert late in retried, f"user {user} out of order without a retry: {seqs}"
     assert statuses == {"SENT": total}
     assert events == accepted  # another consumer group sees every event (fan-out)
+
+
+def _first_misplaced(seqs: list[int]) -> int:
+    """The notification that arrived later than its place: the first missing from the front."""
+    return next(i for i, seq in enumerate(sorted(seqs)) if seqs[i] != seq)
 
 
 async def _until_all_arrived(sink: SmtpSink, accepted: set[str], timeout: float = 180) -> None:

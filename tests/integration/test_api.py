@@ -44,7 +44,10 @@ async def test_seed_request_is_accepted_with_its_outbox_event(
 
     fetched = await client.get(f"{URL}/{body['id']}")
     assert fetched.status_code == 200
-    assert fetched.json() == body
+    detail = fetched.json()
+    assert [d.pop("history") for d in detail["deliveries"]] == [[]]  # no attempt yet
+    assert [d.pop("history") for d in body["deliveries"]] == [None]  # only on the detail view
+    assert detail == body
 
     async with runtime.db.read() as conn:
         events = (await conn.execute(sa.select(outbox_events))).all()

@@ -129,3 +129,12 @@ async def test_with_redis_down_idempotency_falls_back_to_the_database(
     assert again.json()["id"] == first.json()["id"]
     assert len(listed) == 1  # nothing lost, nothing duplicated
     await runtime.close()
+
+
+async def test_a_throttle_waits_for_tokens_instead_of_refusing() -> None:
+    from herald.reliability.ratelimit import Throttle
+
+    throttle = Throttle(LocalTokenBucket(rate=20, burst=2), "smtp")
+    waits = [await throttle.take() for _ in range(4)]
+    assert waits[:2] == [0.0, 0.0]  # the burst
+    assert all(w > 0 for w in waits[2:])  # then one token per 50 ms, waited for

@@ -15,11 +15,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from herald.bus.base import Bus, Message, OutgoingMessage
 from herald.bus.embedded import EmbeddedBus
 from herald.bus.kafka import KafkaBus
+from herald.bus.topics import Topics
 from herald.clock import utcnow
 from herald.errors import BusError, BusUnavailableError
+from herald.pipeline.deadletter import DeadLetterOffice
 from herald.pipeline.relay import OutboxRelay
 from herald.reliability.backoff import Backoff
-from herald.store import outbox
+from herald.store import deadletters, outbox
 from herald.store.database import Database
 from herald.store.tables import outbox_events, outbox_shards
 from herald.wakeup import Wakeup
@@ -72,6 +74,7 @@ def make_relay(db: Database, bus: Bus, **overrides: object) -> OutboxRelay:
         "batch_size": 100,
         "max_attempts": 2,
         "event_backoff": Backoff(0.01, 0.01),
+        "dead_letters": DeadLetterOffice(db, Topics(), Wakeup()),
     }
     options.update(overrides)
     return OutboxRelay(db, bus, Wakeup(), **options)  # type: ignore[arg-type]
@@ -145,9 +148,20 @@ async def test_a_refused_event_does_not_hold_back_the_others(
     await relay.relay_once()
     refused = [r for r in await outbox_rows(db) if r.topic == refused_topic]
     assert [(r.status, r.attempts) for r in refused] == [("DEAD_LETTERED", 2)]
+    async with db.read() as conn:
+        [letter] = await deadletters.list_page(conn, deadletters.Filters(), limit=10)
+    assert (letter.kind, letter.reason, letter.topic, letter.payload) == (
+        "event",
+        "refused",
+        refused_topic,
+        b"poison",
+    )
 
     await asyncio.sleep(0.05)
-    assert await relay.relay_once() == 0  # dead-lettered events are left alone
+    await relay.relay_once()  # publishes the deadletter event, and nothing else
+    refused = [r for r in await outbox_rows(db) if r.topic == refused_topic]
+    assert [(r.status, r.attempts) for r in refused] == [("DEAD_LETTERED", 2)]
+    assert [m.value for m in await read(bus, topic, 2)] == [b"before", b"after"]
 
 
 @pytest.mark.kafka

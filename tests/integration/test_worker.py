@@ -14,7 +14,9 @@ from herald.bus.topics import Topics
 from herald.channels.smtp import SmtpProvider, parse_smtp_url
 from herald.clock import utcnow
 from herald.domain.messages import Content, DeliveryJob, encode
+from herald.pipeline.deadletter import DeadLetterOffice
 from herald.pipeline.intake import Intake, NotificationRequest
+from herald.pipeline.retries import RetrySchedule
 from herald.pipeline.worker import ChannelWorker
 from herald.reliability.backoff import Backoff
 from herald.reliability.retry import RetryPolicy
@@ -40,7 +42,16 @@ async def env(db: Database, smtp_sink: SmtpSink) -> AsyncIterator[Fixture]:
     provider = SmtpProvider(parse_smtp_url(smtp_sink.url), sender="Herald <herald@localhost>")
     policy = RetryPolicy(3, Backoff(0.05, 0.1))
     wakeup = Wakeup()
-    worker = ChannelWorker(db, Topics(), provider, policy, wakeup, lease_seconds=0.5)
+    worker = ChannelWorker(
+        db,
+        Topics(),
+        provider,
+        policy,
+        wakeup,
+        lease_seconds=0.5,
+        dead_letters=DeadLetterOffice(db, Topics(), wakeup),
+        retries=RetrySchedule(Topics(), retry_topic=False),
+    )
     yield Fixture(db, worker, Intake(db, Topics(), wakeup, idempotency_ttl=60), smtp_sink)
     await provider.close()
 

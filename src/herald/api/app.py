@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from herald import __version__
-from herald.api import errors, health, notifications
+from herald.api import deadletters, errors, health, notifications, providers
 from herald.api.limits import BodySizeLimit
 from herald.runtime import Runtime
 
@@ -21,4 +21,6 @@ def create_app(runtime: Runtime) -> FastAPI:
     errors.install(app)
     app.include_router(health.router)
     app.include_router(notifications.router)
+    app.include_router(deadletters.router)
+    app.include_router(providers.router)
     return app

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 from typing import Annotated, Any
@@ -13,12 +11,13 @@ from fastapi.responses import JSONResponse
 
 from herald.api.errors import FieldError
 from herald.api.limits import enforce_rate_limit
+from herald.api.pages import decode_cursor, encode_cursor
 from herald.api.schemas import ErrorOut, NotificationCreate, NotificationOut, NotificationPage
 from herald.domain.models import NotificationStatus
 from herald.errors import NotFoundError
 from herald.pipeline.intake import IdempotencyRequest, NotificationRequest
 from herald.runtime import Runtime
-from herald.store import notifications
+from herald.store import deliveries, notifications
 from herald.store.notifications import NotificationRecord
 
 router = APIRouter(
@@ -108,23 +107,10 @@ async def create_notification(
 async def get_notification(notification_id: str, request: Request) -> NotificationOut:
     async with _runtime(request).db.read() as conn:
         record = await notifications.get(conn, notification_id)
-    if record is None:
-        raise NotFoundError(f"notification {notification_id} not found")
-    return NotificationOut.of(record)
-
-
-def _encode_cursor(last_id: str) -> str:
-    return base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> str:
-    try:
-        value = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        value = ""
-    if len(value) != 36:
-        raise FieldError("cursor", "is not a cursor returned by this API")
-    return value
+        if record is None:
+            raise NotFoundError(f"notification {notification_id} not found")
+        history = await deliveries.attempts_of(conn, [d.id for d in record.deliveries])
+    return NotificationOut.of(record, history)
 
 
 @router.get(
@@ -140,7 +126,7 @@ async def list_notifications(
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> NotificationPage:
-    before_id = _decode_cursor(cursor) if cursor else None
+    before_id = decode_cursor(cursor) if cursor else None
     async with _runtime(request).db.read() as conn:
         records = await notifications.list_page(
             conn, limit=limit + 1, before_id=before_id, status=status, recipient=recipient
@@ -148,5 +134,5 @@ async def list_notifications(
     page, more = records[:limit], len(records) > limit
     return NotificationPage(
         items=[NotificationOut.of(r) for r in page],
-        next_cursor=_encode_cursor(page[-1].id) if more else None,
+        next_cursor=encode_cursor(page[-1].id) if more else None,
     )

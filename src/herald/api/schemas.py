@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from herald.domain.models import Channel, DeliveryStatus, NotificationStatus
+from herald.store.deadletters import DeadLetter, Filters
+from herald.store.deliveries import Attempt
 from herald.store.notifications import DeliveryRecord, NotificationRecord
 
 # A header line may not exceed 998 characters (RFC 5322 2.1.1).
@@ -64,6 +67,30 @@ class NotificationCreate(BaseModel):
         return channels
 
 
+class AttemptOut(BaseModel):
+    attempt: int
+    provider: str | None
+    outcome: DeliveryStatus
+    error_class: str | None
+    error: str | None
+    started_at: datetime
+    finished_at: datetime
+    retry_at: datetime | None
+
+    @classmethod
+    def of(cls, a: Attempt) -> AttemptOut:
+        return cls(
+            attempt=a.attempt,
+            provider=a.provider,
+            outcome=a.outcome,
+            error_class=a.error_class,
+            error=a.error,
+            started_at=a.started_at,
+            finished_at=a.finished_at,
+            retry_at=a.retry_at,
+        )
+
+
 class DeliveryOut(BaseModel):
     id: str
     channel: str
@@ -77,10 +104,14 @@ class DeliveryOut(BaseModel):
     last_attempt_at: datetime | None
     next_attempt_at: datetime | None
     sent_at: datetime | None
+    history: list[AttemptOut] | None = Field(
+        default=None, description="Every attempt, oldest first (on the single-notification view)."
+    )
 
     @classmethod
-    def of(cls, d: DeliveryRecord) -> DeliveryOut:
+    def of(cls, d: DeliveryRecord, history: list[Attempt] | None = None) -> DeliveryOut:
         return cls(
+            history=None if history is None else [AttemptOut.of(a) for a in history],
             id=d.id,
             channel=d.channel,
             recipient=d.recipient,
@@ -109,7 +140,9 @@ class NotificationOut(BaseModel):
     deliveries: list[DeliveryOut]
 
     @classmethod
-    def of(cls, n: NotificationRecord) -> NotificationOut:
+    def of(
+        cls, n: NotificationRecord, history: dict[str, list[Attempt]] | None = None
+    ) -> NotificationOut:
         return cls(
             id=n.id,
             status=n.status,
@@ -120,13 +153,128 @@ class NotificationOut(BaseModel):
             created_at=n.created_at,
             updated_at=n.updated_at,
             completed_at=n.completed_at,
-            deliveries=[DeliveryOut.of(d) for d in n.deliveries],
+            deliveries=[
+                DeliveryOut.of(d, None if history is None else history.get(d.id, []))
+                for d in n.deliveries
+            ],
         )
 
 
 class NotificationPage(BaseModel):
     items: list[NotificationOut]
     next_cursor: str | None = Field(description="Pass as `cursor` to get the next page.")
+
+
+class DeadLetterOut(BaseModel):
+    id: str
+    kind: str = Field(description="delivery, message (poison) or event (refused by the bus)")
+    status: str = Field(description="DEAD, or REPLAYED")
+    reason: str = Field(description="permanent, exhausted, poison or refused")
+    error_class: str
+    error: str
+    channel: str | None
+    provider: str | None
+    notification_id: str | None
+    delivery_id: str | None
+    topic: str
+    source: str | None
+    attempts: int
+    first_failed_at: datetime
+    last_failed_at: datetime
+    replay_count: int
+    replayed_at: datetime | None
+
+    @classmethod
+    def of(cls, letter: DeadLetter) -> DeadLetterOut:
+        return cls(**{name: getattr(letter, name) for name in cls.model_fields})
+
+
+class DeadLetterDetail(DeadLetterOut):
+    payload: str
+    payload_encoding: Literal["utf-8", "base64"]
+    headers: dict[str, str]
+
+    @classmethod
+    def of(cls, letter: DeadLetter) -> DeadLetterDetail:
+        base = DeadLetterOut.of(letter).model_dump()
+        try:
+            payload, encoding = letter.payload.decode(), "utf-8"
+        except UnicodeDecodeError:
+            payload, encoding = base64.b64encode(letter.payload).decode(), "base64"
+        return cls(
+            **base,
+            payload=payload,
+            payload_encoding=encoding,
+            headers=letter.headers,
+        )
+
+
+class DeadLetterPage(BaseModel):
+    items: list[DeadLetterOut]
+    next_cursor: str | None
+
+
+class DeadLetterSelection(BaseModel):
+    """Which dead letters a bulk action applies to; every field narrows the selection."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["DEAD", "REPLAYED"] | None = "DEAD"
+    kind: Literal["delivery", "message", "event"] | None = None
+    reason: Literal["permanent", "exhausted", "poison", "refused"] | None = None
+    channel: str | None = None
+    provider: str | None = None
+    error_class: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    dry_run: bool = Field(default=False, description="Only say what would be done.")
+
+    def filters(self) -> Filters:
+        return Filters(
+            status=self.status,
+            kind=self.kind,
+            reason=self.reason,
+            channel=self.channel,
+            provider=self.provider,
+            error_class=self.error_class,
+            since=self.since,
+            until=self.until,
+        )
+
+
+class ReplaySelection(DeadLetterSelection):
+    limit: int = Field(
+        default=100, ge=1, le=1000, description="Replay at most this many, oldest first"
+    )
+
+
+class ReplayOut(BaseModel):
+    dead_letter_id: str
+    replayed: bool
+    detail: str
+
+
+class BulkReplayOut(BaseModel):
+    matched: int = Field(description="Dead letters matching the selection")
+    selected: int = Field(description="The oldest of them, up to `limit`, acted on")
+    dry_run: bool
+    replayed: int
+    items: list[ReplayOut]
+
+
+class PurgeOut(BaseModel):
+    dry_run: bool
+    purged: int
+
+
+class ProviderOut(BaseModel):
+    provider: str
+    channel: str
+    worker: str
+    state: str = Field(description="closed, open or half_open")
+    consecutive_failures: int
+    opened_at: datetime | None
+    updated_at: datetime
 
 
 class FieldProblem(BaseModel):

@@ -21,10 +21,15 @@ class Topics:
     def deadletter(self) -> str:
         return f"{self.prefix}deadletter"
 
+    @property
+    def retry(self) -> str:
+        """Kafka only: delivery jobs waiting for their next attempt (header herald-due-at)."""
+        return f"{self.prefix}deliveries.retry"
+
     def deliveries(self, channel: str) -> str:
         return f"{self.prefix}deliveries.{channel}"
 
     def all(self, channels: list[str]) -> list[str]:
-        return [self.requested, self.status, self.deadletter] + [
+        return [self.requested, self.status, self.deadletter, self.retry] + [
             self.deliveries(c) for c in channels
         ]

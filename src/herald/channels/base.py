@@ -28,6 +28,8 @@ class Provider(Protocol):
 
     name: str
     channel: str
+    #: How many sends it can carry at once (e.g. its connection pool).
+    concurrency: int
 
     async def start(self) -> None: ...
 

@@ -12,6 +12,7 @@ log = get_logger(__name__)
 class ConsoleEmailProvider:
     name = "console"
     channel = "email"
+    concurrency = 64
 
     def __init__(self, *, sender: str) -> None:
         self.sender = sender

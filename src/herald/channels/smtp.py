@@ -94,6 +94,7 @@ class SmtpProvider:
         self.target = target
         self.sender = sender
         self.timeout = timeout
+        self.concurrency = pool_size
         self._idle: asyncio.LifoQueue[aiosmtplib.SMTP] = asyncio.LifoQueue()
         for _ in range(pool_size):
             self._idle.put_nowait(self._client())

@@ -77,6 +77,24 @@ class DeliveryStatusChanged(_Message):
     occurred_at: datetime
 
 
+class DeadLettered(_Message):
+    """Topic ``deadletter``: something was parked for inspection and replay."""
+
+    type: Literal["dead_letter"] = "dead_letter"
+    dead_letter_id: str
+    kind: str  # delivery | message | event
+    reason: str  # permanent | exhausted | poison | refused
+    error_class: str
+    error: str
+    channel: str | None = None
+    provider: str | None = None
+    notification_id: str | None = None
+    delivery_id: str | None = None
+    source: str | None = None
+    attempts: int
+    occurred_at: datetime
+
+
 M = TypeVar("M", bound=_Message)
 
 

@@ -3,20 +3,33 @@
 from __future__ import annotations
 
 from herald.bus.base import OutgoingMessage
-from herald.domain.messages import DeliveryJob, DeliveryStatusChanged, NotificationRequested, encode
+from herald.domain.messages import (
+    DeadLettered,
+    DeliveryJob,
+    DeliveryStatusChanged,
+    NotificationRequested,
+    encode,
+)
 
-AnyMessage = NotificationRequested | DeliveryJob | DeliveryStatusChanged
+AnyMessage = NotificationRequested | DeliveryJob | DeliveryStatusChanged | DeadLettered
 
 
-def envelope(topic: str, key: str, message: AnyMessage) -> OutgoingMessage:
+def envelope(
+    topic: str, key: str, message: AnyMessage, extra: dict[str, str] | None = None
+) -> OutgoingMessage:
     headers = {
         "content-type": "application/json",
         "herald-type": message.type,
         "herald-schema-version": str(message.schema_version),
-        "herald-notification-id": message.notification_id,
     }
-    if isinstance(message, DeliveryJob | DeliveryStatusChanged):
+    if message.notification_id is not None:
+        headers["herald-notification-id"] = message.notification_id
+    if (
+        isinstance(message, DeliveryJob | DeliveryStatusChanged | DeadLettered)
+        and message.delivery_id
+    ):
         headers["herald-delivery-id"] = message.delivery_id
     if isinstance(message, DeliveryJob):
         headers["herald-attempt"] = str(message.attempt)
+    headers.update(extra or {})
     return OutgoingMessage(topic=topic, key=key, value=encode(message), headers=headers)

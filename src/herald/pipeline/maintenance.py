@@ -1,4 +1,5 @@
-"""Housekeeping: expire idempotency keys, drop published outbox rows and old log messages."""
+"""Housekeeping: expire idempotency keys, drop published outbox rows and old log messages,
+and let the recovery sweep put back on the bus what it lost."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from herald.bus.base import Bus
 from herald.bus.embedded import EmbeddedBus
 from herald.clock import utcnow
 from herald.observability.logging import get_logger
+from herald.pipeline.recovery import Recovery
 from herald.store import idempotency, outbox
 from herald.store.database import Database
 from herald.wakeup import sleep_unless
@@ -25,12 +27,14 @@ class Maintenance:
         interval: float,
         outbox_retention: float,
         log_retention: float,
+        recovery: Recovery | None = None,
     ) -> None:
         self.db = db
         self.bus = bus
         self.interval = interval
         self.outbox_retention = timedelta(seconds=outbox_retention)
         self.log_retention = timedelta(seconds=log_retention)
+        self.recovery = recovery
 
     async def run(self, stop: asyncio.Event) -> None:
         while not await sleep_unless(stop, self.interval):
@@ -50,4 +54,6 @@ class Maintenance:
         counts = {"idempotency_keys": keys, "outbox_events": events, "log_messages": messages}
         if any(counts.values()):
             log.info("maintenance.purged", **counts)
+        if self.recovery is not None:
+            counts |= await self.recovery.run_once()
         return counts

@@ -34,6 +34,7 @@ from herald.bus.base import Bus
 from herald.clock import utcnow
 from herald.errors import BusUnavailableError
 from herald.observability.logging import get_logger
+from herald.pipeline.deadletter import DeadLetterOffice
 from herald.reliability.backoff import Backoff
 from herald.store import outbox
 from herald.store.database import Database
@@ -67,6 +68,7 @@ class OutboxRelay:
         poll_interval: float = 0.2,
         max_attempts: int = 10,
         event_backoff: Backoff = _EVENT_BACKOFF,
+        dead_letters: DeadLetterOffice | None = None,
         shard_lease_seconds: float = 30.0,
         shards_per_claim: int = 8,
     ) -> None:
@@ -77,6 +79,7 @@ class OutboxRelay:
         self.poll_interval = poll_interval
         self.max_attempts = max_attempts
         self.event_backoff = event_backoff
+        self.dead_letters = dead_letters
         self.shard_lease_seconds = shard_lease_seconds
         self.shards_per_claim = shards_per_claim
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -201,6 +204,8 @@ class OutboxRelay:
         await outbox.record_failure(
             conn, event.id, attempts=attempts, error=message, retry_at=retry_at, dead=dead
         )
+        if dead and self.dead_letters is not None:
+            await self.dead_letters.refused_event(conn, event, message, now)
         (log.error if dead else log.warning)(
             "relay.event_dead_lettered" if dead else "relay.event_failed",
             event_id=event.id,

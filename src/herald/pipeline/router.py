@@ -12,6 +12,7 @@ from herald.clock import utcnow
 from herald.domain.messages import DeliveryJob, NotificationRequested, decode
 from herald.errors import PoisonMessageError
 from herald.observability.logging import get_logger
+from herald.pipeline.deadletter import DeadLetterOffice
 from herald.pipeline.envelope import envelope
 from herald.store import outbox
 from herald.store.database import Database
@@ -21,16 +22,19 @@ log = get_logger(__name__)
 
 
 class Router:
-    def __init__(self, db: Database, topics: Topics, outbox_wakeup: Wakeup) -> None:
+    def __init__(
+        self, db: Database, topics: Topics, outbox_wakeup: Wakeup, dead_letters: DeadLetterOffice
+    ) -> None:
         self.db = db
         self.topics = topics
         self.outbox_wakeup = outbox_wakeup
+        self.dead_letters = dead_letters
 
     async def handle(self, message: Message) -> None:
         try:
             event = decode(NotificationRequested, message.value)
         except PoisonMessageError as exc:
-            log.error("router.poison", topic=message.topic, offset=message.offset, error=str(exc))
+            await self.dead_letters.poison(message, exc)
             return
         jobs = [
             envelope(

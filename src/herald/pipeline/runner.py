@@ -29,6 +29,12 @@ from herald.wakeup import sleep_unless, wait_for_event
 log = get_logger(__name__)
 
 Handler = Callable[[Message], Awaitable[None]]
+
+
+class HandBack(Exception):
+    """Raised by a handler that is stopping: leave this message unfinished and uncommitted."""
+
+
 _BACKOFF = Backoff(base=0.2, cap=10.0)
 
 
@@ -218,6 +224,8 @@ class ConsumerRunner:
             try:
                 await self.handler(message)
                 return True
+            except HandBack:
+                return False
             except Exception:
                 attempt += 1
                 log.exception(

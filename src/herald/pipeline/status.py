@@ -12,6 +12,7 @@ from herald.domain.messages import DeliveryStatusChanged, decode
 from herald.domain.states import aggregate_status
 from herald.errors import PoisonMessageError
 from herald.observability.logging import get_logger
+from herald.pipeline.deadletter import DeadLetterOffice
 from herald.store import notifications
 from herald.store.database import Database
 
@@ -19,14 +20,15 @@ log = get_logger(__name__)
 
 
 class StatusUpdater:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, dead_letters: DeadLetterOffice) -> None:
         self.db = db
+        self.dead_letters = dead_letters
 
     async def handle(self, message: Message) -> None:
         try:
             event = decode(DeliveryStatusChanged, message.value)
         except PoisonMessageError as exc:
-            log.error("status.poison", topic=message.topic, offset=message.offset, error=str(exc))
+            await self.dead_letters.poison(message, exc)
             return
         async with self.db.write() as conn:
             statuses = await notifications.delivery_statuses(conn, event.notification_id)

@@ -1,29 +1,42 @@
 """A channel worker: delivers jobs from ``deliveries.<channel>`` through one provider.
 
-Per job: claim the delivery (PENDING or a due retry becomes PROCESSING with a lease), send,
-then record the outcome and its status event in one transaction. A job for a delivery that
-has already ended is acknowledged without sending; one whose delivery is held by a live lease
-waits for the lease, since the holder may still be sending.
+Per job:
+1. wait while the provider's circuit is open, then for a token of its rate limit, then for a
+   free slot of the provider (its connection pool): nothing is claimed or attempted meanwhile,
+   so the lease and the send's time budget cover the send alone, and with the runner's
+   bounded in-flight work consumption pauses instead of burning retries;
+2. claim the delivery (PENDING or a due retry becomes PROCESSING with a lease); a job for a
+   delivery that has already ended is acknowledged without sending, one whose delivery is held
+   by a live lease waits for the lease, since the holder may still be sending;
+3. send, within 80% of the lease;
+4. record the outcome in one transaction: the delivery's state, the attempt in its history,
+   the status event, and either the next attempt (transient failure) or a dead letter
+   (permanent failure, attempts exhausted).
 """
 
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from herald.bus.base import Message
 from herald.bus.topics import Topics
 from herald.channels.base import OutboundMessage, Provider, SendResult
 from herald.clock import seconds_from_now, utcnow
-from herald.domain.messages import DeliveryJob, DeliveryStatusChanged, decode
+from herald.domain.messages import DeliveryJob, DeliveryStatusChanged, decode, encode
 from herald.domain.models import DeliveryStatus
 from herald.errors import DeliveryError, PoisonMessageError, TransientDeliveryError
+from herald.ids import uuid7
 from herald.observability.logging import get_logger
+from herald.pipeline.deadletter import DeadLetterOffice, describe
 from herald.pipeline.envelope import envelope
+from herald.pipeline.retries import RetrySchedule
+from herald.reliability.circuit import CircuitBreaker
+from herald.reliability.ratelimit import Throttle
 from herald.reliability.retry import RetryPolicy
-from herald.store import deliveries, outbox
+from herald.store import deadletters, deliveries, outbox
 from herald.store.database import Database
-from herald.store.deliveries import Claim, ClaimOutcome
+from herald.store.deliveries import Attempt, Claim, ClaimOutcome
 from herald.wakeup import Wakeup
 
 log = get_logger(__name__)
@@ -39,6 +52,10 @@ class ChannelWorker:
         outbox_wakeup: Wakeup,
         *,
         lease_seconds: float,
+        dead_letters: DeadLetterOffice,
+        retries: RetrySchedule,
+        breaker: CircuitBreaker | None = None,
+        throttle: Throttle | None = None,
     ) -> None:
         self.db = db
         self.topics = topics
@@ -46,13 +63,25 @@ class ChannelWorker:
         self.policy = policy
         self.outbox_wakeup = outbox_wakeup
         self.lease_seconds = lease_seconds
+        self.dead_letters = dead_letters
+        self.retries = retries
+        self.breaker = breaker or CircuitBreaker(provider.name)
+        self.throttle = throttle
+        self._slots = asyncio.Semaphore(provider.concurrency)
 
     async def handle(self, message: Message) -> None:
         try:
             job = decode(DeliveryJob, message.value)
         except PoisonMessageError as exc:
-            log.error("delivery.poison", topic=message.topic, offset=message.offset, error=str(exc))
+            await self.dead_letters.poison(message, exc)
             return
+        await self.breaker.ready()
+        if self.throttle is not None:
+            await self.throttle.take()
+        async with self._slots:
+            await self._deliver(job)
+
+    async def _deliver(self, job: DeliveryJob) -> None:
         claim = await self._claim_when_free(job)
         if claim.outcome != ClaimOutcome.CLAIMED:
             log.info(
@@ -62,6 +91,7 @@ class ChannelWorker:
                 status=claim.status,
             )
             return
+        started = utcnow()
         attempt = claim.attempts
         outbound = OutboundMessage(
             delivery_id=job.delivery_id,
@@ -78,15 +108,18 @@ class ChannelWorker:
                 result = await self.provider.send(outbound)
         except TimeoutError:
             error = TransientDeliveryError(f"send took longer than {self.lease_seconds * 0.8:g}s")
-            await self._failed(job, attempt, error)
+            await self._failed(job, attempt, started, error)
         except DeliveryError as exc:
-            await self._failed(job, attempt, exc)
+            await self._failed(job, attempt, started, exc)
         except Exception as exc:
             # A provider should raise typed errors; anything else is treated as transient.
             log.exception("delivery.provider_bug", provider=self.provider.name)
-            await self._failed(job, attempt, TransientDeliveryError(f"{type(exc).__name__}: {exc}"))
+            await self._failed(
+                job, attempt, started, TransientDeliveryError(f"{type(exc).__name__}: {exc}")
+            )
         else:
-            await self._sent(job, attempt, result)
+            self.breaker.succeeded()
+            await self._sent(job, attempt, started, result)
 
     async def _claim_when_free(self, job: DeliveryJob) -> Claim:
         while True:
@@ -120,7 +153,9 @@ class ChannelWorker:
             occurred_at=utcnow(),
         )
 
-    async def _sent(self, job: DeliveryJob, attempt: int, result: SendResult) -> None:
+    async def _sent(
+        self, job: DeliveryJob, attempt: int, started: datetime, result: SendResult
+    ) -> None:
         now = utcnow()
         event = self._status_event(job, DeliveryStatus.SENT, attempt)
         async with self.db.write() as conn:
@@ -134,6 +169,12 @@ class ChannelWorker:
                 provider_message_id=result.provider_message_id,
             )
             if owned:
+                await deliveries.record_attempt(
+                    conn,
+                    Attempt(
+                        job.delivery_id, attempt, result.provider, DeliveryStatus.SENT, started, now
+                    ),
+                )
                 await outbox.add(conn, [envelope(self.topics.status, job.user_key, event)], now=now)
         if not owned:
             log.warning("delivery.lease_lost", delivery_id=job.delivery_id, attempt=attempt)
@@ -148,18 +189,19 @@ class ChannelWorker:
             attempt=attempt,
         )
 
-    async def _failed(self, job: DeliveryJob, attempt: int, error: DeliveryError) -> None:
+    async def _failed(
+        self, job: DeliveryJob, attempt: int, started: datetime, error: DeliveryError
+    ) -> None:
+        if error.transient:
+            self.breaker.failed()
+        else:
+            self.breaker.succeeded()  # the provider answered; the message was at fault
         decision = self.policy.decide(error, attempt)
         now = utcnow()
-        status = DeliveryStatus.FAILED if decision.give_up else DeliveryStatus.RETRY_PENDING
+        status = DeliveryStatus.DEAD_LETTERED if decision.give_up else DeliveryStatus.RETRY_PENDING
         retry_at = None if decision.retry_in is None else now + timedelta(seconds=decision.retry_in)
-        messages = [
-            envelope(
-                self.topics.status,
-                job.user_key,
-                self._status_event(job, status, attempt, str(error)),
-            )
-        ]
+        error_class, text = describe(error)
+        provider = self.provider.name
         async with self.db.write() as conn:
             owned = await deliveries.finish(
                 conn,
@@ -167,19 +209,57 @@ class ChannelWorker:
                 attempt=attempt,
                 status=status,
                 now=now,
-                error=str(error),
+                error=text,
                 next_attempt_at=retry_at,
-                provider=self.provider.name,
+                provider=provider,
             )
             if owned:
-                await outbox.add(conn, messages, now=now)
+                await deliveries.record_attempt(
+                    conn,
+                    Attempt(
+                        job.delivery_id,
+                        attempt,
+                        provider,
+                        status,
+                        started,
+                        now,
+                        error_class,
+                        text,
+                        retry_at,
+                    ),
+                )
+                event = self._status_event(job, status, attempt, text)
+                await outbox.add(conn, [envelope(self.topics.status, job.user_key, event)], now=now)
                 if retry_at is not None:
-                    retry = envelope(
-                        self.topics.deliveries(job.channel),
-                        job.user_key,
-                        job.model_copy(update={"attempt": attempt}),
+                    next_job = job.model_copy(update={"attempt": attempt})
+                    await self.retries.schedule(conn, next_job, retry_at, now)
+                else:
+                    first = await deliveries.first_failure(conn, job.delivery_id) or started
+                    await self.dead_letters.file(
+                        conn,
+                        deadletters.DeadLetter(
+                            id=uuid7(),
+                            kind="delivery",
+                            status=deadletters.DEAD,
+                            reason=decision.reason,
+                            error_class=error_class,
+                            error=text,
+                            channel=job.channel,
+                            provider=provider,
+                            notification_id=job.notification_id,
+                            delivery_id=job.delivery_id,
+                            topic=self.topics.deliveries(job.channel),
+                            key=job.user_key,
+                            source=None,
+                            payload=encode(job),
+                            headers={},
+                            attempts=attempt,
+                            first_failed_at=first,
+                            last_failed_at=now,
+                            replay_count=0,
+                            replayed_at=None,
+                        ),
                     )
-                    await outbox.add(conn, [retry], now=now, available_at=retry_at)
         if not owned:
             log.warning("delivery.lease_lost", delivery_id=job.delivery_id, attempt=attempt)
             return
@@ -189,8 +269,10 @@ class ChannelWorker:
             delivery_id=job.delivery_id,
             notification_id=job.notification_id,
             channel=job.channel,
+            provider=provider,
             attempt=attempt,
-            error=str(error),
+            error_class=error_class,
+            error=text,
             decision=decision.reason,
             retry_in=None if decision.retry_in is None else round(decision.retry_in, 3),
         )

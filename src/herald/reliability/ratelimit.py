@@ -7,6 +7,7 @@ process: callers keep being served (fail-open) but never without any limit.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -109,3 +110,26 @@ class RedisTokenBucket:
             log.info("ratelimit.redis_back")
             self._degraded = False
         return RateDecision(bool(allowed), float(wait))
+
+
+class Throttle:
+    """Wait for a token instead of refusing: a provider's rate limit, shared or local.
+
+    Memory stays bounded: callers wait in the worker's bounded in-flight work, and when that
+    is full the worker pauses its partitions.
+    """
+
+    def __init__(self, limiter: RateLimiter, key: str) -> None:
+        self.limiter = limiter
+        self.key = key
+
+    async def take(self) -> float:
+        """Returns how long it waited, in seconds."""
+        waited = 0.0
+        while True:
+            decision = await self.limiter.acquire(self.key)
+            if decision.allowed:
+                return waited
+            pause = max(decision.retry_after, 0.001)
+            waited += pause
+            await asyncio.sleep(pause)

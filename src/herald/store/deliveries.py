@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.domain.models import DeliveryStatus
-from herald.store.tables import deliveries
+from herald.store.tables import deliveries, delivery_attempts, notifications
 
 D = deliveries.c
 
@@ -112,3 +112,157 @@ async def finish(
         .values(**values)
     )
     return bool(result.rowcount)
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    delivery_id: str
+    attempt: int
+    provider: str | None
+    outcome: DeliveryStatus
+    started_at: datetime
+    finished_at: datetime
+    error_class: str | None = None
+    error: str | None = None
+    retry_at: datetime | None = None
+
+
+async def record_attempt(conn: AsyncConnection, attempt: Attempt) -> None:
+    values = {name: getattr(attempt, name) for name in Attempt.__dataclass_fields__}
+    if values["error"] is not None:
+        values["error"] = values["error"][:2000]
+    await conn.execute(sa.insert(delivery_attempts).values(**values))
+
+
+async def attempts_of(conn: AsyncConnection, delivery_ids: list[str]) -> dict[str, list[Attempt]]:
+    found: dict[str, list[Attempt]] = {d: [] for d in delivery_ids}
+    if delivery_ids:
+        rows = await conn.execute(
+            sa.select(delivery_attempts)
+            .where(delivery_attempts.c.delivery_id.in_(delivery_ids))
+            .order_by(delivery_attempts.c.id)
+        )
+        for r in rows:
+            found[r.delivery_id].append(
+                Attempt(
+                    delivery_id=r.delivery_id,
+                    attempt=r.attempt,
+                    provider=r.provider,
+                    outcome=DeliveryStatus(r.outcome),
+                    started_at=r.started_at,
+                    finished_at=r.finished_at,
+                    error_class=r.error_class,
+                    error=r.error,
+                    retry_at=r.retry_at,
+                )
+            )
+    return found
+
+
+async def first_failure(conn: AsyncConnection, delivery_id: str) -> datetime | None:
+    result: datetime | None = await conn.scalar(
+        sa.select(sa.func.min(delivery_attempts.c.started_at)).where(
+            delivery_attempts.c.delivery_id == delivery_id,
+            delivery_attempts.c.outcome != DeliveryStatus.SENT,
+        )
+    )
+    return result
+
+
+async def reopen(conn: AsyncConnection, delivery_id: str, now: datetime) -> bool:
+    """A replayed dead letter: back to PENDING with a fresh attempt budget."""
+    result = await conn.execute(
+        sa.update(deliveries)
+        .where(
+            D.id == delivery_id,
+            D.status.in_([DeliveryStatus.DEAD_LETTERED, DeliveryStatus.FAILED]),
+        )
+        .values(
+            status=DeliveryStatus.PENDING,
+            attempts=0,
+            lease_until=None,
+            next_attempt_at=None,
+            updated_at=now,
+        )
+    )
+    return bool(result.rowcount)
+
+
+async def status_of(conn: AsyncConnection, delivery_id: str) -> DeliveryStatus | None:
+    status = await conn.scalar(sa.select(D.status).where(D.id == delivery_id))
+    return None if status is None else DeliveryStatus(status)
+
+
+@dataclass(frozen=True, slots=True)
+class Stuck:
+    """A delivery whose job seems lost, with what it takes to queue it again."""
+
+    delivery_id: str
+    notification_id: str
+    channel: str
+    recipient: str
+    status: DeliveryStatus
+    attempts: int
+    user_key: str
+    subject: str | None
+    body: str
+
+
+async def stuck(conn: AsyncConnection, *, before: datetime, limit: int) -> list[Stuck]:
+    """Deliveries that should have moved long ago: queued, due for a retry, or lease lapsed."""
+    n = notifications.c
+    overdue = sa.or_(
+        sa.and_(D.status == DeliveryStatus.PENDING, D.updated_at < before),
+        sa.and_(D.status == DeliveryStatus.RETRY_PENDING, D.next_attempt_at < before),
+        sa.and_(D.status == DeliveryStatus.PROCESSING, D.lease_until < before),
+    )
+    rows = await conn.execute(
+        sa.select(
+            D.id,
+            D.notification_id,
+            D.channel,
+            D.recipient,
+            D.status,
+            D.attempts,
+            sa.func.coalesce(n.user_id, n.recipient).label("user_key"),
+            n.subject,
+            n.body,
+        )
+        .join(notifications, notifications.c.id == D.notification_id)
+        .where(overdue)
+        .order_by(D.updated_at)
+        .limit(limit)
+    )
+    return [
+        Stuck(
+            r.id,
+            r.notification_id,
+            r.channel,
+            r.recipient,
+            DeliveryStatus(r.status),
+            r.attempts,
+            r.user_key,
+            r.subject,
+            r.body,
+        )
+        for r in rows
+    ]
+
+
+async def touch(conn: AsyncConnection, delivery_ids: list[str], now: datetime) -> None:
+    """Mark as re-queued now, so the next sweep leaves them alone for a while."""
+    await conn.execute(
+        sa.update(deliveries)
+        .where(D.id.in_(delivery_ids), D.status == DeliveryStatus.PENDING)
+        .values(updated_at=now)
+    )
+    await conn.execute(
+        sa.update(deliveries)
+        .where(D.id.in_(delivery_ids), D.status == DeliveryStatus.RETRY_PENDING)
+        .values(next_attempt_at=now)
+    )
+    await conn.execute(
+        sa.update(deliveries)
+        .where(D.id.in_(delivery_ids), D.status == DeliveryStatus.PROCESSING)
+        .values(lease_until=now)
+    )

@@ -177,3 +177,23 @@ async def set_status(
         .values(status=status, updated_at=now, completed_at=completed_at)
     )
     return bool(result.rowcount)
+
+
+async def pending_but_finished(conn: AsyncConnection, *, limit: int) -> list[str]:
+    """PENDING notifications none of whose deliveries is still in progress."""
+    in_progress = (
+        sa.select(deliveries.c.id)
+        .where(
+            deliveries.c.notification_id == notifications.c.id,
+            deliveries.c.status.in_(
+                [DeliveryStatus.PENDING, DeliveryStatus.PROCESSING, DeliveryStatus.RETRY_PENDING]
+            ),
+        )
+        .exists()
+    )
+    rows = await conn.execute(
+        sa.select(notifications.c.id)
+        .where(notifications.c.status == NotificationStatus.PENDING, ~in_progress)
+        .limit(limit)
+    )
+    return [r.id for r in rows]

@@ -85,6 +85,70 @@ deliveries = sa.Table(
     sa.Column("sent_at", UTCDateTime, nullable=True),
 )
 
+# One row per attempt: the status history of a delivery, with backoff spacing visible.
+delivery_attempts = sa.Table(
+    "delivery_attempts",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column(
+        "delivery_id",
+        sa.String(36),
+        sa.ForeignKey("deliveries.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("provider", sa.String(64), nullable=True),
+    sa.Column("outcome", sa.String(20), nullable=False),  # a DeliveryStatus it ended in
+    sa.Column("error_class", sa.String(100), nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("finished_at", UTCDateTime, nullable=False),
+    sa.Column("retry_at", UTCDateTime, nullable=True),
+)
+
+# What could not be delivered or processed, kept for inspection and replay.
+dead_letters = sa.Table(
+    "dead_letters",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("kind", sa.String(20), nullable=False),  # delivery | message | event
+    sa.Column("status", sa.String(20), nullable=False),  # DEAD | REPLAYED
+    sa.Column("reason", sa.String(20), nullable=False),  # permanent | exhausted | poison | refused
+    sa.Column("error_class", sa.String(100), nullable=False),
+    sa.Column("error", sa.Text, nullable=False),
+    sa.Column("channel", sa.String(32), nullable=True),
+    sa.Column("provider", sa.String(64), nullable=True),
+    sa.Column("notification_id", sa.String(36), nullable=True),
+    sa.Column("delivery_id", sa.String(36), nullable=True),
+    sa.Column("topic", sa.String(255), nullable=False),  # where the payload goes on replay
+    sa.Column("key", sa.String(255), nullable=True),
+    sa.Column("source", sa.String(300), nullable=True),  # topic[partition]@offset it came from
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+    sa.Column("headers", sa.JSON, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("first_failed_at", UTCDateTime, nullable=False),
+    sa.Column("last_failed_at", UTCDateTime, nullable=False),
+    sa.Column("replay_count", sa.Integer, nullable=False),
+    sa.Column("replayed_at", UTCDateTime, nullable=True),
+    sa.Index(None, "status", "id"),
+    sa.Index(None, "channel", "id"),
+    sa.Index(None, "delivery_id"),
+)
+
+# Each worker's circuit breaker per provider, so that the API can show them.
+provider_circuits = sa.Table(
+    "provider_circuits",
+    metadata,
+    sa.Column("provider", sa.String(64), primary_key=True),
+    sa.Column("worker", sa.String(255), primary_key=True),
+    sa.Column("channel", sa.String(32), nullable=False),
+    sa.Column("state", sa.String(20), nullable=False),  # closed | open | half_open
+    sa.Column("consecutive_failures", sa.Integer, nullable=False),
+    sa.Column("opened_at", UTCDateTime, nullable=True),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
 outbox_events = sa.Table(
     "outbox_events",
     metadata,

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-21 20:02:41.502331
+Create Date: 2026-11-21 20:44:30.944182
 """
 
 from __future__ import annotations
@@ -60,6 +60,43 @@ def upgrade() -> None:
         sa.Column("next_offset", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("topic", "partition", name=op.f("pk_bus_partitions")),
     )
+    op.create_table(
+        "dead_letters",
+        sa.Column("id", sa.String(length=36), nullable=False),
+        sa.Column("kind", sa.String(length=20), nullable=False),
+        sa.Column("status", sa.String(length=20), nullable=False),
+        sa.Column("reason", sa.String(length=20), nullable=False),
+        sa.Column("error_class", sa.String(length=100), nullable=False),
+        sa.Column("error", sa.Text(), nullable=False),
+        sa.Column("channel", sa.String(length=32), nullable=True),
+        sa.Column("provider", sa.String(length=64), nullable=True),
+        sa.Column("notification_id", sa.String(length=36), nullable=True),
+        sa.Column("delivery_id", sa.String(length=36), nullable=True),
+        sa.Column("topic", sa.String(length=255), nullable=False),
+        sa.Column("key", sa.String(length=255), nullable=True),
+        sa.Column("source", sa.String(length=300), nullable=True),
+        sa.Column("payload", sa.LargeBinary(), nullable=False),
+        sa.Column("headers", sa.JSON(), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column(
+            "first_failed_at", herald.store.tables.UTCDateTime(timezone=True), nullable=False
+        ),
+        sa.Column("last_failed_at", herald.store.tables.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("replay_count", sa.Integer(), nullable=False),
+        sa.Column("replayed_at", herald.store.tables.UTCDateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_dead_letters")),
+    )
+    with op.batch_alter_table("dead_letters", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_dead_letters_channel_id"), ["channel", "id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_dead_letters_delivery_id"), ["delivery_id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_dead_letters_status_id"), ["status", "id"], unique=False
+        )
+
     op.create_table(
         "idempotency_keys",
         sa.Column("scope", sa.String(length=255), nullable=False),
@@ -145,6 +182,17 @@ def upgrade() -> None:
         [{"shard": shard} for shard in range(32)],  # herald.store.outbox.SHARDS
     )
     op.create_table(
+        "provider_circuits",
+        sa.Column("provider", sa.String(length=64), nullable=False),
+        sa.Column("worker", sa.String(length=255), nullable=False),
+        sa.Column("channel", sa.String(length=32), nullable=False),
+        sa.Column("state", sa.String(length=20), nullable=False),
+        sa.Column("consecutive_failures", sa.Integer(), nullable=False),
+        sa.Column("opened_at", herald.store.tables.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("updated_at", herald.store.tables.UTCDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("provider", "worker", name=op.f("pk_provider_circuits")),
+    )
+    op.create_table(
         "deliveries",
         sa.Column("id", sa.String(length=36), nullable=False),
         sa.Column("notification_id", sa.String(length=36), nullable=False),
@@ -174,12 +222,47 @@ def upgrade() -> None:
             batch_op.f("ix_deliveries_notification_id"), ["notification_id"], unique=False
         )
 
+    op.create_table(
+        "delivery_attempts",
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column("delivery_id", sa.String(length=36), nullable=False),
+        sa.Column("attempt", sa.Integer(), nullable=False),
+        sa.Column("provider", sa.String(length=64), nullable=True),
+        sa.Column("outcome", sa.String(length=20), nullable=False),
+        sa.Column("error_class", sa.String(length=100), nullable=True),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("started_at", herald.store.tables.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("finished_at", herald.store.tables.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("retry_at", herald.store.tables.UTCDateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["delivery_id"],
+            ["deliveries.id"],
+            name=op.f("fk_delivery_attempts_delivery_id_deliveries"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_delivery_attempts")),
+    )
+    with op.batch_alter_table("delivery_attempts", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_delivery_attempts_delivery_id"), ["delivery_id"], unique=False
+        )
+
 
 def downgrade() -> None:
+    with op.batch_alter_table("delivery_attempts", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_delivery_attempts_delivery_id"))
+
+    op.drop_table("delivery_attempts")
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_deliveries_notification_id"))
 
     op.drop_table("deliveries")
+    op.drop_table("provider_circuits")
     op.drop_table("outbox_shards")
     with op.batch_alter_table("outbox_events", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_outbox_events_status_available_at"))
@@ -195,6 +278,12 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_idempotency_keys_expires_at"))
 
     op.drop_table("idempotency_keys")
+    with op.batch_alter_table("dead_letters", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_dead_letters_status_id"))
+        batch_op.drop_index(batch_op.f("ix_dead_letters_delivery_id"))
+        batch_op.drop_index(batch_op.f("ix_dead_letters_channel_id"))
+
+    op.drop_table("dead_letters")
     op.drop_table("bus_partitions")
     with op.batch_alter_table("bus_messages", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_bus_messages_created_at"))

@@ -1,0 +1,81 @@
+"""Put back what the bus lost: the database, not the bus, is the record of what is owed.
+
+A bus loses messages only in accidents (a broker replaced with its storage, retention that
+outran a long outage), but then a delivery waits forever. Every sweep:
+- re-queues deliveries that should have moved long ago: PENDING since before the threshold,
+  a retry overdue by more than it, or PROCESSING with a lease lapsed that long (a worker died
+  and nobody got its job again). A duplicate job is harmless: the claim recognises it;
+- settles notifications whose deliveries have all ended but whose status event never came.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from herald.bus.topics import Topics
+from herald.clock import utcnow
+from herald.domain.messages import Content, DeliveryJob
+from herald.domain.models import DeliveryStatus
+from herald.domain.states import aggregate_status
+from herald.observability.logging import get_logger
+from herald.pipeline.envelope import envelope
+from herald.store import deliveries, notifications, outbox
+from herald.store.database import Database
+from herald.wakeup import Wakeup
+
+log = get_logger(__name__)
+
+BATCH = 500
+
+
+class Recovery:
+    def __init__(
+        self, db: Database, topics: Topics, outbox_wakeup: Wakeup, *, stuck_after: float
+    ) -> None:
+        self.db = db
+        self.topics = topics
+        self.outbox_wakeup = outbox_wakeup
+        self.stuck_after = timedelta(seconds=stuck_after)
+
+    async def run_once(self) -> dict[str, int]:
+        now = utcnow()
+        async with self.db.write() as conn:
+            lost = await deliveries.stuck(conn, before=now - self.stuck_after, limit=BATCH)
+            jobs = [
+                envelope(
+                    self.topics.deliveries(d.channel),
+                    d.user_key,
+                    DeliveryJob(
+                        delivery_id=d.delivery_id,
+                        notification_id=d.notification_id,
+                        channel=d.channel,
+                        recipient=d.recipient,
+                        user_key=d.user_key,
+                        content=Content(subject=d.subject, body=d.body),
+                        # A retry is claimed only by the job of its own attempt.
+                        attempt=d.attempts if d.status == DeliveryStatus.RETRY_PENDING else 0,
+                    ),
+                )
+                for d in lost
+            ]
+            await outbox.add(conn, jobs, now=now)
+            await deliveries.touch(conn, [d.delivery_id for d in lost], now)
+
+            settled = 0
+            for notification_id in await notifications.pending_but_finished(conn, limit=BATCH):
+                status = aggregate_status(
+                    await notifications.delivery_statuses(conn, notification_id)
+                )
+                settled += await notifications.set_status(conn, notification_id, status, now)
+        if lost:
+            self.outbox_wakeup.notify()
+            log.warning(
+                "recovery.requeued",
+                deliveries=len(lost),
+                pending=sum(d.status == DeliveryStatus.PENDING for d in lost),
+                retrying=sum(d.status == DeliveryStatus.RETRY_PENDING for d in lost),
+                processing=sum(d.status == DeliveryStatus.PROCESSING for d in lost),
+            )
+        if settled:
+            log.warning("recovery.settled", notifications=settled)
+        return {"requeued": len(lost), "settled": settled}

@@ -1,0 +1,118 @@
+"""Replay dead letters once their cause is fixed: idempotent, and spaced out when in bulk.
+
+A ``delivery`` letter reopens its delivery (PENDING, a fresh attempt budget) and queues its
+job; a ``message`` or ``event`` letter publishes its original bytes to its original topic.
+Either happens in the transaction that marks the letter REPLAYED, so replaying it again is a
+no-op. Bulk replays are spaced at ``per_second`` through the outbox's due times, so a large
+replay cannot flood a provider that has only just recovered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from herald.bus.base import OutgoingMessage
+from herald.bus.topics import Topics
+from herald.clock import utcnow
+from herald.domain.messages import DeliveryJob, DeliveryStatusChanged, decode
+from herald.domain.models import DeliveryStatus
+from herald.errors import PoisonMessageError
+from herald.observability.logging import get_logger
+from herald.pipeline.envelope import envelope
+from herald.store import deadletters, deliveries, outbox
+from herald.store.database import Database
+from herald.store.deadletters import DeadLetter, Filters
+from herald.store.deliveries import Attempt
+from herald.wakeup import Wakeup
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayOutcome:
+    dead_letter_id: str
+    replayed: bool
+    detail: str
+
+
+class Replayer:
+    def __init__(
+        self, db: Database, topics: Topics, outbox_wakeup: Wakeup, *, per_second: float
+    ) -> None:
+        self.db = db
+        self.topics = topics
+        self.outbox_wakeup = outbox_wakeup
+        self.per_second = per_second
+
+    async def replay(self, letter_id: str, *, delay: float = 0.0) -> ReplayOutcome:
+        now = utcnow()
+        due = now + timedelta(seconds=delay)
+        async with self.db.write() as conn:
+            letter = await deadletters.get(conn, letter_id, lock=True)
+            if letter is None:
+                return ReplayOutcome(letter_id, False, "not found")
+            if letter.status != deadletters.DEAD:
+                return ReplayOutcome(letter_id, False, "already replayed")
+            if letter.kind == "delivery":
+                detail = await self._reopen_delivery(conn, letter, now, due)
+                if detail is not None:
+                    return ReplayOutcome(letter_id, False, detail)
+            else:
+                message = OutgoingMessage(
+                    letter.topic, letter.key or letter.id, letter.payload, letter.headers
+                )
+                await outbox.add(conn, [message], now=now, available_at=due)
+            await deadletters.mark_replayed(conn, letter_id, now)
+        self.outbox_wakeup.notify()
+        log.info("deadletter.replayed", dead_letter_id=letter_id, kind=letter.kind, delay=delay)
+        return ReplayOutcome(letter_id, True, "replayed")
+
+    async def _reopen_delivery(
+        self, conn: AsyncConnection, letter: DeadLetter, now: datetime, due: datetime
+    ) -> str | None:
+        """Queue the delivery again; returns why not, if it cannot be."""
+        assert letter.delivery_id is not None
+        try:
+            job = decode(DeliveryJob, letter.payload).model_copy(update={"attempt": 0})
+        except PoisonMessageError:
+            return "the stored job cannot be read"
+        if not await deliveries.reopen(conn, letter.delivery_id, now):
+            current = await deliveries.status_of(conn, letter.delivery_id)
+            return f"the delivery is {current or 'gone'}, not dead-lettered"
+        marker = f"replayed from dead letter {letter.id}"
+        await deliveries.record_attempt(
+            conn,
+            Attempt(letter.delivery_id, 0, None, DeliveryStatus.PENDING, now, now, error=marker),
+        )
+        event = DeliveryStatusChanged(
+            notification_id=job.notification_id,
+            delivery_id=job.delivery_id,
+            channel=job.channel,
+            user_key=job.user_key,
+            status=DeliveryStatus.PENDING,
+            attempts=0,
+            occurred_at=now,
+        )
+        await outbox.add(conn, [envelope(self.topics.status, job.user_key, event)], now=now)
+        await outbox.add(
+            conn, [envelope(letter.topic, job.user_key, job)], now=now, available_at=due
+        )
+        return None
+
+    async def replay_matching(
+        self, filters: Filters, *, limit: int, dry_run: bool
+    ) -> tuple[int, list[DeadLetter], list[ReplayOutcome]]:
+        """(how many match, the oldest ``limit`` of them, what replaying them did)."""
+        async with self.db.read() as conn:
+            matched = await deadletters.count(conn, filters)
+            letters = await deadletters.list_page(conn, filters, limit=limit, oldest_first=True)
+        if dry_run:
+            return matched, letters, []
+        outcomes = [
+            await self.replay(letter.id, delay=i / self.per_second)
+            for i, letter in enumerate(letters)
+        ]
+        return matched, letters, outcomes

@@ -1,0 +1,114 @@
+"""A circuit breaker per provider: stop calling a provider that keeps failing, probe it later.
+
+closed --(``failure_threshold`` consecutive transient failures)--> open
+open --(``reset_timeout`` later, one caller lets through as a probe)--> half_open
+half_open --(probe succeeds)--> closed;  --(probe fails)--> open, with the timeout doubled
+(up to ``max_reset_timeout``).
+
+Only transient failures count: a permanent refusal (an unknown mailbox) shows the provider is
+up. While the circuit is open, ``ready()`` waits instead of failing, so deliveries are not
+attempted (no retries burnt) and the worker's bounded in-flight work pauses its partitions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from enum import StrEnum
+
+from herald.observability.logging import get_logger
+
+log = get_logger(__name__)
+
+
+class CircuitState(StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+class CircuitBreaker:
+    def __init__(
+        self,
+        name: str,
+        *,
+        failure_threshold: int = 5,
+        reset_timeout: float = 30.0,
+        max_reset_timeout: float = 300.0,
+        on_change: Callable[[CircuitBreaker], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.failure_threshold = failure_threshold
+        self.base_reset_timeout = reset_timeout
+        self.max_reset_timeout = max_reset_timeout
+        self.on_change = on_change
+        self.state = CircuitState.CLOSED
+        self.consecutive_failures = 0
+        self.opened_at: float | None = None  # time.time() of the last opening
+        self._reset_timeout = reset_timeout
+        self._retry_at = 0.0  # monotonic time when the open circuit lets a probe through
+        self._probing = False
+        self._changed = asyncio.Event()
+
+    async def ready(self) -> None:
+        """Return when a call may be made: at once if closed, after the pause if open."""
+        while True:
+            if self.state == CircuitState.CLOSED:
+                return
+            if self.state == CircuitState.OPEN:
+                wait = self._retry_at - time.monotonic()
+                if wait <= 0:
+                    self._set(CircuitState.HALF_OPEN)
+                else:
+                    await self._wait_for_change(wait)
+                    continue
+            if not self._probing:  # half open: this caller is the probe
+                self._probing = True
+                return
+            await self._wait_for_change(self._reset_timeout)
+
+    async def _wait_for_change(self, timeout: float) -> None:
+        self._changed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout)
+
+    def succeeded(self) -> None:
+        self.consecutive_failures = 0
+        self._probing = False
+        if self.state != CircuitState.CLOSED:
+            self._reset_timeout = self.base_reset_timeout
+            self._set(CircuitState.CLOSED)
+
+    def failed(self) -> None:
+        """A transient failure of the provider."""
+        self.consecutive_failures += 1
+        if self.state == CircuitState.HALF_OPEN:
+            self._probing = False
+            self._reset_timeout = min(self.max_reset_timeout, self._reset_timeout * 2)
+            self._open()
+        elif self.state == CircuitState.CLOSED and (
+            self.consecutive_failures >= self.failure_threshold
+        ):
+            self._open()
+
+    def _open(self) -> None:
+        self._retry_at = time.monotonic() + self._reset_timeout
+        self.opened_at = time.time()
+        self._set(CircuitState.OPEN)
+
+    def _set(self, state: CircuitState) -> None:
+        if state == self.state:
+            return
+        self.state = state
+        self._changed.set()
+        (log.warning if state == CircuitState.OPEN else log.info)(
+            "circuit.changed",
+            provider=self.name,
+            state=state,
+            failures=self.consecutive_failures,
+            reset_in=round(self._reset_timeout, 1) if state == CircuitState.OPEN else None,
+        )
+        if self.on_change is not None:
+            self.on_change(self)

@@ -1,0 +1,125 @@
+"""The pipeline in one event loop (API client, relay, router, worker, status, retries, housekeeping)
+over real databases, buses and an SMTP server, for tests that need all of it running."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from herald import roles
+from herald.api.app import create_app
+from herald.runtime import Runtime
+from herald.store import deadletters
+from herald.store.deadletters import DeadLetter
+from tests.conftest import kafka_settings, settings_for
+from tests.kafka_broker import TansuBroker
+from tests.smtp_sink import SmtpSink
+
+URL = "/api/v1/notifications"
+SEED = {"recipient": "a@example.com", "subject": "Welcome", "message": "Welcome to Herald"}
+
+# Fast retries and leases, so that tests about them take a moment, not minutes.
+FAST = {
+    "retry_base_seconds": 0.05,
+    "retry_max_seconds": 0.2,
+    "retry_max_attempts": 3,
+    "delivery_lease_seconds": 1.0,
+    "smtp_timeout_seconds": 2.0,
+    "maintenance_interval_seconds": 3600,
+}
+
+
+@dataclass
+class Pipeline:
+    runtime: Runtime
+    sink: SmtpSink
+    http: httpx.AsyncClient
+
+    async def send(self, **changes: Any) -> dict[str, Any]:
+        response = await self.http.post(URL, json={**SEED, **changes})
+        assert response.status_code == 202, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def get(self, notification_id: str) -> dict[str, Any]:
+        body: dict[str, Any] = (await self.http.get(f"{URL}/{notification_id}")).json()
+        return body
+
+    async def wait_for_delivery(
+        self, notification_id: str, condition: Callable[[dict[str, Any]], bool], timeout: float = 20
+    ) -> dict[str, Any]:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            body = await self.get(notification_id)
+            if condition(body["deliveries"][0]):
+                return body
+            assert asyncio.get_running_loop().time() < deadline, f"never happened: {body}"
+            await asyncio.sleep(0.01)
+
+    async def wait_until_done(self, notification_id: str, timeout: float = 20.0) -> dict[str, Any]:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            body = await self.get(notification_id)
+            if body["status"] != "PENDING":
+                return body
+            assert asyncio.get_running_loop().time() < deadline, f"still PENDING: {body}"
+            await asyncio.sleep(0.02)
+
+    async def dead_letters(self, **filters: Any) -> list[DeadLetter]:
+        async with self.runtime.db.read() as conn:
+            return await deadletters.list_page(
+                conn, deadletters.Filters(**{"status": None, **filters}), limit=1000
+            )
+
+
+PipelineFactory = Callable[..., AbstractAsyncContextManager[Pipeline]]
+
+
+@pytest.fixture(
+    params=[
+        "embedded-sqlite",
+        pytest.param("embedded-postgres", marks=pytest.mark.postgres),
+        pytest.param("kafka-postgres", marks=[pytest.mark.kafka, pytest.mark.postgres]),
+    ]
+)
+def start_pipeline(request: pytest.FixtureRequest, smtp_sink: SmtpSink) -> PipelineFactory:
+    """Each setup in turn; call it with setting overrides to get a running pipeline."""
+    bus, database = request.param.split("-")
+    url = request.getfixturevalue("fresh_sqlite_url" if database == "sqlite" else "fresh_pg_url")
+    base: dict[str, Any] = {"smtp_url": smtp_sink.url, **FAST}
+    if bus == "kafka":
+        broker: TansuBroker = request.getfixturevalue("kafka_broker")
+        base |= kafka_settings(broker.bootstrap, request.getfixturevalue("topic_prefix"))
+
+    @asynccontextmanager
+    async def start(**overrides: Any) -> AsyncIterator[Pipeline]:
+        rt = Runtime(settings_for(url, **{**base, **overrides}))
+        await rt.start(migrate=False)
+        stop = asyncio.Event()
+        # What `herald relay` and `herald worker` run (the retry scheduler too, on Kafka).
+        running = [*roles.relay_roles(rt).values(), *roles.worker_roles(rt, ["email"]).values()]
+        tasks = [asyncio.create_task(role(stop)) for role in running]
+        transport = httpx.ASGITransport(app=create_app(rt))
+        try:
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://herald.test"
+            ) as http:
+                yield Pipeline(rt, smtp_sink, http)
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks)
+            await rt.close()
+
+    return start
+
+
+@pytest.fixture
+async def pipeline(start_pipeline: PipelineFactory) -> AsyncIterator[Pipeline]:
+    async with start_pipeline() as running:
+        yield running

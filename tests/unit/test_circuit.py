@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import asyncio
+
+from herald.reliability.circuit import CircuitBreaker, CircuitState
+
+
+async def test_consecutive_failures_open_it_and_a_success_resets_the_count() -> None:
+    breaker = CircuitBreaker("smtp", failure_threshold=3, reset_timeout=10)
+    breaker.failed()
+    breaker.failed()
+    breaker.succeeded()
+    breaker.failed()
+    breaker.failed()
+    assert breaker.state == CircuitState.CLOSED
+    breaker.failed()
+    assert breaker.state == CircuitState.OPEN
+
+
+async def test_an_open_circuit_holds_callers_until_the_pause_ends() -> None:
+    breaker = CircuitBreaker("smtp", failure_threshold=1, reset_timeout=0.2)
+    breaker.failed()
+    waiting = asyncio.create_task(breaker.ready())
+    await asyncio.sleep(0.05)
+    assert not waiting.done()  # held, not refused
+    await asyncio.wait_for(waiting, 5)
+    assert breaker.state == CircuitState.HALF_OPEN
+
+
+async def test_half_open_lets_one_probe_through_and_closes_on_its_success() -> None:
+    breaker = CircuitBreaker("smtp", failure_threshold=1, reset_timeout=0.05)
+    breaker.failed()
+    probe = asyncio.create_task(breaker.ready())
+    await asyncio.wait_for(probe, 5)
+    second = asyncio.create_task(breaker.ready())
+    await asyncio.sleep(0.1)
+    assert not second.done()  # only one probe at a time
+    breaker.succeeded()
+    await asyncio.wait_for(second, 5)
+    assert breaker.state == CircuitState.CLOSED
+
+
+async def test_a_failed_probe_reopens_with_a_longer_pause() -> None:
+    changes: list[CircuitState] = []
+    breaker = CircuitBreaker(
+        "smtp",
+        failure_threshold=1,
+        reset_timeout=0.05,
+        max_reset_timeout=0.15,
+        on_change=lambda b: changes.append(b.state),
+    )
+    breaker.failed()
+    await asyncio.wait_for(breaker.ready(), 5)
+    breaker.failed()
+    assert breaker.state == CircuitState.OPEN
+    assert breaker._reset_timeout == 0.1  # doubled
+    await asyncio.wait_for(breaker.ready(), 5)
+    breaker.failed()
+    assert breaker._reset_timeout == 0.15  # capped
+    assert changes == [
+        CircuitState.OPEN,
+        CircuitState.HALF_OPEN,
+        CircuitState.OPEN,
+        CircuitState.HALF_OPEN,
+        CircuitState.OPEN,
+    ]
