@@ -10,6 +10,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -129,3 +130,61 @@ class PrivateRedis:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+class PrivatePostgres:
+    """A PostgreSQL server of the test's own (initdb in a temporary folder, run as the
+    postgres user, on a free port), so that a test may stop and start it. The shared server
+    is never touched."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.datadir = workdir / "pgdata"
+        self.socketdir = workdir / "pgsocket"
+        self.logfile = workdir / "postgres.log"
+        binaries = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+        self.bin = binaries[-1].parent if binaries else None
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _as_postgres(self, *args: str, timeout: float = 60) -> None:
+        command = ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else list(args)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        if done.returncode != 0:
+            raise RuntimeError(f"{args[0]} failed: {done.stdout}{done.stderr}")
+
+    def init(self) -> PrivatePostgres:
+        if self.bin is None:
+            unavailable("PostgreSQL binaries", "no /usr/lib/postgresql/*/bin/initdb")
+        for folder in (self.datadir, self.socketdir):
+            folder.mkdir(parents=True)
+            if os.geteuid() == 0:
+                shutil.chown(folder, "postgres", "postgres")
+        if os.geteuid() == 0:
+            shutil.chown(self.datadir.parent, "postgres", "postgres")
+        self._as_postgres(
+            str(self.bin / "initdb"), "-D", str(self.datadir), "-A", "trust", "-U", "postgres"
+        )
+        return self
+
+    def start(self) -> PrivatePostgres:
+        options = f"-p {self.port} -k {self.socketdir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._as_postgres(
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(self.datadir),
+            "-l",
+            str(self.logfile),
+            "-o",
+            options,
+            "-w",
+            "start",
+        )
+        return self
+
+    def stop(self) -> None:
+        self._as_postgres(
+            str(self.bin / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "-w", "stop"
+        )

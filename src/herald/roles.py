@@ -137,6 +137,7 @@ def channel_worker(rt: Runtime, channel: str) -> Role:
         retries=RetrySchedule(rt.topics, retry_topic=rt.bus.name == "kafka"),
         breaker=breaker,
         throttle=rt.provider_throttle(provider.name),
+        owner=f"{rt.worker_id}:{channel}",
     )
     consume = _consumer(
         rt, f"worker.{channel}", [rt.topics.deliveries(channel)], lambda _stop: worker.handle

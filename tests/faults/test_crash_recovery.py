@@ -72,3 +72,44 @@ async def test_sigkill_mid_delivery_loses_nothing(
     # At-least-once: a mail the relay accepted just before the kill may be sent again, but
     # never with a different Message-ID, so the receiver can tell it is the same mail.
     assert len({m.message_id for m in smtp_sink.messages()}) == COUNT
+
+
+async def test_sigterm_mid_delivery_finishes_what_it_holds_and_repeats_nothing(
+    deployment: Deployment, smtp_sink: SmtpSink
+) -> None:
+    smtp_sink.delay = 0.05
+    herald = deployment.process(HERALD_SMTP_POOL_SIZE="2", HERALD_SHUTDOWN_TIMEOUT_SECONDS="10")
+    herald.start()
+    try:
+        async with httpx.AsyncClient(base_url=herald.url) as http:
+            responses = await asyncio.gather(
+                *(
+                    http.post(
+                        URL,
+                        json={
+                            "recipient": f"user{i % 12}@example.com",
+                            "subject": f"n{i}",
+                            "message": "x",
+                        },
+                    )
+                    for i in range(COUNT)
+                )
+            )
+        accepted = {r.json()["id"] for r in responses if r.status_code == 202}
+        await smtp_sink.wait_for(3)
+        assert herald.terminate(timeout=30) == 0  # a clean exit, within the deadline
+        stopped_with = len(smtp_sink.messages())
+        herald.start()
+        await smtp_sink.wait_for(COUNT, timeout=60)
+        await asyncio.sleep(1)  # anything sent twice would arrive by now
+    finally:
+        herald.stop()
+    arrived = [m.notification_id for m in smtp_sink.messages()]
+    duplicates = len(arrived) - len(set(arrived))
+    print(
+        f"\naccepted={len(accepted)} delivered_before_stop={stopped_with} "
+        f"delivered={len(set(arrived))} duplicates={duplicates}"
+    )
+    assert len(accepted) == COUNT
+    assert set(arrived) == accepted
+    assert len(arrived) == COUNT  # graceful: what was in flight was finished and recorded

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -96,9 +97,14 @@ async def test_a_lease_held_by_a_dead_worker_is_waited_out_then_taken_over(env: 
     record = await accept(env)
     delivery_id = record.deliveries[0].id
     now = utcnow()
-    async with env.db.write() as conn:  # a worker claims it, then dies before sending
+    async with env.db.write() as conn:  # another worker claims it, then dies before sending
         await deliveries.claim(
-            conn, delivery_id, job_attempt=0, now=now, lease_until=now + timedelta(seconds=0.5)
+            conn,
+            delivery_id,
+            job_attempt=0,
+            now=now,
+            lease_until=now + timedelta(seconds=0.5),
+            owner="another-process",
         )
 
     await env.worker.handle(job_message(record))
@@ -106,6 +112,24 @@ async def test_a_lease_held_by_a_dead_worker_is_waited_out_then_taken_over(env: 
     row = await delivery_row(env, delivery_id)
     assert (row.status, row.attempts) == ("SENT", 2)
     assert len(env.sink.messages()) == 1
+
+
+async def test_a_worker_takes_back_its_own_claim_at_once(env: Fixture) -> None:
+    # This worker claimed it, then could not record the outcome (the database went away);
+    # retrying the job must not wait out its own 10-minute lease.
+    record = await accept(env)
+    now = utcnow()
+    async with env.db.write() as conn:
+        await deliveries.claim(
+            conn,
+            record.deliveries[0].id,
+            job_attempt=0,
+            now=now,
+            lease_until=now + timedelta(minutes=10),
+            owner=env.worker.owner,
+        )
+    await asyncio.wait_for(env.worker.handle(job_message(record)), 30)
+    assert (await delivery_row(env, record.deliveries[0].id)).status == "SENT"
 
 
 async def test_a_job_for_a_sent_delivery_sends_nothing(env: Fixture) -> None:

@@ -46,7 +46,16 @@ _UNAVAILABLE = {
     KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
     KafkaError.LEADER_NOT_AVAILABLE,
     KafkaError.NOT_LEADER_FOR_PARTITION,
+    # The producer or the topics are gone (a broker replaced with its storage): the bus needs
+    # repair (a new producer, topics created again), the messages are fine.
+    KafkaError._FATAL,
+    KafkaError._PURGE_QUEUE,
+    KafkaError._PURGE_INFLIGHT,
+    KafkaError._UNKNOWN_TOPIC,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
 }
+# Consumers notice topics created again (after a broker lost them) within this time.
+_METADATA_REFRESH_MS = 10_000
 
 
 def bus_error(err: KafkaError) -> BusError:
@@ -90,13 +99,24 @@ class KafkaBus(Bus):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = threading.Event()
         self._poller: threading.Thread | None = None
+        self._known_topics: set[str] = set()
+        self._recheck_topics = False  # after the bus was unreachable: topics may be gone
+        self._producer_broken: str | None = None  # librdkafka reported a fatal error
 
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._admin = AdminClient(self.client_config)
-        self._producer = confluent_kafka.Producer(
+        self._producer = self._new_producer()
+        # Delivery reports are served by poll(); a thread keeps calling it.
+        self._poller = threading.Thread(
+            target=self._serve_delivery_reports, name="kafka-producer", daemon=True
+        )
+        self._poller.start()
+
+    def _new_producer(self) -> confluent_kafka.Producer:
+        return confluent_kafka.Producer(
             {
                 **self.client_config,
                 "enable.idempotence": True,
@@ -104,19 +124,39 @@ class KafkaBus(Bus):
                 "partitioner": "murmur2_random",
                 "linger.ms": 5,
                 "delivery.timeout.ms": int(self.publish_timeout * 1000),
-                "error_cb": self._client_error,
+                "topic.metadata.refresh.interval.ms": _METADATA_REFRESH_MS,
+                "error_cb": self._producer_error,
             }
         )
-        # Delivery reports are served by poll(); a thread keeps calling it.
-        self._poller = threading.Thread(
-            target=self._serve_delivery_reports, name="kafka-producer", daemon=True
-        )
-        self._poller.start()
+
+    def _producer_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            # E.g. a new broker that never heard of this idempotent producer: it must go.
+            self._producer_broken = err.str()
+        self._client_error(err)
+
+    async def _replace_producer(self) -> None:
+        old, self._producer = self._producer, self._new_producer()
+        log.warning("kafka.producer_replaced", reason=self._producer_broken)
+        self._producer_broken = None
+        if old is not None:
+            # Purged messages report failure, which settles whoever still waits on them.
+            await asyncio.to_thread(old.purge)
+            await asyncio.to_thread(old.flush, 1)
 
     def _serve_delivery_reports(self) -> None:
-        assert self._producer is not None
         while not self._closing.is_set():
-            self._producer.poll(0.1)
+            producer = self._producer  # replaced after a fatal error
+            if producer is None:
+                return
+            try:
+                producer.poll(0.1)
+            except KafkaException as exc:
+                # poll() raises the producer's fatal error; this thread must outlive it.
+                if exc.args[0].fatal():
+                    self._producer_broken = exc.args[0].str()
+                log.warning("kafka.producer_poll_failed", error=exc.args[0].str())
+                time.sleep(0.1)
 
     async def close(self) -> None:
         if self._producer is not None:
@@ -151,6 +191,7 @@ class KafkaBus(Bus):
         await asyncio.to_thread(self._ensure_topics, list(topics))
 
     def _ensure_topics(self, topics: list[str]) -> None:
+        self._known_topics.update(topics)
         try:
             existing = self.admin.list_topics(timeout=10).topics
         except KafkaException as exc:
@@ -178,6 +219,21 @@ class KafkaBus(Bus):
     async def _publish(self, messages: Sequence[OutgoingMessage]) -> None:
         if self._producer is None or self._loop is None:
             raise RuntimeError("KafkaBus.start() was not called")
+        if self._producer_broken is not None:
+            await self._replace_producer()
+        if self._recheck_topics:
+            # Create them as configured before a broker auto-creates them some other way.
+            await self.ensure_topics(sorted(self._known_topics | {m.topic for m in messages}))
+            self._recheck_topics = False
+        try:
+            await self._produce_all(messages)
+        except BusUnavailableError:
+            self._recheck_topics = True
+            raise
+
+    async def _produce_all(self, messages: Sequence[OutgoingMessage]) -> None:
+        assert self._producer is not None
+        assert self._loop is not None
         loop = self._loop
         futures: list[asyncio.Future[None]] = []
         for message in messages:
@@ -201,6 +257,8 @@ class KafkaBus(Bus):
                 except BufferError:  # the local queue is full: let deliveries drain
                     await asyncio.sleep(0.01)
                 except KafkaException as exc:
+                    if exc.args[0].fatal() or exc.args[0].code() == KafkaError._FATAL:
+                        self._producer_broken = exc.args[0].str()
                     raise bus_error(exc.args[0]) from exc
             futures.append(future)
         try:
@@ -275,6 +333,7 @@ class KafkaConsumer(Consumer):
                     "partition.assignment.strategy": "cooperative-sticky",
                     "session.timeout.ms": self.bus.session_timeout_ms,
                     "heartbeat.interval.ms": max(100, self.bus.session_timeout_ms // 3),
+                    "topic.metadata.refresh.interval.ms": _METADATA_REFRESH_MS,
                     "fetch.wait.max.ms": self.bus.fetch_wait_max_ms,
                     "error_cb": KafkaBus._client_error,
                 }

@@ -1,7 +1,9 @@
 """Put back what the bus lost: the database, not the bus, is the record of what is owed.
 
 A bus loses messages only in accidents (a broker replaced with its storage, retention that
-outran a long outage), but then a delivery waits forever. Every sweep:
+outran a long outage), but then a delivery waits forever. Every sweep, unless the outbox
+itself is behind (then the bus is down or slow, nothing is lost, and more would only add to
+the backlog):
 - re-queues deliveries that should have moved long ago: PENDING since before the threshold,
   a retry overdue by more than it, or PROCESSING with a lease lapsed that long (a worker died
   and nobody got its job again). A duplicate job is harmless: the claim recognises it;
@@ -39,8 +41,12 @@ class Recovery:
 
     async def run_once(self) -> dict[str, int]:
         now = utcnow()
+        before = now - self.stuck_after
         async with self.db.write() as conn:
-            lost = await deliveries.stuck(conn, before=now - self.stuck_after, limit=BATCH)
+            if await outbox.has_backlog(conn, older_than=before):
+                log.info("recovery.deferred", reason="the outbox is behind")
+                return {"requeued": 0, "settled": 0}
+            lost = await deliveries.stuck(conn, before=before, limit=BATCH)
             jobs = [
                 envelope(
                     self.topics.deliveries(d.channel),

@@ -44,7 +44,9 @@ from herald.wakeup import Wakeup, sleep_unless, wait_for_event
 log = get_logger(__name__)
 
 _PG_RELAY_LOCK = 0x72_65_6C_61_79  # any constant shared by every relay
-_RELAY_BACKOFF = Backoff(base=0.5, cap=30.0)  # the relay as a whole (bus or database down)
+# The relay as a whole (bus or database down): a try costs little, and after an outage the
+# backlog should start moving within seconds.
+_RELAY_BACKOFF = Backoff(base=0.5, cap=5.0)
 _EVENT_BACKOFF = Backoff(base=1.0, cap=300.0)  # one event the bus refuses
 
 _UNREACHABLE = (

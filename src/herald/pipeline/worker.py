@@ -56,6 +56,7 @@ class ChannelWorker:
         retries: RetrySchedule,
         breaker: CircuitBreaker | None = None,
         throttle: Throttle | None = None,
+        owner: str = "worker",
     ) -> None:
         self.db = db
         self.topics = topics
@@ -67,6 +68,7 @@ class ChannelWorker:
         self.retries = retries
         self.breaker = breaker or CircuitBreaker(provider.name)
         self.throttle = throttle
+        self.owner = owner  # this worker process: its own leases it may take back at once
         self._slots = asyncio.Semaphore(provider.concurrency)
 
     async def handle(self, message: Message) -> None:
@@ -78,19 +80,41 @@ class ChannelWorker:
         await self.breaker.ready()
         if self.throttle is not None:
             await self.throttle.take()
-        async with self._slots:
-            await self._deliver(job)
+        pause = 0.05
+        while True:
+            async with self._slots:
+                claim = await self._claim(job)
+                if claim.outcome == ClaimOutcome.CLAIMED:
+                    await self._attempt(job, claim)
+                    return
+            if claim.outcome != ClaimOutcome.BUSY:
+                log.info(
+                    "delivery.skipped_job",
+                    delivery_id=job.delivery_id,
+                    outcome=claim.outcome,
+                    status=claim.status,
+                )
+                return
+            # Another worker holds it: it may finish in a moment (a duplicate job) or have
+            # died (then its lease lapses). Look again soon, more slowly each time.
+            assert claim.lease_until is not None
+            remaining = (claim.lease_until - utcnow()).total_seconds()
+            await asyncio.sleep(min(max(remaining, 0.0) + 0.01, pause))
+            pause = min(pause * 2, 1.0)
 
-    async def _deliver(self, job: DeliveryJob) -> None:
-        claim = await self._claim_when_free(job)
-        if claim.outcome != ClaimOutcome.CLAIMED:
-            log.info(
-                "delivery.skipped_job",
-                delivery_id=job.delivery_id,
-                outcome=claim.outcome,
-                status=claim.status,
+    async def _claim(self, job: DeliveryJob) -> Claim:
+        now = utcnow()
+        async with self.db.write() as conn:
+            return await deliveries.claim(
+                conn,
+                job.delivery_id,
+                job_attempt=job.attempt,
+                now=now,
+                lease_until=seconds_from_now(self.lease_seconds, now),
+                owner=self.owner,
             )
-            return
+
+    async def _attempt(self, job: DeliveryJob, claim: Claim) -> None:
         started = utcnow()
         attempt = claim.attempts
         outbound = OutboundMessage(
@@ -120,24 +144,6 @@ class ChannelWorker:
         else:
             self.breaker.succeeded()
             await self._sent(job, attempt, started, result)
-
-    async def _claim_when_free(self, job: DeliveryJob) -> Claim:
-        while True:
-            now = utcnow()
-            async with self.db.write() as conn:
-                claim = await deliveries.claim(
-                    conn,
-                    job.delivery_id,
-                    job_attempt=job.attempt,
-                    now=now,
-                    lease_until=seconds_from_now(self.lease_seconds, now),
-                )
-            if claim.outcome != ClaimOutcome.BUSY:
-                return claim
-            assert claim.lease_until is not None
-            wait = (claim.lease_until - utcnow()).total_seconds()
-            log.info("delivery.lease_wait", delivery_id=job.delivery_id, seconds=round(wait, 2))
-            await asyncio.sleep(min(max(wait, 0.05), self.lease_seconds) + 0.05)
 
     def _status_event(
         self, job: DeliveryJob, status: DeliveryStatus, attempt: int, error: str | None = None

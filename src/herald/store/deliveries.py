@@ -1,7 +1,9 @@
 """Delivery state changes, each guarded so that only the current attempt's owner can make it.
 
 An attempt starts with ``claim``: PENDING, a due retry, or a PROCESSING delivery whose lease
-has lapsed (its worker died) becomes PROCESSING with ``attempts + 1``. Finishing an attempt
+has lapsed (its worker died) becomes PROCESSING with ``attempts + 1``. A worker process also
+takes back at once what it holds itself: after it failed to record an outcome (the database
+went away mid-attempt), it need not wait out its own lease. Finishing an attempt
 (``finish``) only succeeds while the delivery is still PROCESSING at that attempt number, so a
 worker whose lease was taken over cannot overwrite its successor's result.
 """
@@ -44,13 +46,17 @@ async def claim(
     job_attempt: int,
     now: datetime,
     lease_until: datetime,
+    owner: str,
 ) -> Claim:
     """Start an attempt. ``job_attempt`` is the attempt count the job was scheduled at."""
     claimable = sa.or_(
         D.status == DeliveryStatus.PENDING,
         # Only the job scheduled for this retry may start it; older duplicates are stale.
         sa.and_(D.status == DeliveryStatus.RETRY_PENDING, D.attempts == job_attempt),
-        sa.and_(D.status == DeliveryStatus.PROCESSING, D.lease_until < now),
+        sa.and_(
+            D.status == DeliveryStatus.PROCESSING,
+            sa.or_(D.lease_until < now, D.lease_owner == owner),
+        ),
     )
     attempts = await conn.scalar(
         sa.update(deliveries)
@@ -59,6 +65,7 @@ async def claim(
             status=DeliveryStatus.PROCESSING,
             attempts=D.attempts + 1,
             lease_until=lease_until,
+            lease_owner=owner,
             last_attempt_at=now,
             next_attempt_at=None,
             updated_at=now,
@@ -98,6 +105,7 @@ async def finish(
     values: dict[str, object] = {
         "status": status,
         "lease_until": None,
+        "lease_owner": None,
         "updated_at": now,
         "next_attempt_at": next_attempt_at,
         "provider": provider,

@@ -163,6 +163,16 @@ async def record_failure(
     )
 
 
+async def has_backlog(conn: AsyncConnection, *, older_than: datetime) -> bool:
+    """Are events still waiting for the relay that were due before ``older_than``?"""
+    waiting = await conn.scalar(
+        sa.select(E.id)
+        .where(E.status == OutboxStatus.PENDING, E.available_at < older_than)
+        .limit(1)
+    )
+    return waiting is not None
+
+
 async def purge_published(conn: AsyncConnection, before: datetime) -> int:
     result = await conn.execute(
         sa.delete(outbox_events).where(E.status == OutboxStatus.PUBLISHED, E.published_at < before)

@@ -78,6 +78,7 @@ deliveries = sa.Table(
     sa.Column("provider", sa.String(64), nullable=True),
     sa.Column("provider_message_id", sa.String(255), nullable=True),
     sa.Column("lease_until", UTCDateTime, nullable=True),
+    sa.Column("lease_owner", sa.String(255), nullable=True),  # the worker process holding it
     sa.Column("next_attempt_at", UTCDateTime, nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-21 20:44:30.944182
+Create Date: 2026-11-21 21:38:32.204596
 """
 
 from __future__ import annotations
@@ -204,6 +204,7 @@ def upgrade() -> None:
         sa.Column("provider", sa.String(length=64), nullable=True),
         sa.Column("provider_message_id", sa.String(length=255), nullable=True),
         sa.Column("lease_until", herald.store.tables.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("lease_owner", sa.String(length=255), nullable=True),
         sa.Column("next_attempt_at", herald.store.tables.UTCDateTime(timezone=True), nullable=True),
         sa.Column("created_at", herald.store.tables.UTCDateTime(timezone=True), nullable=False),
         sa.Column("updated_at", herald.store.tables.UTCDateTime(timezone=True), nullable=False),
