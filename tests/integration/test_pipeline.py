@@ -128,3 +128,31 @@ async def test_poison_message_is_dead_lettered_and_does_not_block(pipeline: Pipe
     assert (letter.kind, letter.reason, letter.payload) == ("message", "poison", b"\x00 not json")
     assert letter.source is not None
     assert letter.source.startswith(f"{topics.deliveries('email')}[")
+
+
+async def test_the_callers_trace_follows_the_notification_through_every_message(
+    pipeline: Pipeline,
+) -> None:
+    trace = "0af7651916cd43dd8448eb211c80319c"
+    response = await pipeline.http.post(
+        "/api/v1/notifications",
+        json={"recipient": "a@example.com", "subject": "Traced", "message": "x"},
+        headers={"traceparent": f"00-{trace}-b7ad6b7169203331-01"},
+    )
+    await pipeline.wait_until_done(response.json()["id"])
+    async with pipeline.runtime.db.read() as conn:
+        events = (
+            await conn.execute(sa.select(outbox_events.c.topic, outbox_events.c.headers))
+        ).all()
+    mine = [
+        (topic, headers)
+        for topic, headers in events
+        if headers.get("herald-notification-id") == response.json()["id"]
+    ]
+    assert {topic.rsplit(".", 2)[-2] + "." + topic.rsplit(".", 1)[-1] for topic, _ in mine} == {
+        "notifications.requested",
+        "deliveries.email",
+        "notifications.status",
+    }
+    assert {headers["traceparent"][3:35] for _, headers in mine} == {trace}
+    assert len({headers["traceparent"] for _, headers in mine}) == len(mine)  # a span each

@@ -15,6 +15,7 @@ from herald.api.pages import decode_cursor, encode_cursor
 from herald.api.schemas import ErrorOut, NotificationCreate, NotificationOut, NotificationPage
 from herald.domain.models import NotificationStatus
 from herald.errors import NotFoundError
+from herald.observability import tracing
 from herald.pipeline.intake import IdempotencyRequest, NotificationRequest
 from herald.runtime import Runtime
 from herald.store import deliveries, notifications
@@ -88,6 +89,7 @@ async def create_notification(
             subject=payload.subject,
             body=payload.message,
             user_id=payload.user_id,
+            traceparent=tracing.start(request.headers.get(tracing.HEADER)),
         ),
         _render,
         idem,

@@ -20,6 +20,7 @@ from herald.domain.messages import Content, DeliveryPlan, NotificationRequested
 from herald.domain.models import DeliveryStatus, NotificationStatus
 from herald.errors import IdempotencyKeyReusedError
 from herald.ids import uuid7
+from herald.observability import tracing
 from herald.observability.logging import get_logger
 from herald.pipeline.envelope import envelope
 from herald.store import idempotency, notifications, outbox
@@ -40,6 +41,7 @@ class NotificationRequest:
     subject: str | None
     body: str
     user_id: str | None = None
+    traceparent: str | None = None  # W3C trace context, carried on every message
 
     @property
     def user_key(self) -> str:
@@ -139,7 +141,8 @@ class Intake:
             content=Content(subject=request.subject, body=request.body),
             created_at=record.created_at,
         )
-        return envelope(self.topics.requested, request.user_key, event)
+        extra = {tracing.HEADER: request.traceparent} if request.traceparent else None
+        return envelope(self.topics.requested, request.user_key, event, extra)
 
 
 def _replay(stored: idempotency.StoredResponse, idem: IdempotencyRequest) -> Accepted:

@@ -38,14 +38,19 @@ class RetrySchedule:
         self.retry_topic = retry_topic
 
     async def schedule(
-        self, conn: AsyncConnection, job: DeliveryJob, due: datetime, now: datetime
+        self,
+        conn: AsyncConnection,
+        job: DeliveryJob,
+        due: datetime,
+        now: datetime,
+        headers: dict[str, str] | None = None,
     ) -> None:
         target = self.topics.deliveries(job.channel)
         if not self.retry_topic:
-            message = envelope(target, job.user_key, job)
+            message = envelope(target, job.user_key, job, headers)
             await outbox.add(conn, [message], now=now, available_at=due)
             return
-        extra = {DUE_HEADER: due.isoformat(), TARGET_HEADER: target}
+        extra = {**(headers or {}), DUE_HEADER: due.isoformat(), TARGET_HEADER: target}
         await outbox.add(conn, [envelope(self.topics.retry, job.user_key, job, extra)], now=now)
 
 

@@ -11,6 +11,7 @@ from herald.bus.topics import Topics
 from herald.clock import utcnow
 from herald.domain.messages import DeliveryJob, NotificationRequested, decode
 from herald.errors import PoisonMessageError
+from herald.observability import tracing
 from herald.observability.logging import get_logger
 from herald.pipeline.deadletter import DeadLetterOffice
 from herald.pipeline.envelope import envelope
@@ -48,10 +49,16 @@ class Router:
                     user_key=event.user_key,
                     content=event.content,
                 ),
+                tracing.propagate(message.headers),
             )
             for plan in event.deliveries
         ]
         async with self.db.write() as conn:
             await outbox.add(conn, jobs, now=utcnow())
         self.outbox_wakeup.notify()
-        log.debug("notification.routed", notification_id=event.notification_id, jobs=len(jobs))
+        log.debug(
+            "notification.routed",
+            notification_id=event.notification_id,
+            jobs=len(jobs),
+            trace_id=tracing.trace_id(message.headers),
+        )

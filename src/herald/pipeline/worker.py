@@ -27,6 +27,7 @@ from herald.domain.messages import DeliveryJob, DeliveryStatusChanged, decode, e
 from herald.domain.models import DeliveryStatus
 from herald.errors import DeliveryError, PoisonMessageError, TransientDeliveryError
 from herald.ids import uuid7
+from herald.observability import tracing
 from herald.observability.logging import get_logger
 from herald.pipeline.deadletter import DeadLetterOffice, describe
 from herald.pipeline.envelope import envelope
@@ -80,12 +81,13 @@ class ChannelWorker:
         await self.breaker.ready()
         if self.throttle is not None:
             await self.throttle.take()
+        trace = tracing.propagate(message.headers)
         pause = 0.05
         while True:
             async with self._slots:
                 claim = await self._claim(job)
                 if claim.outcome == ClaimOutcome.CLAIMED:
-                    await self._attempt(job, claim)
+                    await self._attempt(job, claim, trace)
                     return
             if claim.outcome != ClaimOutcome.BUSY:
                 log.info(
@@ -114,7 +116,7 @@ class ChannelWorker:
                 owner=self.owner,
             )
 
-    async def _attempt(self, job: DeliveryJob, claim: Claim) -> None:
+    async def _attempt(self, job: DeliveryJob, claim: Claim, trace: dict[str, str]) -> None:
         started = utcnow()
         attempt = claim.attempts
         outbound = OutboundMessage(
@@ -132,18 +134,17 @@ class ChannelWorker:
                 result = await self.provider.send(outbound)
         except TimeoutError:
             error = TransientDeliveryError(f"send took longer than {self.lease_seconds * 0.8:g}s")
-            await self._failed(job, attempt, started, error)
+            await self._failed(job, attempt, started, error, trace)
         except DeliveryError as exc:
-            await self._failed(job, attempt, started, exc)
+            await self._failed(job, attempt, started, exc, trace)
         except Exception as exc:
             # A provider should raise typed errors; anything else is treated as transient.
             log.exception("delivery.provider_bug", provider=self.provider.name)
-            await self._failed(
-                job, attempt, started, TransientDeliveryError(f"{type(exc).__name__}: {exc}")
-            )
+            error = TransientDeliveryError(f"{type(exc).__name__}: {exc}")
+            await self._failed(job, attempt, started, error, trace)
         else:
             self.breaker.succeeded()
-            await self._sent(job, attempt, started, result)
+            await self._sent(job, attempt, started, result, trace)
 
     def _status_event(
         self, job: DeliveryJob, status: DeliveryStatus, attempt: int, error: str | None = None
@@ -160,7 +161,12 @@ class ChannelWorker:
         )
 
     async def _sent(
-        self, job: DeliveryJob, attempt: int, started: datetime, result: SendResult
+        self,
+        job: DeliveryJob,
+        attempt: int,
+        started: datetime,
+        result: SendResult,
+        trace: dict[str, str],
     ) -> None:
         now = utcnow()
         event = self._status_event(job, DeliveryStatus.SENT, attempt)
@@ -181,7 +187,8 @@ class ChannelWorker:
                         job.delivery_id, attempt, result.provider, DeliveryStatus.SENT, started, now
                     ),
                 )
-                await outbox.add(conn, [envelope(self.topics.status, job.user_key, event)], now=now)
+                status = envelope(self.topics.status, job.user_key, event, trace)
+                await outbox.add(conn, [status], now=now)
         if not owned:
             log.warning("delivery.lease_lost", delivery_id=job.delivery_id, attempt=attempt)
             return
@@ -193,10 +200,16 @@ class ChannelWorker:
             channel=job.channel,
             provider=result.provider,
             attempt=attempt,
+            trace_id=tracing.trace_id(trace),
         )
 
     async def _failed(
-        self, job: DeliveryJob, attempt: int, started: datetime, error: DeliveryError
+        self,
+        job: DeliveryJob,
+        attempt: int,
+        started: datetime,
+        error: DeliveryError,
+        trace: dict[str, str],
     ) -> None:
         if error.transient:
             self.breaker.failed()
@@ -235,10 +248,11 @@ class ChannelWorker:
                     ),
                 )
                 event = self._status_event(job, status, attempt, text)
-                await outbox.add(conn, [envelope(self.topics.status, job.user_key, event)], now=now)
+                status_event = envelope(self.topics.status, job.user_key, event, trace)
+                await outbox.add(conn, [status_event], now=now)
                 if retry_at is not None:
                     next_job = job.model_copy(update={"attempt": attempt})
-                    await self.retries.schedule(conn, next_job, retry_at, now)
+                    await self.retries.schedule(conn, next_job, retry_at, now, trace)
                 else:
                     first = await deliveries.first_failure(conn, job.delivery_id) or started
                     await self.dead_letters.file(
@@ -258,7 +272,7 @@ class ChannelWorker:
                             key=job.user_key,
                             source=None,
                             payload=encode(job),
-                            headers={},
+                            headers=trace,
                             attempts=attempt,
                             first_failed_at=first,
                             last_failed_at=now,
@@ -281,4 +295,5 @@ class ChannelWorker:
             error=text,
             decision=decision.reason,
             retry_in=None if decision.retry_in is None else round(decision.retry_in, 3),
+            trace_id=tracing.trace_id(trace),
         )
