@@ -16,6 +16,25 @@ URL = "/api/v1/notifications"
 COUNT = 60
 
 
+async def post_notifications(url: str) -> set[str]:
+    """POST COUNT notifications over 12 recipients at once; the ids accepted."""
+    async with httpx.AsyncClient(base_url=url) as http:
+        responses = await asyncio.gather(
+            *(
+                http.post(
+                    URL,
+                    json={
+                        "recipient": f"user{i % 12}@example.com",
+                        "subject": f"n{i}",
+                        "message": "hello",
+                    },
+                )
+                for i in range(COUNT)
+            )
+        )
+    return {r.json()["id"] for r in responses if r.status_code == 202}
+
+
 async def test_sigkill_mid_delivery_loses_nothing(
     deployment: Deployment, smtp_sink: SmtpSink
 ) -> None:
@@ -27,21 +46,7 @@ async def test_sigkill_mid_delivery_loses_nothing(
         HERALD_SMTP_TIMEOUT_SECONDS="1",
     ).start()
     try:
-        async with httpx.AsyncClient(base_url=herald.url) as http:
-            responses = await asyncio.gather(
-                *(
-                    http.post(
-                        URL,
-                        json={
-                            "recipient": f"user{i % 12}@example.com",
-                            "subject": f"n{i}",
-                            "message": "hello",
-                        },
-                    )
-                    for i in range(COUNT)
-                )
-            )
-        accepted = {r.json()["id"] for r in responses if r.status_code == 202}
+        accepted = await post_notifications(herald.url)
         assert len(accepted) == COUNT
         await smtp_sink.wait_for(3)  # some are out, most are not
         herald.kill()
@@ -81,21 +86,7 @@ async def test_sigterm_mid_delivery_finishes_what_it_holds_and_repeats_nothing(
     herald = deployment.process(HERALD_SMTP_POOL_SIZE="2", HERALD_SHUTDOWN_TIMEOUT_SECONDS="10")
     herald.start()
     try:
-        async with httpx.AsyncClient(base_url=herald.url) as http:
-            responses = await asyncio.gather(
-                *(
-                    http.post(
-                        URL,
-                        json={
-                            "recipient": f"user{i % 12}@example.com",
-                            "subject": f"n{i}",
-                            "message": "x",
-                        },
-                    )
-                    for i in range(COUNT)
-                )
-            )
-        accepted = {r.json()["id"] for r in responses if r.status_code == 202}
+        accepted = await post_notifications(herald.url)
         await smtp_sink.wait_for(3)
         assert herald.terminate(timeout=30) == 0  # a clean exit, within the deadline
         stopped_with = len(smtp_sink.messages())
