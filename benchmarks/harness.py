@@ -8,6 +8,7 @@ here. Only loopback addresses are used.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import sys
 import tempfile
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
+import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -29,6 +31,7 @@ from tests.services import POSTGRES_ADMIN_URL  # noqa: E402
 from tests.smtp_sink import SmtpSink  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
+REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 @dataclass
@@ -45,6 +48,17 @@ async def _admin(statement: str) -> None:
         await conn.execute(statement)
     finally:
         await conn.close()
+
+
+def forget_redis_keys(url: str, prefix: str) -> None:
+    """Delete a run's keys from the shared Redis (idempotency records would linger a day)."""
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        for start in range(0, len(keys), 500):
+            client.delete(*keys[start : start + 500])
+    finally:
+        client.close()
 
 
 @contextmanager
@@ -81,14 +95,16 @@ def deployment(
         broker = TansuBroker(workdir).start()
         stack.callback(broker.stop)
         database_url = stack.enter_context(postgres_database())
+        prefix = f"herald-bench:{uuid.uuid4().hex[:8]}:"
+        stack.callback(forget_redis_keys, REDIS_URL, prefix)
         base |= {
             "HERALD_DATABASE_URL": database_url,
             "HERALD_BUS": "kafka",
             "HERALD_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
             "HERALD_KAFKA_PARTITIONS": "8",
             "HERALD_KAFKA_SESSION_TIMEOUT_MS": "6000",
-            "HERALD_REDIS_URL": "redis://127.0.0.1:6379/0",
-            "HERALD_REDIS_PREFIX": f"herald-bench:{uuid.uuid4().hex[:8]}:",
+            "HERALD_REDIS_URL": REDIS_URL,
+            "HERALD_REDIS_PREFIX": prefix,
         }
         migrate = HeraldProcess(workdir, base, command=("migrate",), name="migrate").start(
             wait=False
@@ -114,9 +130,9 @@ def wait_until_assigned(process: HeraldProcess, groups: int, timeout: float = 90
     while True:
         totals: dict[str, int] = {}
         for line in process.log().splitlines():
-            match = _ASSIGNED.search(line) or _REVOKED.search(line)
-            if match:
-                totals[match["group"]] = int(match["total"]) if "total" in match.groupdict() else 0
+            event = _rebalance(line)
+            if event:
+                totals[event[0]] = event[1]
         if len(totals) >= groups and all(totals.values()):
             return
         if time.monotonic() > deadline:
@@ -126,3 +142,23 @@ def wait_until_assigned(process: HeraldProcess, groups: int, timeout: float = 90
 
 _ASSIGNED = re.compile(r"bus\.assigned group=(?P<group>\S+) added=\d+ total=(?P<total>\d+)")
 _REVOKED = re.compile(r"bus\.revoked group=(?P<group>\S+)")
+
+
+def _rebalance(line: str) -> tuple[str, int] | None:
+    """(group, partitions held now) from a bus.assigned/bus.revoked log line, else None.
+
+    Herald logs JSON when not on a terminal, text on one; both are understood."""
+    if line.startswith("{"):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            return None
+        if entry.get("event") == "bus.assigned":
+            return str(entry["group"]), int(entry["total"])
+        if entry.get("event") == "bus.revoked":
+            return str(entry["group"]), 0
+        return None
+    match = _ASSIGNED.search(line) or _REVOKED.search(line)
+    if match is None:
+        return None
+    return match["group"], int(match["total"]) if "total" in match.groupdict() else 0

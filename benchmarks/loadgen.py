@@ -3,7 +3,9 @@
     python benchmarks/loadgen.py --url http://127.0.0.1:8000 --count 2000 --concurrency 32
 
 Prints one JSON line: when the first request started and the last finished (time.time()),
-how many were accepted, and the latency percentiles of the POSTs.
+how many were accepted, and the latency percentiles of the POSTs. With --accepted-out FILE it
+also writes {notification id: [time.time() the POST was sent, time.time() its 202 was read]},
+so a caller can time each notification to the email's arrival.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import asyncio
 import json
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 
@@ -22,7 +25,14 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
 
 
-async def run(url: str, count: int, concurrency: int, users: int) -> dict[str, object]:
+async def run(
+    url: str,
+    count: int,
+    concurrency: int,
+    users: int,
+    accepted_at: dict[str, tuple[float, float]] | None = None,
+) -> dict[str, object]:
+    """`accepted_at`, if given, gets {notification id: (time.time() sent, of its 202)}."""
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(count):
         queue.put_nowait(i)
@@ -43,7 +53,7 @@ async def run(url: str, count: int, concurrency: int, users: int) -> dict[str, o
             # As a careful client would: a key per notification, so a retry after a dropped
             # connection cannot create a duplicate.
             headers = {"Idempotency-Key": f"{run_id}-{i}"}
-            started = time.perf_counter()
+            sent, started = time.time(), time.perf_counter()
             for attempt in range(4):
                 try:
                     response = await http.post("/api/v1/notifications", json=body, headers=headers)
@@ -55,6 +65,8 @@ async def run(url: str, count: int, concurrency: int, users: int) -> dict[str, o
             latencies.append(time.perf_counter() - started)
             if response.status_code != 202:
                 failures[str(response.status_code)] = failures.get(str(response.status_code), 0) + 1
+            elif accepted_at is not None:
+                accepted_at[response.json()["id"]] = (sent, time.time())
 
     limits = httpx.Limits(max_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as http:
@@ -80,8 +92,15 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--users", type=int, default=200)
+    parser.add_argument(
+        "--accepted-out", type=Path, help="write {id: [time sent, time of the 202]} here"
+    )
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(run(args.url, args.count, args.concurrency, args.users))))
+    accepted_at: dict[str, tuple[float, float]] = {}
+    report = asyncio.run(run(args.url, args.count, args.concurrency, args.users, accepted_at))
+    if args.accepted_out is not None:
+        args.accepted_out.write_text(json.dumps(accepted_at))
+    print(json.dumps(report))
 
 
 if __name__ == "__main__":

@@ -16,9 +16,15 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
-from harness import RESULTS, deployment
+from harness import RESULTS, deployment  # first: puts the repo root on sys.path
+from loadgen import percentile
+
+# isort: split
+from tests.smtp_sink import Received
 
 
 def wait_for(sink_count: int, sink: object, timeout: float) -> None:
@@ -42,18 +48,59 @@ def loadgen(url: str, *args: str) -> dict[str, object]:
     return report
 
 
-def measure(kind: str, workers: int, count: int, concurrency: int) -> dict[str, object]:
-    with deployment(kind, workers=workers, env={"HERALD_RATE_LIMIT_PER_SECOND": "0"}) as herald:
+def arrival_latency(
+    accepted_at: dict[str, list[float]], arrived_at: dict[str, float]
+) -> dict[str, dict[str, float]]:
+    """Per notification, p50/p99 in ms of POST sent -> SMTP arrival (`e2e_ms`) and of 202 read
+    -> SMTP arrival (`accept_to_arrival_ms`). The latter can be negative: the email may land
+    before the load generator, busy with its other POSTs, gets round to reading the 202."""
+    pairs = [(arrived_at[i], t) for i, t in accepted_at.items() if i in arrived_at]
+
+    def summary(waits: list[float]) -> dict[str, float]:
+        if not waits:
+            return {"p50": float("nan"), "p99": float("nan")}
+        return {q: round(percentile(waits, int(q[1:])) * 1000, 1) for q in ("p50", "p99")}
+
+    return {
+        "e2e_ms": summary([arrived - sent for arrived, (sent, _) in pairs]),
+        "accept_to_arrival_ms": summary([arrived - read for arrived, (_, read) in pairs]),
+    }
+
+
+def first_arrivals(messages: list[Received], header: str) -> dict[str, float]:
+    """{id in `header`: first arrival}; a duplicate delivery is not the notification arriving."""
+    first: dict[str, float] = {}
+    for m in messages:
+        first.setdefault(str(m.message[header]), m.arrived)
+    return first
+
+
+def measure(
+    kind: str, workers: int, count: int, concurrency: int, *, latency: bool = False
+) -> dict[str, object]:
+    """With `latency`, also per-notification arrival latencies (see arrival_latency)."""
+    env = {"HERALD_RATE_LIMIT_PER_SECOND": "0"}
+    with deployment(kind, workers=workers, env=env) as herald, tempfile.TemporaryDirectory() as tmp:
         # Warm up: connections, topic metadata, the SMTP pool; not counted.
         assert loadgen(herald.api_url, "--count", "50")["accepted"] == 50
         wait_for(50, herald.sink, 120)
         before = len(herald.sink.messages())
-        report = loadgen(herald.api_url, "--count", str(count), "--concurrency", str(concurrency))
+        accepted_file = Path(tmp) / "accepted.json"
+        extra = ["--accepted-out", str(accepted_file)] if latency else []
+        report = loadgen(
+            herald.api_url, "--count", str(count), "--concurrency", str(concurrency), *extra
+        )
         accepted = report["accepted"]
         assert isinstance(accepted, int)
         wait_for(before + accepted, herald.sink, 600)
-        last_arrival = max(m.arrived for m in herald.sink.messages()[before:])
+        arrived = herald.sink.messages()[before:]
+        accepted_at = json.loads(accepted_file.read_text()) if latency else {}
+    last_arrival = max(m.arrived for m in arrived)
     elapsed = last_arrival - report["started"]
+    extra_fields: dict[str, object] = {}
+    if latency:
+        first = first_arrivals(arrived, "X-Herald-Notification-Id")
+        extra_fields |= arrival_latency(accepted_at, first)
     return {
         "deployment": kind,
         "workers": workers,
@@ -65,6 +112,7 @@ def measure(kind: str, workers: int, count: int, concurrency: int) -> dict[str, 
         ),
         "post_ms": report["post_ms"],
         "failures": report["failures"],
+        **extra_fields,
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -88,6 +89,10 @@ class HeraldProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def events(self) -> list[dict[str, object]]:
+        """The process's JSON log lines (its default format when not on a terminal)."""
+        return [json.loads(line) for line in self.log().splitlines() if line.startswith("{")]
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -41,7 +41,7 @@ def _settings() -> Settings:
             f"HERALD_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
         )
         _fail(f"invalid configuration: {problems}")
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     return settings
 
 
@@ -72,8 +72,19 @@ PortOption = Annotated[int | None, typer.Option(help="Port to listen on [HERALD_
 
 
 def _run_roles(
-    settings: Settings, build: Callable[[Runtime], dict[str, Role]], *, migrate: bool
+    settings: Settings,
+    build: Callable[[Runtime], dict[str, Role]],
+    *,
+    migrate: bool,
+    service: str,
 ) -> None:
+    from herald.observability import otel
+
+    try:
+        otel.configure(settings.otel_exporter, service)
+    except ConfigError as exc:
+        _fail(str(exc))
+
     async def main() -> int:
         from herald.runtime import running
         from herald.supervisor import supervise
@@ -93,7 +104,9 @@ def serve(host: HostOption = None, port: PortOption = None) -> None:
     listen = host or settings.host, settings.port if port is None else port
     # SQLite is this process's own; a shared PostgreSQL is migrated on purpose (`herald migrate`).
     on_sqlite = settings.database_url.startswith("sqlite")
-    _run_roles(settings, lambda rt: roles.all_roles(rt, *listen), migrate=on_sqlite)
+    _run_roles(
+        settings, lambda rt: roles.all_roles(rt, *listen), migrate=on_sqlite, service="herald"
+    )
 
 
 @app.command()
@@ -103,7 +116,12 @@ def api(host: HostOption = None, port: PortOption = None) -> None:
     from herald import roles
 
     listen = host or settings.host, settings.port if port is None else port
-    _run_roles(settings, lambda rt: {"api": roles.api(rt, *listen)}, migrate=False)
+    _run_roles(
+        settings,
+        lambda rt: {"api": roles.api(rt, *listen)},
+        migrate=False,
+        service="herald-api",
+    )
 
 
 @app.command()
@@ -112,7 +130,7 @@ def relay() -> None:
     settings = _settings()
     from herald import roles
 
-    _run_roles(settings, roles.relay_roles, migrate=False)
+    _run_roles(settings, roles.relay_roles, migrate=False, service="herald-relay")
 
 
 @app.command()
@@ -131,7 +149,12 @@ def worker(
     unknown = sorted(set(chosen) - set(CHANNELS))
     if unknown or not chosen:
         _fail(f"--channels: unknown {unknown or 'none given'}; choose from {', '.join(CHANNELS)}")
-    _run_roles(settings, lambda rt: roles.worker_roles(rt, chosen), migrate=False)
+    _run_roles(
+        settings,
+        lambda rt: roles.worker_roles(rt, chosen),
+        migrate=False,
+        service="herald-worker",
+    )
 
 
 @app.command()

@@ -101,7 +101,17 @@ class Settings(BaseSettings):
     log_retention_seconds: float = Field(default=7 * 24 * 3600.0, ge=0)
     maintenance_interval_seconds: float = Field(default=60.0, gt=0)
 
+    # Observability
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # json: one JSON object per line; text: key=value; auto: text on a terminal, else json.
+    log_format: Literal["auto", "json", "text"] = "auto"
+    # `herald relay` and `herald worker` serve /metrics here when a port is set (the API
+    # serves it on its own port).
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_sample_seconds: float = Field(default=5.0, gt=0)
+    # OpenTelemetry spans (the otel extra): otlp to OTEL_EXPORTER_OTLP_ENDPOINT, or console.
+    otel_exporter: Literal["none", "otlp", "console"] = "none"
 
     @field_validator("log_level", "sqlite_synchronous", mode="before")
     @classmethod

@@ -7,11 +7,13 @@ from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
-from herald.api.app import create_app
+from herald.api.app import create_app, create_metrics_app
 from herald.api.server import bind, serve
 from herald.bus.base import Message
 from herald.channels import build_provider
 from herald.clock import utcnow
+from herald.observability import metrics
+from herald.observability.sampler import Sampler
 from herald.pipeline.maintenance import Maintenance
 from herald.pipeline.recovery import Recovery
 from herald.pipeline.relay import OutboxRelay
@@ -68,6 +70,10 @@ def relay(rt: Runtime) -> Role:
     return run
 
 
+def _group(rt: Runtime, name: str) -> str:
+    return f"{rt.topics.prefix}{name}"
+
+
 def _consumer(
     rt: Runtime,
     name: str,
@@ -79,9 +85,9 @@ def _consumer(
 
     async def run(stop: asyncio.Event) -> None:
         runner = ConsumerRunner(
-            rt.bus.consumer(f"{rt.topics.prefix}{name}", topics),
+            rt.bus.consumer(_group(rt, name), topics),
             handler(stop),
-            name=name,
+            name=_group(rt, name),
             max_in_flight=max_in_flight or rt.settings.worker_max_in_flight,
             drain_timeout=rt.settings.shutdown_timeout_seconds,
         )
@@ -117,6 +123,7 @@ def channel_worker(rt: Runtime, channel: str) -> Role:
     max_attempts, base, cap = s.retry_policy_for(channel)
 
     def record(breaker: CircuitBreaker) -> None:
+        _show_circuit(channel, breaker)
         rt.spawn(_save_circuit(rt, breaker, channel), name=f"circuit:{breaker.name}")
 
     breaker = CircuitBreaker(
@@ -145,6 +152,7 @@ def channel_worker(rt: Runtime, channel: str) -> Role:
 
     async def run(stop: asyncio.Event) -> None:
         await provider.start()
+        _show_circuit(channel, breaker)
         await _save_circuit(rt, breaker, channel)
         try:
             await consume(stop)
@@ -154,6 +162,10 @@ def channel_worker(rt: Runtime, channel: str) -> Role:
                 await circuits.forget_worker(conn, rt.worker_id)
 
     return run
+
+
+def _show_circuit(channel: str, breaker: CircuitBreaker) -> None:
+    metrics.circuit_state.labels(channel, breaker.name).set(metrics.CIRCUIT_STATES[breaker.state])
 
 
 async def _save_circuit(rt: Runtime, breaker: CircuitBreaker, channel: str) -> None:
@@ -183,13 +195,46 @@ def maintenance(rt: Runtime) -> Role:
     ).run
 
 
+def sampler(rt: Runtime, *, stored_state: bool, channels: list[str]) -> Role:
+    """Keeps the gauges of stored state and consumer lag current."""
+    groups = {_group(rt, "router"): [rt.topics.requested], _group(rt, "status"): [rt.topics.status]}
+    if rt.bus.name == "kafka":
+        groups[_group(rt, "retry")] = [rt.topics.retry]
+    for channel in channels:
+        groups[_group(rt, f"worker.{channel}")] = [rt.topics.deliveries(channel)]
+    return Sampler(
+        rt.db,
+        rt.bus,
+        interval=rt.settings.metrics_sample_seconds,
+        stored_state=stored_state,
+        groups=groups if channels else {},
+    ).run
+
+
+def metrics_endpoint(rt: Runtime) -> dict[str, Role]:
+    """/metrics (and the health probes) for a process without the API, if a port is set."""
+    s = rt.settings
+    if s.metrics_port is None:
+        return {}
+    sock = bind(s.metrics_host, s.metrics_port)
+
+    async def run(stop: asyncio.Event) -> None:
+        await serve(create_metrics_app(rt), sock, stop, s.shutdown_timeout_seconds)
+
+    return {"metrics": run}
+
+
 def relay_roles(rt: Runtime) -> dict[str, Role]:
     """`herald relay`: the outbox relay, and the housekeeping that goes with the outbox."""
-    return {"relay": relay(rt), "maintenance": maintenance(rt)}
+    return {
+        "relay": relay(rt),
+        "maintenance": maintenance(rt),
+        "sampler": sampler(rt, stored_state=True, channels=[]),
+        **metrics_endpoint(rt),
+    }
 
 
-def worker_roles(rt: Runtime, channels: list[str]) -> dict[str, Role]:
-    """`herald worker`: router, status consumer, a worker per channel (and retries on Kafka)."""
+def _consumers(rt: Runtime, channels: list[str]) -> dict[str, Role]:
     roles = {"router": router(rt), "status": status(rt)}
     if rt.bus.name == "kafka":
         roles["retry"] = retry_scheduler(rt)
@@ -198,6 +243,21 @@ def worker_roles(rt: Runtime, channels: list[str]) -> dict[str, Role]:
     return roles
 
 
+def worker_roles(rt: Runtime, channels: list[str]) -> dict[str, Role]:
+    """`herald worker`: router, status consumer, a worker per channel (and retries on Kafka)."""
+    return {
+        **_consumers(rt, channels),
+        "sampler": sampler(rt, stored_state=False, channels=channels),
+        **metrics_endpoint(rt),
+    }
+
+
 def all_roles(rt: Runtime, host: str, port: int) -> dict[str, Role]:
-    """Everything in one process: what `herald serve` runs."""
-    return {"api": api(rt, host, port), **relay_roles(rt), **worker_roles(rt, CHANNELS)}
+    """Everything in one process: what `herald serve` runs; the API serves /metrics."""
+    return {
+        "api": api(rt, host, port),
+        "relay": relay(rt),
+        "maintenance": maintenance(rt),
+        **_consumers(rt, CHANNELS),
+        "sampler": sampler(rt, stored_state=True, channels=CHANNELS),
+    }

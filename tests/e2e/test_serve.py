@@ -67,4 +67,6 @@ async def test_twenty_concurrent_requests_with_one_key(
 
 async def test_sigterm_stops_gracefully(herald: HeraldProcess) -> None:
     assert herald.terminate() == 0
-    assert "supervisor.stopped exit_code=0" in herald.log()
+    stopped = [e for e in herald.events() if e["event"] == "supervisor.stopped"]
+    assert stopped == [stopped[0]]
+    assert stopped[0]["exit_code"] == 0

@@ -109,6 +109,23 @@ async def test_a_group_resumes_after_its_last_commit(bus: Bus, topic: str, group
     assert [int(m.headers["seq"]) for m in again] == [6, 7, 8, 9]
 
 
+async def test_lag_counts_what_a_group_has_not_committed(bus: Bus, topic: str, group: str) -> None:
+    await bus.ensure_topics([topic])
+    assert sum((await bus.lag(group, [topic])).values()) == 0
+    for message in _messages(topic, users=1, per_user=10):
+        await bus.publish([message])
+    lag = await bus.lag(group, [topic])
+    assert len(lag) == 3  # every partition of the topic, read or not
+    assert sum(lag.values()) == 10
+    consumer = bus.consumer(group, [topic])
+    received = await drain(consumer, 10)
+    await consumer.commit({received[3].tp: received[3].offset + 1})
+    await consumer.close()
+    lag = await bus.lag(group, [topic])
+    assert lag[received[3].tp] == 6
+    assert sum(lag.values()) == 6
+
+
 async def test_every_group_sees_every_message(bus: Bus, topic: str, group: str) -> None:
     await bus.ensure_topics([topic])
     await bus.publish(_messages(topic, users=3, per_user=5))

@@ -31,7 +31,15 @@ def test_anything_else_starts_a_new_trace(incoming: str | None) -> None:
     assert "0af7651916cd43dd8448eb211c80319c" not in started
 
 
-def test_propagation_keeps_the_trace_and_skips_missing_context() -> None:
-    assert tracing.propagate({}) == {}
-    following = tracing.propagate({tracing.HEADER: PARENT})[tracing.HEADER]
-    assert tracing.trace_id({tracing.HEADER: following}) == "0af7651916cd43dd8448eb211c80319c"
+def test_a_stage_continues_the_trace_of_what_it_consumed() -> None:
+    with tracing.span("stage", PARENT) as following:
+        assert tracing.trace_id({tracing.HEADER: following}) == PARENT[3:35]
+        assert following != PARENT
+
+
+def test_a_stage_without_context_starts_a_trace() -> None:
+    with tracing.span("stage", None) as started, tracing.span("stage", "garbage") as other:
+        assert tracing.trace_id({tracing.HEADER: started}) is not None
+        assert tracing.trace_id(tracing.headers(started)) != tracing.trace_id(
+            tracing.headers(other)
+        )

@@ -9,6 +9,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from herald.api.errors import error_response
 from herald.errors import RateLimitedError
+from herald.observability import metrics
 
 
 def client_identity(request: Request) -> str:
@@ -26,6 +27,7 @@ async def enforce_rate_limit(request: Request) -> None:
         return
     decision = await limiter.acquire(client_identity(request))
     if not decision.allowed:
+        metrics.api_rate_limited.inc()
         raise RateLimitedError(decision.retry_after)
 
 

@@ -12,7 +12,14 @@ from fastapi.responses import JSONResponse
 from herald.api.errors import FieldError
 from herald.api.limits import enforce_rate_limit
 from herald.api.pages import decode_cursor, encode_cursor
-from herald.api.schemas import ErrorOut, NotificationCreate, NotificationOut, NotificationPage
+from herald.api.schemas import (
+    ErrorOut,
+    NotificationCreate,
+    NotificationOut,
+    NotificationPage,
+    TimelineOut,
+    TimelineStepOut,
+)
 from herald.domain.models import NotificationStatus
 from herald.errors import NotFoundError
 from herald.observability import tracing
@@ -20,6 +27,7 @@ from herald.pipeline.intake import IdempotencyRequest, NotificationRequest
 from herald.runtime import Runtime
 from herald.store import deliveries, notifications
 from herald.store.notifications import NotificationRecord
+from herald.store.timeline import timeline
 
 router = APIRouter(
     prefix="/api/v1/notifications",
@@ -82,18 +90,20 @@ async def create_notification(
             key=idempotency_key,
             request_hash=request_hash(request.method, request.url.path, body),
         )
-    accepted = await runtime.intake.submit(
-        NotificationRequest(
-            channels=tuple(payload.channels),
-            recipient=payload.recipient,
-            subject=payload.subject,
-            body=payload.message,
-            user_id=payload.user_id,
-            traceparent=tracing.start(request.headers.get(tracing.HEADER)),
-        ),
-        _render,
-        idem,
-    )
+    # Continues the caller's trace when it sent a traceparent.
+    with tracing.span("notification.accept", request.headers.get(tracing.HEADER)) as traceparent:
+        accepted = await runtime.intake.submit(
+            NotificationRequest(
+                channels=tuple(payload.channels),
+                recipient=payload.recipient,
+                subject=payload.subject,
+                body=payload.message,
+                user_id=payload.user_id,
+                traceparent=traceparent,
+            ),
+            _render,
+            idem,
+        )
     headers = {"Location": f"{router.prefix}/{accepted.body['id']}"}
     if accepted.replayed:
         headers["Idempotent-Replayed"] = "true"
@@ -113,6 +123,25 @@ async def get_notification(notification_id: str, request: Request) -> Notificati
             raise NotFoundError(f"notification {notification_id} not found")
         history = await deliveries.attempts_of(conn, [d.id for d in record.deliveries])
     return NotificationOut.of(record, history)
+
+
+@router.get(
+    "/{notification_id}/timeline",
+    response_model=TimelineOut,
+    responses={404: {"model": ErrorOut}},
+    summary="Every step of a notification, in order: why it was (not) sent",
+)
+async def get_timeline(notification_id: str, request: Request) -> TimelineOut:
+    async with _runtime(request).db.read() as conn:
+        found = await timeline(conn, notification_id)
+    if found is None:
+        raise NotFoundError(f"notification {notification_id} not found")
+    record, entries = found
+    return TimelineOut(
+        notification_id=record.id,
+        status=record.status,
+        steps=[TimelineStepOut.model_validate(e, from_attributes=True) for e in entries],
+    )
 
 
 @router.get(

@@ -286,3 +286,28 @@ class ErrorOut(BaseModel):
     code: str
     message: str
     errors: list[FieldProblem] = Field(default_factory=list)
+
+
+class TimelineStepOut(BaseModel):
+    at: datetime
+    step: str = Field(
+        description="accepted, published, routed, sent, attempt_failed, retry_scheduled, "
+        "dead_lettered, replayed or completed"
+    )
+    delivery_id: str | None = None
+    channel: str | None = None
+    provider: str | None = None
+    attempt: int | None = None
+    status: str | None = Field(
+        default=None, description="What an attempt ended in; a dead letter's reason"
+    )
+    error_class: str | None = None
+    error: str | None = None
+    retry_at: datetime | None = None
+    detail: str | None = None
+
+
+class TimelineOut(BaseModel):
+    notification_id: str
+    status: NotificationStatus
+    steps: list[TimelineStepOut]

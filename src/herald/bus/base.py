@@ -135,3 +135,7 @@ class Bus(abc.ABC):
 
     @abc.abstractmethod
     def consumer(self, group: str, topics: Sequence[str]) -> Consumer: ...
+
+    @abc.abstractmethod
+    async def lag(self, group: str, topics: Sequence[str]) -> dict[TopicPartition, int]:
+        """Per partition of ``topics``: messages after the group's committed offset."""

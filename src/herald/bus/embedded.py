@@ -134,6 +134,13 @@ class EmbeddedBus(Bus):
             )
         return result.rowcount or 0
 
+    async def lag(self, group: str, topics: Sequence[str]) -> dict[TopicPartition, int]:
+        ends = await self.end_offsets()
+        committed = await self.committed(group)
+        return {
+            tp: max(end - committed.get(tp, 0), 0) for tp, end in ends.items() if tp.topic in topics
+        }
+
     async def end_offsets(self) -> dict[TopicPartition, int]:
         async with self.db.read() as conn:
             rows = await conn.execute(sa.select(bus_partitions))

@@ -22,7 +22,7 @@ from typing import Any
 
 import confluent_kafka
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 from confluent_kafka.cimpl import NewTopic
 
 from herald.bus.base import Bus, Consumer, Message, OutgoingMessage, TopicPartition
@@ -270,6 +270,35 @@ class KafkaBus(Bus):
         if errors:
             unavailable = [e for e in errors if isinstance(e, BusUnavailableError)]
             raise (unavailable or errors)[0]
+
+    async def lag(self, group: str, topics: Sequence[str]) -> dict[TopicPartition, int]:
+        return await asyncio.to_thread(self._lag, group, list(topics))
+
+    def _lag(self, group: str, topics: list[str]) -> dict[TopicPartition, int]:
+        """Committed offsets (OffsetFetch) against the high watermarks (ListOffsets)."""
+        try:
+            metadata = self.admin.list_topics(timeout=5).topics
+            partitions = [
+                confluent_kafka.TopicPartition(t, p)
+                for t in topics
+                if t in metadata
+                for p in metadata[t].partitions
+            ]
+            if not partitions:
+                return {}
+            request = confluent_kafka.ConsumerGroupTopicPartitions(group, partitions)
+            committed = self.admin.list_consumer_group_offsets([request])[group].result(10)
+            latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+            ends = self.admin.list_offsets(dict.fromkeys(partitions, latest), request_timeout=10)
+        except KafkaException as exc:
+            raise bus_error(exc.args[0]) from exc
+        done = {(tp.topic, tp.partition): tp.offset for tp in committed.topic_partitions}
+        lag = {}
+        for tp, future in ends.items():
+            end = future.result(10).offset
+            start = max(done.get((tp.topic, tp.partition), 0), 0)  # negative: nothing committed
+            lag[TopicPartition(tp.topic, tp.partition)] = max(end - start, 0)
+        return lag
 
     def consumer(self, group: str, topics: Sequence[str]) -> KafkaConsumer:
         return KafkaConsumer(self, group, list(topics))

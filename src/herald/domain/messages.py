@@ -61,6 +61,7 @@ class DeliveryJob(_Message):
     user_key: str
     content: Content
     attempt: int = 0  # attempts already made before this job
+    accepted_at: datetime | None = None  # when the API accepted the notification
 
 
 class DeliveryStatusChanged(_Message):

@@ -1,13 +1,21 @@
-"""Structured logs: one event name plus key=value context.
+"""Structured logs: one event name plus context.
 
     log = get_logger(__name__)
     log.info("delivery.sent", delivery_id=d.id, channel="email", attempt=2)
 
-renders ``2026-11-21T10:00:00.123Z INFO herald.pipeline.worker delivery.sent delivery_id=…``.
+renders, as JSON (for machines: one object per line)
+``{"ts": "2026-11-21T10:00:00.123Z", "level": "INFO", "logger": "herald.pipeline.worker",
+"event": "delivery.sent", "delivery_id": "…", "channel": "email", "attempt": 2}``
+or as text (for people at a terminal)
+``2026-11-21T10:00:00.123Z INFO herald.pipeline.worker delivery.sent delivery_id=… …``.
+
+What goes into the context is chosen at the call site: ids, channels, attempts, error
+classes; never message bodies or credentials.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -54,10 +62,29 @@ def _render(value: Any) -> str:
     return text
 
 
+def _timestamp(record: logging.LogRecord) -> str:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+    return f"{stamp}.{int(record.msecs):03d}Z"
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": _timestamp(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        context: dict[str, Any] = getattr(record, _CONTEXT, {})
+        entry.update((k, v) for k, v in context.items() if v is not None and k not in entry)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
 class KeyValueFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        parts = [f"{stamp}.{int(record.msecs):03d}Z", record.levelname, record.name]
+        parts = [_timestamp(record), record.levelname, record.name]
         parts.append(record.getMessage())
         context: dict[str, Any] = getattr(record, _CONTEXT, {})
         parts.extend(f"{k}={_render(v)}" for k, v in context.items() if v is not None)
@@ -67,9 +94,11 @@ class KeyValueFormatter(logging.Formatter):
         return line
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level: str, fmt: str = "auto") -> None:
+    """Log to stderr; ``fmt`` json, text, or auto (text on a terminal, else JSON)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(KeyValueFormatter())
+    as_text = fmt == "text" or (fmt == "auto" and sys.stderr.isatty())
+    handler.setFormatter(KeyValueFormatter() if as_text else JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

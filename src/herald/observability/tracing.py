@@ -1,11 +1,18 @@
 """W3C trace context (``traceparent``) carried from the API through every message of a
-notification, so one trace id follows it through logs, the bus and (later) OpenTelemetry."""
+notification, so one trace id follows it through logs, the bus and OpenTelemetry.
+
+Each stage runs inside ``span(name, parent)``, which yields the traceparent for what the stage
+publishes. Without OpenTelemetry that is just a new span id in the same trace; with it
+(``HERALD_OTEL_EXPORTER``, see ``observability.otel``) it is a real span, exported.
+"""
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, Protocol
 
 HEADER = "traceparent"
 _FORMAT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
@@ -29,12 +36,38 @@ def child(traceparent: str) -> str:
     return f"00-{trace}-{os.urandom(8).hex()}-{flags}"
 
 
-def propagate(headers: Mapping[str, str]) -> dict[str, str]:
-    """Headers for what a handler publishes, continuing the trace of what it consumed."""
-    parent = headers.get(HEADER)
-    return {HEADER: child(parent)} if parent and _is_valid(parent) else {}
-
-
 def trace_id(headers: Mapping[str, str]) -> str | None:
     parent = headers.get(HEADER)
     return parent[3:35] if parent and _is_valid(parent) else None
+
+
+class SpanFactory(Protocol):
+    def span(
+        self, name: str, parent: str | None, attributes: Mapping[str, Any]
+    ) -> AbstractContextManager[str]:
+        """A span, child of ``parent`` (a root span without one); yields its traceparent."""
+        ...
+
+
+_exporter: SpanFactory | None = None
+
+
+def install(factory: SpanFactory | None) -> None:
+    """Route stages' spans to an exporter (OpenTelemetry), or back to plain propagation."""
+    global _exporter
+    _exporter = factory
+
+
+@contextmanager
+def span(name: str, parent: str | None, **attributes: Any) -> Iterator[str]:
+    """One stage of a notification. ``parent`` None or invalid starts a new trace."""
+    valid = parent if parent and _is_valid(parent.strip().lower()) else None
+    if _exporter is None:
+        yield start(valid)
+        return
+    with _exporter.span(name, valid, attributes) as traceparent:
+        yield traceparent
+
+
+def headers(traceparent: str) -> dict[str, str]:
+    return {HEADER: traceparent}

@@ -18,6 +18,7 @@ from herald.bus.topics import Topics
 from herald.clock import utcnow
 from herald.domain.messages import DeadLettered
 from herald.ids import uuid7
+from herald.observability import metrics
 from herald.observability.logging import get_logger
 from herald.pipeline.envelope import envelope
 from herald.store import deadletters, outbox
@@ -59,6 +60,9 @@ class DeadLetterOffice:
             [envelope(self.topics.deadletter, letter.key or letter.id, event)],
             now=letter.last_failed_at,
         )
+        # Counted inside the caller's transaction: a rollback retried later counts twice,
+        # which errs towards an alert rather than away from one.
+        metrics.dead_letters.labels(letter.kind, letter.reason, letter.channel or "").inc()
         log.warning(
             "deadletter.filed",
             dead_letter_id=letter.id,

@@ -20,7 +20,7 @@ from herald.domain.messages import Content, DeliveryPlan, NotificationRequested
 from herald.domain.models import DeliveryStatus, NotificationStatus
 from herald.errors import IdempotencyKeyReusedError
 from herald.ids import uuid7
-from herald.observability import tracing
+from herald.observability import metrics, tracing
 from herald.observability.logging import get_logger
 from herald.pipeline.envelope import envelope
 from herald.store import idempotency, notifications, outbox
@@ -120,6 +120,7 @@ class Intake:
                     conn, idem.scope, idem.key, response, now=now, ttl_seconds=self.idempotency_ttl
                 )
         self.outbox_wakeup.notify()
+        metrics.notifications_accepted.inc()
         if idem is not None and response is not None and self.cache is not None:
             await self.cache.put(idem.scope, idem.key, response, self.idempotency_ttl)
         log.info(

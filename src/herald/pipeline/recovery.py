@@ -58,6 +58,7 @@ class Recovery:
                         recipient=d.recipient,
                         user_key=d.user_key,
                         content=Content(subject=d.subject, body=d.body),
+                        accepted_at=d.accepted_at,
                         # A retry is claimed only by the job of its own attempt.
                         attempt=d.attempts if d.status == DeliveryStatus.RETRY_PENDING else 0,
                     ),

@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from herald.bus.base import Bus
 from herald.clock import utcnow
 from herald.errors import BusUnavailableError
+from herald.observability import metrics
 from herald.observability.logging import get_logger
 from herald.pipeline.deadletter import DeadLetterOffice
 from herald.reliability.backoff import Backoff
@@ -145,6 +146,7 @@ class OutboxRelay:
                 await outbox.mark_published(conn, [e.id for e in events], now)
         if events:
             self.bus.after_commit({e.topic for e in events})
+            _count_published(events)
             log.debug("relay.published", count=len(events))
         return len(events)
 
@@ -191,6 +193,7 @@ class OutboxRelay:
                         await self._record_refusal(conn, event, refused[event.id], now)
                 await outbox.release_shards(conn, owner=self.owner, shards=shards, now=now)
         if published:
+            _count_published(published)
             log.debug("relay.published", count=len(published), shards=len(shards))
         return len(events)
 
@@ -203,6 +206,7 @@ class OutboxRelay:
         dead = attempts >= self.max_attempts
         retry_at = now + timedelta(seconds=self.event_backoff.delay(attempts))
         message = f"{type(error).__name__}: {error}"
+        metrics.publish_failures.inc()
         await outbox.record_failure(
             conn, event.id, attempts=attempts, error=message, retry_at=retry_at, dead=dead
         )
@@ -215,3 +219,11 @@ class OutboxRelay:
             attempts=attempts,
             error=message,
         )
+
+
+def _count_published(events: list[OutboxEvent]) -> None:
+    by_topic: dict[str, int] = {}
+    for event in events:
+        by_topic[event.topic] = by_topic.get(event.topic, 0) + 1
+    for topic, count in by_topic.items():
+        metrics.events_published.labels(topic).inc(count)

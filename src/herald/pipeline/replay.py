@@ -22,7 +22,7 @@ from herald.domain.models import DeliveryStatus
 from herald.errors import PoisonMessageError
 from herald.observability.logging import get_logger
 from herald.pipeline.envelope import envelope
-from herald.store import deadletters, deliveries, outbox
+from herald.store import deadletters, deliveries, journal, outbox
 from herald.store.database import Database
 from herald.store.deadletters import DeadLetter, Filters
 from herald.store.deliveries import Attempt
@@ -66,6 +66,16 @@ class Replayer:
                 )
                 await outbox.add(conn, [message], now=now, available_at=due)
             await deadletters.mark_replayed(conn, letter_id, now)
+            if letter.notification_id is not None:
+                step = journal.Step(
+                    letter.notification_id,
+                    journal.REPLAYED,
+                    now,
+                    letter.delivery_id,
+                    letter.channel,
+                    f"dead letter {letter_id}",
+                )
+                await journal.record(conn, [step])
         self.outbox_wakeup.notify()
         log.info("deadletter.replayed", dead_letter_id=letter_id, kind=letter.kind, delay=delay)
         return ReplayOutcome(letter_id, True, "replayed")

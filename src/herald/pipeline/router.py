@@ -15,7 +15,7 @@ from herald.observability import tracing
 from herald.observability.logging import get_logger
 from herald.pipeline.deadletter import DeadLetterOffice
 from herald.pipeline.envelope import envelope
-from herald.store import outbox
+from herald.store import journal, outbox
 from herald.store.database import Database
 from herald.wakeup import Wakeup
 
@@ -37,6 +37,16 @@ class Router:
         except PoisonMessageError as exc:
             await self.dead_letters.poison(message, exc)
             return
+        with tracing.span(
+            "notification.route",
+            message.headers.get(tracing.HEADER),
+            notification_id=event.notification_id,
+        ) as traceparent:
+            await self._route(event, message, traceparent)
+
+    async def _route(
+        self, event: NotificationRequested, message: Message, traceparent: str
+    ) -> None:
         jobs = [
             envelope(
                 self.topics.deliveries(plan.channel),
@@ -48,17 +58,26 @@ class Router:
                     recipient=plan.recipient,
                     user_key=event.user_key,
                     content=event.content,
+                    accepted_at=event.created_at,
                 ),
-                tracing.propagate(message.headers),
+                tracing.headers(traceparent),
             )
             for plan in event.deliveries
         ]
+        now = utcnow()
+        channels = ",".join(plan.channel for plan in event.deliveries)
+        steps = [
+            # The bus stamps a message when it is appended: that is when it was published.
+            journal.Step(event.notification_id, journal.PUBLISHED, message.timestamp),
+            journal.Step(event.notification_id, journal.ROUTED, now, detail=f"to {channels}"),
+        ]
         async with self.db.write() as conn:
-            await outbox.add(conn, jobs, now=utcnow())
+            await outbox.add(conn, jobs, now=now)
+            await journal.record(conn, steps)
         self.outbox_wakeup.notify()
         log.debug(
             "notification.routed",
             notification_id=event.notification_id,
             jobs=len(jobs),
-            trace_id=tracing.trace_id(message.headers),
+            trace_id=tracing.trace_id(tracing.headers(traceparent)),
         )

@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 from herald.bus.base import Consumer, Message, TopicPartition
+from herald.observability import metrics
 from herald.observability.logging import get_logger
 from herald.reliability.backoff import Backoff
 from herald.wakeup import sleep_unless, wait_for_event
@@ -111,6 +112,7 @@ class ConsumerRunner:
         self._progress = asyncio.Event()  # a revocation waits on it for running work
         self._stop = asyncio.Event()
         self._crashed: BaseException | None = None
+        self._handled = metrics.messages_handled.labels(name)
 
     @property
     def in_flight(self) -> int:
@@ -223,6 +225,7 @@ class ConsumerRunner:
         while True:
             try:
                 await self.handler(message)
+                self._handled.inc()
                 return True
             except HandBack:
                 return False

@@ -17,6 +17,7 @@ Per job:
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import datetime, timedelta
 
 from herald.bus.base import Message
@@ -27,7 +28,7 @@ from herald.domain.messages import DeliveryJob, DeliveryStatusChanged, decode, e
 from herald.domain.models import DeliveryStatus
 from herald.errors import DeliveryError, PoisonMessageError, TransientDeliveryError
 from herald.ids import uuid7
-from herald.observability import tracing
+from herald.observability import metrics, tracing
 from herald.observability.logging import get_logger
 from herald.pipeline.deadletter import DeadLetterOffice, describe
 from herald.pipeline.envelope import envelope
@@ -80,14 +81,23 @@ class ChannelWorker:
             return
         await self.breaker.ready()
         if self.throttle is not None:
-            await self.throttle.take()
-        trace = tracing.propagate(message.headers)
+            waited = await self.throttle.take()
+            if waited:
+                metrics.rate_limit_waits.labels(self.provider.name).inc()
+                metrics.rate_limit_wait_seconds.labels(self.provider.name).inc(waited)
         pause = 0.05
         while True:
             async with self._slots:
                 claim = await self._claim(job)
                 if claim.outcome == ClaimOutcome.CLAIMED:
-                    await self._attempt(job, claim, trace)
+                    with tracing.span(
+                        "delivery.attempt",
+                        message.headers.get(tracing.HEADER),
+                        delivery_id=job.delivery_id,
+                        channel=job.channel,
+                        attempt=claim.attempts,
+                    ) as traceparent:
+                        await self._attempt(job, claim, tracing.headers(traceparent))
                     return
             if claim.outcome != ClaimOutcome.BUSY:
                 log.info(
@@ -128,23 +138,35 @@ class ChannelWorker:
             body=job.content.body,
             attempt=attempt,
         )
+        clock = time.perf_counter()
+        error: DeliveryError
         try:
             # Finish well inside the lease, or another worker may take over mid-send.
             async with asyncio.timeout(self.lease_seconds * 0.8):
-                result = await self.provider.send(outbound)
+                with tracing.span(
+                    "provider.send", trace[tracing.HEADER], provider=self.provider.name
+                ):
+                    result = await self.provider.send(outbound)
         except TimeoutError:
             error = TransientDeliveryError(f"send took longer than {self.lease_seconds * 0.8:g}s")
-            await self._failed(job, attempt, started, error, trace)
         except DeliveryError as exc:
-            await self._failed(job, attempt, started, exc, trace)
+            error = exc
         except Exception as exc:
             # A provider should raise typed errors; anything else is treated as transient.
             log.exception("delivery.provider_bug", provider=self.provider.name)
             error = TransientDeliveryError(f"{type(exc).__name__}: {exc}")
-            await self._failed(job, attempt, started, error, trace)
         else:
+            self._observe_call(job, "ok", clock)
             self.breaker.succeeded()
             await self._sent(job, attempt, started, result, trace)
+            return
+        self._observe_call(job, "transient" if error.transient else "permanent", clock)
+        await self._failed(job, attempt, started, error, trace)
+
+    def _observe_call(self, job: DeliveryJob, outcome: str, clock: float) -> None:
+        metrics.provider_call_seconds.labels(job.channel, self.provider.name, outcome).observe(
+            time.perf_counter() - clock
+        )
 
     def _status_event(
         self, job: DeliveryJob, status: DeliveryStatus, attempt: int, error: str | None = None
@@ -193,6 +215,11 @@ class ChannelWorker:
             log.warning("delivery.lease_lost", delivery_id=job.delivery_id, attempt=attempt)
             return
         self.outbox_wakeup.notify()
+        self._count(job, result.provider, DeliveryStatus.SENT, final=True)
+        if job.accepted_at is not None:
+            metrics.end_to_end_seconds.labels(job.channel).observe(
+                (now - job.accepted_at).total_seconds()
+            )
         log.info(
             "delivery.sent",
             delivery_id=job.delivery_id,
@@ -284,6 +311,9 @@ class ChannelWorker:
             log.warning("delivery.lease_lost", delivery_id=job.delivery_id, attempt=attempt)
             return
         self.outbox_wakeup.notify()
+        self._count(job, provider, status, final=retry_at is None)
+        if retry_at is not None:
+            metrics.delivery_retries.labels(job.channel, provider).inc()
         log.warning(
             "delivery.failed",
             delivery_id=job.delivery_id,
@@ -297,3 +327,9 @@ class ChannelWorker:
             retry_in=None if decision.retry_in is None else round(decision.retry_in, 3),
             trace_id=tracing.trace_id(trace),
         )
+
+    @staticmethod
+    def _count(job: DeliveryJob, provider: str, status: DeliveryStatus, *, final: bool) -> None:
+        metrics.delivery_attempts.labels(job.channel, provider, status.value).inc()
+        if final:
+            metrics.deliveries.labels(job.channel, provider, status.value).inc()

@@ -109,6 +109,23 @@ async def count(conn: AsyncConnection, filters: Filters) -> int:
     return int(await conn.scalar(query) or 0)
 
 
+async def of_notification(conn: AsyncConnection, notification_id: str) -> list[DeadLetter]:
+    rows = await conn.execute(
+        sa.select(dead_letters).where(L.notification_id == notification_id).order_by(L.id)
+    )
+    return [_record(r) for r in rows]
+
+
+async def depth(conn: AsyncConnection) -> dict[tuple[str, str], int]:
+    """Dead letters not yet replayed, by (kind, channel); channel "" when there is none."""
+    rows = await conn.execute(
+        sa.select(L.kind, L.channel, sa.func.count())
+        .where(L.status == DEAD)
+        .group_by(L.kind, L.channel)
+    )
+    return {(kind, channel or ""): n for kind, channel, n in rows}
+
+
 async def mark_replayed(conn: AsyncConnection, letter_id: str, now: datetime) -> None:
     await conn.execute(
         sa.update(dead_letters)

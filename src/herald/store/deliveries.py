@@ -214,6 +214,7 @@ class Stuck:
     user_key: str
     subject: str | None
     body: str
+    accepted_at: datetime
 
 
 async def stuck(conn: AsyncConnection, *, before: datetime, limit: int) -> list[Stuck]:
@@ -235,6 +236,7 @@ async def stuck(conn: AsyncConnection, *, before: datetime, limit: int) -> list[
             sa.func.coalesce(n.user_id, n.recipient).label("user_key"),
             n.subject,
             n.body,
+            n.created_at,
         )
         .join(notifications, notifications.c.id == D.notification_id)
         .where(overdue)
@@ -252,6 +254,7 @@ async def stuck(conn: AsyncConnection, *, before: datetime, limit: int) -> list[
             r.user_key,
             r.subject,
             r.body,
+            r.created_at,
         )
         for r in rows
     ]

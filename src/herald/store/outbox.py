@@ -178,3 +178,16 @@ async def purge_published(conn: AsyncConnection, before: datetime) -> int:
         sa.delete(outbox_events).where(E.status == OutboxStatus.PUBLISHED, E.published_at < before)
     )
     return result.rowcount or 0
+
+
+async def backlog(conn: AsyncConnection, now: datetime) -> tuple[int, float]:
+    """Events due but not yet published, and how long the oldest has been due (seconds).
+
+    Not-yet-due events (retries waiting on the embedded bus) are not backlog."""
+    due = sa.and_(E.status.in_(_WAITING), E.available_at <= now)
+    count, oldest = (
+        await conn.execute(sa.select(sa.func.count(), sa.func.min(E.available_at)).where(due))
+    ).one()
+    if oldest is None:
+        return 0, 0.0
+    return count, max((now - oldest).total_seconds(), 0.0)

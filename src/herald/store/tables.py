@@ -108,6 +108,21 @@ delivery_attempts = sa.Table(
     sa.Column("retry_at", UTCDateTime, nullable=True),
 )
 
+# Steps of a notification that no other table records (published, routed, replayed, ...),
+# for its timeline. No foreign key: a message naming an unknown notification must not
+# wedge the consumer that journals it.
+notification_events = sa.Table(
+    "notification_events",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("notification_id", sa.String(36), nullable=False, index=True),
+    sa.Column("delivery_id", sa.String(36), nullable=True),
+    sa.Column("step", sa.String(30), nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("channel", sa.String(32), nullable=True),
+    sa.Column("detail", sa.Text, nullable=True),
+)
+
 # What could not be delivered or processed, kept for inspection and replay.
 dead_letters = sa.Table(
     "dead_letters",
@@ -135,6 +150,7 @@ dead_letters = sa.Table(
     sa.Index(None, "status", "id"),
     sa.Index(None, "channel", "id"),
     sa.Index(None, "delivery_id"),
+    sa.Index(None, "notification_id"),
 )
 
 # Each worker's circuit breaker per provider, so that the API can show them.

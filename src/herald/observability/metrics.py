@@ -1,0 +1,169 @@
+"""Every Prometheus metric Herald exports, defined once here.
+
+Counters and histograms are updated where things happen; gauges that describe stored state
+(outbox, dead letters, consumer lag) are sampled by ``observability.sampler``. When roles run in
+separate processes on one host, set ``PROMETHEUS_MULTIPROC_DIR`` to a fresh directory shared by
+them: every process writes its values there and any ``/metrics`` endpoint serves the sum
+(prometheus_client's multiprocess mode). The dashboard and alert rules in ``deploy/`` may only
+reference names from ``CATALOG`` (a test checks).
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+from herald import __version__
+
+# Seconds; from a fast in-process send up to a retry after minutes.
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)
+
+build_info = Gauge(
+    "herald_build_info", "Herald's version; always 1", ["version"], multiprocess_mode="max"
+)
+build_info.labels(__version__).set(1)
+
+# -- HTTP API -------------------------------------------------------------------------------
+http_requests = Counter(
+    "herald_http_requests",
+    "HTTP requests answered, by route template and status code",
+    ["method", "route", "code"],
+)
+http_request_seconds = Histogram(
+    "herald_http_request_seconds",
+    "Time to answer an HTTP request",
+    ["method", "route"],
+    buckets=_LATENCY_BUCKETS,
+)
+notifications_accepted = Counter(
+    "herald_notifications_accepted", "Notifications accepted (idempotent repeats not counted)"
+)
+api_rate_limited = Counter(
+    "herald_api_rate_limited", "API requests refused with 429 by the per-client rate limit"
+)
+
+# -- Outbox and bus -------------------------------------------------------------------------
+outbox_pending = Gauge(
+    "herald_outbox_pending",
+    "Outbox events not yet published (sampled)",
+    multiprocess_mode="mostrecent",
+)
+outbox_oldest_age_seconds = Gauge(
+    "herald_outbox_oldest_age_seconds",
+    "Age of the oldest unpublished outbox event (sampled)",
+    multiprocess_mode="mostrecent",
+)
+events_published = Counter(
+    "herald_events_published", "Events the outbox relay published to the bus", ["topic"]
+)
+publish_failures = Counter(
+    "herald_publish_failures", "Outbox events the bus refused (each retried later)"
+)
+consumer_lag = Gauge(
+    "herald_consumer_lag",
+    "Messages a consumer group has yet to read (sampled)",
+    ["group", "topic", "partition"],
+    multiprocess_mode="mostrecent",
+)
+messages_handled = Counter(
+    "herald_messages_handled", "Bus messages a consumer group has handled", ["group"]
+)
+
+# -- Deliveries -----------------------------------------------------------------------------
+deliveries = Counter(
+    "herald_deliveries", "Deliveries that reached a final status", ["channel", "provider", "status"]
+)
+delivery_attempts = Counter(
+    "herald_delivery_attempts",
+    "Delivery attempts, by what they ended in",
+    ["channel", "provider", "outcome"],
+)
+delivery_retries = Counter(
+    "herald_delivery_retries",
+    "Retries scheduled after a transient failure",
+    ["channel", "provider"],
+)
+end_to_end_seconds = Histogram(
+    "herald_end_to_end_seconds",
+    "From a notification's acceptance to its delivery being sent",
+    ["channel"],
+    buckets=_LATENCY_BUCKETS,
+)
+provider_call_seconds = Histogram(
+    "herald_provider_call_seconds",
+    "Time a provider took to send (or fail)",
+    ["channel", "provider", "outcome"],
+    buckets=_LATENCY_BUCKETS,
+)
+
+# -- Failure handling -----------------------------------------------------------------------
+dead_letters = Counter("herald_dead_letters", "Dead letters filed", ["kind", "reason", "channel"])
+dead_letters_pending = Gauge(
+    "herald_dead_letters_pending",
+    "Dead letters not yet replayed: the DLQ depth (sampled)",
+    ["kind", "channel"],
+    multiprocess_mode="mostrecent",
+)
+CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
+circuit_state = Gauge(
+    "herald_circuit_state",
+    "A provider's circuit breaker: 0 closed, 1 half-open, 2 open",
+    ["channel", "provider"],
+    multiprocess_mode="livemax",
+)
+rate_limit_waits = Counter(
+    "herald_rate_limit_waits", "Sends that waited for a provider's rate limit", ["provider"]
+)
+rate_limit_wait_seconds = Counter(
+    "herald_rate_limit_wait_seconds",
+    "Time sends spent waiting for a provider's rate limit",
+    ["provider"],
+)
+
+_ALL = (
+    build_info,
+    http_requests,
+    http_request_seconds,
+    notifications_accepted,
+    api_rate_limited,
+    outbox_pending,
+    outbox_oldest_age_seconds,
+    events_published,
+    publish_failures,
+    consumer_lag,
+    messages_handled,
+    deliveries,
+    delivery_attempts,
+    delivery_retries,
+    end_to_end_seconds,
+    provider_call_seconds,
+    dead_letters,
+    dead_letters_pending,
+    circuit_state,
+    rate_limit_waits,
+    rate_limit_wait_seconds,
+)
+_SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+
+#: Every series name a scrape of Herald can show (``herald_deliveries_total``, …).
+CATALOG: frozenset[str] = frozenset(m._name + suffix for m in _ALL for suffix in _SUFFIXES[m._type])
+
+
+def exposition() -> tuple[bytes, str]:
+    """The text ``/metrics`` serves: this process's metrics, or every process's in
+    multiprocess mode."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

@@ -1,0 +1,65 @@
+"""Gauges that describe stored state, sampled every few seconds: the outbox backlog, the
+dead-letter queue's depth and each consumer group's lag.
+
+Each process samples what its roles own (the relay the outbox and dead letters, a worker the
+lag of its groups), so no scrape ever waits on a database or a broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+
+from herald.bus.base import Bus
+from herald.clock import utcnow
+from herald.observability import metrics
+from herald.observability.logging import get_logger
+from herald.store import deadletters, outbox
+from herald.store.database import Database
+from herald.wakeup import sleep_unless
+
+log = get_logger(__name__)
+
+
+class Sampler:
+    def __init__(
+        self,
+        db: Database,
+        bus: Bus,
+        *,
+        interval: float,
+        stored_state: bool,
+        groups: Mapping[str, Sequence[str]],
+    ) -> None:
+        self.db = db
+        self.bus = bus
+        self.interval = interval
+        self.stored_state = stored_state  # the outbox and dead letters
+        self.groups = groups  # consumer group -> its topics
+        # Series seen before: when one disappears (a DLQ emptied), it must read 0, not linger.
+        self._depth_seen: set[tuple[str, str]] = set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.sample_once()
+            except Exception as exc:
+                # The gauges keep their last values; the next round tries again.
+                log.warning("metrics.sample_failed", error=f"{type(exc).__name__}: {exc}")
+            await sleep_unless(stop, self.interval)
+
+    async def sample_once(self) -> None:
+        if self.stored_state:
+            async with self.db.read() as conn:
+                pending, oldest_age = await outbox.backlog(conn, utcnow())
+                depth = await deadletters.depth(conn)
+            metrics.outbox_pending.set(pending)
+            metrics.outbox_oldest_age_seconds.set(oldest_age)
+            for kind, channel in self._depth_seen - depth.keys():
+                metrics.dead_letters_pending.labels(kind, channel).set(0)
+            for (kind, channel), count in depth.items():
+                metrics.dead_letters_pending.labels(kind, channel).set(count)
+            self._depth_seen |= depth.keys()
+        for group, topics in self.groups.items():
+            for tp, lag in (await self.bus.lag(group, topics)).items():
+                metrics.consumer_lag.labels(group, tp.topic, str(tp.partition)).set(lag)

@@ -1,0 +1,41 @@
+"""The notification journal: steps no other table records, kept for the timeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from herald.store.tables import notification_events
+
+J = notification_events.c
+
+# Steps written here; the timeline adds those it reads from other tables.
+PUBLISHED, ROUTED, REPLAYED = "published", "routed", "replayed"
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    notification_id: str
+    step: str
+    at: datetime
+    delivery_id: str | None = None
+    channel: str | None = None
+    detail: str | None = None
+
+
+async def record(conn: AsyncConnection, steps: list[Step]) -> None:
+    if steps:
+        fields = Step.__dataclass_fields__
+        await conn.execute(
+            sa.insert(notification_events), [{f: getattr(s, f) for f in fields} for s in steps]
+        )
+
+
+async def steps_of(conn: AsyncConnection, notification_id: str) -> list[Step]:
+    rows = await conn.execute(
+        sa.select(notification_events).where(J.notification_id == notification_id).order_by(J.id)
+    )
+    return [Step(r.notification_id, r.step, r.at, r.delivery_id, r.channel, r.detail) for r in rows]
