@@ -196,19 +196,18 @@ def maintenance(rt: Runtime) -> Role:
 
 
 def sampler(rt: Runtime, *, stored_state: bool, channels: list[str]) -> Role:
-    """Keeps the gauges of stored state and consumer lag current."""
-    groups = {_group(rt, "router"): [rt.topics.requested], _group(rt, "status"): [rt.topics.status]}
-    if rt.bus.name == "kafka":
-        groups[_group(rt, "retry")] = [rt.topics.retry]
-    for channel in channels:
-        groups[_group(rt, f"worker.{channel}")] = [rt.topics.deliveries(channel)]
-    return Sampler(
-        rt.db,
-        rt.bus,
-        interval=rt.settings.metrics_sample_seconds,
-        stored_state=stored_state,
-        groups=groups if channels else {},
-    ).run
+    """Keeps the gauges of stored state current, and the lag of the groups that a worker
+    serving ``channels`` consumes (none for the relay, which consumes nothing)."""
+    groups: dict[str, list[str]] = {}
+    if channels:
+        groups = {_group(rt, "router"): [rt.topics.requested]}
+        groups[_group(rt, "status")] = [rt.topics.status]
+        if rt.bus.name == "kafka":
+            groups[_group(rt, "retry")] = [rt.topics.retry]
+        for channel in channels:
+            groups[_group(rt, f"worker.{channel}")] = [rt.topics.deliveries(channel)]
+    interval = rt.settings.metrics_sample_seconds
+    return Sampler(rt.db, rt.bus, interval=interval, stored_state=stored_state, groups=groups).run
 
 
 def metrics_endpoint(rt: Runtime) -> dict[str, Role]:

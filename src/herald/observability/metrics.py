@@ -130,33 +130,15 @@ rate_limit_wait_seconds = Counter(
     ["provider"],
 )
 
-_ALL = (
-    build_info,
-    http_requests,
-    http_request_seconds,
-    notifications_accepted,
-    api_rate_limited,
-    outbox_pending,
-    outbox_oldest_age_seconds,
-    events_published,
-    publish_failures,
-    consumer_lag,
-    messages_handled,
-    deliveries,
-    delivery_attempts,
-    delivery_retries,
-    end_to_end_seconds,
-    provider_call_seconds,
-    dead_letters,
-    dead_letters_pending,
-    circuit_state,
-    rate_limit_waits,
-    rate_limit_wait_seconds,
-)
 _SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
 
 #: Every series name a scrape of Herald can show (``herald_deliveries_total``, …).
-CATALOG: frozenset[str] = frozenset(m._name + suffix for m in _ALL for suffix in _SUFFIXES[m._type])
+CATALOG: frozenset[str] = frozenset(
+    family.name + suffix
+    for family in REGISTRY.collect()  # every metric defined above registered itself here
+    if family.name.startswith("herald_")
+    for suffix in _SUFFIXES[family.type]
+)
 
 
 def exposition() -> tuple[bytes, str]:

@@ -61,10 +61,10 @@ def install(factory: SpanFactory | None) -> None:
 @contextmanager
 def span(name: str, parent: str | None, **attributes: Any) -> Iterator[str]:
     """One stage of a notification. ``parent`` None or invalid starts a new trace."""
-    valid = parent if parent and _is_valid(parent.strip().lower()) else None
     if _exporter is None:
-        yield start(valid)
+        yield start(parent)
         return
+    valid = parent.strip().lower() if parent and _is_valid(parent.strip().lower()) else None
     with _exporter.span(name, valid, attributes) as traceparent:
         yield traceparent
 
