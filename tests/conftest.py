@@ -32,8 +32,28 @@ from tests.services import (
 from tests.smtp_sink import SmtpSink
 
 RUN_ID = uuid.uuid4().hex[:8]
+# The fakes that stand in for webhook receivers and push services listen on loopback, which
+# Herald refuses to contact unless allowed (see herald.outbound): every test setup allows it.
+TEST_OUTBOUND_ALLOW = "127.0.0.0/8,::1"
 SHARED_REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
 PG_TEMPLATE = f"herald_test_{RUN_ID}_template"
+
+
+# -- diagnostics -------------------------------------------------------------------------
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test that ran Herald processes shows the end of each one's log: a hang in CI
+    (a pytest-timeout) is otherwise unexplained."""
+    outcome = yield
+    report = outcome.get_result()
+    tmp_path = getattr(item, "funcargs", {}).get("tmp_path")
+    if report.when != "call" or not report.failed or not isinstance(tmp_path, Path):
+        return
+    for log in sorted(tmp_path.glob("*.log")):
+        tail = log.read_text(errors="replace").splitlines()[-80:]
+        report.sections.append((f"last lines of {log.name}", "\n".join(tail)))
 
 
 # -- databases ---------------------------------------------------------------------------
@@ -244,7 +264,11 @@ def _deployment(
             "HERALD_REDIS_URL": SHARED_REDIS_URL,
             "HERALD_REDIS_PREFIX": request.getfixturevalue("redis_prefix"),
         }
-    env |= {"HERALD_DATABASE_URL": url, "HERALD_SMTP_URL": smtp_sink.url}
+    env |= {
+        "HERALD_DATABASE_URL": url,
+        "HERALD_SMTP_URL": smtp_sink.url,
+        "HERALD_OUTBOUND_ALLOW": TEST_OUTBOUND_ALLOW,
+    }
     return Deployment(kind, url, env, tmp_path)
 
 
@@ -269,6 +293,7 @@ def settings_for(database_url: str, **overrides: object) -> Settings:
         "database_url": database_url,
         "sqlite_synchronous": "NORMAL",  # tests need no power-loss safety
         "poll_interval_seconds": 0.05,
+        "outbound_allow": TEST_OUTBOUND_ALLOW,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
@@ -286,7 +311,7 @@ async def runtime(database_url: str) -> AsyncIterator[Runtime]:
 async def client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
     from herald.api.app import create_app
 
-    transport = httpx.ASGITransport(app=create_app(runtime))
+    transport = httpx.ASGITransport(app=create_app(runtime, open_access=True))
     async with httpx.AsyncClient(transport=transport, base_url="http://herald.test") as http:
         yield http
 

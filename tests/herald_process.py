@@ -30,6 +30,9 @@ class HeraldProcess:
         self.command = command
         self.name = name
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+        if command[0] == "api":
+            # Tests run on loopback without keys; auth has tests of its own.
+            self.env.setdefault("HERALD_AUTH", "open")
         self.env.update(env)
         self.log_path = workdir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None

@@ -4,7 +4,7 @@ over real databases, buses and an SMTP server, for tests that need all of it run
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +14,7 @@ import pytest
 
 from herald import roles
 from herald.api.app import create_app
+from herald.bus.base import Consumer
 from herald.runtime import Runtime
 from herald.store import deadletters
 from herald.store.deadletters import DeadLetter
@@ -98,14 +99,24 @@ def start_pipeline(request: pytest.FixtureRequest, smtp_sink: SmtpSink) -> Pipel
         base |= kafka_settings(broker.bootstrap, request.getfixturevalue("topic_prefix"))
 
     @asynccontextmanager
-    async def start(**overrides: Any) -> AsyncIterator[Pipeline]:
+    async def start(
+        channels: Sequence[str] = ("email",), **overrides: Any
+    ) -> AsyncIterator[Pipeline]:
         rt = Runtime(settings_for(url, **{**base, **overrides}))
         await rt.start(migrate=False)
+        consumers = _track_consumers(rt)
         stop = asyncio.Event()
         # What `herald relay` and `herald worker` run (the retry scheduler too, on Kafka).
-        running = [*roles.relay_roles(rt).values(), *roles.worker_roles(rt, ["email"]).values()]
+        running = [
+            *roles.relay_roles(rt).values(),
+            *roles.worker_roles(rt, list(channels)).values(),
+        ]
         tasks = [asyncio.create_task(role(stop)) for role in running]
-        transport = httpx.ASGITransport(app=create_app(rt))
+        if bus == "kafka":
+            # Joining a group takes seconds: tests that time deliveries start once every
+            # stage holds its partitions (router, status, retries and each channel's worker).
+            await _until_assigned(consumers, expected=3 + len(channels), tasks=tasks)
+        transport = httpx.ASGITransport(app=create_app(rt, open_access=True))
         try:
             async with httpx.AsyncClient(
                 transport=transport, base_url="http://herald.test"
@@ -117,6 +128,32 @@ def start_pipeline(request: pytest.FixtureRequest, smtp_sink: SmtpSink) -> Pipel
             await rt.close()
 
     return start
+
+
+def _track_consumers(rt: Runtime) -> list[Consumer]:
+    """Every consumer the roles will create on ``rt.bus``, as they create them."""
+    consumers: list[Consumer] = []
+    make = rt.bus.consumer
+
+    def tracked(group: str, topics: Sequence[str]) -> Consumer:
+        consumer = make(group, topics)
+        consumers.append(consumer)
+        return consumer
+
+    rt.bus.consumer = tracked  # type: ignore[method-assign]
+    return consumers
+
+
+async def _until_assigned(
+    consumers: list[Consumer], expected: int, tasks: list[asyncio.Task[None]]
+) -> None:
+    deadline = asyncio.get_running_loop().time() + 60
+    while len(consumers) < expected or not all(c.assignment() for c in consumers):
+        failed = [t for t in tasks if t.done()]
+        if failed:
+            await failed[0]  # a role that died: its error, not a timeout
+        assert asyncio.get_running_loop().time() < deadline, "consumers never got partitions"
+        await asyncio.sleep(0.05)
 
 
 @pytest.fixture

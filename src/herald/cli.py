@@ -95,6 +95,15 @@ def _run_roles(
     _run(main())
 
 
+def _check_auth(settings: Settings, host: str) -> None:
+    from herald.api.auth import check_auth_setting
+
+    try:
+        check_auth_setting(settings.auth, host)
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
 @app.command()
 def serve(host: HostOption = None, port: PortOption = None) -> None:
     """Run every role in one process: API, relay, router, channel workers, status."""
@@ -102,6 +111,7 @@ def serve(host: HostOption = None, port: PortOption = None) -> None:
     from herald import roles
 
     listen = host or settings.host, settings.port if port is None else port
+    _check_auth(settings, listen[0])
     # SQLite is this process's own; a shared PostgreSQL is migrated on purpose (`herald migrate`).
     on_sqlite = settings.database_url.startswith("sqlite")
     _run_roles(
@@ -116,6 +126,7 @@ def api(host: HostOption = None, port: PortOption = None) -> None:
     from herald import roles
 
     listen = host or settings.host, settings.port if port is None else port
+    _check_auth(settings, listen[0])
     _run_roles(
         settings,
         lambda rt: {"api": roles.api(rt, *listen)},
@@ -137,18 +148,30 @@ def relay() -> None:
 def worker(
     channels: Annotated[
         str | None,
-        typer.Option(help="Comma-separated channels this worker delivers [all]."),
+        typer.Option(help="Comma-separated channels this worker delivers [all configured]."),
     ] = None,
 ) -> None:
     """Run the router, the status consumer and channel workers; scale by running more."""
     settings = _settings()
     from herald import roles
+    from herald.channels import available_channels
     from herald.runtime import CHANNELS
 
-    chosen = CHANNELS if channels is None else [c.strip() for c in channels.split(",") if c.strip()]
+    try:
+        configured = available_channels(settings)
+    except ConfigError as exc:
+        _fail(str(exc))
+    chosen = (
+        configured if channels is None else [c.strip() for c in channels.split(",") if c.strip()]
+    )
     unknown = sorted(set(chosen) - set(CHANNELS))
     if unknown or not chosen:
         _fail(f"--channels: unknown {unknown or 'none given'}; choose from {', '.join(CHANNELS)}")
+    unconfigured = sorted(set(chosen) - set(configured))
+    if unconfigured:
+        _fail(
+            f"--channels: no provider configured for {', '.join(unconfigured)} (HERALD_PROVIDERS)"
+        )
     _run_roles(
         settings,
         lambda rt: roles.worker_roles(rt, chosen),
@@ -179,8 +202,10 @@ def migrate() -> None:
 
 def _add_subcommands() -> None:
     from herald.dlq_cli import app as dlq
+    from herald.keys_cli import app as keys
 
     app.add_typer(dlq, name="dlq")
+    app.add_typer(keys, name="keys")
 
 
 _add_subcommands()

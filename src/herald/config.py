@@ -5,12 +5,14 @@ Each field is documented in the README's configuration table; keep the two in st
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from herald.domain.models import Channel
 from herald.errors import ConfigError
+from herald.outbound import OutboundPolicy
 
 
 class RetryOverrides(BaseModel):
@@ -55,6 +57,9 @@ class Settings(BaseSettings):
     redis_prefix: str = "herald:"
 
     # HTTP API
+    # open: no API keys (loopback only); required: every /api/v1 call needs one. Unset:
+    # open for `herald serve` on loopback until a key exists, required otherwise.
+    auth: Literal["open", "required"] | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     max_request_bytes: int = Field(default=1024 * 1024, ge=1024)
@@ -70,6 +75,28 @@ class Settings(BaseSettings):
     smtp_timeout_seconds: float = Field(default=20.0, gt=0)
     smtp_pool_size: int = Field(default=4, ge=1, le=64)
     email_from: str = "Herald <herald@localhost>"
+
+    # Providers beyond the built-in ones, by name: {"twilio": {"type": "twilio", ...}}.
+    providers: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # Providers of a channel in priority order (failover): {"sms": ["twilio", "twilio-eu"]}.
+    channel_providers: dict[str, list[str]] = Field(default_factory=dict)
+    # Signs webhooks to URLs given inline (users get secrets of their own).
+    webhook_secret: SecretStr | None = None
+    # Webhook URLs and Web Push endpoints (user-supplied) must resolve to public addresses
+    # only; these comma-separated CIDRs and host names may be contacted as well.
+    outbound_allow: str = ""
+
+    # Routing
+    # Categories that go through opt-outs and quiet hours (security alerts, receipts, ...).
+    critical_categories: list[str] = Field(default_factory=list)
+    # Most deliveries one recipient gets per channel per UTC day; more are SKIPPED (daily_cap).
+    daily_caps: dict[str, int] = Field(default_factory=lambda: {"sms": 20})
+    # Rules loaded (created or replaced by name) at start, from a YAML file.
+    rules_file: str | None = None
+    # The address users reach Herald at: unsubscribe links in email point here.
+    public_url: str = "http://127.0.0.1:8000"
+    inbox_poll_seconds: float = Field(default=1.0, gt=0)
+    max_batch_items: int = Field(default=1000, ge=1, le=10_000)
 
     # Pipeline
     relay_batch_size: int = Field(default=500, ge=1)
@@ -118,6 +145,23 @@ class Settings(BaseSettings):
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
+    @field_validator("outbound_allow")
+    @classmethod
+    def _allowlist(cls, value: str) -> str:
+        OutboundPolicy.parse(value)  # a ValueError names the entry at fault
+        return value
+
+    @field_validator("daily_caps")
+    @classmethod
+    def _caps(cls, value: dict[str, int]) -> dict[str, int]:
+        channels = {c.value for c in Channel}
+        for channel, cap in value.items():
+            if channel not in channels:
+                raise ValueError(f"{channel!r} is not a channel ({', '.join(sorted(channels))})")
+            if cap < 1:
+                raise ValueError(f"{channel}: a cap is at least 1 (leave the channel out for none)")
+        return value
+
     @model_validator(mode="after")
     def _publish_within_the_shard_lease(self) -> Settings:
         if (
@@ -147,6 +191,10 @@ class Settings(BaseSettings):
         config.update({k: v for k, v in optional.items() if v is not None})
         config.update(self.kafka_client_config)
         return config
+
+    def outbound_policy(self) -> OutboundPolicy:
+        """What user-supplied URLs may reach besides public addresses (HERALD_OUTBOUND_ALLOW)."""
+        return OutboundPolicy.parse(self.outbound_allow)
 
     def retry_policy_for(self, channel: str) -> tuple[int, float, float]:
         """(max attempts, backoff base, backoff cap) for a channel."""

@@ -15,6 +15,14 @@ class NotFoundError(HeraldError):
     """The object asked for does not exist (or is not visible to the caller)."""
 
 
+class UnauthorizedError(HeraldError):
+    """No API key, or one that is unknown, revoked or expired (HTTP 401)."""
+
+
+class ForbiddenError(HeraldError):
+    """The API key lacks the scope a route needs (HTTP 403)."""
+
+
 class IdempotencyKeyReusedError(HeraldError):
     """An Idempotency-Key was sent again with a different request body."""
 
@@ -59,3 +67,14 @@ class PermanentDeliveryError(DeliveryError):
     """The provider will never accept this message (unknown mailbox, invalid recipient)."""
 
     transient = False
+
+
+class OutboundRefusedError(PermanentDeliveryError):
+    """A user-supplied URL leads somewhere Herald must not connect to (SSRF): not http(s), a
+    host that does not resolve (at registration), or an address that is not public (loopback,
+    private, link-local, ...) and not allowed by ``HERALD_OUTBOUND_ALLOW``. ``reason`` says
+    which, without the channel's name."""
+
+    def __init__(self, reason: str, *, what: str | None = None) -> None:
+        super().__init__(f"{what}: {reason}" if what else reason)
+        self.reason = reason

@@ -8,12 +8,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from herald.api.app import create_app, create_metrics_app
+from herald.api.auth import check_auth_setting, decide_open_access
 from herald.api.server import bind, serve
 from herald.bus.base import Message
-from herald.channels import build_provider
 from herald.clock import utcnow
 from herald.observability import metrics
 from herald.observability.sampler import Sampler
+from herald.pipeline.failover import FailoverChain, ProviderSlot
 from herald.pipeline.maintenance import Maintenance
 from herald.pipeline.recovery import Recovery
 from herald.pipeline.relay import OutboxRelay
@@ -25,7 +26,7 @@ from herald.pipeline.worker import ChannelWorker
 from herald.reliability.backoff import Backoff
 from herald.reliability.circuit import CircuitBreaker
 from herald.reliability.retry import RetryPolicy
-from herald.runtime import CHANNELS, Runtime
+from herald.runtime import Runtime
 from herald.store import circuits
 from herald.store.outbox import NOTIFY_CHANNEL
 
@@ -36,11 +37,17 @@ Handler = Callable[[Message], Awaitable[None]]
 RETRY_SCHEDULER_IN_FLIGHT = 10_000
 
 
-def api(rt: Runtime, host: str, port: int) -> Role:
+def api(rt: Runtime, host: str, port: int, *, open_by_default: bool = False) -> Role:
+    """``open_by_default``: `herald serve` on loopback needs no key until one is created."""
+    check_auth_setting(rt.settings.auth, host)
     sock = bind(host, port)  # now, so a taken port fails before anything else starts
 
     async def run(stop: asyncio.Event) -> None:
-        await serve(create_app(rt), sock, stop, rt.settings.shutdown_timeout_seconds)
+        open_access = await decide_open_access(
+            rt.settings.auth, host, rt.db, open_by_default=open_by_default
+        )
+        app = create_app(rt, open_access=open_access)
+        await serve(app, sock, stop, rt.settings.shutdown_timeout_seconds)
 
     return run
 
@@ -97,7 +104,15 @@ def _consumer(
 
 
 def router(rt: Runtime) -> Role:
-    handle = Router(rt.db, rt.topics, rt.outbox_wakeup, rt.dead_letters).handle
+    handle = Router(
+        rt.db,
+        rt.topics,
+        rt.outbox_wakeup,
+        rt.dead_letters,
+        retries=RetrySchedule(rt.topics, retry_topic=rt.bus.name == "kafka"),
+        critical_categories=rt.settings.critical_categories,
+        daily_caps=rt.settings.daily_caps,
+    ).handle
     return _consumer(rt, "router", [rt.topics.requested], lambda _stop: handle)
 
 
@@ -119,31 +134,24 @@ def retry_scheduler(rt: Runtime) -> Role:
 
 def channel_worker(rt: Runtime, channel: str) -> Role:
     s = rt.settings
-    provider = build_provider(channel, s)
-    max_attempts, base, cap = s.retry_policy_for(channel)
-
-    def record(breaker: CircuitBreaker) -> None:
-        _show_circuit(channel, breaker)
-        rt.spawn(_save_circuit(rt, breaker, channel), name=f"circuit:{breaker.name}")
-
-    breaker = CircuitBreaker(
-        provider.name,
-        failure_threshold=s.circuit_failure_threshold,
-        reset_timeout=s.circuit_reset_seconds,
-        max_reset_timeout=s.circuit_max_reset_seconds,
-        on_change=record,
+    chain = FailoverChain(
+        [
+            ProviderSlot(
+                provider, _breaker(rt, channel, provider.name), rt.provider_throttle(provider.name)
+            )
+            for provider in rt.providers(channel)
+        ]
     )
+    max_attempts, base, cap = s.retry_policy_for(channel)
     worker = ChannelWorker(
         rt.db,
         rt.topics,
-        provider,
+        chain,
         RetryPolicy(max_attempts, Backoff(base, cap)),
         rt.outbox_wakeup,
         lease_seconds=s.delivery_lease_seconds,
         dead_letters=rt.dead_letters,
         retries=RetrySchedule(rt.topics, retry_topic=rt.bus.name == "kafka"),
-        breaker=breaker,
-        throttle=rt.provider_throttle(provider.name),
         owner=f"{rt.worker_id}:{channel}",
     )
     consume = _consumer(
@@ -151,17 +159,37 @@ def channel_worker(rt: Runtime, channel: str) -> Role:
     )
 
     async def run(stop: asyncio.Event) -> None:
-        await provider.start()
-        _show_circuit(channel, breaker)
-        await _save_circuit(rt, breaker, channel)
+        started = []
         try:
+            for slot in chain.slots:
+                await slot.provider.start()
+                started.append(slot.provider)
+                _show_circuit(channel, slot.breaker)
+                await _save_circuit(rt, slot.breaker, channel)
             await consume(stop)
         finally:
-            await provider.close()
+            for provider in started:
+                await provider.close()
             async with rt.db.write() as conn:
                 await circuits.forget_worker(conn, rt.worker_id)
 
     return run
+
+
+def _breaker(rt: Runtime, channel: str, provider: str) -> CircuitBreaker:
+    s = rt.settings
+
+    def record(breaker: CircuitBreaker) -> None:
+        _show_circuit(channel, breaker)
+        rt.spawn(_save_circuit(rt, breaker, channel), name=f"circuit:{breaker.name}")
+
+    return CircuitBreaker(
+        provider,
+        failure_threshold=s.circuit_failure_threshold,
+        reset_timeout=s.circuit_reset_seconds,
+        max_reset_timeout=s.circuit_max_reset_seconds,
+        on_change=record,
+    )
 
 
 def _show_circuit(channel: str, breaker: CircuitBreaker) -> None:
@@ -254,9 +282,9 @@ def worker_roles(rt: Runtime, channels: list[str]) -> dict[str, Role]:
 def all_roles(rt: Runtime, host: str, port: int) -> dict[str, Role]:
     """Everything in one process: what `herald serve` runs; the API serves /metrics."""
     return {
-        "api": api(rt, host, port),
+        "api": api(rt, host, port, open_by_default=True),
         "relay": relay(rt),
         "maintenance": maintenance(rt),
-        **_consumers(rt, CHANNELS),
-        "sampler": sampler(rt, stored_state=True, channels=CHANNELS),
+        **_consumers(rt, rt.channels()),
+        "sampler": sampler(rt, stored_state=True, channels=rt.channels()),
     }

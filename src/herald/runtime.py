@@ -11,14 +11,19 @@ from typing import TYPE_CHECKING, Any
 
 from herald.bus import build_bus
 from herald.bus.topics import Topics
+from herald.channels import Dependencies, available_channels, build_provider, providers_for
+from herald.channels.base import OutboundMessage, Provider
+from herald.clock import utcnow
 from herald.config import Settings
 from herald.domain.models import Channel
 from herald.errors import ConfigError
 from herald.observability.logging import get_logger
 from herald.pipeline.deadletter import DeadLetterOffice
 from herald.pipeline.intake import Intake
+from herald.pipeline.planning import Planner
 from herald.pipeline.replay import Replayer
 from herald.reliability.ratelimit import LocalTokenBucket, RateLimiter, RedisTokenBucket, Throttle
+from herald.store import users
 from herald.store.database import Database
 from herald.store.idempotency_cache import IdempotencyCache
 from herald.store.migrate import require_current, upgrade
@@ -44,6 +49,8 @@ class Runtime:
         self.bus = build_bus(settings, self.db)
         # Lets the relay start at once when this process wrote to the outbox.
         self.outbox_wakeup = Wakeup()
+        # Wakes in-app inbox streams of a user (topic = user id) when this process adds an item.
+        self.inbox_wakeup = Wakeup()
         self.redis = _redis(settings)
         self.rate_limiter = _rate_limiter(settings, self.redis)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
@@ -60,6 +67,12 @@ class Runtime:
             cache=None
             if self.redis is None
             else IdempotencyCache(self.redis, prefix=settings.redis_prefix),
+            planner=Planner(
+                channels=self.channels(),
+                critical_categories=frozenset(settings.critical_categories),
+                public_url=settings.public_url,
+                outbound=settings.outbound_policy(),
+            ),
         )
 
     async def start(self, *, migrate: bool) -> None:
@@ -67,9 +80,37 @@ class Runtime:
             await upgrade(self.db)
         else:
             await require_current(self.db)
+        if self.settings.rules_file:
+            from herald.api.rules import load_rules_file
+
+            await load_rules_file(self.db, self.settings.rules_file)
         await self.bus.start()
         await self.bus.ensure_topics(self.topics.all(CHANNELS))
         log.info("runtime.started", database=self.db.dialect, bus=self.bus.name)
+
+    def channels(self) -> list[str]:
+        """The channels some provider can send on with this configuration."""
+        return available_channels(self.settings)
+
+    def providers(self, channel: str) -> list[Provider]:
+        """The channel's providers in failover order."""
+        deps = Dependencies(self.db, self.inbox_wakeup, self.signing_secrets)
+        names = providers_for(channel, self.settings)
+        if not names:
+            raise ConfigError(
+                f"no provider is configured for channel {channel!r}: see HERALD_PROVIDERS"
+            )
+        return [build_provider(name, self.settings, deps) for name in names]
+
+    async def signing_secrets(self, message: OutboundMessage) -> list[str]:
+        """Webhook signing secrets: the user's (two while one is rotated), else the global one."""
+        if message.user_id is not None:
+            async with self.db.read() as conn:
+                user = await users.get(conn, message.tenant_id, message.user_id)
+            if user is not None and user.webhook_secrets:
+                return user.signing_secrets(utcnow())
+        secret = self.settings.webhook_secret
+        return [] if secret is None else [secret.get_secret_value()]
 
     def provider_throttle(self, provider: str) -> Throttle | None:
         """The provider's send rate limit, shared through Redis when there is one."""

@@ -38,6 +38,8 @@ async def supervise(roles: dict[str, Role], *, shutdown_timeout: float) -> int:
     try:
         done, _ = await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
         for task in (t for t in tasks if t in done):
+            if stop.is_set() and not task.cancelled() and task.exception() is None:
+                continue  # it finished because a signal asked it to, in the same instant
             exit_code = 1
             error = None if task.cancelled() else task.exception()
             log.error("supervisor.role_died", role=tasks[task], error=repr(error))

@@ -124,7 +124,9 @@ async def test_roles_apart_share_their_metrics_through_the_multiprocess_director
         await send_and_wait(api.url, smtp_sink, 5, "hello")
         for _ in range(100):
             from_api = await scrape(api.url)
-            if value(from_api, "herald_deliveries_total", status="SENT") == 5:
+            # The relay publishes the last status events a moment after the worker's SENT.
+            sent = value(from_api, "herald_deliveries_total", status="SENT")
+            if sent == 5 and value(from_api, "herald_events_published_total") >= 15:
                 break
             await asyncio.sleep(0.1)
         from_worker = await scrape(f"http://127.0.0.1:{worker_metrics}")

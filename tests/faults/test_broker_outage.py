@@ -41,6 +41,7 @@ async def pending_outbox(url: str) -> int:
     return int(n or 0)
 
 
+@pytest.mark.timeout(240)
 async def test_broker_down_while_requests_keep_coming(
     distributed: Deployment, smtp_sink: SmtpSink, tmp_path: Path
 ) -> None:
@@ -64,7 +65,7 @@ async def test_broker_down_while_requests_keep_coming(
         processes[2].wait_for_log("bus.assigned")
         async with httpx.AsyncClient(base_url=processes[0].url) as http:
             before = await post_all(http, mails("before", 10))
-            await settle(http, before)
+            await settle(http, before, timeout=45)
 
             broker.stop()
             during = await post_all(http, mails("during", 30))

@@ -182,7 +182,7 @@ async def test_malformed_keys_are_refused(client: httpx.AsyncClient, key: str) -
 async def short_ttl_client(database_url: str) -> AsyncIterator[tuple[httpx.AsyncClient, Runtime]]:
     rt = Runtime(settings_for(database_url, idempotency_ttl_seconds=0.2))
     await rt.start(migrate=False)
-    transport = httpx.ASGITransport(app=create_app(rt))
+    transport = httpx.ASGITransport(app=create_app(rt, open_access=True))
     async with httpx.AsyncClient(transport=transport, base_url="http://herald.test") as http:
         yield http, rt
     await rt.close()

@@ -11,10 +11,10 @@ from herald.bus.embedded import EmbeddedBus
 from herald.clock import utcnow
 from herald.domain.models import OutboxStatus
 from herald.pipeline.maintenance import Maintenance
-from herald.store import idempotency, outbox
+from herald.store import idempotency, outbox, recipient_caps
 from herald.store.database import Database
 from herald.store.idempotency import StoredResponse
-from herald.store.tables import bus_messages, idempotency_keys, outbox_events
+from herald.store.tables import bus_messages, idempotency_keys, outbox_events, recipient_sends
 
 
 async def test_expired_keys_old_events_and_old_messages_are_purged(db: Database) -> None:
@@ -35,6 +35,17 @@ async def test_expired_keys_old_events_and_old_messages_are_purged(db: Database)
         ids = (await conn.execute(sa.select(outbox_events.c.id).order_by("id"))).scalars().all()
         await outbox.mark_published(conn, ids[:1], now - timedelta(hours=2))
         await outbox.mark_published(conn, ids[1:2], now)
+        for delivery_id, when in (("yesterday", now - timedelta(days=1)), ("today", now)):
+            admitted = await recipient_caps.admit(
+                conn,
+                tenant="t",
+                channel="sms",
+                recipient="+14155550100",
+                delivery_id=delivery_id,
+                cap=5,
+                now=when,
+            )
+            assert admitted
     await bus.publish([OutgoingMessage("t", "k", b"m")])
     async with db.write() as conn:
         await conn.execute(sa.update(bus_messages).values(created_at=now - timedelta(days=8)))
@@ -45,13 +56,20 @@ async def test_expired_keys_old_events_and_old_messages_are_purged(db: Database)
     )
     counts = await housekeeping.run_once()
 
-    assert counts == {"idempotency_keys": 1, "outbox_events": 1, "log_messages": 1}
+    assert counts == {
+        "idempotency_keys": 1,
+        "outbox_events": 1,
+        "log_messages": 1,
+        "recipient_counts": 1,  # yesterday's daily-cap count
+    }
     async with db.read() as conn:
         keys = (await conn.execute(sa.select(idempotency_keys.c.key))).scalars().all()
         left = (
             await conn.execute(sa.select(outbox_events.c.payload, outbox_events.c.status))
         ).all()
         messages = (await conn.execute(sa.select(bus_messages.c.value))).scalars().all()
+        counted = (await conn.execute(sa.select(recipient_sends.c.delivery_id))).scalars().all()
     assert keys == ["live"]
+    assert counted == ["today"]
     assert sorted(left) == [(b"new", OutboxStatus.PUBLISHED), (b"waiting", OutboxStatus.PENDING)]
     assert messages == [b"fresh"]

@@ -9,7 +9,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from herald.observability.sampler import Sampler
-from herald.pipeline.intake import NotificationRequest
+from herald.pipeline.planning import NotificationSpec
 from herald.runtime import Runtime
 from tests.pipeline_harness import Pipeline, PipelineFactory
 
@@ -181,9 +181,7 @@ async def test_sampler_reports_the_outbox_backlog(runtime: Runtime) -> None:
     sampler = Sampler(runtime.db, runtime.bus, interval=1, stored_state=True, groups={})
     for n in range(3):
         await runtime.intake.submit(
-            NotificationRequest(
-                channels=("email",), recipient=f"u{n}@example.com", subject="s", body="b"
-            ),
+            NotificationSpec.email(f"u{n}@example.com", "s", "b"),
             lambda record: {"id": record.id},
         )
     await asyncio.sleep(0.05)

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import httpx
 import pytest
 from redis.asyncio import Redis
 
 from herald.api.app import create_app
+from herald.clock import utcnow
 from herald.reliability.ratelimit import LocalTokenBucket, RedisTokenBucket
 from herald.runtime import Runtime
+from herald.store import api_keys
+from herald.tenancy import DEFAULT_TENANT
 from tests.conftest import SHARED_REDIS_URL, settings_for
 from tests.services import PrivateRedis
 
@@ -55,37 +60,118 @@ async def test_without_redis_the_limit_falls_back_to_this_process(
     await client.aclose()
 
 
-@pytest.fixture(params=["in-process", pytest.param("redis", marks=pytest.mark.redis)])
-async def limited(
-    request: pytest.FixtureRequest, fresh_sqlite_url: str
-) -> AsyncIterator[httpx.AsyncClient]:
-    overrides: dict[str, object] = {"rate_limit_per_second": 0.5, "rate_limit_burst": 5}
-    if request.param == "redis":
-        overrides |= {
-            "redis_url": SHARED_REDIS_URL,
-            "redis_prefix": request.getfixturevalue("redis_prefix"),
-        }
-    runtime = Runtime(settings_for(fresh_sqlite_url, **overrides))
+@asynccontextmanager
+async def limited_api(
+    database_url: str, redis_prefix: str | None, *, rate: float, burst: int
+) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str]]]:
+    """The API with a rate limit per API key: buckets in this process, or in Redis. Yields a
+    client sending one key, and the Authorization header of another key."""
+    overrides: dict[str, object] = {"rate_limit_per_second": rate, "rate_limit_burst": burst}
+    if redis_prefix is not None:
+        overrides |= {"redis_url": SHARED_REDIS_URL, "redis_prefix": redis_prefix}
+    runtime = Runtime(settings_for(database_url, **overrides))
     await runtime.start(migrate=False)
-    transport = httpx.ASGITransport(app=create_app(runtime))
-    async with httpx.AsyncClient(transport=transport, base_url="http://herald.test") as http:
-        yield http
-    await runtime.close()
+    try:
+        async with runtime.db.write() as conn:
+            keys = [
+                (await api_keys.create(conn, DEFAULT_TENANT, name, ["send"], now=utcnow()))[1]
+                for name in ("mine", "other")
+            ]
+        mine, other = ({"Authorization": f"Bearer {key}"} for key in keys)
+        transport = httpx.ASGITransport(app=create_app(runtime))
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://herald.test", headers=mine
+        ) as http:
+            yield http, other
+    finally:
+        await runtime.close()
+
+
+@pytest.fixture(params=["in-process", pytest.param("redis", marks=pytest.mark.redis)])
+def bucket_prefix(request: pytest.FixtureRequest) -> str | None:
+    """Where the token buckets live: None for this process, else a Redis key prefix."""
+    if request.param == "redis":
+        prefix: str = request.getfixturevalue("redis_prefix")
+        return prefix
+    return None
+
+
+@pytest.fixture
+async def limited(
+    fresh_sqlite_url: str, bucket_prefix: str | None
+) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str]]]:
+    async with limited_api(fresh_sqlite_url, bucket_prefix, rate=0.5, burst=5) as api:
+        yield api
 
 
 async def test_a_burst_over_the_limit_gets_429_with_retry_after(
-    limited: httpx.AsyncClient,
+    limited: tuple[httpx.AsyncClient, dict[str, str]],
 ) -> None:
+    limited, other_key = limited
     responses = [await limited.post(URL, json=SEED) for _ in range(12)]
     codes = [r.status_code for r in responses]
     assert codes == [202] * 5 + [429] * 7
     refused = responses[-1]
     assert refused.json()["code"] == "rate_limited"
     assert 1 <= int(refused.headers["retry-after"]) <= 2  # one token per 2 s
-    # Another client (another API key) has its own budget.
-    other = await limited.post(URL, json=SEED, headers={"Authorization": "Bearer other-key"})
+    # Another API key has its own budget.
+    other = await limited.post(URL, json=SEED, headers=other_key)
     assert other.status_code == 202
     assert (await limited.get("/healthz")).status_code == 200  # probes are never limited
+
+
+# Ten times the limit, for a couple of seconds.
+RATE, BURST = 20, 10
+OFFERED_PER_SECOND, SENDING_SECONDS = 10 * RATE, 2.0
+
+
+async def test_a_burst_at_ten_times_the_rate_admits_no_more_than_the_bucket_holds(
+    fresh_sqlite_url: str, bucket_prefix: str | None
+) -> None:
+    """One client offering 200 requests/s to a 20/s limit (burst 10) gets at most
+    burst + rate * elapsed of them admitted, and close to that many."""
+    answers: list[httpx.Response] = []
+    answered: list[float] = []
+
+    async with limited_api(fresh_sqlite_url, bucket_prefix, rate=RATE, burst=BURST) as (
+        http,
+        other_key,
+    ):
+
+        async def one() -> None:
+            answers.append(await http.post(URL, json=SEED))
+            answered.append(time.monotonic())
+
+        # The first request of a process is slow (hundreds of ms, before it reaches the
+        # limiter): made by another client, it does not eat into this one's time.
+        warm = await http.post(URL, json=SEED, headers=other_key)
+        assert warm.status_code == 202, warm.text
+        first_sent = time.monotonic()
+        async with asyncio.TaskGroup() as group:
+            for i in range(int(OFFERED_PER_SECOND * SENDING_SECONDS)):
+                # On schedule, each in its own task: requests overlap, as from many threads.
+                await asyncio.sleep(
+                    max(0.0, first_sent + i / OFFERED_PER_SECOND - time.monotonic())
+                )
+                group.create_task(one())
+            last_sent = time.monotonic()
+        elapsed = max(answered) - first_sent
+
+    admitted = sum(r.status_code == 202 for r in answers)
+    refused = [r for r in answers if r.status_code == 429]
+    assert admitted + len(refused) == len(answers), {r.status_code for r in answers}
+    budget = BURST + RATE * elapsed
+    # Every token was taken inside [first sent, last answered], so the bucket cannot have
+    # handed out more than this. One more for the boundary: Redis times refills by its own
+    # clock, in whole milliseconds, rather than by this process's monotonic one.
+    assert admitted <= budget + 1, (admitted, elapsed)
+    # While requests keep coming, each token is taken soon after it is back: at least the
+    # tokens of the sending time are used (those refilled while the last answers are
+    # written may not be).
+    sending = last_sent - first_sent
+    assert admitted >= 0.9 * (BURST + RATE * sending), (admitted, sending)
+    assert len(answers) / elapsed >= 5 * RATE  # the offered load really was far over the limit
+    assert all(int(r.headers["retry-after"]) >= 1 for r in refused)
 
 
 @pytest.mark.redis
@@ -96,10 +182,11 @@ async def test_repeats_are_answered_from_redis_and_checked_there(
         settings_for(fresh_sqlite_url, redis_url=SHARED_REDIS_URL, redis_prefix=redis_prefix)
     )
     await runtime.start(migrate=False)
-    transport = httpx.ASGITransport(app=create_app(runtime))
+    transport = httpx.ASGITransport(app=create_app(runtime, open_access=True))
     async with httpx.AsyncClient(transport=transport, base_url="http://herald.test") as http:
         first = await http.post(URL, json=SEED, headers={"Idempotency-Key": "k1"})
-        cached = await runtime.redis.get(f"{redis_prefix}idempotency:global:k1")  # type: ignore[union-attr]
+        key = f"{redis_prefix}idempotency:tenant:{DEFAULT_TENANT}:k1"  # keys are per tenant
+        cached = await runtime.redis.get(key)  # type: ignore[union-attr]
         assert cached is not None
         # The database is now closed: only Redis can answer these.
         await runtime.db.close()
@@ -119,7 +206,7 @@ async def test_with_redis_down_idempotency_falls_back_to_the_database(
 ) -> None:
     runtime = Runtime(settings_for(fresh_sqlite_url, redis_url=private_redis.url))
     await runtime.start(migrate=False)
-    transport = httpx.ASGITransport(app=create_app(runtime))
+    transport = httpx.ASGITransport(app=create_app(runtime, open_access=True))
     async with httpx.AsyncClient(transport=transport, base_url="http://herald.test") as http:
         private_redis.stop()
         first = await http.post(URL, json=SEED, headers={"Idempotency-Key": "k2"})
@@ -138,3 +225,17 @@ async def test_a_throttle_waits_for_tokens_instead_of_refusing() -> None:
     waits = [await throttle.take() for _ in range(4)]
     assert waits[:2] == [0.0, 0.0]  # the burst
     assert all(w > 0 for w in waits[2:])  # then one token per 50 ms, waited for
+
+
+async def test_made_up_keys_share_their_address_budget(
+    limited: tuple[httpx.AsyncClient, dict[str, str]],
+) -> None:
+    """A new invented key per request must not buy a new bucket: key guessing is limited."""
+    limited, _ = limited
+    codes = [
+        (
+            await limited.post(URL, json=SEED, headers={"Authorization": f"Bearer hk_guess{i}"})
+        ).status_code
+        for i in range(8)
+    ]
+    assert codes == [401] * 5 + [429] * 3

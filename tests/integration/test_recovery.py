@@ -9,7 +9,8 @@ import sqlalchemy as sa
 from herald.bus.topics import Topics
 from herald.clock import utcnow
 from herald.domain.messages import DeliveryJob, decode
-from herald.pipeline.intake import Intake, NotificationRequest
+from herald.pipeline.intake import Intake
+from herald.pipeline.planning import NotificationSpec
 from herald.pipeline.recovery import Recovery
 from herald.store.database import Database
 from herald.store.tables import deliveries, notifications, outbox_events
@@ -19,7 +20,7 @@ from herald.wakeup import Wakeup
 async def accept(db: Database, recipient: str) -> str:
     intake = Intake(db, Topics(), Wakeup(), idempotency_ttl=60)
     accepted = await intake.submit(
-        NotificationRequest(("email",), recipient, "Hi", "Hello"), lambda r: {"id": r.id}
+        NotificationSpec.email(recipient, "Hi", "Hello"), lambda r: {"id": r.id}
     )
     return str(accepted.body["id"])
 

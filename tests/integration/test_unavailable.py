@@ -21,7 +21,7 @@ UNREACHABLE = {
 @pytest.fixture(params=sorted(UNREACHABLE))
 async def client(request: pytest.FixtureRequest) -> AsyncIterator[httpx.AsyncClient]:
     runtime = Runtime(settings_for(UNREACHABLE[request.param]))
-    transport = httpx.ASGITransport(app=create_app(runtime))
+    transport = httpx.ASGITransport(app=create_app(runtime, open_access=True))
     async with httpx.AsyncClient(transport=transport, base_url="http://herald.test") as http:
         yield http
     await runtime.close()

@@ -16,7 +16,8 @@ from herald.channels.smtp import SmtpProvider, parse_smtp_url
 from herald.clock import utcnow
 from herald.domain.messages import Content, DeliveryJob, encode
 from herald.pipeline.deadletter import DeadLetterOffice
-from herald.pipeline.intake import Intake, NotificationRequest
+from herald.pipeline.intake import Intake
+from herald.pipeline.planning import NotificationSpec
 from herald.pipeline.retries import RetrySchedule
 from herald.pipeline.worker import ChannelWorker
 from herald.reliability.backoff import Backoff
@@ -64,7 +65,7 @@ async def accept(env: Fixture) -> NotificationRecord:
         captured.append(record)
         return {"id": record.id}
 
-    request = NotificationRequest(("email",), "a@example.com", "Hi", "Hello")
+    request = NotificationSpec.email("a@example.com", "Hi", "Hello")
     await env.intake.submit(request, render)
     return captured[0]
 

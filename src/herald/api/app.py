@@ -2,30 +2,59 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
 
 from herald import __version__
-from herald.api import deadletters, errors, health, notifications, observe, providers
+from herald.api import (
+    deadletters,
+    errors,
+    health,
+    keys,
+    notifications,
+    observe,
+    providers,
+    rules,
+    templates,
+    users,
+)
+from herald.api.auth import Authenticator
 from herald.api.limits import BodySizeLimit
 from herald.api.observe import RequestMetrics
 from herald.runtime import Runtime
 
 
-def create_app(runtime: Runtime) -> FastAPI:
+def create_app(runtime: Runtime, *, open_access: bool = False) -> FastAPI:
+    """``open_access``: no API keys, every caller an admin of the default tenant (loopback)."""
     app = FastAPI(
         title="Herald",
         version=__version__,
         summary="Fault-tolerant, event-driven notifications",
     )
     app.state.runtime = runtime
+    app.state.authenticator = Authenticator(runtime.db, open_access=open_access)
     app.add_middleware(BodySizeLimit, max_bytes=runtime.settings.max_request_bytes)
     app.add_middleware(RequestMetrics)  # outermost: sees 413s and errors too
     errors.install(app)
     app.include_router(health.router)
     app.include_router(observe.router)
-    app.include_router(notifications.router)
-    app.include_router(deadletters.router)
-    app.include_router(providers.router)
+    for router in (
+        notifications.router,
+        rules.events_router,
+        users.router,
+        templates.router,
+        rules.router,
+        deadletters.router,
+        providers.router,
+        keys.router,
+    ):
+        app.include_router(router, responses=errors.API_ERRORS)
+    # The link in an email: no API key and no rate limit, so no 401, 403 or 429.
+    link_errors: dict[int | str, dict[str, Any]] = {
+        s: errors.API_ERRORS[s] for s in (400, 413, 422, 503)
+    }
+    app.include_router(users.unsubscribe_router, responses=link_errors)
     return app
 
 

@@ -9,6 +9,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 
+from herald.api.auth import Admin
+from herald.api.context import runtime_of
 from herald.api.limits import enforce_rate_limit
 from herald.api.pages import decode_cursor, encode_cursor
 from herald.api.schemas import (
@@ -23,7 +25,6 @@ from herald.api.schemas import (
     ReplaySelection,
 )
 from herald.errors import NotFoundError
-from herald.runtime import Runtime
 from herald.store import deadletters
 from herald.store.deadletters import Filters
 
@@ -34,14 +35,10 @@ router = APIRouter(
 )
 
 
-def _runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
-
-
 @router.get("", response_model=DeadLetterPage, summary="Dead letters, newest first")
 async def list_dead_letters(
     request: Request,
+    principal: Admin,
     status: Literal["DEAD", "REPLAYED"] | None = None,
     kind: Literal["delivery", "message", "event"] | None = None,
     reason: Literal["permanent", "exhausted", "poison", "refused"] | None = None,
@@ -53,9 +50,11 @@ async def list_dead_letters(
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> DeadLetterPage:
-    filters = Filters(status, kind, reason, channel, provider, error_class, since, until)
+    filters = Filters(
+        status, kind, reason, channel, provider, error_class, since, until, principal.tenant
+    )
     before_id = decode_cursor(cursor) if cursor else None
-    async with _runtime(request).db.read() as conn:
+    async with runtime_of(request).db.read() as conn:
         letters = await deadletters.list_page(conn, filters, limit=limit + 1, before_id=before_id)
     page, more = letters[:limit], len(letters) > limit
     return DeadLetterPage(
@@ -70,9 +69,9 @@ async def list_dead_letters(
     responses={404: {"model": ErrorOut}},
     summary="One dead letter, with the payload that failed",
 )
-async def get_dead_letter(letter_id: str, request: Request) -> DeadLetterDetail:
-    async with _runtime(request).db.read() as conn:
-        letter = await deadletters.get(conn, letter_id)
+async def get_dead_letter(letter_id: str, request: Request, principal: Admin) -> DeadLetterDetail:
+    async with runtime_of(request).db.read() as conn:
+        letter = await deadletters.get(conn, letter_id, tenant=principal.tenant)
     if letter is None:
         raise NotFoundError(f"dead letter {letter_id} not found")
     return DeadLetterDetail.of(letter)
@@ -82,11 +81,14 @@ async def get_dead_letter(letter_id: str, request: Request) -> DeadLetterDetail:
     "/{letter_id}/replay",
     response_model=ReplayOut,
     status_code=202,
-    responses={200: {"model": ReplayOut, "description": "Nothing to do (already replayed)"}},
+    responses={
+        200: {"model": ReplayOut, "description": "Nothing to do (already replayed)"},
+        404: {"model": ErrorOut},
+    },
     summary="Deliver it again (idempotent: a second replay does nothing)",
 )
-async def replay_dead_letter(letter_id: str, request: Request) -> JSONResponse:
-    outcome = await _runtime(request).replayer.replay(letter_id)
+async def replay_dead_letter(letter_id: str, request: Request, principal: Admin) -> JSONResponse:
+    outcome = await runtime_of(request).replayer.replay(letter_id, tenant=principal.tenant)
     if outcome.detail == "not found":
         raise NotFoundError(f"dead letter {letter_id} not found")
     body = ReplayOut(**asdict(outcome))
@@ -98,9 +100,11 @@ async def replay_dead_letter(letter_id: str, request: Request) -> JSONResponse:
     response_model=BulkReplayOut,
     summary="Replay every dead letter matching a selection (spaced out; dry_run to preview)",
 )
-async def replay_matching(selection: ReplaySelection, request: Request) -> BulkReplayOut:
-    matched, letters, outcomes = await _runtime(request).replayer.replay_matching(
-        selection.filters(), limit=selection.limit, dry_run=selection.dry_run
+async def replay_matching(
+    selection: ReplaySelection, request: Request, principal: Admin
+) -> BulkReplayOut:
+    matched, letters, outcomes = await runtime_of(request).replayer.replay_matching(
+        selection.filters(principal.tenant), limit=selection.limit, dry_run=selection.dry_run
     )
     items = (
         [
@@ -125,9 +129,9 @@ async def replay_matching(selection: ReplaySelection, request: Request) -> BulkR
     responses={404: {"model": ErrorOut}},
     summary="Purge one dead letter",
 )
-async def purge_dead_letter(letter_id: str, request: Request) -> Response:
-    async with _runtime(request).db.write() as conn:
-        if await deadletters.get(conn, letter_id) is None:
+async def purge_dead_letter(letter_id: str, request: Request, principal: Admin) -> Response:
+    async with runtime_of(request).db.write() as conn:
+        if await deadletters.get(conn, letter_id, tenant=principal.tenant) is None:
             raise NotFoundError(f"dead letter {letter_id} not found")
         await deadletters.purge_ids(conn, [letter_id])
     return Response(status_code=204)
@@ -138,9 +142,11 @@ async def purge_dead_letter(letter_id: str, request: Request) -> Response:
     response_model=PurgeOut,
     summary="Purge every dead letter matching a selection (dry_run to count them)",
 )
-async def purge_matching(selection: DeadLetterSelection, request: Request) -> PurgeOut:
-    filters = selection.filters()
-    async with _runtime(request).db.write() as conn:
+async def purge_matching(
+    selection: DeadLetterSelection, request: Request, principal: Admin
+) -> PurgeOut:
+    filters = selection.filters(principal.tenant)
+    async with runtime_of(request).db.write() as conn:
         if selection.dry_run:
             return PurgeOut(dry_run=True, purged=await deadletters.count(conn, filters))
         purged = await deadletters.purge(conn, filters)

@@ -12,7 +12,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from herald.errors import IdempotencyKeyReusedError, NotFoundError, RateLimitedError
+from herald.api.schemas import ErrorOut
+from herald.errors import (
+    ForbiddenError,
+    IdempotencyKeyReusedError,
+    NotFoundError,
+    RateLimitedError,
+    UnauthorizedError,
+)
 from herald.observability.logging import get_logger
 
 log = get_logger(__name__)
@@ -24,6 +31,22 @@ _HTTP_CODES = {
     413: "payload_too_large",
     415: "unsupported_media_type",
     429: "rate_limited",
+}
+
+
+# What every /api/v1 route may answer besides its own results, declared once (app.py) so the
+# OpenAPI schema says so; a route adds 404 where it names a resource.
+API_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorOut, "description": description}
+    for status, description in {
+        400: "The body cannot be decoded (e.g. not UTF-8), or Content-Length is not a number",
+        401: "No API key, or one that is unknown, revoked or expired",
+        403: "The API key lacks the scope this route needs",
+        413: "The request body is larger than HERALD_MAX_REQUEST_BYTES",
+        422: "Invalid request; `errors` names each field",
+        429: "Rate limit exceeded; see Retry-After",
+        503: "Storage unavailable; nothing was stored, retry later",
+    }.items()
 }
 
 
@@ -97,6 +120,20 @@ def install(app: FastAPI) -> None:
             f"too many requests; retry in {seconds}s",
             headers={"Retry-After": str(seconds)},
         )
+
+    @app.exception_handler(UnauthorizedError)
+    async def _unauthorized(_: Request, exc: UnauthorizedError) -> JSONResponse:
+        return error_response(
+            401,
+            "unauthorized",
+            str(exc),
+            [("Authorization", str(exc))],
+            headers={"WWW-Authenticate": 'Bearer realm="herald"'},
+        )
+
+    @app.exception_handler(ForbiddenError)
+    async def _forbidden(_: Request, exc: ForbiddenError) -> JSONResponse:
+        return error_response(403, "forbidden", str(exc), [("Authorization", str(exc))])
 
     @app.exception_handler(NotFoundError)
     async def _not_found(_: Request, exc: NotFoundError) -> JSONResponse:

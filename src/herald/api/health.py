@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
 from herald.observability.logging import get_logger
 
@@ -15,12 +17,22 @@ log = get_logger(__name__)
 _CHECK_TIMEOUT = 2.0
 
 
+class Readiness(BaseModel):
+    status: Literal["ready", "unavailable"]
+    checks: dict[str, str] = Field(description="Per dependency: ok, or what failed")
+
+
 @router.get("/healthz", summary="The process is up")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="The database and the bus answer")
+@router.get(
+    "/readyz",
+    summary="The database and the bus answer",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "A dependency does not answer"}},
+)
 async def readyz(request: Request) -> JSONResponse:
     runtime = request.app.state.runtime
     checks: dict[str, str] = {}

@@ -2,30 +2,37 @@
 
 from __future__ import annotations
 
-import hashlib
-
 from fastapi import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from herald.api.auth import authenticate
 from herald.api.errors import error_response
-from herald.errors import RateLimitedError
+from herald.errors import RateLimitedError, UnauthorizedError
 from herald.observability import metrics
-
-
-def client_identity(request: Request) -> str:
-    """Who pays for this request: the API key if one is sent (never stored), else the address."""
-    authorization = request.headers.get("authorization")
-    if authorization:
-        return "key:" + hashlib.sha256(authorization.encode()).hexdigest()[:24]
-    return "addr:" + (request.client.host if request.client else "unknown")
+from herald.reliability.ratelimit import RateLimiter
 
 
 async def enforce_rate_limit(request: Request) -> None:
-    """FastAPI dependency for every /api/v1 route: one token per request."""
+    """FastAPI dependency for every /api/v1 route: one token per request, from the bucket of
+    the caller's API key, or of its address when it has no valid key (so inventing keys does
+    not buy more guesses: unknown keys share their address's bucket)."""
     limiter = request.app.state.runtime.rate_limiter
     if limiter is None:
         return
-    decision = await limiter.acquire(client_identity(request))
+    try:
+        principal = await authenticate(request)
+    except UnauthorizedError:
+        await _take(limiter, _address(request))
+        raise
+    await _take(limiter, f"key:{principal.key_id}" if principal.key_id else _address(request))
+
+
+def _address(request: Request) -> str:
+    return "addr:" + (request.client.host if request.client else "unknown")
+
+
+async def _take(limiter: RateLimiter, identity: str) -> None:
+    decision = await limiter.acquire(identity)
     if not decision.allowed:
         metrics.api_rate_limited.inc()
         raise RateLimitedError(decision.retry_after)

@@ -9,11 +9,17 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 
+from herald.api.auth import Reader, Sender
+from herald.api.context import runtime_of
 from herald.api.errors import FieldError
 from herald.api.limits import enforce_rate_limit
 from herald.api.pages import decode_cursor, encode_cursor
 from herald.api.schemas import (
+    BatchCreate,
+    BatchItemOut,
+    BatchOut,
     ErrorOut,
+    FieldProblem,
     NotificationCreate,
     NotificationOut,
     NotificationPage,
@@ -23,11 +29,12 @@ from herald.api.schemas import (
 from herald.domain.models import NotificationStatus
 from herald.errors import NotFoundError
 from herald.observability import tracing
-from herald.pipeline.intake import IdempotencyRequest, NotificationRequest
-from herald.runtime import Runtime
+from herald.pipeline.intake import IdempotencyRequest
+from herald.pipeline.planning import NotificationSpec, PlanningError
 from herald.store import deliveries, notifications
 from herald.store.notifications import NotificationRecord
 from herald.store.timeline import timeline
+from herald.store.users import Profile
 
 router = APIRouter(
     prefix="/api/v1/notifications",
@@ -35,12 +42,6 @@ router = APIRouter(
     dependencies=[Depends(enforce_rate_limit)],
 )
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    413: {"model": ErrorOut, "description": "Request body too large"},
-    422: {"model": ErrorOut, "description": "Invalid request; `errors` names each field"},
-    429: {"model": ErrorOut, "description": "Rate limit exceeded; see Retry-After"},
-    503: {"model": ErrorOut, "description": "Storage unavailable; nothing was stored"},
-}
 # Stripe's limit; a UUID fits with room to spare.
 IdempotencyKey = Annotated[
     str | None,
@@ -54,11 +55,6 @@ IdempotencyKey = Annotated[
 ]
 
 
-def _runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
-
-
 def _render(record: NotificationRecord) -> dict[str, Any]:
     return NotificationOut.of(record).model_dump(mode="json")
 
@@ -68,46 +64,136 @@ def request_hash(method: str, path: str, body: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def spec_of(payload: NotificationCreate, tenant: str, traceparent: str | None) -> NotificationSpec:
+    contacts = None
+    if payload.contacts is not None or payload.recipient is not None:
+        c = payload.contacts
+        contacts = Profile(
+            email=payload.recipient or (c.email if c else None),
+            phone=c.phone if c else None,
+            push_tokens=list(c.push_tokens) if c else [],
+            web_push=[s.model_dump() for s in c.web_push] if c else [],
+            webhook_url=c.webhook_url if c else None,
+            apprise_urls=list(c.apprise_urls) if c else [],
+        )
+    return NotificationSpec(
+        tenant_id=tenant,
+        user_id=payload.user_id,
+        contacts=contacts,
+        channels=None if payload.channels is None else tuple(payload.channels),
+        template=payload.template,
+        template_version=payload.template_version,
+        data=payload.data,
+        locale=payload.locale,
+        subject=payload.subject,
+        body=payload.message,
+        category=payload.category,
+        priority=payload.priority.value,
+        send_at=payload.send_at,
+        collapse_key=payload.collapse_key,
+        traceparent=traceparent,
+    )
+
+
+def check_size(payload: NotificationCreate, limit: int, field: str = "message") -> None:
+    if payload.message is not None and len(payload.message.encode()) > limit:
+        raise FieldError(field, f"is longer than the {limit}-byte limit")
+
+
+def idempotency_of(
+    key: str | None, tenant: str, request: Request, body: dict[str, Any]
+) -> IdempotencyRequest | None:
+    """Keys are the tenant's own: two tenants may both send "order-1"."""
+    if key is None:
+        return None
+    return IdempotencyRequest(
+        scope=f"tenant:{tenant}",
+        key=key,
+        request_hash=request_hash(request.method, request.url.path, body),
+    )
+
+
+def accepted_response(
+    body: dict[str, Any], status: int, replayed: bool, location: str | None
+) -> JSONResponse:
+    headers = {"Location": location} if location else {}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
 @router.post(
     "",
     status_code=202,
     response_model=NotificationOut,
-    responses=_ERRORS,
     summary="Accept a notification for delivery",
 )
 async def create_notification(
-    payload: NotificationCreate, request: Request, idempotency_key: IdempotencyKey = None
+    payload: NotificationCreate,
+    request: Request,
+    principal: Sender,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
-    runtime = _runtime(request)
-    limit = runtime.settings.max_message_bytes
-    if len(payload.message.encode()) > limit:
-        raise FieldError("message", f"is longer than the {limit}-byte limit")
-    body = payload.model_dump(mode="json")
-    idem = None
-    if idempotency_key is not None:
-        idem = IdempotencyRequest(
-            scope="global",
-            key=idempotency_key,
-            request_hash=request_hash(request.method, request.url.path, body),
-        )
+    runtime = runtime_of(request)
+    check_size(payload, runtime.settings.max_message_bytes)
+    tenant = principal.tenant
+    idem = idempotency_of(idempotency_key, tenant, request, payload.model_dump(mode="json"))
     # Continues the caller's trace when it sent a traceparent.
     with tracing.span("notification.accept", request.headers.get(tracing.HEADER)) as traceparent:
-        accepted = await runtime.intake.submit(
-            NotificationRequest(
-                channels=tuple(payload.channels),
-                recipient=payload.recipient,
-                subject=payload.subject,
-                body=payload.message,
-                user_id=payload.user_id,
-                traceparent=traceparent,
-            ),
-            _render,
-            idem,
-        )
-    headers = {"Location": f"{router.prefix}/{accepted.body['id']}"}
-    if accepted.replayed:
-        headers["Idempotent-Replayed"] = "true"
-    return JSONResponse(accepted.body, status_code=accepted.status, headers=headers)
+        try:
+            accepted = await runtime.intake.submit(
+                spec_of(payload, tenant, traceparent), _render, idem
+            )
+        except PlanningError as exc:
+            raise FieldError(exc.field, exc.message) from None
+    location = f"{router.prefix}/{accepted.body['id']}"
+    return accepted_response(accepted.body, accepted.status, accepted.replayed, location)
+
+
+@router.post(
+    "/batch",
+    status_code=202,
+    response_model=BatchOut,
+    summary="Accept up to 1,000 notifications at once, with a result per item",
+)
+async def create_batch(
+    payload: BatchCreate,
+    request: Request,
+    principal: Sender,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    runtime = runtime_of(request)
+    cap = runtime.settings.max_batch_items
+    if len(payload.items) > cap:
+        raise FieldError("items", f"at most {cap} items per batch")
+    for i, item in enumerate(payload.items):
+        check_size(item, runtime.settings.max_message_bytes, f"items[{i}].message")
+    tenant = principal.tenant
+    idem = idempotency_of(idempotency_key, tenant, request, payload.model_dump(mode="json"))
+
+    def render(outcomes: list[NotificationRecord | PlanningError]) -> dict[str, Any]:
+        items = [
+            BatchItemOut(index=i, status=202, notification=NotificationOut.of(o))
+            if isinstance(o, NotificationRecord)
+            else BatchItemOut(
+                index=i,
+                status=422,
+                error=ErrorOut(
+                    code="invalid_request",
+                    message=str(o),
+                    errors=[FieldProblem(field=f"items[{i}].{o.field}", message=o.message)],
+                ),
+            )
+            for i, o in enumerate(outcomes)
+        ]
+        accepted = sum(item.status == 202 for item in items)
+        out = BatchOut(accepted=accepted, refused=len(items) - accepted, items=items)
+        return out.model_dump(mode="json")
+
+    with tracing.span("notification.accept", request.headers.get(tracing.HEADER)) as traceparent:
+        specs = [spec_of(item, tenant, traceparent) for item in payload.items]
+        accepted = await runtime.intake.submit_batch(specs, render, idem)
+    return accepted_response(accepted.body, accepted.status, accepted.replayed, None)
 
 
 @router.get(
@@ -116,9 +202,11 @@ async def create_notification(
     responses={404: {"model": ErrorOut}},
     summary="A notification with the status of each delivery",
 )
-async def get_notification(notification_id: str, request: Request) -> NotificationOut:
-    async with _runtime(request).db.read() as conn:
-        record = await notifications.get(conn, notification_id)
+async def get_notification(
+    notification_id: str, request: Request, principal: Reader
+) -> NotificationOut:
+    async with runtime_of(request).db.read() as conn:
+        record = await notifications.get(conn, principal.tenant, notification_id)
         if record is None:
             raise NotFoundError(f"notification {notification_id} not found")
         history = await deliveries.attempts_of(conn, [d.id for d in record.deliveries])
@@ -131,9 +219,9 @@ async def get_notification(notification_id: str, request: Request) -> Notificati
     responses={404: {"model": ErrorOut}},
     summary="Every step of a notification, in order: why it was (not) sent",
 )
-async def get_timeline(notification_id: str, request: Request) -> TimelineOut:
-    async with _runtime(request).db.read() as conn:
-        found = await timeline(conn, notification_id)
+async def get_timeline(notification_id: str, request: Request, principal: Reader) -> TimelineOut:
+    async with runtime_of(request).db.read() as conn:
+        found = await timeline(conn, principal.tenant, notification_id)
     if found is None:
         raise NotFoundError(f"notification {notification_id} not found")
     record, entries = found
@@ -152,15 +240,21 @@ async def get_timeline(notification_id: str, request: Request) -> TimelineOut:
 )
 async def list_notifications(
     request: Request,
+    principal: Reader,
     status: NotificationStatus | None = None,
     recipient: Annotated[str | None, Query(max_length=320)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> NotificationPage:
     before_id = decode_cursor(cursor) if cursor else None
-    async with _runtime(request).db.read() as conn:
+    async with runtime_of(request).db.read() as conn:
         records = await notifications.list_page(
-            conn, limit=limit + 1, before_id=before_id, status=status, recipient=recipient
+            conn,
+            principal.tenant,
+            limit=limit + 1,
+            before_id=before_id,
+            status=status,
+            recipient=recipient,
         )
     page, more = records[:limit], len(records) > limit
     return NotificationPage(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 
+from herald.api.auth import Admin
 from herald.api.limits import enforce_rate_limit
 from herald.api.schemas import ProviderOut
 from herald.runtime import Runtime
@@ -15,7 +16,8 @@ router = APIRouter(
 
 
 @router.get("", response_model=list[ProviderOut], summary="Circuit state per provider and worker")
-async def list_providers(request: Request) -> list[ProviderOut]:
+async def list_providers(request: Request, principal: Admin) -> list[ProviderOut]:
+    """Operators' view (shared by every tenant): admin scope."""
     runtime: Runtime = request.app.state.runtime
     async with runtime.db.read() as conn:
         records = await circuits.list_all(conn)

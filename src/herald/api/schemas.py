@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import base64
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from email_validator import EmailNotValidError, validate_email
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+)
 
-from herald.domain.models import Channel, DeliveryStatus, NotificationStatus
+from herald.domain.headers import is_single_line
+from herald.domain.models import Channel, DeliveryStatus, NotificationStatus, Priority
 from herald.store.deadletters import DeadLetter, Filters
 from herald.store.deliveries import Attempt
 from herald.store.notifications import DeliveryRecord, NotificationRecord
@@ -26,43 +34,122 @@ def _email_address(value: str) -> str:
 
 
 def _single_line(value: str) -> str:
-    # CR or LF in a header value would let a caller inject headers of their own.
-    if any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in value):
+    # A line break in a header value would let a caller inject headers of their own.
+    controls = any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in value)
+    if controls or not is_single_line(value):
         raise ValueError("must be a single line without control characters")
     return value
 
 
-EmailAddress = Annotated[str, Field(max_length=320), AfterValidator(_email_address)]
+EmailAddress = Annotated[
+    str, Field(max_length=320), AfterValidator(_single_line), AfterValidator(_email_address)
+]
 SingleLine = Annotated[str, AfterValidator(_single_line)]
 
 
+PHONE = r"^\+[1-9][0-9]{6,14}$"  # E.164
+Phone = Annotated[str, Field(pattern=PHONE, description="E.164, e.g. +14155550100")]
+HttpUrl = Annotated[str, Field(max_length=2000, pattern=r"^https?://[^\s]+$")]
+Identifier = Annotated[SingleLine, Field(min_length=1, max_length=255)]
+Name = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
+
+
+class WebPushKeys(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    p256dh: str = Field(min_length=1, max_length=200)
+    auth: str = Field(min_length=1, max_length=100)
+
+
+class WebPushSubscription(BaseModel):
+    """A browser's PushSubscription, as `subscription.toJSON()` gives it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint: HttpUrl
+    keys: WebPushKeys
+    expirationTime: float | None = Field(  # the browser's name for it
+        default=None, description="Milliseconds since the epoch, as the browser gives it"
+    )
+
+
+class Contacts(BaseModel):
+    """Where a recipient can be reached; on a notification these override the user's own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    email: EmailAddress | None = None
+    phone: Phone | None = None
+    push_tokens: list[Annotated[str, Field(min_length=1, max_length=4096)]] = Field(
+        default_factory=list, max_length=20, description="FCM registration tokens"
+    )
+    web_push: list[WebPushSubscription] = Field(default_factory=list, max_length=20)
+    webhook_url: HttpUrl | None = None
+    apprise_urls: list[Annotated[str, Field(min_length=3, max_length=2000)]] = Field(
+        default_factory=list,
+        max_length=20,
+        description="Apprise URLs: slack://..., discord://..., tgram://..., json://...",
+    )
+
+
 class NotificationCreate(BaseModel):
-    """A notification to send. Today one email; more channels and templates come later."""
+    """A notification: to a user (by id) or to inline contacts, on the given channels or on
+    every channel the user can be reached on; from a template with data, or inline content."""
 
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
             "examples": [
-                {"recipient": "a@example.com", "subject": "Welcome", "message": "Welcome to Herald"}
+                {
+                    "recipient": "a@example.com",
+                    "subject": "Welcome",
+                    "message": "Welcome to Herald",
+                },
+                {
+                    "user_id": "user-42",
+                    "template": "order-shipped",
+                    "data": {"order": {"id": "A-1001"}},
+                    "category": "orders",
+                },
             ]
         },
     )
 
-    recipient: EmailAddress = Field(description="Email address of the recipient.")
-    subject: Annotated[SingleLine, Field(min_length=1, max_length=MAX_SUBJECT_CHARS)]
-    message: str = Field(min_length=1, description="Plain-text body.")
-    channels: list[Channel] = Field(
-        default_factory=lambda: [Channel.EMAIL], min_length=1, max_length=1
-    )
-    user_id: Annotated[SingleLine, Field(min_length=1, max_length=255)] | None = Field(
+    user_id: Identifier | None = Field(
         default=None,
-        description="Your id for the recipient; notifications with one user_id stay in order.",
+        description="A registered user (PUT /api/v1/users/{id}); also the ordering key.",
+    )
+    recipient: EmailAddress | None = Field(
+        default=None, description="Shorthand for contacts.email."
+    )
+    contacts: Contacts | None = None
+    channels: list[Channel] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=len(Channel),
+        description="Omitted: every channel the recipient can be reached on, per preferences.",
+    )
+    template: Name | None = None
+    template_version: int | None = Field(default=None, ge=1)
+    data: dict[str, Any] = Field(default_factory=dict, description="Template variables.")
+    locale: (
+        Annotated[str, Field(max_length=35, pattern=r"^[A-Za-z]{2,8}([-_][A-Za-z0-9]{1,8})*$")]
+        | None
+    ) = None
+    subject: Annotated[SingleLine, Field(min_length=1, max_length=MAX_SUBJECT_CHARS)] | None = None
+    message: str | None = Field(default=None, min_length=1, description="Plain-text body.")
+    category: Name | None = None
+    priority: Priority = Priority.NORMAL
+    send_at: AwareDatetime | None = Field(default=None, description="Deliver at this time.")
+    collapse_key: Identifier | None = Field(
+        default=None,
+        description="A newer notification with this key supersedes an undelivered older one.",
     )
 
     @field_validator("channels")
     @classmethod
-    def _unique(cls, channels: list[Channel]) -> list[Channel]:
-        if len(set(channels)) != len(channels):
+    def _unique(cls, channels: list[Channel] | None) -> list[Channel] | None:
+        if channels is not None and len(set(channels)) != len(channels):
             raise ValueError("each channel may appear once")
         return channels
 
@@ -104,6 +191,10 @@ class DeliveryOut(BaseModel):
     last_attempt_at: datetime | None
     next_attempt_at: datetime | None
     sent_at: datetime | None
+    skip_reason: str | None = Field(
+        description="Why a SKIPPED delivery was skipped: unsubscribed, category_opted_out, "
+        "channel_opted_out, superseded or daily_cap"
+    )
     history: list[AttemptOut] | None = Field(
         default=None, description="Every attempt, oldest first (on the single-notification view)."
     )
@@ -124,6 +215,7 @@ class DeliveryOut(BaseModel):
             last_attempt_at=d.last_attempt_at,
             next_attempt_at=d.next_attempt_at,
             sent_at=d.sent_at,
+            skip_reason=d.skip_reason,
         )
 
 
@@ -134,6 +226,12 @@ class NotificationOut(BaseModel):
     user_id: str | None
     subject: str | None
     channels: list[str]
+    category: str | None
+    priority: str
+    template: str | None = Field(description="name@version it was rendered from")
+    event_type: str | None = Field(description="The event that triggered it, if any")
+    send_at: datetime | None
+    collapse_key: str | None
     created_at: datetime
     updated_at: datetime
     completed_at: datetime | None
@@ -149,7 +247,13 @@ class NotificationOut(BaseModel):
             recipient=n.recipient,
             user_id=n.user_id,
             subject=n.subject,
-            channels=[d.channel for d in n.deliveries],
+            channels=list(dict.fromkeys(d.channel for d in n.deliveries)),
+            category=n.category,
+            priority=n.priority,
+            template=n.template,
+            event_type=n.event_type,
+            send_at=n.send_at,
+            collapse_key=n.collapse_key,
             created_at=n.created_at,
             updated_at=n.updated_at,
             completed_at=n.completed_at,
@@ -163,6 +267,36 @@ class NotificationOut(BaseModel):
 class NotificationPage(BaseModel):
     items: list[NotificationOut]
     next_cursor: str | None = Field(description="Pass as `cursor` to get the next page.")
+
+
+class FieldProblem(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorOut(BaseModel):
+    code: str
+    message: str
+    errors: list[FieldProblem] = Field(default_factory=list)
+
+
+class BatchCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[NotificationCreate] = Field(min_length=1, max_length=10_000)
+
+
+class BatchItemOut(BaseModel):
+    index: int
+    status: int = Field(description="202 accepted, 422 refused")
+    notification: NotificationOut | None = None
+    error: ErrorOut | None = None
+
+
+class BatchOut(BaseModel):
+    accepted: int
+    refused: int
+    items: list[BatchItemOut]
 
 
 class DeadLetterOut(BaseModel):
@@ -229,8 +363,9 @@ class DeadLetterSelection(BaseModel):
     until: datetime | None = None
     dry_run: bool = Field(default=False, description="Only say what would be done.")
 
-    def filters(self) -> Filters:
+    def filters(self, tenant: str) -> Filters:
         return Filters(
+            tenant=tenant,
             status=self.status,
             kind=self.kind,
             reason=self.reason,
@@ -275,17 +410,6 @@ class ProviderOut(BaseModel):
     consecutive_failures: int
     opened_at: datetime | None
     updated_at: datetime
-
-
-class FieldProblem(BaseModel):
-    field: str
-    message: str
-
-
-class ErrorOut(BaseModel):
-    code: str
-    message: str
-    errors: list[FieldProblem] = Field(default_factory=list)
 
 
 class TimelineStepOut(BaseModel):

@@ -13,6 +13,7 @@ outbox rows published in one transaction: exactly once, with no window for dupli
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import time
@@ -154,6 +155,23 @@ class EmbeddedBus(Bus):
             return {TopicPartition(r.topic, r.partition): r.committed_offset for r in rows}
 
 
+@functools.lru_cache(maxsize=64)
+def _fetch_statement(partitions: int) -> sa.TextualSelect:
+    """The next messages of ``partitions`` partitions, bound as t<i>, p<i>, o<i> and share.
+
+    Written as text and built once per partition count: consumers run it on every poll, and
+    composing the equivalent UNION of subqueries in SQLAlchemy each time cost more CPU than
+    everything else a delivery does (benchmarks/hotpath.py)."""
+    columns = ", ".join(f'"{c.name}"' for c in bus_messages.c)
+    one = (
+        f"SELECT * FROM (SELECT {columns} FROM bus_messages"
+        ' WHERE topic = :t{i} AND "partition" = :p{i} AND "offset" >= :o{i}'
+        ' ORDER BY "offset" LIMIT :share) AS part{i}'
+    )
+    sql = " UNION ALL ".join(one.format(i=i) for i in range(partitions))
+    return sa.text(sql).columns(*bus_messages.c)
+
+
 class EmbeddedConsumer(Consumer):
     def __init__(self, bus: EmbeddedBus, group: str, topics: list[str]) -> None:
         self.bus = bus
@@ -252,22 +270,11 @@ class EmbeddedConsumer(Consumer):
             return []
         # An equal share per partition, in one statement: a busy partition cannot starve
         # the others, and the database is asked once rather than once per partition.
-        share = -(-max_messages // len(active))
-        m = bus_messages.c
-        selects = [
-            sa.select(bus_messages)
-            .where(
-                m.topic == tp.topic, m.partition == tp.partition, m.offset >= self._positions[tp]
-            )
-            .order_by(m.offset)
-            .limit(share)
-            .subquery()
-            .select()
-            for tp in active
-        ]
-        query = selects[0] if len(selects) == 1 else sa.union_all(*selects)
+        params: dict[str, Any] = {"share": -(-max_messages // len(active))}
+        for i, tp in enumerate(active):
+            params |= {f"t{i}": tp.topic, f"p{i}": tp.partition, f"o{i}": self._positions[tp]}
         async with self.bus.db.read() as conn:
-            rows = (await conn.execute(query)).all()
+            rows = (await conn.execute(_fetch_statement(len(active)), params)).all()
         rows = sorted(rows, key=lambda r: (r.topic, r.partition, r.offset))
         messages = []
         for r in rows:

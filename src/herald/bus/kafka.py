@@ -227,8 +227,12 @@ class KafkaBus(Bus):
             self._recheck_topics = False
         try:
             await self._produce_all(messages)
-        except BusUnavailableError:
+        except BusUnavailableError as exc:
             self._recheck_topics = True
+            # An idempotent producer that lost its broker can be stuck for good: a new, empty
+            # broker answers UNKNOWN_PRODUCER_ID to every retry, which librdkafka does not always
+            # treat as fatal. The next attempt starts with a fresh producer id instead.
+            self._producer_broken = self._producer_broken or str(exc)
             raise
 
     async def _produce_all(self, messages: Sequence[OutgoingMessage]) -> None:

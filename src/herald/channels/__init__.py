@@ -1,25 +1,168 @@
-"""Channel providers, built from settings by ``build_provider`` (imports each lazily)."""
+"""Channel providers: which ones serve a channel, and building them from settings.
+
+A provider is either built in (``smtp``/``console`` for email, ``inbox`` for in-app,
+``webhook``, ``apprise``) or configured by name in ``HERALD_PROVIDERS`` with a ``type``.
+A channel's providers, in failover order, come from ``HERALD_CHANNEL_PROVIDERS``, else the
+built-in one followed by every configured provider of that channel. Provider modules are
+imported lazily: an extra that is not installed only matters to the channel that needs it.
+"""
 
 from __future__ import annotations
 
-from herald.channels.base import Provider
+import importlib
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, SecretStr, ValidationError
+
+from herald.channels.base import OutboundMessage, Provider
 from herald.config import Settings
 from herald.errors import ConfigError
+from herald.store.database import Database
+from herald.wakeup import Wakeup
+
+SigningSecrets = Callable[[OutboundMessage], Awaitable[Sequence[str]]]
 
 
-def build_provider(channel: str, settings: Settings) -> Provider:
+@dataclass(frozen=True, slots=True)
+class ProviderType:
+    channel: str
+    module: str  # herald.channels.<module>
+    config: str  # the pydantic config class in it
+    provider: str  # the provider class in it
+
+
+TYPES: dict[str, ProviderType] = {
+    "smtp": ProviderType("email", "smtp", "SmtpConfig", "SmtpProvider"),
+    "twilio": ProviderType("sms", "twilio", "TwilioConfig", "TwilioProvider"),
+    "fcm": ProviderType("push", "fcm", "FcmConfig", "FcmProvider"),
+    "webpush": ProviderType("webpush", "webpush", "WebPushConfig", "WebPushProvider"),
+    "webhook": ProviderType("webhook", "webhook", "WebhookConfig", "WebhookProvider"),
+    "apprise": ProviderType("apprise", "apprise", "AppriseConfig", "AppriseProvider"),
+}
+
+# Built-in providers that need no configuration, by channel.
+BUILT_IN = {"inapp": "inbox", "webhook": "webhook", "apprise": "apprise"}
+
+
+@dataclass(frozen=True, slots=True)
+class Dependencies:
+    """What some providers need from the process: the database (in-app inbox, webhook
+    secrets) and the wake-up for in-process inbox streams."""
+
+    db: Database
+    inbox_wakeup: Wakeup | None = None
+    signing_secrets: SigningSecrets | None = None
+
+
+def _type_of(name: str, settings: Settings) -> ProviderType:
+    raw = settings.providers[name]
+    kind = raw.get("type")
+    if kind not in TYPES:
+        raise ConfigError(
+            f"HERALD_PROVIDERS.{name}.type: {kind!r} is not one of {', '.join(sorted(TYPES))}"
+        )
+    return TYPES[kind]
+
+
+def providers_for(channel: str, settings: Settings) -> list[str]:
+    """The channel's provider names in failover order; empty if nothing can send on it."""
+    if channel in settings.channel_providers:
+        names = list(settings.channel_providers[channel])
+        for name in names:
+            known = _channel_of(name, settings)
+            if known != channel:
+                raise ConfigError(
+                    f"HERALD_CHANNEL_PROVIDERS.{channel}: provider {name!r} "
+                    + ("is not configured" if known is None else f"sends {known}, not {channel}")
+                )
+        return names
+    configured = [n for n in settings.providers if _type_of(n, settings).channel == channel]
+    builtin = BUILT_IN.get(channel)
     if channel == "email":
+        if settings.email_backend == "console":
+            return ["console"]
         if settings.resolved_email_backend == "smtp":
-            from herald.channels.smtp import SmtpProvider, parse_smtp_url
+            builtin = "smtp"
+        elif not configured:
+            builtin = "console"
+    if builtin is not None and builtin not in configured:
+        return [builtin, *configured]
+    return configured
 
-            assert settings.smtp_url is not None
-            return SmtpProvider(
-                parse_smtp_url(settings.smtp_url),
-                sender=settings.email_from,
-                timeout=settings.smtp_timeout_seconds,
-                pool_size=settings.smtp_pool_size,
-            )
+
+def _channel_of(name: str, settings: Settings) -> str | None:
+    if name in settings.providers:
+        return _type_of(name, settings).channel
+    builtin = {"smtp": "email", "console": "email", "inbox": "inapp"}
+    builtin.update({v: k for k, v in BUILT_IN.items()})
+    if name == "smtp" and not settings.smtp_url:
+        return None
+    return builtin.get(name)
+
+
+def available_channels(settings: Settings) -> list[str]:
+    from herald.domain.models import Channel
+
+    return [c.value for c in Channel if providers_for(c.value, settings)]
+
+
+def build_provider(name: str, settings: Settings, deps: Dependencies) -> Provider:
+    if name in settings.providers:
+        return _configured(name, settings, deps)
+    if name == "smtp":
+        from herald.channels.smtp import SmtpConfig, SmtpProvider
+
+        assert settings.smtp_url is not None
+        config = SmtpConfig(type="smtp", url=SecretStr(settings.smtp_url))
+        return SmtpProvider.from_config(name, config, settings)
+    if name == "console":
         from herald.channels.console import ConsoleEmailProvider
 
         return ConsoleEmailProvider(sender=settings.email_from)
-    raise ConfigError(f"no provider for channel {channel!r}")
+    if name == "inbox":
+        from herald.channels.inbox import InboxProvider
+
+        return InboxProvider(name, deps.db, deps.inbox_wakeup)
+    if name in ("webhook", "apprise"):
+        return _instantiate(name, TYPES[name], {"type": name}, settings, deps)
+    raise ConfigError(f"no provider named {name!r}")
+
+
+def _configured(name: str, settings: Settings, deps: Dependencies) -> Provider:
+    return _instantiate(name, _type_of(name, settings), settings.providers[name], settings, deps)
+
+
+def _instantiate(
+    name: str, kind: ProviderType, raw: dict[str, Any], settings: Settings, deps: Dependencies
+) -> Provider:
+    try:
+        module = importlib.import_module(f"herald.channels.{kind.module}")
+    except ImportError as exc:
+        raise ConfigError(
+            f"provider {name!r} needs a library that is not installed ({exc.name}): "
+            "pip install 'herald[all]'"
+        ) from exc
+    config_class: type[BaseModel] = getattr(module, kind.config)
+    try:
+        config = config_class.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"HERALD_PROVIDERS.{name}: {problems}") from exc
+    provider_class = getattr(module, kind.provider)
+    if kind.module == "smtp":
+        provider: Provider = provider_class.from_config(name, config, settings)
+    elif kind.module == "webhook":
+        if deps.signing_secrets is None:
+            raise ConfigError("the webhook provider needs a source of signing secrets")
+        provider = provider_class(
+            name, config, deps.signing_secrets, outbound=settings.outbound_policy()
+        )
+    elif kind.module in ("webpush", "apprise"):
+        provider = provider_class(name, config, outbound=settings.outbound_policy())
+    else:
+        provider = provider_class(name, config)
+    return provider

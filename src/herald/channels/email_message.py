@@ -2,12 +2,36 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
+from typing import Final
 
 from herald.channels.base import OutboundMessage
 from herald.clock import utcnow
+from herald.domain.headers import is_field_name, is_single_line
+from herald.errors import PermanentDeliveryError
+
+# Extra headers may not address the mail, nor replace a header Herald sets itself.
+_RESERVED: Final = frozenset(
+    {
+        "from",
+        "sender",
+        "reply-to",
+        "to",
+        "cc",
+        "bcc",
+        "subject",
+        "date",
+        "message-id",
+        "return-path",
+        "mime-version",
+        "x-herald-notification-id",
+        "x-herald-delivery-id",
+    }
+)
+_RESERVED_PREFIXES: Final = ("resent-", "content-")
 
 
 def sender_domain(sender: str) -> str:
@@ -20,8 +44,38 @@ def message_id(delivery_id: str, domain: str) -> str:
     return f"<{delivery_id}@{domain}>"
 
 
+def check_headers(fields: Iterable[tuple[str, str | None]]) -> None:
+    """Raise PermanentDeliveryError for a value with a line break or NUL (it would let
+    whoever wrote it add headers or recipients of their own), or a malformed header name."""
+    for name, value in fields:
+        if not is_field_name(name):
+            raise PermanentDeliveryError(f"invalid email header name {name!r}")
+        if value is not None and not is_single_line(value):
+            raise PermanentDeliveryError(f"email header {name} contains a line break or NUL")
+
+
+def _extra_headers(headers: dict[str, str]) -> dict[str, str]:
+    for name in headers:
+        lowered = name.lower()
+        if lowered in _RESERVED or lowered.startswith(_RESERVED_PREFIXES):
+            raise PermanentDeliveryError(f"email header {name!r} may not be set by a message")
+    return headers
+
+
 def build_email(message: OutboundMessage, sender: str) -> EmailMessage:
-    """Raises ValueError for header values that could inject headers (CR/LF)."""
+    """Raises PermanentDeliveryError for any header value that could inject headers, before
+    anything is sent; ValueError for an address the email package cannot parse."""
+    extra = _extra_headers(message.headers)
+    check_headers(
+        [
+            ("From", sender),
+            ("To", message.recipient),
+            ("Subject", message.subject),
+            ("X-Herald-Notification-Id", message.notification_id),
+            ("X-Herald-Delivery-Id", message.delivery_id),
+            *extra.items(),
+        ]
+    )
     mail = EmailMessage()
     mail["From"] = sender
     mail["To"] = Address(addr_spec=message.recipient)
@@ -30,5 +84,9 @@ def build_email(message: OutboundMessage, sender: str) -> EmailMessage:
     mail["Message-ID"] = message_id(message.delivery_id, sender_domain(sender))
     mail["X-Herald-Notification-Id"] = message.notification_id
     mail["X-Herald-Delivery-Id"] = message.delivery_id
+    for name, value in extra.items():
+        mail[name] = value
     mail.set_content(message.body)
+    if message.html:
+        mail.add_alternative(message.html, subtype="html")
     return mail

@@ -9,14 +9,20 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from email.message import EmailMessage
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiosmtplib
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from herald.channels.base import OutboundMessage, SendResult
 from herald.channels.email_message import build_email
+from herald.domain.headers import is_single_line
 from herald.errors import ConfigError, DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from herald.observability.logging import get_logger
+
+if TYPE_CHECKING:
+    from herald.config import Settings
 
 log = get_logger(__name__)
 
@@ -84,13 +90,44 @@ def classify(exc: Exception) -> DeliveryError:
     return TransientDeliveryError(f"{type(exc).__name__}: {exc}")
 
 
+class SmtpConfig(BaseModel):
+    """A further SMTP relay in HERALD_PROVIDERS (e.g. for failover); unset fields fall back
+    to the HERALD_SMTP_* and HERALD_EMAIL_FROM settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["smtp"]
+    url: SecretStr
+    sender: str | None = None
+    pool_size: int | None = Field(default=None, ge=1, le=64)
+    timeout_seconds: float | None = Field(default=None, gt=0)
+
+
 class SmtpProvider:
-    name = "smtp"
     channel = "email"
 
+    @classmethod
+    def from_config(cls, name: str, config: SmtpConfig, settings: Settings) -> SmtpProvider:
+        return cls(
+            parse_smtp_url(config.url.get_secret_value()),
+            sender=config.sender or settings.email_from,
+            timeout=config.timeout_seconds or settings.smtp_timeout_seconds,
+            pool_size=config.pool_size or settings.smtp_pool_size,
+            name=name,
+        )
+
     def __init__(
-        self, target: SmtpTarget, *, sender: str, timeout: float = 20.0, pool_size: int = 4
+        self,
+        target: SmtpTarget,
+        *,
+        sender: str,
+        timeout: float = 20.0,
+        pool_size: int = 4,
+        name: str = "smtp",
     ) -> None:
+        if not is_single_line(sender):
+            raise ConfigError(f"{name}: the email sender must be a single line")
+        self.name = name
         self.target = target
         self.sender = sender
         self.timeout = timeout
@@ -126,7 +163,7 @@ class SmtpProvider:
 
     async def send(self, message: OutboundMessage) -> SendResult:
         try:
-            mail = build_email(message, self.sender)
+            mail = build_email(message, self.sender)  # refuses header injection, permanently
         except ValueError as exc:
             raise PermanentDeliveryError(f"cannot build email: {exc}") from exc
         client = await self._idle.get()

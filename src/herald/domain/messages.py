@@ -7,12 +7,13 @@ know (producers may add fields without a version bump) and refuse versions newer
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from herald.domain.models import DeliveryStatus
 from herald.errors import PoisonMessageError
+from herald.tenancy import DEFAULT_TENANT
 
 SCHEMA_VERSION = 1
 
@@ -24,10 +25,15 @@ class _Message(BaseModel):
 
 
 class Content(BaseModel):
+    """What one delivery sends, already rendered for its channel and locale."""
+
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    subject: str | None = None
+    subject: str | None = None  # email subject; title of push, in-app and chat messages
     body: str
+    html: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict)  # e.g. List-Unsubscribe on email
 
 
 class DeliveryPlan(BaseModel):
@@ -36,6 +42,7 @@ class DeliveryPlan(BaseModel):
     delivery_id: str
     channel: str
     recipient: str
+    content: Content | None = None  # None: the notification's content
 
 
 class NotificationRequested(_Message):
@@ -43,11 +50,15 @@ class NotificationRequested(_Message):
 
     type: Literal["notification.requested"] = "notification.requested"
     notification_id: str
+    tenant_id: str = DEFAULT_TENANT  # messages from before tenancy belong to the default
     user_key: str
     user_id: str | None = None
     deliveries: list[DeliveryPlan]
     content: Content
     created_at: datetime
+    category: str | None = None
+    priority: str = "normal"
+    send_at: datetime | None = None
 
 
 class DeliveryJob(_Message):
@@ -55,6 +66,7 @@ class DeliveryJob(_Message):
 
     type: Literal["delivery.requested"] = "delivery.requested"
     delivery_id: str
+    tenant_id: str = DEFAULT_TENANT
     notification_id: str
     channel: str
     recipient: str
@@ -62,6 +74,9 @@ class DeliveryJob(_Message):
     content: Content
     attempt: int = 0  # attempts already made before this job
     accepted_at: datetime | None = None  # when the API accepted the notification
+    user_id: str | None = None
+    category: str | None = None
+    priority: str = "normal"
 
 
 class DeliveryStatusChanged(_Message):

@@ -6,11 +6,13 @@ from enum import StrEnum
 
 
 class NotificationStatus(StrEnum):
+    SCHEDULED = "SCHEDULED"  # send_at is in the future
     PENDING = "PENDING"
     SENT = "SENT"
     PARTIALLY_SENT = "PARTIALLY_SENT"
     FAILED = "FAILED"
     SKIPPED = "SKIPPED"  # every delivery was skipped (preferences), none failed
+    CANCELLED = "CANCELLED"  # superseded by a newer notification with its collapse_key
 
 
 class DeliveryStatus(StrEnum):
@@ -32,3 +34,14 @@ class OutboxStatus(StrEnum):
 
 class Channel(StrEnum):
     EMAIL = "email"
+    SMS = "sms"
+    PUSH = "push"  # Firebase Cloud Messaging registration tokens
+    WEBPUSH = "webpush"  # browser Push API subscriptions (VAPID)
+    WEBHOOK = "webhook"
+    INAPP = "inapp"
+    APPRISE = "apprise"  # Slack, Discord, Telegram, Teams, ... through Apprise URLs
+
+
+class Priority(StrEnum):
+    NORMAL = "normal"
+    HIGH = "high"  # goes through quiet hours (opt-outs still apply)

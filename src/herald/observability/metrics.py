@@ -48,6 +48,11 @@ http_request_seconds = Histogram(
 notifications_accepted = Counter(
     "herald_notifications_accepted", "Notifications accepted (idempotent repeats not counted)"
 )
+daily_cap_skips = Counter(
+    "herald_daily_cap_skips",
+    "Deliveries skipped because their recipient reached the channel's daily cap",
+    ["channel"],
+)
 api_rate_limited = Counter(
     "herald_api_rate_limited", "API requests refused with 429 by the per-client rate limit"
 )

@@ -1,12 +1,14 @@
-"""Accept a notification: store it, its deliveries and its outbox event in one transaction.
+"""Accept notifications: store each, its deliveries and its outbox event in one transaction.
 
 Nothing is published from here; the relay does that. With an Idempotency-Key, the stored
-response of the first request is returned for every repeat with the same body.
+response of the first request is returned for every repeat with the same body. A batch is
+one transaction for all the items that could be planned; the others are reported per item.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -23,7 +25,8 @@ from herald.ids import uuid7
 from herald.observability import metrics, tracing
 from herald.observability.logging import get_logger
 from herald.pipeline.envelope import envelope
-from herald.store import idempotency, notifications, outbox
+from herald.pipeline.planning import NotificationSpec, Plan, Planner, PlanningError
+from herald.store import idempotency, journal, notifications, outbox
 from herald.store.database import Database
 from herald.store.idempotency_cache import IdempotencyCache
 from herald.store.notifications import DeliveryRecord, NotificationRecord
@@ -32,21 +35,10 @@ from herald.wakeup import Wakeup
 log = get_logger(__name__)
 
 Render = Callable[[NotificationRecord], dict[str, Any]]
+# A batch's response body from each item's outcome: a record, or the error that refused it.
+RenderBatch = Callable[[list[NotificationRecord | PlanningError]], dict[str, Any]]
 
-
-@dataclass(frozen=True, slots=True)
-class NotificationRequest:
-    channels: tuple[str, ...]
-    recipient: str
-    subject: str | None
-    body: str
-    user_id: str | None = None
-    traceparent: str | None = None  # W3C trace context, carried on every message
-
-    @property
-    def user_key(self) -> str:
-        """The partition key: a user's notifications stay in order."""
-        return self.user_id or self.recipient
+EMAIL_ONLY = Planner(channels=("email",), critical_categories=frozenset(), public_url="")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,27 +64,49 @@ class Intake:
         *,
         idempotency_ttl: float,
         cache: IdempotencyCache | None = None,
+        planner: Planner = EMAIL_ONLY,
     ) -> None:
         self.db = db
         self.topics = topics
         self.outbox_wakeup = outbox_wakeup
         self.idempotency_ttl = idempotency_ttl
         self.cache = cache
+        self.planner = planner
 
     async def submit(
+        self, spec: NotificationSpec, render: Render, idem: IdempotencyRequest | None = None
+    ) -> Accepted:
+        """Store one notification; raises PlanningError if it cannot be sent as asked."""
+
+        def render_one(outcomes: list[NotificationRecord | PlanningError]) -> dict[str, Any]:
+            (outcome,) = outcomes
+            if isinstance(outcome, PlanningError):
+                raise outcome
+            return render(outcome)
+
+        return await self._accept([spec], render_one, idem)
+
+    async def submit_batch(
         self,
-        request: NotificationRequest,
-        render: Render,
+        specs: Sequence[NotificationSpec],
+        render: RenderBatch,
         idem: IdempotencyRequest | None = None,
     ) -> Accepted:
-        """Store the notification; ``render`` makes the response body that repeats get back."""
-        if idem is not None and self.cache is not None:
-            cached = await self.cache.get(idem.scope, idem.key)
-            if cached is not None:
-                return _replay(cached, idem)
+        return await self._accept(specs, render, idem)
+
+    async def _accept(
+        self,
+        specs: Sequence[NotificationSpec],
+        render: RenderBatch,
+        idem: IdempotencyRequest | None,
+    ) -> Accepted:
+        if idem is not None:
+            stored = await self._stored(idem)
+            if stored is not None:
+                return _replay(stored, idem)
         for _ in range(3):
             try:
-                return await self._submit_once(request, render, idem)
+                return await self._accept_once(specs, render, idem)
             except IntegrityError:
                 # PostgreSQL: a concurrent request with the same key committed first. The
                 # next round finds its stored response.
@@ -100,50 +114,114 @@ class Intake:
                     raise
         raise RuntimeError("idempotency key kept conflicting")  # pragma: no cover
 
-    async def _submit_once(
-        self, request: NotificationRequest, render: Render, idem: IdempotencyRequest | None
+    async def _stored(self, idem: IdempotencyRequest) -> idempotency.StoredResponse | None:
+        if self.cache is not None:
+            cached = await self.cache.get(idem.scope, idem.key)
+            if cached is not None:
+                return cached
+        async with self.db.read() as conn:
+            return await idempotency.find(conn, idem.scope, idem.key, utcnow())
+
+    async def _accept_once(
+        self,
+        specs: Sequence[NotificationSpec],
+        render: RenderBatch,
+        idem: IdempotencyRequest | None,
     ) -> Accepted:
+        # Inline URLs are resolved (DNS) first, all at once, and without holding a connection.
+        refusals = await asyncio.gather(*(self.planner.outbound_refusal(s) for s in specs))
+        plans: list[Plan | PlanningError] = []
+        async with self.db.read() as conn:
+            for spec, refusal in zip(specs, refusals, strict=True):
+                if refusal is not None:
+                    plans.append(refusal)
+                    continue
+                try:
+                    plans.append(await self.planner.plan(conn, spec))
+                except PlanningError as exc:
+                    plans.append(exc)
+        refused: list[NotificationRecord | PlanningError] = [
+            p for p in plans if isinstance(p, PlanningError)
+        ]
+        if len(refused) == len(plans) and idem is None:
+            # Nothing to store: one notification's render raises its error, a batch's
+            # reports each item refused (even when it has only one).
+            return Accepted(202, render(refused), replayed=False)
         now = utcnow()
+        outcomes: list[NotificationRecord | PlanningError] = []
         async with self.db.write() as conn:
             if idem is not None:
                 stored = await idempotency.find(conn, idem.scope, idem.key, now)
                 if stored is not None:
                     return _replay(stored, idem)
-            record = _new_record(request, now)
-            await notifications.insert(conn, record)
-            await outbox.add(conn, [self._requested(record, request)], now=now)
-            body = render(record)
+            events: list[OutgoingMessage] = []
+            steps: list[journal.Step] = []
+            for plan in plans:
+                if isinstance(plan, PlanningError):
+                    outcomes.append(plan)
+                    continue
+                record = _new_record(plan, now)
+                if plan.spec.collapse_key is not None:
+                    steps += await notifications.supersede(
+                        conn,
+                        record.tenant_id,
+                        plan.user_key,
+                        plan.spec.collapse_key,
+                        by=record.id,
+                        now=now,
+                    )
+                outcomes.append(record)
+                events.append(self._requested(record, plan))
+            accepted = [o for o in outcomes if isinstance(o, NotificationRecord)]
+            await notifications.insert_many(conn, accepted)
+            await outbox.add(conn, events, now=now)
+            await journal.record(conn, steps)
+            body = render(outcomes)  # may raise PlanningError: nothing is stored then
             response = None
             if idem is not None:
-                response = idempotency.StoredResponse(idem.request_hash, record.id, 202, body)
+                response = idempotency.StoredResponse(
+                    idem.request_hash, accepted[0].id if accepted else "", 202, body
+                )
                 await idempotency.save(
                     conn, idem.scope, idem.key, response, now=now, ttl_seconds=self.idempotency_ttl
                 )
-        self.outbox_wakeup.notify()
-        metrics.notifications_accepted.inc()
+        if events:
+            self.outbox_wakeup.notify()
+        metrics.notifications_accepted.inc(len(accepted))
         if idem is not None and response is not None and self.cache is not None:
             await self.cache.put(idem.scope, idem.key, response, self.idempotency_ttl)
-        log.info(
-            "notification.accepted", notification_id=record.id, channels=",".join(request.channels)
-        )
+        for record in accepted:
+            log.info(
+                "notification.accepted",
+                notification_id=record.id,
+                channels=",".join(sorted({d.channel for d in record.deliveries})),
+            )
         return Accepted(202, body, replayed=False)
 
-    def _requested(
-        self, record: NotificationRecord, request: NotificationRequest
-    ) -> OutgoingMessage:
+    def _requested(self, record: NotificationRecord, plan: Plan) -> OutgoingMessage:
+        spec = plan.spec
         event = NotificationRequested(
             notification_id=record.id,
-            user_key=request.user_key,
-            user_id=request.user_id,
+            tenant_id=record.tenant_id,
+            user_key=plan.user_key,
+            user_id=spec.user_id,
             deliveries=[
-                DeliveryPlan(delivery_id=d.id, channel=d.channel, recipient=d.recipient)
+                DeliveryPlan(
+                    delivery_id=d.id,
+                    channel=d.channel,
+                    recipient=d.recipient,
+                    content=Content.model_validate(d.content),
+                )
                 for d in record.deliveries
             ],
-            content=Content(subject=request.subject, body=request.body),
+            content=Content(subject=record.subject, body=record.body),
             created_at=record.created_at,
+            category=plan.category,
+            priority=spec.priority,
+            send_at=spec.send_at,
         )
-        extra = {tracing.HEADER: request.traceparent} if request.traceparent else None
-        return envelope(self.topics.requested, request.user_key, event, extra)
+        extra = {tracing.HEADER: spec.traceparent} if spec.traceparent else None
+        return envelope(self.topics.requested, plan.user_key, event, extra)
 
 
 def _replay(stored: idempotency.StoredResponse, idem: IdempotencyRequest) -> Accepted:
@@ -152,35 +230,47 @@ def _replay(stored: idempotency.StoredResponse, idem: IdempotencyRequest) -> Acc
     return Accepted(stored.status, stored.body, replayed=True)
 
 
-def _new_record(request: NotificationRequest, now: datetime) -> NotificationRecord:
+def _new_record(plan: Plan, now: datetime) -> NotificationRecord:
+    spec = plan.spec
     notification_id = uuid7()
+    scheduled = spec.send_at is not None and spec.send_at > now
+    first = plan.deliveries[0].content
     return NotificationRecord(
         id=notification_id,
-        user_id=request.user_id,
-        recipient=request.recipient,
-        subject=request.subject,
-        body=request.body,
-        status=NotificationStatus.PENDING,
+        tenant_id=spec.tenant_id,
+        user_id=spec.user_id,
+        recipient=plan.primary_recipient,
+        subject=first.subject,
+        body=first.body,
+        status=NotificationStatus.SCHEDULED if scheduled else NotificationStatus.PENDING,
         created_at=now,
         updated_at=now,
         completed_at=None,
+        category=plan.category,
+        priority=spec.priority,
+        template=plan.template,
+        event_type=spec.event_type,
+        send_at=spec.send_at,
+        collapse_key=spec.collapse_key,
         deliveries=[
             DeliveryRecord(
                 id=uuid7(),
                 notification_id=notification_id,
-                channel=channel,
-                recipient=request.recipient,
+                channel=d.channel,
+                recipient=d.recipient,
                 status=DeliveryStatus.PENDING,
                 attempts=0,
                 last_error=None,
                 provider=None,
                 provider_message_id=None,
-                next_attempt_at=None,
+                # Not claimable before then: an early duplicate job is dropped.
+                next_attempt_at=spec.send_at if scheduled else None,
                 created_at=now,
                 updated_at=now,
                 last_attempt_at=None,
                 sent_at=None,
+                content=d.content.model_dump(mode="json"),
             )
-            for channel in request.channels
+            for d in plan.deliveries
         ],
     )

@@ -11,7 +11,7 @@ from herald.bus.embedded import EmbeddedBus
 from herald.clock import utcnow
 from herald.observability.logging import get_logger
 from herald.pipeline.recovery import Recovery
-from herald.store import idempotency, outbox
+from herald.store import idempotency, outbox, recipient_caps
 from herald.store.database import Database
 from herald.wakeup import sleep_unless
 
@@ -48,10 +48,16 @@ class Maintenance:
         async with self.db.write() as conn:
             keys = await idempotency.purge_expired(conn, now)
             events = await outbox.purge_published(conn, now - self.outbox_retention)
+            counts_purged = await recipient_caps.purge_before(conn, now.date())  # days are UTC
         messages = 0
         if isinstance(self.bus, EmbeddedBus):
             messages = await self.bus.delete_older_than(now - self.log_retention)
-        counts = {"idempotency_keys": keys, "outbox_events": events, "log_messages": messages}
+        counts = {
+            "idempotency_keys": keys,
+            "outbox_events": events,
+            "log_messages": messages,
+            "recipient_counts": counts_purged,
+        }
         if any(counts.values()):
             log.info("maintenance.purged", **counts)
         if self.recovery is not None:

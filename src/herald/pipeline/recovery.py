@@ -53,12 +53,18 @@ class Recovery:
                     d.user_key,
                     DeliveryJob(
                         delivery_id=d.delivery_id,
+                        tenant_id=d.tenant_id,
                         notification_id=d.notification_id,
                         channel=d.channel,
                         recipient=d.recipient,
                         user_key=d.user_key,
-                        content=Content(subject=d.subject, body=d.body),
+                        content=Content.model_validate(d.content)
+                        if d.content is not None
+                        else Content(subject=d.subject, body=d.body),
                         accepted_at=d.accepted_at,
+                        user_id=d.user_id,
+                        category=d.category,
+                        priority=d.priority,
                         # A retry is claimed only by the job of its own attempt.
                         attempt=d.attempts if d.status == DeliveryStatus.RETRY_PENDING else 0,
                     ),

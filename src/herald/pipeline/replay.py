@@ -47,11 +47,14 @@ class Replayer:
         self.outbox_wakeup = outbox_wakeup
         self.per_second = per_second
 
-    async def replay(self, letter_id: str, *, delay: float = 0.0) -> ReplayOutcome:
+    async def replay(
+        self, letter_id: str, *, delay: float = 0.0, tenant: str | None = None
+    ) -> ReplayOutcome:
+        """``tenant``: replay only that tenant's letter (None: anyone's, for the operator)."""
         now = utcnow()
         due = now + timedelta(seconds=delay)
         async with self.db.write() as conn:
-            letter = await deadletters.get(conn, letter_id, lock=True)
+            letter = await deadletters.get(conn, letter_id, lock=True, tenant=tenant)
             if letter is None:
                 return ReplayOutcome(letter_id, False, "not found")
             if letter.status != deadletters.DEAD:
@@ -122,7 +125,7 @@ class Replayer:
         if dry_run:
             return matched, letters, []
         outcomes = [
-            await self.replay(letter.id, delay=i / self.per_second)
+            await self.replay(letter.id, delay=i / self.per_second, tenant=filters.tenant)
             for i, letter in enumerate(letters)
         ]
         return matched, letters, outcomes

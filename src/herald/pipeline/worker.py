@@ -1,8 +1,9 @@
-"""A channel worker: delivers jobs from ``deliveries.<channel>`` through one provider.
+"""A channel worker: delivers jobs from ``deliveries.<channel>`` through the channel's
+providers (failover order, see ``failover.py``).
 
 Per job:
-1. wait while the provider's circuit is open, then for a token of its rate limit, then for a
-   free slot of the provider (its connection pool): nothing is claimed or attempted meanwhile,
+1. choose a provider (waiting while every circuit is open), then wait for a token of its
+   rate limit and a free slot of it (its connection pool): nothing is claimed meanwhile,
    so the lease and the send's time budget cover the send alone, and with the runner's
    bounded in-flight work consumption pauses instead of burning retries;
 2. claim the delivery (PENDING or a due retry becomes PROCESSING with a lease); a job for a
@@ -32,9 +33,9 @@ from herald.observability import metrics, tracing
 from herald.observability.logging import get_logger
 from herald.pipeline.deadletter import DeadLetterOffice, describe
 from herald.pipeline.envelope import envelope
+from herald.pipeline.failover import FailoverChain, ProviderSlot
 from herald.pipeline.retries import RetrySchedule
 from herald.reliability.circuit import CircuitBreaker
-from herald.reliability.ratelimit import Throttle
 from herald.reliability.retry import RetryPolicy
 from herald.store import deadletters, deliveries, outbox
 from herald.store.database import Database
@@ -49,29 +50,26 @@ class ChannelWorker:
         self,
         db: Database,
         topics: Topics,
-        provider: Provider,
+        providers: FailoverChain | Provider,
         policy: RetryPolicy,
         outbox_wakeup: Wakeup,
         *,
         lease_seconds: float,
         dead_letters: DeadLetterOffice,
         retries: RetrySchedule,
-        breaker: CircuitBreaker | None = None,
-        throttle: Throttle | None = None,
         owner: str = "worker",
     ) -> None:
         self.db = db
         self.topics = topics
-        self.provider = provider
+        if not isinstance(providers, FailoverChain):
+            providers = FailoverChain([ProviderSlot(providers, CircuitBreaker(providers.name))])
+        self.providers = providers
         self.policy = policy
         self.outbox_wakeup = outbox_wakeup
         self.lease_seconds = lease_seconds
         self.dead_letters = dead_letters
         self.retries = retries
-        self.breaker = breaker or CircuitBreaker(provider.name)
-        self.throttle = throttle
         self.owner = owner  # this worker process: its own leases it may take back at once
-        self._slots = asyncio.Semaphore(provider.concurrency)
 
     async def handle(self, message: Message) -> None:
         try:
@@ -79,15 +77,15 @@ class ChannelWorker:
         except PoisonMessageError as exc:
             await self.dead_letters.poison(message, exc)
             return
-        await self.breaker.ready()
-        if self.throttle is not None:
-            waited = await self.throttle.take()
-            if waited:
-                metrics.rate_limit_waits.labels(self.provider.name).inc()
-                metrics.rate_limit_wait_seconds.labels(self.provider.name).inc(waited)
         pause = 0.05
         while True:
-            async with self._slots:
+            slot = await self.providers.choose()
+            if slot.throttle is not None:
+                waited = await slot.throttle.take()
+                if waited:
+                    metrics.rate_limit_waits.labels(slot.name).inc()
+                    metrics.rate_limit_wait_seconds.labels(slot.name).inc(waited)
+            async with slot.sends:
                 claim = await self._claim(job)
                 if claim.outcome == ClaimOutcome.CLAIMED:
                     with tracing.span(
@@ -97,7 +95,7 @@ class ChannelWorker:
                         channel=job.channel,
                         attempt=claim.attempts,
                     ) as traceparent:
-                        await self._attempt(job, claim, tracing.headers(traceparent))
+                        await self._attempt(job, claim, slot, tracing.headers(traceparent))
                     return
             if claim.outcome != ClaimOutcome.BUSY:
                 log.info(
@@ -126,9 +124,12 @@ class ChannelWorker:
                 owner=self.owner,
             )
 
-    async def _attempt(self, job: DeliveryJob, claim: Claim, trace: dict[str, str]) -> None:
+    async def _attempt(
+        self, job: DeliveryJob, claim: Claim, slot: ProviderSlot, trace: dict[str, str]
+    ) -> None:
         started = utcnow()
         attempt = claim.attempts
+        provider = slot.provider
         outbound = OutboundMessage(
             delivery_id=job.delivery_id,
             notification_id=job.notification_id,
@@ -137,34 +138,46 @@ class ChannelWorker:
             subject=job.content.subject,
             body=job.content.body,
             attempt=attempt,
+            html=job.content.html,
+            data=dict(job.content.data),
+            headers=dict(job.content.headers),
+            user_id=job.user_id,
+            category=job.category,
+            priority=job.priority,
+            tenant_id=job.tenant_id,
         )
         clock = time.perf_counter()
         error: DeliveryError
         try:
             # Finish well inside the lease, or another worker may take over mid-send.
             async with asyncio.timeout(self.lease_seconds * 0.8):
-                with tracing.span(
-                    "provider.send", trace[tracing.HEADER], provider=self.provider.name
-                ):
-                    result = await self.provider.send(outbound)
+                with tracing.span("provider.send", trace[tracing.HEADER], provider=provider.name):
+                    result = await provider.send(outbound)
         except TimeoutError:
             error = TransientDeliveryError(f"send took longer than {self.lease_seconds * 0.8:g}s")
         except DeliveryError as exc:
             error = exc
         except Exception as exc:
             # A provider should raise typed errors; anything else is treated as transient.
-            log.exception("delivery.provider_bug", provider=self.provider.name)
+            log.exception("delivery.provider_bug", provider=provider.name)
             error = TransientDeliveryError(f"{type(exc).__name__}: {exc}")
         else:
-            self._observe_call(job, "ok", clock)
-            self.breaker.succeeded()
+            self._observe_call(job, provider.name, "ok", clock)
+            slot.breaker.succeeded()
             await self._sent(job, attempt, started, result, trace)
             return
-        self._observe_call(job, "transient" if error.transient else "permanent", clock)
-        await self._failed(job, attempt, started, error, trace)
+        self._observe_call(
+            job, provider.name, "transient" if error.transient else "permanent", clock
+        )
+        if error.transient:
+            slot.breaker.failed()
+        else:
+            slot.breaker.succeeded()  # the provider answered; the message was at fault
+        await self._failed(job, attempt, started, error, provider.name, trace)
 
-    def _observe_call(self, job: DeliveryJob, outcome: str, clock: float) -> None:
-        metrics.provider_call_seconds.labels(job.channel, self.provider.name, outcome).observe(
+    @staticmethod
+    def _observe_call(job: DeliveryJob, provider: str, outcome: str, clock: float) -> None:
+        metrics.provider_call_seconds.labels(job.channel, provider, outcome).observe(
             time.perf_counter() - clock
         )
 
@@ -236,18 +249,14 @@ class ChannelWorker:
         attempt: int,
         started: datetime,
         error: DeliveryError,
+        provider: str,
         trace: dict[str, str],
     ) -> None:
-        if error.transient:
-            self.breaker.failed()
-        else:
-            self.breaker.succeeded()  # the provider answered; the message was at fault
         decision = self.policy.decide(error, attempt)
         now = utcnow()
         status = DeliveryStatus.DEAD_LETTERED if decision.give_up else DeliveryStatus.RETRY_PENDING
         retry_at = None if decision.retry_in is None else now + timedelta(seconds=decision.retry_in)
         error_class, text = describe(error)
-        provider = self.provider.name
         async with self.db.write() as conn:
             owned = await deliveries.finish(
                 conn,

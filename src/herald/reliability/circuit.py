@@ -69,6 +69,19 @@ class CircuitBreaker:
                 return
             await self._wait_for_change(self._reset_timeout)
 
+    def usable(self) -> bool:
+        """Whether ``ready()`` would return at once: closed, or a probe is due now."""
+        if self.state == CircuitState.CLOSED:
+            return True
+        if self.state == CircuitState.OPEN:
+            return self._retry_at <= time.monotonic()
+        return not self._probing
+
+    def seconds_until_usable(self) -> float:
+        if self.state == CircuitState.OPEN:
+            return max(0.0, self._retry_at - time.monotonic())
+        return 0.0 if self.usable() else self._reset_timeout
+
     async def _wait_for_change(self, timeout: float) -> None:
         self._changed.clear()
         with contextlib.suppress(TimeoutError):

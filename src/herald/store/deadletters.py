@@ -9,7 +9,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from herald.store.tables import dead_letters
+from herald.store.tables import dead_letters, notifications
+from herald.tenancy import DEFAULT_TENANT
 
 L = dead_letters.c
 
@@ -50,10 +51,12 @@ class Filters:
     error_class: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    tenant: str | None = None  # None: every tenant's (the operator's CLI)
 
     def where(self) -> list[sa.ColumnElement[bool]]:
         conditions: list[sa.ColumnElement[bool]] = []
         for column, value in (
+            (L.tenant_id, self.tenant),
             (L.status, self.status),
             (L.kind, self.kind),
             (L.reason, self.reason),
@@ -76,12 +79,30 @@ def _record(row: Any) -> DeadLetter:
 
 
 async def insert(conn: AsyncConnection, letter: DeadLetter) -> None:
-    values = {name: getattr(letter, name) for name in DeadLetter.__dataclass_fields__}
+    values: dict[str, Any] = {
+        name: getattr(letter, name) for name in DeadLetter.__dataclass_fields__
+    }
+    # The notification's tenant owns it; what names no notification is the operator's.
+    values["tenant_id"] = (
+        DEFAULT_TENANT
+        if letter.notification_id is None
+        else sa.func.coalesce(
+            sa.select(notifications.c.tenant_id)
+            .where(notifications.c.id == letter.notification_id)
+            .scalar_subquery(),
+            DEFAULT_TENANT,
+        )
+    )
     await conn.execute(sa.insert(dead_letters).values(**values))
 
 
-async def get(conn: AsyncConnection, letter_id: str, *, lock: bool = False) -> DeadLetter | None:
+async def get(
+    conn: AsyncConnection, letter_id: str, *, lock: bool = False, tenant: str | None = None
+) -> DeadLetter | None:
+    """``tenant``: only if it is that tenant's (None: anyone's, for the operator)."""
     query = sa.select(dead_letters).where(L.id == letter_id)
+    if tenant is not None:
+        query = query.where(L.tenant_id == tenant)
     if lock and conn.dialect.name == "postgresql":
         query = query.with_for_update()  # concurrent replays of one letter take turns
     row = (await conn.execute(query)).first()

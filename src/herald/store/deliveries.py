@@ -11,7 +11,7 @@ worker whose lease was taken over cannot overwrite its successor's result.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 import sqlalchemy as sa
@@ -21,6 +21,7 @@ from herald.domain.models import DeliveryStatus
 from herald.store.tables import deliveries, delivery_attempts, notifications
 
 D = deliveries.c
+NOT_DUE_SLACK = timedelta(seconds=5)
 
 
 class ClaimOutcome(StrEnum):
@@ -28,6 +29,7 @@ class ClaimOutcome(StrEnum):
     FINISHED = "finished"  # nothing left to do (SENT, FAILED, SKIPPED, ...)
     BUSY = "busy"  # another worker holds a live lease
     STALE = "stale"  # a duplicate of a job that a later retry has replaced
+    NOT_DUE = "not_due"  # deferred until later; the job scheduled for then will come
     MISSING = "missing"
 
 
@@ -50,7 +52,12 @@ async def claim(
 ) -> Claim:
     """Start an attempt. ``job_attempt`` is the attempt count the job was scheduled at."""
     claimable = sa.or_(
-        D.status == DeliveryStatus.PENDING,
+        # A deferred delivery (quiet hours, send_at) only once due; its scheduled job comes
+        # then, so an early duplicate is dropped. The slack absorbs clocks a little apart.
+        sa.and_(
+            D.status == DeliveryStatus.PENDING,
+            sa.or_(D.next_attempt_at.is_(None), D.next_attempt_at <= now + NOT_DUE_SLACK),
+        ),
         # Only the job scheduled for this retry may start it; older duplicates are stale.
         sa.and_(D.status == DeliveryStatus.RETRY_PENDING, D.attempts == job_attempt),
         sa.and_(
@@ -85,6 +92,7 @@ async def claim(
     outcome = {
         DeliveryStatus.PROCESSING: ClaimOutcome.BUSY,
         DeliveryStatus.RETRY_PENDING: ClaimOutcome.STALE,
+        DeliveryStatus.PENDING: ClaimOutcome.NOT_DUE,
     }.get(status, ClaimOutcome.FINISHED)
     return Claim(outcome, attempts=row.attempts, status=status, lease_until=row.lease_until)
 
@@ -215,13 +223,22 @@ class Stuck:
     subject: str | None
     body: str
     accepted_at: datetime
+    content: dict[str, object] | None
+    user_id: str | None
+    category: str | None
+    priority: str
+    tenant_id: str
 
 
 async def stuck(conn: AsyncConnection, *, before: datetime, limit: int) -> list[Stuck]:
     """Deliveries that should have moved long ago: queued, due for a retry, or lease lapsed."""
     n = notifications.c
     overdue = sa.or_(
-        sa.and_(D.status == DeliveryStatus.PENDING, D.updated_at < before),
+        sa.and_(
+            D.status == DeliveryStatus.PENDING,
+            D.updated_at < before,
+            sa.or_(D.next_attempt_at.is_(None), D.next_attempt_at < before),
+        ),
         sa.and_(D.status == DeliveryStatus.RETRY_PENDING, D.next_attempt_at < before),
         sa.and_(D.status == DeliveryStatus.PROCESSING, D.lease_until < before),
     )
@@ -237,6 +254,11 @@ async def stuck(conn: AsyncConnection, *, before: datetime, limit: int) -> list[
             n.subject,
             n.body,
             n.created_at,
+            D.content,
+            n.user_id,
+            n.category,
+            n.priority,
+            n.tenant_id,
         )
         .join(notifications, notifications.c.id == D.notification_id)
         .where(overdue)
@@ -255,6 +277,11 @@ async def stuck(conn: AsyncConnection, *, before: datetime, limit: int) -> list[
             r.subject,
             r.body,
             r.created_at,
+            r.content,
+            r.user_id,
+            r.category,
+            r.priority,
+            r.tenant_id,
         )
         for r in rows
     ]
@@ -276,4 +303,23 @@ async def touch(conn: AsyncConnection, delivery_ids: list[str], now: datetime) -
         sa.update(deliveries)
         .where(D.id.in_(delivery_ids), D.status == DeliveryStatus.PROCESSING)
         .values(lease_until=now)
+    )
+
+
+async def skip(conn: AsyncConnection, delivery_id: str, reason: str, now: datetime) -> bool:
+    """A PENDING delivery the user's preferences rule out; True if it was still PENDING."""
+    result = await conn.execute(
+        sa.update(deliveries)
+        .where(D.id == delivery_id, D.status == DeliveryStatus.PENDING)
+        .values(status=DeliveryStatus.SKIPPED, skip_reason=reason, updated_at=now)
+    )
+    return bool(result.rowcount)
+
+
+async def defer(conn: AsyncConnection, delivery_id: str, due: datetime, now: datetime) -> None:
+    """A PENDING delivery that waits (quiet hours, send_at): not claimable before ``due``."""
+    await conn.execute(
+        sa.update(deliveries)
+        .where(D.id == delivery_id, D.status == DeliveryStatus.PENDING)
+        .values(next_attempt_at=due, updated_at=now)
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,3 +39,19 @@ async def upsert(
         index_elements=keys, set_={name: stmt.excluded[name] for name in update}
     )
     await conn.execute(stmt, list(rows))
+
+
+async def insert_if_absent(conn: AsyncConnection, table: sa.Table, values: dict[str, Any]) -> bool:
+    """INSERT one row unless its primary key exists; True if it was inserted."""
+    result = await conn.execute(_insert(conn, table).on_conflict_do_nothing().values(**values))
+    return bool(result.rowcount)
+
+
+async def lock_until_commit(conn: AsyncConnection, key: str) -> None:
+    """Hold a lock named ``key`` until this transaction ends, so that a read-then-write on
+    ``key`` does not interleave with another's. SQLite needs none: it has one writer, and
+    Herald's write transactions start with BEGIN IMMEDIATE."""
+    if conn.dialect.name == "postgresql":
+        digest = hashlib.sha256(key.encode()).digest()
+        lock_id = int.from_bytes(digest[:8], "big", signed=True)
+        await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(lock_id)))

@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.domain.models import DeliveryStatus, NotificationStatus
+from herald.store import journal
 from herald.store.tables import deliveries, notifications
 
 
@@ -29,11 +31,14 @@ class DeliveryRecord:
     updated_at: datetime
     last_attempt_at: datetime | None
     sent_at: datetime | None
+    content: dict[str, Any] | None = None  # rendered Content; None: the notification's
+    skip_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class NotificationRecord:
     id: str
+    tenant_id: str
     user_id: str | None
     recipient: str | None
     subject: str | None
@@ -42,6 +47,12 @@ class NotificationRecord:
     created_at: datetime
     updated_at: datetime
     completed_at: datetime | None
+    category: str | None = None
+    priority: str = "normal"
+    template: str | None = None
+    event_type: str | None = None
+    send_at: datetime | None = None
+    collapse_key: str | None = None
     deliveries: list[DeliveryRecord] = field(default_factory=list)
 
 
@@ -62,6 +73,8 @@ def _delivery(row: sa.Row[tuple[object, ...]]) -> DeliveryRecord:
         updated_at=m["updated_at"],
         last_attempt_at=m["last_attempt_at"],
         sent_at=m["sent_at"],
+        content=m["content"],
+        skip_reason=m["skip_reason"],
     )
 
 
@@ -71,6 +84,7 @@ def _notification(
     m = row._mapping
     return NotificationRecord(
         id=m["id"],
+        tenant_id=m["tenant_id"],
         user_id=m["user_id"],
         recipient=m["recipient"],
         subject=m["subject"],
@@ -79,39 +93,116 @@ def _notification(
         created_at=m["created_at"],
         updated_at=m["updated_at"],
         completed_at=m["completed_at"],
+        category=m["category"],
+        priority=m["priority"],
+        template=m["template"],
+        event_type=m["event_type"],
+        send_at=m["send_at"],
+        collapse_key=m["collapse_key"],
         deliveries=delivery_records,
     )
 
 
 async def insert(conn: AsyncConnection, record: NotificationRecord) -> None:
+    await insert_many(conn, [record])
+
+
+async def insert_many(conn: AsyncConnection, records: Sequence[NotificationRecord]) -> None:
+    """Insert notifications and their deliveries: two statements however many there are."""
+    if not records:
+        return
     await conn.execute(
-        sa.insert(notifications).values(
-            id=record.id,
-            user_id=record.user_id,
-            recipient=record.recipient,
-            subject=record.subject,
-            body=record.body,
-            status=record.status,
-            created_at=record.created_at,
-            updated_at=record.updated_at,
-        )
+        sa.insert(notifications),
+        [
+            {
+                "id": r.id,
+                "tenant_id": r.tenant_id,
+                "user_id": r.user_id,
+                "recipient": r.recipient,
+                "subject": r.subject,
+                "body": r.body,
+                "status": r.status,
+                "created_at": r.created_at,
+                "updated_at": r.updated_at,
+                "category": r.category,
+                "priority": r.priority,
+                "template": r.template,
+                "event_type": r.event_type,
+                "send_at": r.send_at,
+                "collapse_key": r.collapse_key,
+            }
+            for r in records
+        ],
     )
     await conn.execute(
         sa.insert(deliveries),
         [
             {
                 "id": d.id,
-                "notification_id": record.id,
+                "notification_id": r.id,
                 "channel": d.channel,
                 "recipient": d.recipient,
                 "status": d.status,
                 "attempts": d.attempts,
+                "next_attempt_at": d.next_attempt_at,
                 "created_at": d.created_at,
                 "updated_at": d.updated_at,
+                "content": d.content,
             }
-            for d in record.deliveries
+            for r in records
+            for d in r.deliveries
         ],
     )
+
+
+async def supersede(
+    conn: AsyncConnection,
+    tenant: str,
+    user_key: str,
+    collapse_key: str,
+    *,
+    by: str,
+    now: datetime,
+) -> list[journal.Step]:
+    """A newer notification ``by`` replaces the undelivered ones with the same collapse key:
+    their deliveries still PENDING are skipped, and a notification left with nothing sent or
+    under way is CANCELLED. Returns the journal steps to record."""
+    n = notifications.c
+    older = (
+        (
+            await conn.execute(
+                sa.select(n.id).where(
+                    n.tenant_id == tenant,
+                    n.collapse_key == collapse_key,
+                    sa.func.coalesce(n.user_id, n.recipient) == user_key,
+                    n.status.in_([NotificationStatus.PENDING, NotificationStatus.SCHEDULED]),
+                )
+            )
+        )
+        .scalars()
+        .all()
+    )
+    if not older:
+        return []
+    await conn.execute(
+        sa.update(deliveries)
+        .where(
+            deliveries.c.notification_id.in_(older),
+            deliveries.c.status == DeliveryStatus.PENDING,
+        )
+        .values(status=DeliveryStatus.SKIPPED, skip_reason="superseded", updated_at=now)
+    )
+    steps = []
+    for notification_id in older:
+        statuses = await delivery_statuses(conn, notification_id)
+        if all(s == DeliveryStatus.SKIPPED for s in statuses):
+            await conn.execute(
+                sa.update(notifications)
+                .where(n.id == notification_id)
+                .values(status=NotificationStatus.CANCELLED, updated_at=now, completed_at=now)
+            )
+        steps.append(journal.Step(notification_id, journal.SUPERSEDED, now, detail=f"by {by}"))
+    return steps
 
 
 async def _deliveries_of(
@@ -129,9 +220,15 @@ async def _deliveries_of(
     return found
 
 
-async def get(conn: AsyncConnection, notification_id: str) -> NotificationRecord | None:
+async def get(
+    conn: AsyncConnection, tenant: str, notification_id: str
+) -> NotificationRecord | None:
     row = (
-        await conn.execute(sa.select(notifications).where(notifications.c.id == notification_id))
+        await conn.execute(
+            sa.select(notifications).where(
+                notifications.c.tenant_id == tenant, notifications.c.id == notification_id
+            )
+        )
     ).first()
     if row is None:
         return None
@@ -140,6 +237,7 @@ async def get(conn: AsyncConnection, notification_id: str) -> NotificationRecord
 
 async def list_page(
     conn: AsyncConnection,
+    tenant: str,
     *,
     limit: int,
     before_id: str | None = None,
@@ -147,7 +245,12 @@ async def list_page(
     recipient: str | None = None,
 ) -> list[NotificationRecord]:
     """Newest first (ids are time-ordered); ``before_id`` continues after a previous page."""
-    query = sa.select(notifications).order_by(notifications.c.id.desc()).limit(limit)
+    query = (
+        sa.select(notifications)
+        .where(notifications.c.tenant_id == tenant)
+        .order_by(notifications.c.id.desc())
+        .limit(limit)
+    )
     if before_id is not None:
         query = query.where(notifications.c.id < before_id)
     if status is not None:
@@ -173,7 +276,12 @@ async def set_status(
     completed_at = None if status == NotificationStatus.PENDING else now
     result = await conn.execute(
         sa.update(notifications)
-        .where(notifications.c.id == notification_id, notifications.c.status != status)
+        .where(
+            notifications.c.id == notification_id,
+            notifications.c.status != status,
+            # Cancelled by a newer notification: nothing of it is left to change.
+            notifications.c.status != NotificationStatus.CANCELLED,
+        )
         .values(status=status, updated_at=now, completed_at=completed_at)
     )
     return bool(result.rowcount)

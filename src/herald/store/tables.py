@@ -8,6 +8,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
+from herald.tenancy import DEFAULT_TENANT
+
 metadata = sa.MetaData(
     naming_convention={
         "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -46,6 +48,7 @@ notifications = sa.Table(
     "notifications",
     metadata,
     sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("tenant_id", sa.String(63), nullable=False, server_default=DEFAULT_TENANT),
     sa.Column("user_id", sa.String(255), nullable=True),
     sa.Column("recipient", sa.String(320), nullable=True),
     sa.Column("subject", sa.Text, nullable=True),
@@ -54,9 +57,18 @@ notifications = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Column("completed_at", UTCDateTime, nullable=True),
+    sa.Column("category", sa.String(64), nullable=True),
+    sa.Column("priority", sa.String(10), nullable=False, server_default="normal"),
+    sa.Column("template", sa.String(100), nullable=True),
+    sa.Column("event_type", sa.String(100), nullable=True),  # set when an event triggered it
+    sa.Column("send_at", UTCDateTime, nullable=True),
+    # A newer notification with the same key (and user) supersedes an undelivered older one.
+    sa.Column("collapse_key", sa.String(255), nullable=True),
     sa.Index(None, "status", "id"),
-    sa.Index(None, "recipient", "id"),
-    sa.Index(None, "user_id", "id"),
+    sa.Index(None, "tenant_id", "id"),
+    sa.Index(None, "tenant_id", "recipient", "id"),
+    sa.Index(None, "tenant_id", "user_id", "id"),
+    sa.Index(None, "collapse_key"),
 )
 
 deliveries = sa.Table(
@@ -71,7 +83,7 @@ deliveries = sa.Table(
         index=True,
     ),
     sa.Column("channel", sa.String(32), nullable=False),
-    sa.Column("recipient", sa.String(320), nullable=False),
+    sa.Column("recipient", sa.Text, nullable=False),
     sa.Column("status", sa.String(20), nullable=False),
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     sa.Column("last_error", sa.Text, nullable=True),
@@ -84,6 +96,10 @@ deliveries = sa.Table(
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Column("last_attempt_at", UTCDateTime, nullable=True),
     sa.Column("sent_at", UTCDateTime, nullable=True),
+    # What this delivery sends, rendered for its channel and the user's locale; NULL for
+    # rows from before templates, which send the notification's subject and body.
+    sa.Column("content", sa.JSON, nullable=True),
+    sa.Column("skip_reason", sa.String(64), nullable=True),
 )
 
 # One row per attempt: the status history of a delivery, with backoff spacing visible.
@@ -128,6 +144,8 @@ dead_letters = sa.Table(
     "dead_letters",
     metadata,
     sa.Column("id", sa.String(36), primary_key=True),
+    # The notification's tenant; the default (operator's) tenant when none is known.
+    sa.Column("tenant_id", sa.String(63), nullable=False, server_default=DEFAULT_TENANT),
     sa.Column("kind", sa.String(20), nullable=False),  # delivery | message | event
     sa.Column("status", sa.String(20), nullable=False),  # DEAD | REPLAYED
     sa.Column("reason", sa.String(20), nullable=False),  # permanent | exhausted | poison | refused
@@ -148,6 +166,7 @@ dead_letters = sa.Table(
     sa.Column("replay_count", sa.Integer, nullable=False),
     sa.Column("replayed_at", UTCDateTime, nullable=True),
     sa.Index(None, "status", "id"),
+    sa.Index(None, "tenant_id", "id"),
     sa.Index(None, "channel", "id"),
     sa.Index(None, "delivery_id"),
     sa.Index(None, "notification_id"),
@@ -247,4 +266,104 @@ bus_group_offsets = sa.Table(
     sa.Column("partition", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("committed_offset", sa.BigInteger, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# People notifications go to: contact points, locale, time zone and preferences.
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("tenant_id", sa.String(63), primary_key=True, server_default=DEFAULT_TENANT),
+    sa.Column("id", sa.String(255), primary_key=True),
+    sa.Column("email", sa.String(320), nullable=True),
+    sa.Column("phone", sa.String(32), nullable=True),
+    sa.Column("locale", sa.String(35), nullable=True),
+    sa.Column("timezone", sa.String(64), nullable=True),
+    sa.Column("push_tokens", sa.JSON, nullable=False),
+    sa.Column("web_push", sa.JSON, nullable=False),  # browser subscriptions
+    sa.Column("webhook_url", sa.Text, nullable=True),
+    sa.Column("apprise_urls", sa.JSON, nullable=False),
+    sa.Column("preferences", sa.JSON, nullable=False),
+    # Signing secrets, newest first, each with the time it stops being used.
+    sa.Column("webhook_secrets", sa.JSON, nullable=False),
+    sa.Column("unsubscribe_token", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# Every version of every template is kept; notifications name a template (and version).
+templates = sa.Table(
+    "templates",
+    metadata,
+    sa.Column("tenant_id", sa.String(63), primary_key=True, server_default=DEFAULT_TENANT),
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("category", sa.String(64), nullable=True),
+    sa.Column("description", sa.Text, nullable=True),
+    sa.Column("channels", sa.JSON, nullable=False),  # channel -> locale -> field -> source
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+# What an event triggers: channels and a template, when its condition holds.
+rules = sa.Table(
+    "rules",
+    metadata,
+    sa.Column("tenant_id", sa.String(63), primary_key=True, server_default=DEFAULT_TENANT),
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("event_type", sa.String(100), nullable=False),
+    sa.Column("condition", sa.Text, nullable=True),
+    sa.Column("channels", sa.JSON, nullable=False),
+    sa.Column("template", sa.String(100), nullable=False),
+    sa.Column("category", sa.String(64), nullable=True),
+    sa.Column("priority", sa.String(10), nullable=True),
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Index(None, "tenant_id", "event_type"),
+)
+
+# The in-app channel's inbox: one item per in-app delivery (same id, so a resend is a no-op).
+inbox_items = sa.Table(
+    "inbox_items",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("tenant_id", sa.String(63), nullable=False, server_default=DEFAULT_TENANT),
+    sa.Column("user_id", sa.String(255), nullable=False),
+    sa.Column("notification_id", sa.String(36), nullable=False),
+    sa.Column("category", sa.String(64), nullable=True),
+    sa.Column("title", sa.Text, nullable=True),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("data", sa.JSON, nullable=False),
+    sa.Column("status", sa.String(10), nullable=False),  # unread | read | archived
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("read_at", UTCDateTime, nullable=True),
+    sa.Index(None, "tenant_id", "user_id", "id"),
+    sa.Index(None, "tenant_id", "user_id", "status"),
+)
+
+# API keys: only a hash of each is kept; the key itself is shown once, at creation.
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("tenant_id", sa.String(63), nullable=False, index=True),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("prefix", sa.String(16), nullable=False),  # enough to recognise it in a list
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("scopes", sa.JSON, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=True),
+    sa.Column("revoked_at", UTCDateTime, nullable=True),
+    sa.Column("last_used_at", UTCDateTime, nullable=True),
+)
+
+# What each recipient was sent per channel and day, for the daily caps (address hashed).
+recipient_sends = sa.Table(
+    "recipient_sends",
+    metadata,
+    sa.Column("delivery_id", sa.String(36), primary_key=True),
+    sa.Column("recipient_key", sa.String(64), nullable=False),
+    sa.Column("day", sa.Date, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index(None, "recipient_key", "day"),
+    sa.Index(None, "day"),
 )

@@ -33,9 +33,9 @@ class Entry:
 
 
 async def timeline(
-    conn: AsyncConnection, notification_id: str
+    conn: AsyncConnection, tenant: str, notification_id: str
 ) -> tuple[NotificationRecord, list[Entry]] | None:
-    record = await notifications.get(conn, notification_id)
+    record = await notifications.get(conn, tenant, notification_id)
     if record is None:
         return None
     channel_of = {d.id: d.channel for d in record.deliveries}

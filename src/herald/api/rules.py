@@ -1,0 +1,313 @@
+"""/api/v1/rules and /api/v1/events: what an event triggers, and triggering it."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from datetime import datetime
+from pathlib import Path as FilePath
+from typing import Annotated, Any
+
+import yaml
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from herald.api.auth import Admin, Reader, Sender
+from herald.api.context import runtime_of
+from herald.api.errors import FieldError
+from herald.api.limits import enforce_rate_limit
+from herald.api.notifications import (
+    IdempotencyKey,
+    accepted_response,
+    idempotency_of,
+)
+from herald.api.schemas import ErrorOut, Identifier, Name, NotificationOut
+from herald.clock import utcnow
+from herald.domain.expressions import Expression, ExpressionError, compile_expression
+from herald.domain.models import Channel, Priority
+from herald.errors import ConfigError, NotFoundError
+from herald.observability import tracing
+from herald.observability.logging import get_logger
+from herald.pipeline.planning import NotificationSpec, PlanningError
+from herald.store import rules, templates
+from herald.store.database import Database
+from herald.store.notifications import NotificationRecord
+from herald.store.rules import RuleRecord
+from herald.tenancy import DEFAULT_TENANT
+
+log = get_logger(__name__)
+
+router = APIRouter(
+    prefix="/api/v1/rules", tags=["rules"], dependencies=[Depends(enforce_rate_limit)]
+)
+events_router = APIRouter(
+    prefix="/api/v1/events", tags=["events"], dependencies=[Depends(enforce_rate_limit)]
+)
+RuleName = Annotated[
+    str, Path(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+]
+EventType = Annotated[
+    str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+]
+
+
+class RuleIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "event_type": "order.shipped",
+                    "condition": "data.amount > 1000",
+                    "channels": ["sms"],
+                    "template": "order-shipped",
+                    "priority": "high",
+                }
+            ]
+        },
+    )
+
+    event_type: EventType
+    condition: Annotated[str, Field(max_length=1000)] | None = Field(
+        default=None,
+        description='e.g. `data.amount > 1000 and data.country in ["PT", "BR"]`; omitted: always',
+    )
+    channels: list[Channel] = Field(min_length=1, max_length=len(Channel))
+    template: Name
+    category: Name | None = None
+    priority: Priority | None = Field(default=None, description="high goes through quiet hours")
+    enabled: bool = True
+
+    @field_validator("condition")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            compile_expression(value)  # ExpressionError is a ValueError: a 422 naming it
+        return value
+
+
+class RuleOut(RuleIn):
+    name: str
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, r: RuleRecord) -> RuleOut:
+        return cls(
+            name=r.name,
+            event_type=r.event_type,
+            condition=r.condition,
+            channels=[Channel(c) for c in r.channels],
+            template=r.template,
+            category=r.category,
+            priority=None if r.priority is None else Priority(r.priority),
+            enabled=r.enabled,
+            created_at=r.created_at,
+            updated_at=r.updated_at,
+        )
+
+
+def _record(name: str, rule: RuleIn) -> RuleRecord:
+    now = utcnow()
+    return RuleRecord(
+        name=name,
+        event_type=rule.event_type,
+        condition=rule.condition,
+        channels=[c.value for c in rule.channels],
+        template=rule.template,
+        category=rule.category,
+        priority=None if rule.priority is None else rule.priority.value,
+        enabled=rule.enabled,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+@router.put(
+    "/{name}",
+    response_model=RuleOut,
+    responses={201: {"model": RuleOut, "description": "Created"}, 422: {"model": ErrorOut}},
+)
+async def put_rule(
+    name: RuleName, payload: RuleIn, request: Request, principal: Admin
+) -> JSONResponse:
+    """Create or replace a rule; its template must exist with a variant for each channel."""
+    async with runtime_of(request).db.write() as conn:
+        template = await templates.get(conn, principal.tenant, payload.template)
+        if template is None:
+            raise FieldError("template", f"no template {payload.template!r}")
+        for i, channel in enumerate(payload.channels):
+            if channel.value not in template.channels:
+                raise FieldError(
+                    f"channels[{i}]", f"template {template.name!r} has no {channel} variant"
+                )
+        record, created = await rules.put(conn, principal.tenant, _record(name, payload))
+    return JSONResponse(
+        RuleOut.of(record).model_dump(mode="json"), status_code=201 if created else 200
+    )
+
+
+@router.get("", response_model=list[RuleOut])
+async def list_rules(
+    request: Request,
+    principal: Reader,
+    event_type: Annotated[str | None, Query(max_length=100)] = None,
+) -> list[RuleOut]:
+    async with runtime_of(request).db.read() as conn:
+        return [RuleOut.of(r) for r in await rules.list_all(conn, principal.tenant, event_type)]
+
+
+@router.get("/{name}", response_model=RuleOut, responses={404: {"model": ErrorOut}})
+async def get_rule(name: RuleName, request: Request, principal: Reader) -> RuleOut:
+    async with runtime_of(request).db.read() as conn:
+        record = await rules.get(conn, principal.tenant, name)
+    if record is None:
+        raise NotFoundError(f"rule {name} not found")
+    return RuleOut.of(record)
+
+
+@router.delete("/{name}", status_code=204, responses={404: {"model": ErrorOut}})
+async def delete_rule(name: RuleName, request: Request, principal: Admin) -> Response:
+    async with runtime_of(request).db.write() as conn:
+        if not await rules.delete(conn, principal.tenant, name):
+            raise NotFoundError(f"rule {name} not found")
+    return Response(status_code=204)
+
+
+def read_rules_file(path: str) -> list[tuple[str, RuleIn]]:
+    """The rules a YAML file lists (``rules: [{name: ..., event_type: ..., ...}]``)."""
+    try:
+        document = yaml.safe_load(FilePath(path).read_text())
+        entries = document["rules"]
+        parsed = [
+            (str(e["name"]), RuleIn.model_validate({k: v for k, v in e.items() if k != "name"}))
+            for e in entries
+        ]
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValidationError) as exc:
+        raise ConfigError(f"HERALD_RULES_FILE {path}: {exc}") from exc
+    return parsed
+
+
+async def load_rules_file(db: Database, path: str, tenant: str = DEFAULT_TENANT) -> int:
+    """Create or replace, by name, the rules the file lists (the default tenant's)."""
+    parsed = await asyncio.to_thread(read_rules_file, path)
+    async with db.write() as conn:
+        for name, rule in parsed:
+            await rules.put(conn, tenant, _record(name, rule))
+    log.info("rules.loaded", path=path, rules=len(parsed))
+    return len(parsed)
+
+
+# -- events ------------------------------------------------------------------------------------
+
+
+class EventIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"type": "order.shipped", "user_id": "user-42", "data": {"amount": 1500}}]
+        },
+    )
+
+    type: EventType
+    user_id: Identifier
+    data: dict[str, Any] = Field(default_factory=dict)
+    category: Name | None = None
+    priority: Priority = Priority.NORMAL
+    locale: Annotated[str, Field(max_length=35)] | None = None
+    send_at: AwareDatetime | None = None
+    collapse_key: Identifier | None = None
+
+
+class EventOut(BaseModel):
+    type: str
+    matched_rules: list[str]
+    notification: NotificationOut | None = Field(
+        description="What the matched rules made; null when no rule matched"
+    )
+
+
+@events_router.post(
+    "",
+    status_code=202,
+    response_model=EventOut,
+    summary="An event; its rules decide what is sent",
+)
+async def post_event(
+    payload: EventIn,
+    request: Request,
+    principal: Sender,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    runtime = runtime_of(request)
+    tenant = principal.tenant
+    async with runtime.db.read() as conn:
+        candidates = await rules.for_event(conn, tenant, payload.type)
+    context = {
+        "type": payload.type,
+        "user_id": payload.user_id,
+        "data": payload.data,
+        "category": payload.category,
+        "priority": payload.priority.value,
+    }
+    matched = [r for r in candidates if _holds(r, context)]
+    if not matched:
+        body = EventOut(type=payload.type, matched_rules=[], notification=None)
+        return JSONResponse(body.model_dump(mode="json"), status_code=202)
+    channel_templates: dict[str, str] = {}
+    for rule in matched:  # oldest rule first: it wins a channel two rules name
+        for channel in rule.channels:
+            channel_templates.setdefault(channel, rule.template)
+    high = payload.priority == Priority.HIGH or any(r.priority == "high" for r in matched)
+    category = payload.category or next((r.category for r in matched if r.category), None)
+    names = [r.name for r in matched]
+
+    def render(outcomes: list[NotificationRecord | PlanningError]) -> dict[str, Any]:
+        (outcome,) = outcomes
+        if isinstance(outcome, PlanningError):
+            raise outcome
+        out = EventOut(
+            type=payload.type, matched_rules=names, notification=NotificationOut.of(outcome)
+        )
+        return out.model_dump(mode="json")
+
+    idem = idempotency_of(idempotency_key, tenant, request, payload.model_dump(mode="json"))
+    with tracing.span("notification.accept", request.headers.get(tracing.HEADER)) as traceparent:
+        spec = NotificationSpec(
+            tenant_id=tenant,
+            user_id=payload.user_id,
+            channels=tuple(channel_templates),
+            channel_templates=channel_templates,
+            data=payload.data,
+            locale=payload.locale,
+            category=category,
+            priority="high" if high else "normal",
+            send_at=payload.send_at,
+            collapse_key=payload.collapse_key,
+            event_type=payload.type,
+            traceparent=traceparent,
+        )
+        try:
+            accepted = await runtime.intake.submit_batch([spec], render, idem)
+        except PlanningError as exc:
+            raise FieldError(exc.field, exc.message) from None
+    notification = accepted.body.get("notification") or {}
+    location = f"/api/v1/notifications/{notification['id']}" if notification else None
+    return accepted_response(accepted.body, accepted.status, accepted.replayed, location)
+
+
+@functools.lru_cache(maxsize=1024)
+def _compiled(condition: str) -> Expression:
+    """Rules are few and events many: parse each condition once."""
+    return compile_expression(condition)
+
+
+def _holds(rule: RuleRecord, context: dict[str, Any]) -> bool:
+    if rule.condition is None:
+        return True
+    try:
+        return _compiled(rule.condition).evaluate(context)
+    except ExpressionError:  # stored before a stricter build; the API validates new ones
+        log.warning("rules.bad_condition", rule=rule.name)
+        return False

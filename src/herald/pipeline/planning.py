@@ -1,0 +1,346 @@
+"""Decide what a notification request becomes: which deliveries, to which addresses, saying
+what. Runs at the API, before anything is stored, so that a request that cannot be sent
+(a channel the user cannot be reached on, a template variable the data lacks) is refused
+with 422 naming the field instead of failing later in a worker.
+
+Preferences and quiet hours are not applied here but by the router, at sending time: a user
+may change them between the request and its ``send_at``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+import anyio
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from herald.domain import templates as rendering
+from herald.domain.messages import Content
+from herald.errors import HeraldError
+from herald.outbound import OutboundPolicy
+from herald.store import templates, users
+from herald.store.templates import TemplateRecord
+from herald.store.users import Profile, UserRecord
+from herald.tenancy import DEFAULT_TENANT
+
+# Which profile field reaches a user on each channel, for error messages.
+ADDRESS_NAMES = {
+    "email": "an email address",
+    "sms": "a phone number",
+    "push": "a push token",
+    "webpush": "a Web Push subscription",
+    "webhook": "a webhook URL",
+    "apprise": "an Apprise URL",
+    "inapp": "a user id",
+}
+
+
+class PlanningError(HeraldError):
+    """The request cannot be planned; ``field`` names the part of it at fault."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationSpec:
+    """A notification as asked for, by the API or by an event's rules."""
+
+    tenant_id: str = DEFAULT_TENANT  # whose users and templates it names
+    user_id: str | None = None
+    contacts: Profile | None = None  # inline recipient; overrides the user's contact points
+    channels: tuple[str, ...] | None = None  # None: every channel the user can be reached on
+    template: str | None = None
+    template_version: int | None = None
+    # Events: each channel's template (rules may name different ones).
+    channel_templates: dict[str, str] | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    locale: str | None = None
+    subject: str | None = None
+    body: str | None = None
+    category: str | None = None
+    priority: str = "normal"
+    send_at: datetime | None = None
+    collapse_key: str | None = None
+    event_type: str | None = None
+    traceparent: str | None = None
+
+    @classmethod
+    def email(
+        cls,
+        recipient: str,
+        subject: str,
+        body: str,
+        *,
+        user_id: str | None = None,
+        tenant_id: str = DEFAULT_TENANT,
+    ) -> NotificationSpec:
+        """The simplest notification: one email with inline content."""
+        return cls(
+            tenant_id=tenant_id,
+            user_id=user_id,
+            contacts=Profile(email=recipient),
+            channels=("email",),
+            subject=subject,
+            body=body,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedDelivery:
+    channel: str
+    recipient: str
+    content: Content
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    spec: NotificationSpec
+    user: UserRecord | None
+    deliveries: list[PlannedDelivery]
+    category: str | None
+    template: str | None  # "name@version", for the record
+
+    @property
+    def user_key(self) -> str:
+        """The partition key: one user's notifications stay in order."""
+        return self.spec.user_id or self.primary_recipient or self.deliveries[0].recipient[:255]
+
+    @property
+    def primary_recipient(self) -> str | None:
+        """The email address, else the first address if it is short (a phone, a URL)."""
+        emails = [d.recipient for d in self.deliveries if d.channel == "email"]
+        if emails:
+            return emails[0]
+        first = self.deliveries[0].recipient
+        return first if len(first) <= 255 else None
+
+
+@dataclass(frozen=True, slots=True)
+class Planner:
+    channels: Sequence[str]  # those with a provider configured
+    critical_categories: frozenset[str]
+    public_url: str
+    # Where inline webhook URLs, Web Push endpoints and Apprise URLs may point
+    # (HERALD_OUTBOUND_ALLOW).
+    outbound: OutboundPolicy = field(default_factory=OutboundPolicy)
+
+    async def outbound_refusal(self, spec: NotificationSpec) -> PlanningError | None:
+        """Why an inline URL of the request may not be reached, if one may not. Resolves host
+        names, so callers run it before they take a database connection."""
+        if spec.contacts is None:
+            return None
+        try:
+            await check_outbound(spec.contacts, self.outbound, prefix="contacts.")
+        except PlanningError as exc:
+            return exc
+        return None
+
+    async def plan(self, conn: AsyncConnection, spec: NotificationSpec) -> Plan:
+        """The deliveries of a request whose inline URLs passed :meth:`outbound_refusal`."""
+        if spec.user_id is None and spec.contacts is None:
+            raise PlanningError("recipient", "give user_id, recipient or contacts")
+        if spec.template is not None and spec.body is not None:
+            raise PlanningError("message", "give either template (with data) or message")
+        user = None if spec.user_id is None else await users.get(conn, spec.tenant_id, spec.user_id)
+        if spec.user_id is not None and user is None and spec.contacts is None:
+            raise PlanningError(
+                "user_id",
+                f"no user {spec.user_id!r}: create it with PUT /api/v1/users/{{id}} "
+                "or give a recipient",
+            )
+        contacts = _merge(user.profile if user else None, spec.contacts)
+        chosen = await self._templates(conn, spec)
+        channels = self._channels(spec, contacts, user, chosen)
+        category = spec.category or next((t.category for t in chosen.values() if t.category), None)
+        deliveries: list[PlannedDelivery] = []
+        for channel in channels:
+            content = await self._content(spec, channel, chosen.get(channel), user)
+            if channel == "email":
+                content = self._unsubscribe_headers(content, user, category)
+            deliveries.extend(
+                PlannedDelivery(channel, address, content)
+                for address in _addresses(channel, contacts, spec.user_id)
+            )
+        named = next((t for t in chosen.values() if t.name == spec.template), None)
+        template = None if named is None else f"{named.name}@{named.version}"
+        return Plan(spec, user, deliveries, category, template)
+
+    async def _templates(
+        self, conn: AsyncConnection, spec: NotificationSpec
+    ) -> dict[str, TemplateRecord]:
+        """Each channel's template, for the channels its template has a variant for."""
+        wanted: dict[str, str] = dict(spec.channel_templates or {})
+        by_name: dict[str, TemplateRecord] = {}
+        if spec.template is not None:
+            record = await templates.get(conn, spec.tenant_id, spec.template, spec.template_version)
+            if record is None:
+                version = (
+                    "" if spec.template_version is None else f" version {spec.template_version}"
+                )
+                raise PlanningError("template", f"no template {spec.template!r}{version}")
+            by_name[record.name] = record
+            for channel in record.channels:
+                wanted.setdefault(channel, record.name)
+        for name in set(wanted.values()) - set(by_name):
+            record = await templates.get(conn, spec.tenant_id, name)
+            if record is None:
+                raise PlanningError("template", f"no template {name!r}")
+            by_name[name] = record
+        return {
+            channel: by_name[name]
+            for channel, name in wanted.items()
+            if channel in by_name[name].channels
+        }
+
+    def _channels(
+        self,
+        spec: NotificationSpec,
+        contacts: Profile,
+        user: UserRecord | None,
+        chosen: dict[str, TemplateRecord],
+    ) -> list[str]:
+        templated = spec.template is not None or spec.channel_templates is not None
+        if spec.channels is not None:
+            for i, channel in enumerate(spec.channels):
+                where = f"channels[{i}]"
+                if channel not in self.channels:
+                    raise PlanningError(where, f"no provider is configured for {channel}")
+                if not _addresses(channel, contacts, spec.user_id):
+                    who = f"user {spec.user_id!r}" if user else "the recipient"
+                    raise PlanningError(where, f"{who} has no {ADDRESS_NAMES[channel]}")
+                if templated and channel not in chosen:
+                    raise PlanningError(where, f"the template has no {channel} variant")
+            return list(spec.channels)
+        # "Per preferences": every configured channel the user can be reached on; the
+        # inbox only for registered users, so an ad-hoc user_id does not grow one.
+        found = [
+            c
+            for c in self.channels
+            if _addresses(c, contacts, spec.user_id)
+            and (c != "inapp" or user is not None)
+            and (not templated or c in chosen)
+        ]
+        if not found:
+            raise PlanningError(
+                "channels", "the recipient cannot be reached on any configured channel"
+            )
+        return found
+
+    async def _content(
+        self,
+        spec: NotificationSpec,
+        channel: str,
+        template: TemplateRecord | None,
+        user: UserRecord | None,
+    ) -> Content:
+        if template is None:
+            if spec.body is None:
+                raise PlanningError("message", f"is required for {channel} without a template")
+            if channel == "email" and not spec.subject:
+                raise PlanningError("subject", "is required for email")
+            return Content(subject=spec.subject, body=spec.body, data=spec.data)
+        variants = template.channels[channel]
+        locale = rendering.pick_locale(
+            variants, spec.locale or (user.profile.locale if user else None)
+        )
+        where = f"{template.name}.{channel}.{locale}"
+        try:
+            # In a thread: a template may take up to its render budget (well under a second),
+            # which the event loop serving other requests should not wait through.
+            rendered = await asyncio.to_thread(
+                rendering.render, variants[locale], spec.data, where=where
+            )
+        except rendering.MissingVariableError as exc:
+            raise PlanningError(
+                f"data.{exc.variable}",
+                f"template {template.name!r} ({channel}, {locale}) needs {exc.variable!r}",
+            ) from None
+        except rendering.TemplateError as exc:
+            raise PlanningError("template", str(exc)) from None
+        subject, body, html = rendering.to_content(channel, rendered)
+        return Content(subject=subject, body=body, html=html, data=spec.data)
+
+    def _unsubscribe_headers(
+        self, content: Content, user: UserRecord | None, category: str | None
+    ) -> Content:
+        """RFC 2369 and RFC 8058 one-click unsubscribe, where there is something to leave."""
+        if user is None or category is None or category in self.critical_categories:
+            return content
+        query = urlencode({"user": user.id, "category": category, "token": user.unsubscribe_token})
+        link = f"{self.public_url.rstrip('/')}/api/v1/unsubscribe?{query}"
+        headers = {
+            **content.headers,
+            "List-Unsubscribe": f"<{link}>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        }
+        return content.model_copy(update={"headers": headers})
+
+
+async def check_outbound(contacts: Profile, policy: OutboundPolicy, *, prefix: str = "") -> None:
+    """Refuses a webhook URL, Web Push endpoint or Apprise URL that Herald may not connect to
+    (see herald.outbound and herald.channels.apprise_hosts), naming its field. They are
+    resolved at once; the first refused is named."""
+    urls = [("webhook_url", contacts.webhook_url)] if contacts.webhook_url else []
+    urls += [
+        (f"web_push[{i}].endpoint", str(s.get("endpoint", "")))
+        for i, s in enumerate(contacts.web_push)
+    ]
+    refusals = list(await asyncio.gather(*(policy.refusal(url) for _, url in urls)))
+    if contacts.apprise_urls:
+        urls += [(f"apprise_urls[{i}]", url) for i, url in enumerate(contacts.apprise_urls)]
+        refusals += await _apprise_refusals(contacts.apprise_urls, policy)
+    for (name, _), refusal in zip(urls, refusals, strict=True):
+        if refusal is not None:
+            raise PlanningError(prefix + name, refusal)
+
+
+async def _apprise_refusals(urls: Sequence[str], policy: OutboundPolicy) -> list[str | None]:
+    try:
+        # Apprise is an extra, and importing it takes a second: not on the event loop.
+        await anyio.to_thread.run_sync(importlib.import_module, "herald.channels.apprise")
+    except ImportError:
+        return ["cannot be checked: Apprise is not installed"] * len(urls)
+    from herald.channels import apprise
+
+    return list(await asyncio.gather(*(apprise.refusal(url, policy) for url in urls)))
+
+
+def _merge(profile: Profile | None, inline: Profile | None) -> Profile:
+    if profile is None:
+        return inline or Profile()
+    if inline is None:
+        return profile
+    chosen = {
+        name: getattr(inline, name) or getattr(profile, name)
+        for name in Profile.__dataclass_fields__
+    }
+    return replace(profile, **chosen)
+
+
+def _addresses(channel: str, contacts: Profile, user_id: str | None) -> list[str]:
+    match channel:
+        case "email":
+            return [contacts.email] if contacts.email else []
+        case "sms":
+            return [contacts.phone] if contacts.phone else []
+        case "push":
+            return list(contacts.push_tokens)
+        case "webpush":
+            return [json.dumps(s, sort_keys=True, separators=(",", ":")) for s in contacts.web_push]
+        case "webhook":
+            return [contacts.webhook_url] if contacts.webhook_url else []
+        case "apprise":
+            return list(contacts.apprise_urls)
+        case "inapp":
+            return [user_id] if user_id else []
+    return []

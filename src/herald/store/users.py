@@ -1,0 +1,190 @@
+"""Users: contact points, locale, time zone, preferences and webhook signing secrets."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from herald.store.tables import users
+
+U = users.c
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """What a caller sets with PUT /api/v1/users/{id}."""
+
+    email: str | None = None
+    phone: str | None = None
+    locale: str | None = None
+    timezone: str | None = None
+    push_tokens: list[str] = field(default_factory=list)
+    web_push: list[dict[str, Any]] = field(default_factory=list)
+    webhook_url: str | None = None
+    apprise_urls: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    tenant_id: str
+    id: str
+    profile: Profile
+    preferences: dict[str, Any]
+    webhook_secrets: list[dict[str, Any]]  # {"secret", "expires_at"}, newest first
+    unsubscribe_token: str
+    created_at: datetime
+    updated_at: datetime
+
+    def signing_secrets(self, now: datetime) -> list[str]:
+        """Secrets still in use, newest first: more than one while a rotation is in its grace."""
+        return [
+            s["secret"]
+            for s in self.webhook_secrets
+            if s.get("expires_at") is None or datetime.fromisoformat(s["expires_at"]) > now
+        ]
+
+
+def new_secret() -> str:
+    return "whsec_" + secrets.token_urlsafe(32)
+
+
+def _record(row: sa.Row[tuple[object, ...]]) -> UserRecord:
+    m = row._mapping
+    return UserRecord(
+        tenant_id=m["tenant_id"],
+        id=m["id"],
+        profile=Profile(
+            email=m["email"],
+            phone=m["phone"],
+            locale=m["locale"],
+            timezone=m["timezone"],
+            push_tokens=list(m["push_tokens"]),
+            web_push=list(m["web_push"]),
+            webhook_url=m["webhook_url"],
+            apprise_urls=list(m["apprise_urls"]),
+        ),
+        preferences=dict(m["preferences"]),
+        webhook_secrets=list(m["webhook_secrets"]),
+        unsubscribe_token=m["unsubscribe_token"],
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+    )
+
+
+def _profile_values(profile: Profile) -> dict[str, Any]:
+    return {
+        "email": profile.email,
+        "phone": profile.phone,
+        "locale": profile.locale,
+        "timezone": profile.timezone,
+        "push_tokens": profile.push_tokens,
+        "web_push": profile.web_push,
+        "webhook_url": profile.webhook_url,
+        "apprise_urls": profile.apprise_urls,
+    }
+
+
+async def get(conn: AsyncConnection, tenant: str, user_id: str) -> UserRecord | None:
+    row = (
+        await conn.execute(sa.select(users).where(U.tenant_id == tenant, U.id == user_id))
+    ).first()
+    return None if row is None else _record(row)
+
+
+async def by_unsubscribe_token(conn: AsyncConnection, token: str) -> UserRecord | None:
+    row = (await conn.execute(sa.select(users).where(U.unsubscribe_token == token))).first()
+    return None if row is None else _record(row)
+
+
+async def get_many(
+    conn: AsyncConnection, tenant: str, user_ids: Sequence[str]
+) -> dict[str, UserRecord]:
+    if not user_ids:
+        return {}
+    rows = await conn.execute(
+        sa.select(users).where(U.tenant_id == tenant, U.id.in_(set(user_ids)))
+    )
+    return {r.id: _record(r) for r in rows}
+
+
+async def put(
+    conn: AsyncConnection, tenant: str, user_id: str, profile: Profile, now: datetime
+) -> tuple[UserRecord, str | None, bool]:
+    """Create or replace a user's profile. Returns the user; when a webhook signing secret
+    was made just now (the first webhook URL), that secret, shown to the caller once; and
+    whether the user was created."""
+    existing = await get(conn, tenant, user_id)
+    fresh_secret = None
+    if existing is None:
+        secrets_list: list[dict[str, Any]] = []
+        if profile.webhook_url:
+            fresh_secret = new_secret()
+            secrets_list = [{"secret": fresh_secret, "expires_at": None}]
+        await conn.execute(
+            sa.insert(users).values(
+                tenant_id=tenant,
+                id=user_id,
+                **_profile_values(profile),
+                preferences={},
+                webhook_secrets=secrets_list,
+                unsubscribe_token=secrets.token_urlsafe(24),
+                created_at=now,
+                updated_at=now,
+            )
+        )
+    else:
+        values = {**_profile_values(profile), "updated_at": now}
+        if profile.webhook_url and not existing.webhook_secrets:
+            fresh_secret = new_secret()
+            values["webhook_secrets"] = [{"secret": fresh_secret, "expires_at": None}]
+        await conn.execute(
+            sa.update(users).where(U.tenant_id == tenant, U.id == user_id).values(**values)
+        )
+    found = await get(conn, tenant, user_id)
+    assert found is not None
+    return found, fresh_secret, existing is None
+
+
+async def delete(conn: AsyncConnection, tenant: str, user_id: str) -> bool:
+    result = await conn.execute(sa.delete(users).where(U.tenant_id == tenant, U.id == user_id))
+    return bool(result.rowcount)
+
+
+async def set_preferences(
+    conn: AsyncConnection, tenant: str, user_id: str, preferences: dict[str, Any], now: datetime
+) -> bool:
+    result = await conn.execute(
+        sa.update(users)
+        .where(U.tenant_id == tenant, U.id == user_id)
+        .values(preferences=preferences, updated_at=now)
+    )
+    return bool(result.rowcount)
+
+
+async def rotate_secret(
+    conn: AsyncConnection, tenant: str, user_id: str, *, grace: timedelta, now: datetime
+) -> str | None:
+    """A new signing secret; the old ones keep signing until ``grace`` has passed, so a
+    receiver can switch over without dropping a delivery. None if there is no such user."""
+    user = await get(conn, tenant, user_id)
+    if user is None:
+        return None
+    ends = (now + grace).isoformat()
+    kept = [
+        {"secret": s["secret"], "expires_at": min(s["expires_at"] or ends, ends)}
+        for s in user.webhook_secrets
+        if s["secret"] in user.signing_secrets(now)
+    ]
+    fresh = new_secret()
+    await conn.execute(
+        sa.update(users)
+        .where(U.tenant_id == tenant, U.id == user_id)
+        .values(webhook_secrets=[{"secret": fresh, "expires_at": None}, *kept], updated_at=now)
+    )
+    return fresh

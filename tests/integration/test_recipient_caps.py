@@ -1,0 +1,47 @@
+"""Daily caps hold when routers count the same address at the same instant."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from herald.clock import utcnow
+from herald.store import recipient_caps
+from herald.store.database import Database
+
+
+async def _count(conn: AsyncConnection, delivery_id: str, now: datetime, cap: int = 1) -> bool:
+    return await recipient_caps.admit(
+        conn,
+        tenant="t",
+        channel="sms",
+        recipient="+14155550100",
+        delivery_id=delivery_id,
+        cap=cap,
+        now=now,
+    )
+
+
+async def _admit(db: Database, delivery_id: str, now: datetime, cap: int = 1) -> bool:
+    async with db.write() as conn:
+        return await _count(conn, delivery_id, now, cap)
+
+
+async def test_two_routers_at_once_never_admit_past_the_cap(db: Database) -> None:
+    now = utcnow()
+    async with db.write() as first:
+        # The first router counted the address and has not committed yet...
+        assert await _count(first, "d1", now)
+        # ...when a second one counts it too: it must wait for the first, not read 0.
+        second = asyncio.create_task(_admit(db, "d2", now))
+        await asyncio.sleep(0.3)
+    assert await second is False
+    assert await _admit(db, "d1", now) is True  # the same delivery routed again: still counted once
+
+
+async def test_many_at_once_admit_exactly_the_cap(db: Database) -> None:
+    now = utcnow()
+    admitted = await asyncio.gather(*(_admit(db, f"d{i}", now, cap=3) for i in range(12)))
+    assert sum(admitted) == 3
