@@ -228,12 +228,12 @@ async def test_429_is_transient_and_its_retry_after_is_kept(receiver: WebhookRec
 async def test_a_receiver_slower_than_the_timeout_is_transient(
     receiver: WebhookReceiver,
 ) -> None:
-    receiver.delay = 1.0
+    receiver.delay = 10.0  # far beyond the timeout, so a loaded machine cannot blur the two
     async with provider(SECRET, timeout=0.2) as hooks:
         started = time.monotonic()
         with pytest.raises(TransientDeliveryError):
             await hooks.send(message(receiver.url))
-    assert time.monotonic() - started < 0.9
+    assert time.monotonic() - started < 5
 
 
 async def test_a_receiver_that_is_down_is_transient() -> None:

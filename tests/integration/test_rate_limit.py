@@ -51,7 +51,7 @@ async def test_without_redis_the_limit_falls_back_to_this_process(
     private_redis: PrivateRedis,
 ) -> None:
     client = Redis.from_url(private_redis.url, socket_timeout=0.5, socket_connect_timeout=0.5)
-    limiter = RedisTokenBucket(client, rate=1, burst=3, prefix="t:")
+    limiter = RedisTokenBucket(client, rate=0.1, burst=3, prefix="t:")  # no refill in the test
     assert (await limiter.acquire("c")).allowed
     private_redis.stop()
     decisions = [await limiter.acquire("c") for _ in range(5)]

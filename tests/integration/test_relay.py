@@ -118,10 +118,10 @@ async def test_each_event_is_published_once_in_order(db: Database, bus: Bus, top
 
 async def test_delayed_events_wait_until_due(db: Database, bus: Bus, topic: str) -> None:
     await bus.ensure_topics([topic])
-    await add(db, OutgoingMessage(topic, "k", b"later"), delay=0.3)
+    await add(db, OutgoingMessage(topic, "k", b"later"), delay=1.0)
     relay = make_relay(db, bus)
     assert await relay.relay_once() == 0
-    await asyncio.sleep(0.4)
+    await asyncio.sleep(1.1)
     assert await relay.relay_once() == 1
     assert [m.value for m in await read(bus, topic, 1)] == [b"later"]
 

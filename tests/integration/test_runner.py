@@ -182,11 +182,12 @@ async def test_the_drain_deadline_hands_back_what_is_unfinished(bus: EmbeddedBus
 
     async def slow(message: Message) -> None:
         started.set()
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(1.0)
         handled.append(int(message.headers["seq"]))
 
+    # The first handler ends 0.5 s inside the deadline, the second would end 0.5 s past it.
     stop = asyncio.Event()
-    runner = ConsumerRunner(bus.consumer("g", [TOPIC]), slow, name="t", drain_timeout=0.3)
+    runner = ConsumerRunner(bus.consumer("g", [TOPIC]), slow, name="t", drain_timeout=1.5)
     task = asyncio.create_task(runner.run(stop))
     await started.wait()
     stop.set()

@@ -18,7 +18,7 @@ async def test_consecutive_failures_open_it_and_a_success_resets_the_count() -> 
 
 
 async def test_an_open_circuit_holds_callers_until_the_pause_ends() -> None:
-    breaker = CircuitBreaker("smtp", failure_threshold=1, reset_timeout=0.2)
+    breaker = CircuitBreaker("smtp", failure_threshold=1, reset_timeout=1.0)
     breaker.failed()
     waiting = asyncio.create_task(breaker.ready())
     await asyncio.sleep(0.05)
