@@ -16,11 +16,13 @@ from herald.channels.smtp import SmtpProvider, parse_smtp_url
 from herald.clock import utcnow
 from herald.domain.messages import Content, DeliveryJob, encode
 from herald.pipeline.deadletter import DeadLetterOffice
+from herald.pipeline.failover import FailoverChain, ProviderSlot
 from herald.pipeline.intake import Intake
 from herald.pipeline.planning import NotificationSpec
 from herald.pipeline.retries import RetrySchedule
 from herald.pipeline.worker import ChannelWorker
 from herald.reliability.backoff import Backoff
+from herald.reliability.circuit import CircuitBreaker, CircuitState
 from herald.reliability.retry import RetryPolicy
 from herald.store import deliveries
 from herald.store.database import Database
@@ -173,6 +175,25 @@ async def test_a_job_for_an_unknown_delivery_is_dropped(env: Fixture) -> None:
         await conn.execute(sa.delete(deliveries_table))
     await env.worker.handle(job_message(record))
     assert env.sink.messages() == []
+
+
+async def test_a_probe_with_nothing_to_send_leaves_the_circuit_free_to_probe(
+    env: Fixture,
+) -> None:
+    provider = env.worker.providers.slots[0].provider
+    breaker = CircuitBreaker(provider.name, failure_threshold=1, reset_timeout=0.05)
+    env.worker.providers = FailoverChain([ProviderSlot(provider, breaker)])
+    breaker.failed()  # open: the next job after 0.05 s is the probe
+    gone = await accept(env)
+    async with env.db.write() as conn:
+        await conn.execute(sa.delete(deliveries_table))
+    await env.worker.handle(job_message(gone))  # the probe's delivery is gone: no send
+
+    # Had the probe stayed taken, the circuit would wait for it forever.
+    record = await accept(env)
+    await asyncio.wait_for(env.worker.handle(job_message(record)), 10)
+    assert (await delivery_row(env, record.deliveries[0].id)).status == "SENT"
+    assert breaker.state == CircuitState.CLOSED
 
 
 async def test_a_send_that_would_outlive_the_lease_is_cut_short(env: Fixture) -> None:

@@ -64,3 +64,18 @@ async def test_a_failed_probe_reopens_with_a_longer_pause() -> None:
         CircuitState.HALF_OPEN,
         CircuitState.OPEN,
     ]
+
+
+async def test_a_probe_that_never_called_can_be_released_but_only_by_itself() -> None:
+    breaker = CircuitBreaker("smtp", failure_threshold=1, reset_timeout=0.05)
+    breaker.failed()
+    first = await asyncio.wait_for(breaker.ready(), 5)
+    assert first is not None
+    breaker.release_probe(first)  # it had nothing to send
+    second = await asyncio.wait_for(breaker.ready(), 5)
+    assert second is not None
+    assert second != first
+    breaker.release_probe(first)  # stale: the second probe keeps its turn
+    assert not breaker.usable()
+    breaker.succeeded()
+    assert await breaker.ready() is None  # closed: nobody is a probe

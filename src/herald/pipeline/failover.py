@@ -40,16 +40,14 @@ class FailoverChain:
             raise ValueError("a channel needs at least one provider")
         self.slots = list(slots)
 
-    @property
-    def primary(self) -> ProviderSlot:
-        return self.slots[0]
-
-    async def choose(self) -> ProviderSlot:
+    async def choose(self) -> tuple[ProviderSlot, int | None]:
+        """The slot to send through, and the probe number if this send is its circuit's probe
+        (see ``CircuitBreaker.ready``)."""
         while True:
             slot = self._pick()
             if slot is not None:
-                await slot.breaker.ready()  # returns at once: claims the probe if one is due
-                return slot
+                # Returns at once: claims the probe if one is due.
+                return slot, await slot.breaker.ready()
             wait = min(s.breaker.seconds_until_usable() for s in self.slots)
             await asyncio.sleep(min(max(wait, 0.01), 1.0))
 

@@ -77,14 +77,21 @@ class ChannelWorker:
         except PoisonMessageError as exc:
             await self.dead_letters.poison(message, exc)
             return
+        slot, probe = await self.providers.choose()
+        try:
+            await self._deliver(job, message, slot)
+        finally:
+            if probe is not None:  # a no-op once the send has settled the probe
+                slot.breaker.release_probe(probe)
+
+    async def _deliver(self, job: DeliveryJob, message: Message, slot: ProviderSlot) -> None:
+        if slot.throttle is not None:
+            waited = await slot.throttle.take()
+            if waited:
+                metrics.rate_limit_waits.labels(slot.name).inc()
+                metrics.rate_limit_wait_seconds.labels(slot.name).inc(waited)
         pause = 0.05
         while True:
-            slot = await self.providers.choose()
-            if slot.throttle is not None:
-                waited = await slot.throttle.take()
-                if waited:
-                    metrics.rate_limit_waits.labels(slot.name).inc()
-                    metrics.rate_limit_wait_seconds.labels(slot.name).inc(waited)
             async with slot.sends:
                 claim = await self._claim(job)
                 if claim.outcome == ClaimOutcome.CLAIMED:

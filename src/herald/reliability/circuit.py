@@ -50,13 +50,16 @@ class CircuitBreaker:
         self._reset_timeout = reset_timeout
         self._retry_at = 0.0  # monotonic time when the open circuit lets a probe through
         self._probing = False
+        self._probes = 0  # probes granted so far: the number of the current one
         self._changed = asyncio.Event()
 
-    async def ready(self) -> None:
-        """Return when a call may be made: at once if closed, after the pause if open."""
+    async def ready(self) -> int | None:
+        """Return when a call may be made: at once if closed, after the pause if open.
+        A number when this caller is the half-open circuit's probe: its call must end in
+        ``succeeded()`` or ``failed()``, or else in ``release_probe(number)``."""
         while True:
             if self.state == CircuitState.CLOSED:
-                return
+                return None
             if self.state == CircuitState.OPEN:
                 wait = self._retry_at - time.monotonic()
                 if wait <= 0:
@@ -66,8 +69,17 @@ class CircuitBreaker:
                     continue
             if not self._probing:  # half open: this caller is the probe
                 self._probing = True
-                return
+                self._probes += 1
+                return self._probes
             await self._wait_for_change(self._reset_timeout)
+
+    def release_probe(self, probe: int) -> None:
+        """The probe never reached the provider (nothing to send, or cut off): let the next
+        caller probe, or the circuit would stay half open with no probe ever coming. A probe
+        that already ended (or a later one's number) changes nothing."""
+        if self._probing and probe == self._probes and self.state == CircuitState.HALF_OPEN:
+            self._probing = False
+            self._changed.set()
 
     def usable(self) -> bool:
         """Whether ``ready()`` would return at once: closed, or a probe is due now."""
