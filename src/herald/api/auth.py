@@ -69,9 +69,11 @@ class Authenticator:
         cached = self._cache.get(digest)
         if cached is not None and time.monotonic() - cached[0] < KEY_CACHE_SECONDS:
             return cached[1]
-        async with self.db.write() as conn:
-            key = await api_keys.by_secret(conn, secret)
-            if key is not None:
+        # A read: guessed keys must not queue for the writer (SQLite has one).
+        async with self.db.read() as conn:
+            key = await api_keys.by_hash(conn, digest)
+        if key is not None:
+            async with self.db.write() as conn:
                 await api_keys.touch(conn, key.id, utcnow())
         if len(self._cache) >= _CACHE_LIMIT:
             self._cache.clear()  # guessed keys must not grow it without bound

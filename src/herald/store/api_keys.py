@@ -74,8 +74,9 @@ async def create(
     return record, secret
 
 
-async def by_secret(conn: AsyncConnection, secret: str) -> ApiKey | None:
-    row = (await conn.execute(sa.select(api_keys).where(K.key_hash == hash_key(secret)))).first()
+async def by_hash(conn: AsyncConnection, key_hash: str) -> ApiKey | None:
+    """The key whose secret hashes (``hash_key``) to ``key_hash``."""
+    row = (await conn.execute(sa.select(api_keys).where(K.key_hash == key_hash))).first()
     return None if row is None else _record(row)
 
 
