@@ -77,6 +77,7 @@ def _run_roles(
     *,
     migrate: bool,
     service: str,
+    load_rules: bool = False,
 ) -> None:
     from herald.observability import otel
 
@@ -89,7 +90,7 @@ def _run_roles(
         from herald.runtime import running
         from herald.supervisor import supervise
 
-        async with running(settings, migrate=migrate) as rt:
+        async with running(settings, migrate=migrate, load_rules=load_rules) as rt:
             return await supervise(build(rt), shutdown_timeout=settings.shutdown_timeout_seconds)
 
     _run(main())
@@ -115,7 +116,11 @@ def serve(host: HostOption = None, port: PortOption = None) -> None:
     # SQLite is this process's own; a shared PostgreSQL is migrated on purpose (`herald migrate`).
     on_sqlite = settings.database_url.startswith("sqlite")
     _run_roles(
-        settings, lambda rt: roles.all_roles(rt, *listen), migrate=on_sqlite, service="herald"
+        settings,
+        lambda rt: roles.all_roles(rt, *listen),
+        migrate=on_sqlite,
+        service="herald",
+        load_rules=True,
     )
 
 
@@ -132,6 +137,7 @@ def api(host: HostOption = None, port: PortOption = None) -> None:
         lambda rt: {"api": roles.api(rt, *listen)},
         migrate=False,
         service="herald-api",
+        load_rules=True,
     )
 
 

@@ -75,12 +75,13 @@ class Runtime:
             ),
         )
 
-    async def start(self, *, migrate: bool) -> None:
+    async def start(self, *, migrate: bool, load_rules: bool = False) -> None:
+        """``load_rules``: the API's processes load HERALD_RULES_FILE (only they read rules)."""
         if migrate:
             await upgrade(self.db)
         else:
             await require_current(self.db)
-        if self.settings.rules_file:
+        if load_rules and self.settings.rules_file:
             from herald.api.rules import load_rules_file
 
             await load_rules_file(self.db, self.settings.rules_file)
@@ -172,10 +173,12 @@ def _rate_limiter(settings: Settings, redis: Redis | None) -> RateLimiter | None
 
 
 @asynccontextmanager
-async def running(settings: Settings, *, migrate: bool) -> AsyncIterator[Runtime]:
+async def running(
+    settings: Settings, *, migrate: bool, load_rules: bool = False
+) -> AsyncIterator[Runtime]:
     runtime = Runtime(settings)
     try:
-        await runtime.start(migrate=migrate)
+        await runtime.start(migrate=migrate, load_rules=load_rules)
         yield runtime
     finally:
         await runtime.close()

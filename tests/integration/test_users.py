@@ -101,7 +101,7 @@ async def test_rules_load_from_a_yaml_file_at_start(database_url: str, tmp_path:
         "    template: order-shipped\n"
     )
     rt = Runtime(settings_for(database_url, rules_file=str(path)))
-    await rt.start(migrate=False)
+    await rt.start(migrate=False, load_rules=True)
     try:
         from herald.api.app import create_app
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from herald.store.dialect import upsert
 from herald.store.tables import rules
 
 R = rules.c
@@ -56,19 +57,16 @@ async def put(conn: AsyncConnection, tenant: str, rule: RuleRecord) -> tuple[Rul
         "enabled": rule.enabled,
         "updated_at": rule.updated_at,
     }
+    # An upsert: two API processes loading the rules file at once must not collide.
+    await upsert(
+        conn,
+        rules,
+        [{"tenant_id": tenant, "name": rule.name, "created_at": rule.created_at, **values}],
+        update=list(values),
+    )
     if existing is None:
-        await conn.execute(
-            sa.insert(rules).values(
-                tenant_id=tenant, name=rule.name, created_at=rule.created_at, **values
-            )
-        )
-    else:
-        await conn.execute(
-            sa.update(rules).where(R.tenant_id == tenant, R.name == rule.name).values(**values)
-        )
-    found = await get(conn, tenant, rule.name)
-    assert found is not None
-    return found, existing is None
+        return rule, True
+    return replace(rule, created_at=existing.created_at), False
 
 
 async def get(conn: AsyncConnection, tenant: str, name: str) -> RuleRecord | None:
