@@ -47,9 +47,9 @@ _left: ContextVar[list[int] | None] = ContextVar("herald_render_budget", default
 
 
 @contextmanager
-def budget(steps: int = MAX_STEPS) -> Iterator[None]:
+def budget() -> Iterator[None]:
     """Count the steps of the render inside; outside one (compiling), nothing is counted."""
-    token = _left.set([steps])
+    token = _left.set([MAX_STEPS])
     try:
         yield
     finally:

@@ -105,7 +105,6 @@ class PlannedDelivery:
 @dataclass(frozen=True, slots=True)
 class Plan:
     spec: NotificationSpec
-    user: UserRecord | None
     deliveries: list[PlannedDelivery]
     category: str | None
     template: str | None  # "name@version", for the record
@@ -173,7 +172,7 @@ class Planner:
             )
         named = next((t for t in chosen.values() if t.name == spec.template), None)
         template = None if named is None else f"{named.name}@{named.version}"
-        return Plan(spec, user, deliveries, category, template)
+        return Plan(spec, deliveries, category, template)
 
     async def _templates(
         self, conn: AsyncConnection, spec: NotificationSpec

@@ -103,10 +103,6 @@ def _notification(
     )
 
 
-async def insert(conn: AsyncConnection, record: NotificationRecord) -> None:
-    await insert_many(conn, [record])
-
-
 async def insert_many(conn: AsyncConnection, records: Sequence[NotificationRecord]) -> None:
     """Insert notifications and their deliveries: two statements however many there are."""
     if not records:
