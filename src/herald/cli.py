@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any
 
 import sqlalchemy.exc
 import typer
 from pydantic import ValidationError
 
+from herald.cli_errors import fail
 from herald.config import Settings
 from herald.errors import ConfigError
 from herald.observability.logging import configure_logging, get_logger
@@ -40,14 +41,9 @@ def _settings() -> Settings:
         problems = "; ".join(
             f"HERALD_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
         )
-        _fail(f"invalid configuration: {problems}")
+        fail(f"invalid configuration: {problems}")
     configure_logging(settings.log_level, settings.log_format)
     return settings
-
-
-def _fail(message: str) -> NoReturn:
-    typer.echo(f"herald: error: {message}", err=True)
-    raise typer.Exit(2)
 
 
 def _run(coro: Coroutine[Any, Any, int]) -> None:
@@ -61,9 +57,9 @@ def _run(coro: Coroutine[Any, Any, int]) -> None:
         with runner:
             code = runner.run(coro)
     except ConfigError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except (OSError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as exc:
-        _fail(f"cannot reach the database: {exc}")
+        fail(f"cannot reach the database: {exc}")
     raise typer.Exit(code)
 
 
@@ -84,7 +80,7 @@ def _run_roles(
     try:
         otel.configure(settings.otel_exporter, service)
     except ConfigError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
     async def main() -> int:
         from herald.runtime import running
@@ -102,7 +98,7 @@ def _check_auth(settings: Settings, host: str) -> None:
     try:
         check_auth_setting(settings.auth, host)
     except ConfigError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 @app.command()
@@ -166,18 +162,16 @@ def worker(
     try:
         configured = available_channels(settings)
     except ConfigError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     chosen = (
         configured if channels is None else [c.strip() for c in channels.split(",") if c.strip()]
     )
     unknown = sorted(set(chosen) - set(CHANNELS))
     if unknown or not chosen:
-        _fail(f"--channels: unknown {unknown or 'none given'}; choose from {', '.join(CHANNELS)}")
+        fail(f"--channels: unknown {unknown or 'none given'}; choose from {', '.join(CHANNELS)}")
     unconfigured = sorted(set(chosen) - set(configured))
     if unconfigured:
-        _fail(
-            f"--channels: no provider configured for {', '.join(unconfigured)} (HERALD_PROVIDERS)"
-        )
+        fail(f"--channels: no provider configured for {', '.join(unconfigured)} (HERALD_PROVIDERS)")
     _run_roles(
         settings,
         lambda rt: roles.worker_roles(rt, chosen),

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Annotated, NoReturn, TypeVar
+from typing import Annotated, TypeVar
 
 import typer
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from herald.cli_errors import fail
 from herald.clock import utcnow
 from herald.errors import ConfigError
 from herald.store import api_keys
@@ -19,11 +20,6 @@ from herald.tenancy import DEFAULT_TENANT, TENANT_PATTERN, valid_tenant
 
 app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 T = TypeVar("T")
-
-
-def _fail(message: str) -> NoReturn:
-    typer.echo(f"herald: error: {message}", err=True)
-    raise typer.Exit(2)
 
 
 def _with_db(work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
@@ -45,7 +41,7 @@ def _with_db(work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
     try:
         return asyncio.run(main())
     except ConfigError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 def _line(key: ApiKey) -> str:
@@ -70,11 +66,11 @@ def create(
     chosen = sorted({s.strip() for s in scopes.split(",") if s.strip()})
     unknown = set(chosen) - set(api_keys.SCOPES)
     if unknown or not chosen:
-        _fail(f"--scopes: unknown {sorted(unknown) or 'none given'}; choose from send, read, admin")
+        fail(f"--scopes: unknown {sorted(unknown) or 'none given'}; choose from send, read, admin")
     if not valid_tenant(tenant):
-        _fail(f"--tenant: {tenant!r} does not match {TENANT_PATTERN}")
+        fail(f"--tenant: {tenant!r} does not match {TENANT_PATTERN}")
     if not name.strip() or len(name) > 100:
-        _fail("--name: give 1 to 100 characters")
+        fail("--name: give 1 to 100 characters")
     now = utcnow()
     expires = None if expires_in_days is None else now + timedelta(days=expires_in_days)
 
@@ -109,5 +105,5 @@ def revoke(key_id: Annotated[str, typer.Argument(help="The key's id (from `list`
         return await api_keys.revoke(conn, key_id, tenant=None, now=utcnow())
 
     if not _with_db(work):
-        _fail(f"key {key_id} not found")
+        fail(f"key {key_id} not found")
     typer.echo(f"revoked {key_id}")

@@ -107,8 +107,8 @@ async def decide_open_access(
     mode: str | None, host: str, db: Database, *, open_by_default: bool
 ) -> bool:
     """Open when asked for (on loopback), or by default for `herald serve` on loopback
-    while no key exists yet, so the first run needs no key. Announced loudly."""
-    check_auth_setting(mode, host)
+    while no key exists yet, so the first run needs no key. Announced loudly.
+    ``check_auth_setting`` has refused an open API off loopback before this runs."""
     if mode is None:
         if not open_by_default or not is_loopback(host):
             return False

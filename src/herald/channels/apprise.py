@@ -196,9 +196,8 @@ class AppriseProvider:
         return f"AppriseProvider(name={self.name!r})"
 
     async def start(self) -> None:
-        quiet_library_logging()
-        load_plugins()
-        dns_pin.install()
+        # Loads the plugins (a second or two, once per process) off the event loop.
+        await anyio.to_thread.run_sync(_prepare)
         self._started = True
         log.info("apprise.configured", provider=self.name, concurrency=self.concurrency)
 
