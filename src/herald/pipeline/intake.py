@@ -100,16 +100,16 @@ class Intake:
         render: RenderBatch,
         idem: IdempotencyRequest | None,
     ) -> Accepted:
-        if idem is not None:
-            stored = await self._stored(idem)
-            if stored is not None:
-                return _replay(stored, idem)
         for _ in range(3):
+            if idem is not None:
+                stored = await self._stored(idem)
+                if stored is not None:
+                    return _replay(stored, idem)
             try:
                 return await self._accept_once(specs, render, idem)
             except IntegrityError:
-                # PostgreSQL: a concurrent request with the same key committed first. The
-                # next round finds its stored response.
+                # A concurrent request with the same key committed first (the key is the
+                # primary key of its row): the next round finds its stored response.
                 if idem is None:
                     raise
         raise RuntimeError("idempotency key kept conflicting")  # pragma: no cover
@@ -150,10 +150,6 @@ class Intake:
         now = utcnow()
         outcomes: list[NotificationRecord | PlanningError] = []
         async with self.db.write() as conn:
-            if idem is not None:
-                stored = await idempotency.find(conn, idem.scope, idem.key, now)
-                if stored is not None:
-                    return _replay(stored, idem)
             events: list[OutgoingMessage] = []
             steps: list[journal.Step] = []
             for plan in plans:
