@@ -202,13 +202,14 @@ class Intake:
             user_key=plan.user_key,
             user_id=spec.user_id,
             deliveries=[
+                # The record's deliveries were made from the plan's, in its order.
                 DeliveryPlan(
                     delivery_id=d.id,
                     channel=d.channel,
                     recipient=d.recipient,
-                    content=Content.model_validate(d.content),
+                    content=planned.content,
                 )
-                for d in record.deliveries
+                for d, planned in zip(record.deliveries, plan.deliveries, strict=True)
             ],
             content=Content(subject=record.subject, body=record.body),
             created_at=record.created_at,
