@@ -263,12 +263,9 @@ async def post_event(
     category = payload.category or next((r.category for r in matched if r.category), None)
     names = [r.name for r in matched]
 
-    def render(outcomes: list[NotificationRecord | PlanningError]) -> dict[str, Any]:
-        (outcome,) = outcomes
-        if isinstance(outcome, PlanningError):
-            raise outcome
+    def render(record: NotificationRecord) -> dict[str, Any]:
         out = EventOut(
-            type=payload.type, matched_rules=names, notification=NotificationOut.of(outcome)
+            type=payload.type, matched_rules=names, notification=NotificationOut.of(record)
         )
         return out.model_dump(mode="json")
 
@@ -289,7 +286,7 @@ async def post_event(
             traceparent=traceparent,
         )
         try:
-            accepted = await runtime.intake.submit_batch([spec], render, idem)
+            accepted = await runtime.intake.submit(spec, render, idem)
         except PlanningError as exc:
             raise FieldError(exc.field, exc.message) from None
     notification = accepted.body.get("notification") or {}
