@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.api.auth import Reader, Sender
 from herald.api.context import runtime_of
@@ -131,7 +132,12 @@ async def put_user(
 
 async def _user(request: Request, tenant: str, user_id: str) -> UserRecord:
     async with runtime_of(request).db.read() as conn:
-        user = await users.get(conn, tenant, user_id)
+        return await _existing_user(conn, tenant, user_id)
+
+
+async def _existing_user(conn: AsyncConnection, tenant: str, user_id: str) -> UserRecord:
+    """The tenant's user; another tenant's (or none) is a 404."""
+    user = await users.get(conn, tenant, user_id)
     if user is None:
         raise NotFoundError(f"user {user_id} not found")
     return user
@@ -231,8 +237,9 @@ async def get_inbox(
 ) -> InboxPage:
     """Newest first; archived items only when asked for by status."""
     before = decode_cursor(cursor) if cursor else None
-    tenant = await _inbox_owner(request, principal.tenant, user_id)
+    tenant = principal.tenant
     async with runtime_of(request).db.read() as conn:
+        await _existing_user(conn, tenant, user_id)
         items = await inbox.page(
             conn, tenant, user_id, limit=limit + 1, before_id=before, status=status
         )
@@ -252,8 +259,9 @@ async def mark_inbox(
     if not payload.ids and not payload.all:
         raise FieldError("ids", "give item ids, or all: true")
     now = utcnow()
-    tenant = await _inbox_owner(request, principal.tenant, user_id)
+    tenant = principal.tenant
     async with runtime_of(request).db.write() as conn:
+        await _existing_user(conn, tenant, user_id)
         if payload.all:
             changed = await inbox.mark_all_read(conn, tenant, user_id, now)
         else:
@@ -271,22 +279,17 @@ async def stream_inbox(user_id: UserId, request: Request, principal: Reader) -> 
     """Server-Sent Events: an `item` event for each new inbox item. Reconnect with the
     `Last-Event-ID` header (browsers do) to get what arrived in between."""
     runtime = runtime_of(request)
-    tenant = await _inbox_owner(request, principal.tenant, user_id)
+    tenant = principal.tenant
     last = request.headers.get("last-event-id")
-    if last is None:
-        async with runtime.db.read() as conn:
+    async with runtime.db.read() as conn:
+        await _existing_user(conn, tenant, user_id)
+        if last is None:
             last = await inbox.newest_id(conn, tenant, user_id) or ""
     return StreamingResponse(
         _events(runtime, request, tenant, user_id, last),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
-
-
-async def _inbox_owner(request: Request, tenant: str, user_id: str) -> str:
-    """The tenant, once the user is known to be its own: another tenant's is a 404."""
-    await _user(request, tenant, user_id)
-    return tenant
 
 
 async def _events(
