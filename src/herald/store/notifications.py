@@ -188,17 +188,14 @@ async def supersede(
         )
         .values(status=DeliveryStatus.SKIPPED, skip_reason="superseded", updated_at=now)
     )
-    steps = []
-    for notification_id in older:
-        statuses = await delivery_statuses(conn, notification_id)
-        if all(s == DeliveryStatus.SKIPPED for s in statuses):
-            await conn.execute(
-                sa.update(notifications)
-                .where(n.id == notification_id)
-                .values(status=NotificationStatus.CANCELLED, updated_at=now, completed_at=now)
-            )
-        steps.append(journal.Step(notification_id, journal.SUPERSEDED, now, detail=f"by {by}"))
-    return steps
+    d = deliveries.c
+    nothing_left = ~sa.exists().where(d.notification_id == n.id, d.status != DeliveryStatus.SKIPPED)
+    await conn.execute(
+        sa.update(notifications)
+        .where(n.id.in_(older), nothing_left)
+        .values(status=NotificationStatus.CANCELLED, updated_at=now, completed_at=now)
+    )
+    return [journal.Step(i, journal.SUPERSEDED, now, detail=f"by {by}") for i in older]
 
 
 async def _deliveries_of(
