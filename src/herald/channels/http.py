@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from email.utils import parsedate_to_datetime
 
 import httpx
@@ -14,6 +15,11 @@ from herald.outbound import OutboundPolicy
 TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 # Longest excerpt of a provider's answer kept in an error (never echoed to API callers raw).
 ERROR_EXCERPT = 300
+# Enough for any sensible acknowledgement; beyond it the connection is dropped rather than
+# reading an unbounded answer from a URL someone else controls.
+DRAIN_LIMIT = 64 * 1024
+# provider_message_id is stored in a VARCHAR(255).
+MAX_MESSAGE_ID = 255
 
 
 def client(
@@ -110,3 +116,27 @@ class ProviderClient:
         if self._client is None:
             raise TransientDeliveryError(f"{self.what}: provider not started")
         return self._client
+
+    async def post_bounded(
+        self, url: httpx.URL, body: bytes, headers: dict[str, str]
+    ) -> httpx.Response:
+        """POST to a URL someone else controls (webhooks, push endpoints): one deadline for
+        the whole exchange (httpx's timeout is per read, so a receiver trickling bytes could
+        hold a slot forever), at most DRAIN_LIMIT of the answer read, failures typed."""
+        client = self.get()
+        try:
+            async with asyncio.timeout(self.timeout):
+                async with client.stream("POST", url, content=body, headers=headers) as response:
+                    # Reading a small answer to the end lets the connection go back to the pool.
+                    received = 0
+                    async for chunk in response.aiter_raw():
+                        received += len(chunk)
+                        if received > DRAIN_LIMIT:
+                            break
+                    return response
+        except TimeoutError as exc:
+            raise TransientDeliveryError(
+                f"{self.what}: no answer within {self.timeout:g}s"
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise classify_exception(exc, self.what) from exc

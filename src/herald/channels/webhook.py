@@ -13,7 +13,6 @@ because errors are shown to API callers and the URL may point anywhere.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
@@ -40,11 +39,6 @@ SIGNATURE_HEADER = "Herald-Signature"
 #: The currently valid signing secrets for a message, newest first.
 SigningSecrets = Callable[[OutboundMessage], Awaitable[Sequence[str]]]
 
-# Enough for any sensible acknowledgement; beyond it the connection is dropped rather than
-# reading an unbounded answer from a URL someone else controls.
-_DRAIN_LIMIT = 64 * 1024
-# provider_message_id is stored in a VARCHAR(255).
-_MAX_ID = 255
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
 
 
@@ -185,7 +179,7 @@ class WebhookProvider:
         await self._http.close()
 
     async def send(self, message: OutboundMessage) -> SendResult:
-        client = self._http.get()
+        self._http.get()  # not started: transient, before anything else is looked at
         url = _target(message.recipient)
         try:
             body = payload(message)
@@ -199,21 +193,11 @@ class WebhookProvider:
             TIMESTAMP_HEADER: str(timestamp),
             SIGNATURE_HEADER: signature_header(body, secrets, timestamp),
         }
-        try:
-            # httpx's timeout is per read; this bounds the whole exchange, so a receiver
-            # trickling bytes cannot hold a slot forever.
-            async with asyncio.timeout(self.config.timeout_seconds):
-                response = await _post(client, url, body, headers)
-        except TimeoutError as exc:
-            raise TransientDeliveryError(
-                f"webhook: no answer within {self.config.timeout_seconds:g}s"
-            ) from exc
-        except httpx.HTTPError as exc:
-            raise http.classify_exception(exc, "webhook") from exc
+        response = await self._http.post_bounded(url, body, headers)
         if not response.is_success:
             raise classify(response)
         request_id = response.headers.get("X-Request-Id")
-        return SendResult(self.name, request_id[:_MAX_ID] if request_id else None)
+        return SendResult(self.name, request_id[: http.MAX_MESSAGE_ID] if request_id else None)
 
     async def _valid_secrets(self, message: OutboundMessage) -> list[str]:
         try:
@@ -230,16 +214,3 @@ class WebhookProvider:
         if not usable:
             raise PermanentDeliveryError("webhook: no signing secret")
         return usable
-
-
-async def _post(
-    client: httpx.AsyncClient, url: httpx.URL, body: bytes, headers: dict[str, str]
-) -> httpx.Response:
-    async with client.stream("POST", url, content=body, headers=headers) as response:
-        # Reading a small answer to the end lets the connection go back to the pool.
-        received = 0
-        async for chunk in response.aiter_raw():
-            received += len(chunk)
-            if received > _DRAIN_LIMIT:
-                break
-        return response

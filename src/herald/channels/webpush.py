@@ -13,7 +13,6 @@ answers are classified by status code and their bodies never reach an error.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
@@ -48,10 +47,6 @@ log = get_logger(__name__)
 MAX_PAYLOAD = 4096 - 86 - 1 - 16
 # RFC 8292 caps a VAPID token's lifetime at 24 hours; half leaves room for clock skew.
 _TOKEN_LIFETIME = 12 * 3600
-# See webhook.py: enough for any acknowledgement, and a bound on what an endpoint can send.
-_DRAIN_LIMIT = 64 * 1024
-# provider_message_id is stored in a VARCHAR(255).
-_MAX_ID = 255
 _LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
@@ -241,7 +236,7 @@ class WebPushProvider:
         return f"vapid t={token},k={self.public_key}"
 
     async def send(self, message: OutboundMessage) -> SendResult:
-        client = self._http.get()
+        self._http.get()  # not started: transient, before anything else is looked at
         subscription = parse_subscription(message.recipient)
         document = {
             "title": message.subject,
@@ -266,29 +261,8 @@ class WebPushProvider:
             "Urgency": "high" if message.priority == "high" else "normal",
         }
         body = encrypt(plaintext, subscription)
-        try:
-            # One deadline for the whole exchange (httpx's timeout is per read).
-            async with asyncio.timeout(self.config.timeout_seconds):
-                response = await _post(client, subscription.endpoint, body, headers)
-        except TimeoutError as exc:
-            raise TransientDeliveryError(
-                f"webpush: no answer within {self.config.timeout_seconds:g}s"
-            ) from exc
-        except httpx.HTTPError as exc:
-            raise http.classify_exception(exc, "webpush") from exc
+        response = await self._http.post_bounded(subscription.endpoint, body, headers)
         if not response.is_success:
             raise classify(response)
         location = response.headers.get("Location")
-        return SendResult(self.name, location[:_MAX_ID] if location else None)
-
-
-async def _post(
-    client: httpx.AsyncClient, url: httpx.URL, body: bytes, headers: dict[str, str]
-) -> httpx.Response:
-    async with client.stream("POST", url, content=body, headers=headers) as response:
-        received = 0
-        async for chunk in response.aiter_raw():
-            received += len(chunk)
-            if received > _DRAIN_LIMIT:
-                break
-        return response
+        return SendResult(self.name, location[: http.MAX_MESSAGE_ID] if location else None)
