@@ -10,19 +10,19 @@ imported lazily: an extra that is not installed only matters to the channel that
 from __future__ import annotations
 
 import importlib
-from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, SecretStr, ValidationError
 
-from herald.channels.base import OutboundMessage, Provider
+from herald.channels.base import Provider
 from herald.config import Settings
 from herald.errors import ConfigError
 from herald.store.database import Database
 from herald.wakeup import Wakeup
 
-SigningSecrets = Callable[[OutboundMessage], Awaitable[Sequence[str]]]
+if TYPE_CHECKING:
+    from herald.channels.webhook import SigningSecrets
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +116,7 @@ def build_provider(name: str, settings: Settings, deps: Dependencies) -> Provide
 
         assert settings.smtp_url is not None
         config = SmtpConfig(type="smtp", url=SecretStr(settings.smtp_url))
-        return SmtpProvider.from_config(name, config, settings)
+        return SmtpProvider.from_config(name, config, settings, deps)
     if name == "console":
         from herald.channels.console import ConsoleEmailProvider
 
@@ -152,17 +152,6 @@ def _instantiate(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
         raise ConfigError(f"HERALD_PROVIDERS.{name}: {problems}") from exc
-    provider_class = getattr(module, kind.provider)
-    if kind.module == "smtp":
-        provider: Provider = provider_class.from_config(name, config, settings)
-    elif kind.module == "webhook":
-        if deps.signing_secrets is None:
-            raise ConfigError("the webhook provider needs a source of signing secrets")
-        provider = provider_class(
-            name, config, deps.signing_secrets, outbound=settings.outbound_policy()
-        )
-    elif kind.module in ("webpush", "apprise"):
-        provider = provider_class(name, config, outbound=settings.outbound_policy())
-    else:
-        provider = provider_class(name, config)
+    # Each provider class takes from the settings and the process what it needs.
+    provider: Provider = getattr(module, kind.provider).from_config(name, config, settings, deps)
     return provider

@@ -23,7 +23,7 @@ import re
 import threading
 import warnings
 from contextvars import ContextVar
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 import anyio
@@ -35,6 +35,11 @@ from herald.channels.base import OutboundMessage, SendResult
 from herald.errors import PermanentDeliveryError, TransientDeliveryError
 from herald.observability.logging import get_logger
 from herald.outbound import OutboundPolicy
+
+if TYPE_CHECKING:
+    from herald.channels import Dependencies
+    from herald.config import Settings
+
 
 log = get_logger(__name__)
 
@@ -180,6 +185,12 @@ class AppriseProvider:
     """Sends ``subject`` and ``body`` to the Apprise URL in ``message.recipient``."""
 
     channel = "apprise"
+
+    @classmethod
+    def from_config(
+        cls, name: str, config: AppriseConfig, settings: Settings, deps: Dependencies
+    ) -> AppriseProvider:
+        return cls(name, config, outbound=settings.outbound_policy())
 
     def __init__(
         self, name: str, config: AppriseConfig, *, outbound: OutboundPolicy | None = None

@@ -13,7 +13,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 import httpx
@@ -26,6 +26,11 @@ from herald.channels import http
 from herald.channels.base import OutboundMessage, SendResult
 from herald.errors import ConfigError, DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from herald.observability.logging import get_logger
+
+if TYPE_CHECKING:
+    from herald.channels import Dependencies
+    from herald.config import Settings
+
 
 log = get_logger(__name__)
 
@@ -167,6 +172,12 @@ class FcmProvider:
     """Sends ``subject``/``body`` as the notification's title and body to one device token."""
 
     channel = "push"
+
+    @classmethod
+    def from_config(
+        cls, name: str, config: FcmConfig, settings: Settings, deps: Dependencies
+    ) -> FcmProvider:
+        return cls(name, config)
 
     def __init__(self, name: str, config: FcmConfig) -> None:
         self.name = name

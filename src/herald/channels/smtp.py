@@ -22,6 +22,7 @@ from herald.errors import ConfigError, DeliveryError, PermanentDeliveryError, Tr
 from herald.observability.logging import get_logger
 
 if TYPE_CHECKING:
+    from herald.channels import Dependencies
     from herald.config import Settings
 
 log = get_logger(__name__)
@@ -107,7 +108,9 @@ class SmtpProvider:
     channel = "email"
 
     @classmethod
-    def from_config(cls, name: str, config: SmtpConfig, settings: Settings) -> SmtpProvider:
+    def from_config(
+        cls, name: str, config: SmtpConfig, settings: Settings, deps: Dependencies
+    ) -> SmtpProvider:
         return cls(
             parse_smtp_url(config.url.get_secret_value()),
             sender=config.sender or settings.email_from,

@@ -9,7 +9,7 @@ credentials (our configuration, not the message) are transient.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 import httpx
@@ -19,6 +19,11 @@ from herald.channels import http
 from herald.channels.base import OutboundMessage, SendResult
 from herald.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from herald.observability.logging import get_logger
+
+if TYPE_CHECKING:
+    from herald.channels import Dependencies
+    from herald.config import Settings
+
 
 log = get_logger(__name__)
 
@@ -70,6 +75,12 @@ class TwilioProvider:
     """Sends ``message.body`` (never the subject: SMS has none) to an E.164 number."""
 
     channel = "sms"
+
+    @classmethod
+    def from_config(
+        cls, name: str, config: TwilioConfig, settings: Settings, deps: Dependencies
+    ) -> TwilioProvider:
+        return cls(name, config)
 
     def __init__(self, name: str, config: TwilioConfig) -> None:
         self.name = name

@@ -19,16 +19,26 @@ import json
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from herald.channels import http
 from herald.channels.base import OutboundMessage, SendResult
-from herald.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
+from herald.errors import (
+    ConfigError,
+    DeliveryError,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+)
 from herald.observability.logging import get_logger
 from herald.outbound import OutboundPolicy
+
+if TYPE_CHECKING:
+    from herald.channels import Dependencies
+    from herald.config import Settings
+
 
 log = get_logger(__name__)
 
@@ -147,6 +157,14 @@ class WebhookProvider:
     """POSTs signed JSON to the URL in ``message.recipient``."""
 
     channel = "webhook"
+
+    @classmethod
+    def from_config(
+        cls, name: str, config: WebhookConfig, settings: Settings, deps: Dependencies
+    ) -> WebhookProvider:
+        if deps.signing_secrets is None:
+            raise ConfigError("the webhook provider needs a source of signing secrets")
+        return cls(name, config, deps.signing_secrets, outbound=settings.outbound_policy())
 
     def __init__(
         self,

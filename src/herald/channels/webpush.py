@@ -18,7 +18,7 @@ import binascii
 import json
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import http_ece  # type: ignore[import-untyped]
 import httpx
@@ -39,6 +39,11 @@ from herald.errors import (
 )
 from herald.observability.logging import get_logger
 from herald.outbound import OutboundPolicy
+
+if TYPE_CHECKING:
+    from herald.channels import Dependencies
+    from herald.config import Settings
+
 
 log = get_logger(__name__)
 
@@ -185,6 +190,12 @@ class WebPushProvider:
     """Sends to the PushSubscription JSON in ``message.recipient``."""
 
     channel = "webpush"
+
+    @classmethod
+    def from_config(
+        cls, name: str, config: WebPushConfig, settings: Settings, deps: Dependencies
+    ) -> WebPushProvider:
+        return cls(name, config, outbound=settings.outbound_policy())
 
     def __init__(
         self, name: str, config: WebPushConfig, *, outbound: OutboundPolicy | None = None
