@@ -25,6 +25,7 @@ from herald.ids import uuid7
 from herald.observability import metrics, tracing
 from herald.observability.logging import get_logger
 from herald.pipeline.envelope import envelope
+from herald.pipeline.lookups import Lookups
 from herald.pipeline.planning import NotificationSpec, Plan, Planner, PlanningError
 from herald.store import idempotency, journal, notifications, outbox
 from herald.store.database import Database
@@ -132,12 +133,16 @@ class Intake:
         refusals = await asyncio.gather(*(self.planner.outbound_refusal(s) for s in specs))
         plans: list[Plan | PlanningError] = []
         async with self.db.read() as conn:
+            lookups = Lookups(conn)
+            for tenant in {s.tenant_id for s in specs}:
+                ids = {s.user_id for s in specs if s.tenant_id == tenant and s.user_id}
+                await lookups.load_users(tenant, ids)
             for spec, refusal in zip(specs, refusals, strict=True):
                 if refusal is not None:
                     plans.append(refusal)
                     continue
                 try:
-                    plans.append(await self.planner.plan(conn, spec))
+                    plans.append(await self.planner.plan(lookups, spec))
                 except PlanningError as exc:
                     plans.append(exc)
         refused: list[NotificationRecord | PlanningError] = [

@@ -19,13 +19,12 @@ from typing import Any
 from urllib.parse import urlencode
 
 import anyio
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.domain import templates as rendering
 from herald.domain.messages import Content
 from herald.errors import HeraldError
 from herald.outbound import OutboundPolicy
-from herald.store import templates, users
+from herald.pipeline.lookups import Lookups
 from herald.store.templates import TemplateRecord
 from herald.store.users import Profile, UserRecord
 from herald.tenancy import DEFAULT_TENANT
@@ -144,13 +143,13 @@ class Planner:
             return exc
         return None
 
-    async def plan(self, conn: AsyncConnection, spec: NotificationSpec) -> Plan:
+    async def plan(self, lookups: Lookups, spec: NotificationSpec) -> Plan:
         """The deliveries of a request whose inline URLs passed :meth:`outbound_refusal`."""
         if spec.user_id is None and spec.contacts is None:
             raise PlanningError("recipient", "give user_id, recipient or contacts")
         if spec.template is not None and spec.body is not None:
             raise PlanningError("message", "give either template (with data) or message")
-        user = None if spec.user_id is None else await users.get(conn, spec.tenant_id, spec.user_id)
+        user = None if spec.user_id is None else await lookups.user(spec.tenant_id, spec.user_id)
         if spec.user_id is not None and user is None and spec.contacts is None:
             raise PlanningError(
                 "user_id",
@@ -158,7 +157,7 @@ class Planner:
                 "or give a recipient",
             )
         contacts = _merge(user.profile if user else None, spec.contacts)
-        chosen = await self._templates(conn, spec)
+        chosen = await self._templates(lookups, spec)
         channels = self._channels(spec, contacts, user, chosen)
         category = spec.category or next((t.category for t in chosen.values() if t.category), None)
         deliveries: list[PlannedDelivery] = []
@@ -175,13 +174,13 @@ class Planner:
         return Plan(spec, deliveries, category, template)
 
     async def _templates(
-        self, conn: AsyncConnection, spec: NotificationSpec
+        self, lookups: Lookups, spec: NotificationSpec
     ) -> dict[str, TemplateRecord]:
         """Each channel's template, for the channels its template has a variant for."""
         wanted: dict[str, str] = dict(spec.channel_templates or {})
         by_name: dict[str, TemplateRecord] = {}
         if spec.template is not None:
-            record = await templates.get(conn, spec.tenant_id, spec.template, spec.template_version)
+            record = await lookups.template(spec.tenant_id, spec.template, spec.template_version)
             if record is None:
                 version = (
                     "" if spec.template_version is None else f" version {spec.template_version}"
@@ -191,7 +190,7 @@ class Planner:
             for channel in record.channels:
                 wanted.setdefault(channel, record.name)
         for name in set(wanted.values()) - set(by_name):
-            record = await templates.get(conn, spec.tenant_id, name)
+            record = await lookups.template(spec.tenant_id, name)
             if record is None:
                 raise PlanningError("template", f"no template {name!r}")
             by_name[name] = record

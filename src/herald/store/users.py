@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -99,6 +100,17 @@ async def get(conn: AsyncConnection, tenant: str, user_id: str) -> UserRecord | 
 async def by_unsubscribe_token(conn: AsyncConnection, token: str) -> UserRecord | None:
     row = (await conn.execute(sa.select(users).where(U.unsubscribe_token == token))).first()
     return None if row is None else _record(row)
+
+
+async def get_many(
+    conn: AsyncConnection, tenant: str, user_ids: Sequence[str]
+) -> dict[str, UserRecord]:
+    if not user_ids:
+        return {}
+    rows = await conn.execute(
+        sa.select(users).where(U.tenant_id == tenant, U.id.in_(set(user_ids)))
+    )
+    return {r.id: _record(r) for r in rows}
 
 
 async def put(

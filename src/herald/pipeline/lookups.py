@@ -1,0 +1,45 @@
+"""The users and templates one intake call plans with, each read once.
+
+A batch of a thousand items naming one template reads it once, and its users in one query.
+Lives only as long as the read connection it was given (one intake call)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from herald.store import templates, users
+from herald.store.templates import TemplateRecord
+from herald.store.users import UserRecord
+
+
+class Lookups:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+        self._users: dict[tuple[str, str], UserRecord | None] = {}
+        self._templates: dict[tuple[str, str, int | None], TemplateRecord | None] = {}
+
+    async def load_users(self, tenant: str, user_ids: Iterable[str]) -> None:
+        """Read these users in one query (an id not found is remembered as absent)."""
+        wanted = {i for i in user_ids if (tenant, i) not in self._users}
+        if not wanted:
+            return
+        found = await users.get_many(self.conn, tenant, sorted(wanted))
+        for user_id in wanted:
+            self._users[(tenant, user_id)] = found.get(user_id)
+
+    async def user(self, tenant: str, user_id: str) -> UserRecord | None:
+        key = (tenant, user_id)
+        if key not in self._users:
+            self._users[key] = await users.get(self.conn, tenant, user_id)
+        return self._users[key]
+
+    async def template(
+        self, tenant: str, name: str, version: int | None = None
+    ) -> TemplateRecord | None:
+        """The named template's given version, or its latest."""
+        key = (tenant, name, version)
+        if key not in self._templates:
+            self._templates[key] = await templates.get(self.conn, tenant, name, version)
+        return self._templates[key]
