@@ -121,7 +121,7 @@ async def put_user(
         apprise_urls=list(payload.apprise_urls),
     )
     try:  # a webhook URL or Web Push endpoint must not point inside the network (SSRF)
-        await check_outbound(profile, runtime_of(request).settings.outbound_policy())
+        await check_outbound(profile, runtime_of(request).intake.planner.outbound)
     except PlanningError as exc:
         raise FieldError(exc.field, exc.message) from None
     async with runtime_of(request).db.write() as conn:

@@ -176,10 +176,11 @@ async def rotate_secret(
     if user is None:
         return None
     ends = (now + grace).isoformat()
+    valid = user.signing_secrets(now)
     kept = [
         {"secret": s["secret"], "expires_at": min(s["expires_at"] or ends, ends)}
         for s in user.webhook_secrets
-        if s["secret"] in user.signing_secrets(now)
+        if s["secret"] in valid
     ]
     fresh = new_secret()
     await conn.execute(
