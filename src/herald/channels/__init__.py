@@ -44,6 +44,8 @@ TYPES: dict[str, ProviderType] = {
 
 # Built-in providers that need no configuration, by channel.
 BUILT_IN = {"inapp": "inbox", "webhook": "webhook", "apprise": "apprise"}
+# Every built-in provider's channel (smtp when HERALD_SMTP_URL is set).
+_BUILT_IN_CHANNEL = {"smtp": "email", "console": "email", **{v: k for k, v in BUILT_IN.items()}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,11 +97,9 @@ def providers_for(channel: str, settings: Settings) -> list[str]:
 def _channel_of(name: str, settings: Settings) -> str | None:
     if name in settings.providers:
         return _type_of(name, settings).channel
-    builtin = {"smtp": "email", "console": "email", "inbox": "inapp"}
-    builtin.update({v: k for k, v in BUILT_IN.items()})
     if name == "smtp" and not settings.smtp_url:
         return None
-    return builtin.get(name)
+    return _BUILT_IN_CHANNEL.get(name)
 
 
 def available_channels(settings: Settings) -> list[str]:

@@ -48,12 +48,6 @@ PERMANENT_CODES = frozenset({"UNREGISTERED", "INVALID_ARGUMENT", "SENDER_ID_MISM
 TRANSIENT_CODES = frozenset({"QUOTA_EXCEEDED", "UNAVAILABLE", "INTERNAL", "THIRD_PARTY_AUTH_ERROR"})
 
 
-def _http_url(value: str | None) -> str | None:
-    if value is not None and not value.startswith(("https://", "http://")):
-        raise ValueError("must be an http(s) URL")
-    return value
-
-
 class FcmConfig(BaseModel):
     """One Firebase project; credentials inline (``service_account_json``) or from a file."""
 
@@ -72,13 +66,13 @@ class FcmConfig(BaseModel):
     @field_validator("endpoint")
     @classmethod
     def _endpoint(cls, value: str) -> str:
-        _http_url(value)
+        http.http_url(value)
         return value.rstrip("/")
 
     @field_validator("token_uri")
     @classmethod
     def _token_uri(cls, value: str | None) -> str | None:
-        return _http_url(value)
+        return None if value is None else http.http_url(value)
 
     @model_validator(mode="after")
     def _one_credential(self) -> FcmConfig:
@@ -122,7 +116,7 @@ class ServiceAccount:
         assert isinstance(email, str)
         assert isinstance(pem, str)
         assert isinstance(uri, str)
-        _http_url(uri)
+        http.http_url(uri)
         try:
             key = load_pem_private_key(pem.encode(), password=None)
         except (ValueError, TypeError):

@@ -44,6 +44,13 @@ def client(
     )
 
 
+def http_url(value: str) -> str:
+    """A configured endpoint (a provider's base URL, a token URI): http(s) only."""
+    if not value.startswith(("https://", "http://")):
+        raise ValueError("must be an http(s) URL")
+    return value
+
+
 def retry_after(response: httpx.Response) -> float | None:
     """Seconds from a Retry-After header (delta-seconds or an HTTP date), if any."""
     value = response.headers.get("Retry-After")

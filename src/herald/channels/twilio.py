@@ -53,9 +53,7 @@ class TwilioConfig(BaseModel):
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        if not value.startswith(("https://", "http://")):
-            raise ValueError("must be an http(s) URL")
-        return value.rstrip("/")
+        return http.http_url(value).rstrip("/")
 
     @field_validator("from_number")
     @classmethod
