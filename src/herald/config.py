@@ -91,7 +91,7 @@ class Settings(BaseSettings):
     critical_categories: list[str] = Field(default_factory=list)
     # Most deliveries one recipient gets per channel per UTC day; more are SKIPPED (daily_cap).
     daily_caps: dict[str, int] = Field(default_factory=lambda: {"sms": 20})
-    # Rules loaded (created or replaced by name) at start, from a YAML file.
+    # Rules loaded (created or replaced by name) when the API starts, from a YAML file.
     rules_file: str | None = None
     # The address users reach Herald at: unsubscribe links in email point here.
     public_url: str = "http://127.0.0.1:8000"
