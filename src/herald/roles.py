@@ -165,7 +165,9 @@ def channel_worker(rt: Runtime, channel: str) -> Role:
                 await slot.provider.start()
                 started.append(slot.provider)
                 _show_circuit(channel, slot.breaker)
-                await _save_circuit(rt, slot.breaker, channel)
+                # In the background, as every later change is: the row only informs
+                # GET /providers, and a database down right now must not stop the worker.
+                rt.spawn(_save_circuit(rt, slot.breaker, channel), name=f"circuit:{slot.name}")
             await consume(stop)
         finally:
             for provider in started:
