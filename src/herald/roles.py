@@ -13,6 +13,7 @@ from herald.api.server import bind, serve
 from herald.bus.base import Message
 from herald.clock import utcnow
 from herald.observability import metrics
+from herald.observability.logging import get_logger
 from herald.observability.sampler import Sampler
 from herald.pipeline.failover import FailoverChain, ProviderSlot
 from herald.pipeline.maintenance import Maintenance
@@ -28,7 +29,10 @@ from herald.reliability.circuit import CircuitBreaker
 from herald.reliability.retry import RetryPolicy
 from herald.runtime import Runtime
 from herald.store import circuits
+from herald.store.database import UNAVAILABLE_ERRORS
 from herald.store.outbox import NOTIFY_CHANNEL
+
+log = get_logger(__name__)
 
 Role = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 Handler = Callable[[Message], Awaitable[None]]
@@ -165,15 +169,16 @@ def channel_worker(rt: Runtime, channel: str) -> Role:
                 await slot.provider.start()
                 started.append(slot.provider)
                 _show_circuit(channel, slot.breaker)
-                # In the background, as every later change is: the row only informs
-                # GET /providers, and a database down right now must not stop the worker.
-                rt.spawn(_save_circuit(rt, slot.breaker, channel), name=f"circuit:{slot.name}")
+                await _save_circuit(rt, slot.breaker, channel)
             await consume(stop)
         finally:
             for provider in started:
                 await provider.close()
-            async with rt.db.write() as conn:
-                await circuits.forget_worker(conn, rt.worker_id)
+            try:
+                async with rt.db.write() as conn:
+                    await circuits.forget_worker(conn, rt.worker_id)
+            except UNAVAILABLE_ERRORS as exc:  # stopping anyway: its rows stay, as after a crash
+                log.warning("circuit.forget_failed", error=f"{type(exc).__name__}: {exc}")
 
     return run
 
@@ -209,8 +214,15 @@ async def _save_circuit(rt: Runtime, breaker: CircuitBreaker, channel: str) -> N
         opened_at=opened,
         updated_at=utcnow(),
     )
-    async with rt.db.write() as conn:
-        await circuits.save(conn, record)
+    try:
+        async with rt.db.write() as conn:
+            await circuits.save(conn, record)
+    except UNAVAILABLE_ERRORS as exc:
+        # The row only informs GET /providers: a database that is down (the worker starting
+        # during an outage) must not stop the worker. The next change writes it again.
+        log.warning(
+            "circuit.save_failed", provider=breaker.name, error=f"{type(exc).__name__}: {exc}"
+        )
 
 
 def maintenance(rt: Runtime) -> Role:
