@@ -12,6 +12,10 @@ sent, inside :class:`GuardedTransport`, whose TCP connection goes to exactly the
 were just checked. Numeric spellings (``0x7f000001``, ``2130706433``, ``127.1``) are left to
 the OS resolver, which is what would connect anyway: the check sees what the socket would.
 Apprise URLs get the same check, but Apprise connects by itself (herald.channels.apprise_hosts).
+
+A refusal tells the caller only that the host "is not allowed": not whether an inside name
+resolves, nor to what kind of address (a caller could otherwise map the network). Why goes to
+the log (``outbound.refused``), without the addresses a name resolved to.
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ import httpcore
 import httpx
 
 from herald.errors import OutboundRefusedError
+from herald.observability.logging import get_logger
+
+log = get_logger(__name__)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -150,16 +157,20 @@ class OutboundPolicy:
         if not name:
             raise OutboundRefusedError("the URL has no host")
         found = await _resolve(name, port)
+        self.check(name, found)
+        return found
+
+    def check(self, host: str, found: Iterable[IPAddress]) -> None:
+        """Raises :class:`OutboundRefusedError` unless every address of ``found`` (what
+        ``host`` resolved to) may be contacted."""
+        name = _host(host)
         if name in self.hosts:
-            return found
+            return
         for ip in found:
             kind = None if self._allowed(ip) else classify(ip)
             if kind is not None:
-                # The address itself is named only when the URL gave it: what a name
-                # resolves to inside the network is not the caller's business.
                 subject = f"{name} is" if _literal(name) else f"{name[:255]} resolves to"
-                raise OutboundRefusedError(f"{subject} {kind}, not allowed ({SETTING})")
-        return found
+                raise _refused(name, f"{subject} {kind}")
 
     async def refusal(self, url: str) -> str | None:
         """Why ``url`` may not be contacted, or None if it may. Never raises: a URL that does
@@ -179,21 +190,33 @@ class OutboundPolicy:
 
     async def host_refusal(self, host: str, port: int) -> str | None:
         """:meth:`refusal` for a host and port that something else took from a URL."""
+        name = _host(host)
         try:
             with anyio.fail_after(RESOLVE_TIMEOUT):
                 await self.addresses(host, port)
         except OutboundRefusedError as exc:
             return exc.reason
         except TimeoutError:
-            return f"{_host(host)[:255]} did not resolve within {RESOLVE_TIMEOUT:g}s"
+            why = f"did not resolve within {RESOLVE_TIMEOUT:g}s"
         except OSError:
-            return f"{_host(host)[:255]} does not resolve"
-        return None
+            why = "does not resolve"
+        else:
+            return None
+        return _refused(name, f"{name[:255]} {why}").reason
 
     def transport(
         self, what: str, limits: httpx.Limits, *, ssl_context: ssl.SSLContext | None = None
     ) -> GuardedTransport:
         return GuardedTransport(self, what, limits, ssl_context=ssl_context)
+
+
+def _refused(host: str, why: str) -> OutboundRefusedError:
+    """The refusal of ``host``, which says only that it is not allowed: whether an inside name
+    resolves, and to what kind of address, is not a caller's business (nor an oracle for
+    mapping the network). ``why`` goes to the log, for the operator, never with an address
+    the host resolved to."""
+    log.info("outbound.refused", host=host[:255], why=why)
+    return OutboundRefusedError(f"{host[:255] or 'the URL'} is not allowed ({SETTING})")
 
 
 @functools.lru_cache(maxsize=32)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import socket
 
 import pytest
@@ -72,15 +73,41 @@ def refusal(url: str, policy: OutboundPolicy = STRICT) -> str | None:
     return asyncio.run(policy.refusal(url))
 
 
+def logged(caplog: pytest.LogCaptureFixture) -> list[dict[str, object]]:
+    return [r.herald_context for r in caplog.records if r.name == "herald.outbound"]
+
+
 @pytest.mark.parametrize(("url", "why"), REFUSED)
-def test_every_spelling_of_an_inside_address_is_refused(url: str, why: str) -> None:
+def test_every_spelling_of_an_inside_address_is_refused(
+    url: str, why: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="herald.outbound")
     reason = refusal(url)
     assert reason is not None
-    assert why in reason
-    assert reason.endswith("not allowed (HERALD_OUTBOUND_ALLOW)")
+    assert reason.endswith(" is not allowed (HERALD_OUTBOUND_ALLOW)")
     # Nothing of the URL but its host reaches the message (paths and userinfo carry tokens).
     assert "secret" not in reason
     assert "token" not in reason
+    # Why is for the operator's log only.
+    [entry] = logged(caplog)
+    assert why in str(entry["why"])
+    assert " address" not in reason
+
+
+def test_a_refusal_names_the_host_only_and_the_log_says_why(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A caller learns that a host is not allowed, not whether or where it resolves."""
+    caplog.set_level(logging.INFO, logger="herald.outbound")
+    for host in ("localhost", "nonexistent.invalid", "127.0.0.1", "10.0.0.1", "0x7f000001"):
+        assert refusal(f"http://{host}/hook") == f"{host} is not allowed (HERALD_OUTBOUND_ALLOW)"
+    assert [(entry["host"], entry["why"]) for entry in logged(caplog)] == [
+        ("localhost", "localhost resolves to a loopback address"),
+        ("nonexistent.invalid", "nonexistent.invalid does not resolve"),
+        ("127.0.0.1", "127.0.0.1 is a loopback address"),
+        ("10.0.0.1", "10.0.0.1 is a private address"),
+        ("0x7f000001", "0x7f000001 resolves to a loopback address"),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -111,7 +138,7 @@ def test_public_addresses_are_allowed(url: str) -> None:
         ("http:///path-only", "the URL has no host"),
         ("http://0177.0.0.1/", "not a valid URL"),
         ("http://[::1/", "not a valid URL"),
-        ("http://nonexistent.invalid/", "nonexistent.invalid does not resolve"),
+        ("http://nonexistent.invalid/", "nonexistent.invalid is not allowed"),
     ],
 )
 def test_other_schemes_and_unusable_urls_are_refused(url: str, why: str) -> None:
@@ -178,9 +205,7 @@ async def test_addresses_returns_what_was_checked_and_raises_a_permanent_error()
     with pytest.raises(OutboundRefusedError) as caught:
         await STRICT.addresses("localhost", 80)
     assert isinstance(caught.value, PermanentDeliveryError)
-    assert caught.value.reason == (
-        "localhost resolves to a loopback address, not allowed (HERALD_OUTBOUND_ALLOW)"
-    )
+    assert caught.value.reason == "localhost is not allowed (HERALD_OUTBOUND_ALLOW)"
     with pytest.raises(socket.gaierror):  # unresolvable is not a refusal at send time
         await STRICT.addresses("nonexistent.invalid", 80)
 

@@ -10,9 +10,11 @@ A URL Apprise cannot use is permanent; a failed or timed-out notification is tra
 Every recipient URL comes from an API caller (a user's ``apprise_urls`` or a notification's
 ``contacts``): the provider's configuration holds no URLs. So, like webhook URLs, each is
 checked when registered (:func:`refusal`) and again right before Apprise gets it: the servers
-it names must be public or allowed by ``HERALD_OUTBOUND_ALLOW`` (herald.channels.apprise_hosts),
-and while Apprise sends, its own look-ups of those names get the checked addresses only
-(herald.channels.dns_pin).
+it names must be public or allowed by ``HERALD_OUTBOUND_ALLOW``, and options that widen where
+Apprise goes (``redirect=yes``) or reach the Herald host itself (``syslog://``) are refused
+(herald.channels.apprise_hosts). While Apprise sends, its own look-ups of those names get the
+checked addresses only, and every look-up it makes for the send is checked against the same
+policy (herald.channels.dns_pin): whatever the URL check missed still reaches nothing inside.
 """
 
 from __future__ import annotations
@@ -32,9 +34,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from herald.channels import apprise_hosts, dns_pin
 from herald.channels.base import OutboundMessage, SendResult
-from herald.errors import PermanentDeliveryError, TransientDeliveryError
+from herald.errors import OutboundRefusedError, PermanentDeliveryError, TransientDeliveryError
 from herald.observability.logging import get_logger
-from herald.outbound import OutboundPolicy
+from herald.outbound import SETTING, OutboundPolicy
 
 if TYPE_CHECKING:
     from herald.channels import Dependencies
@@ -234,8 +236,9 @@ class AppriseProvider:
         notifier = apprise.Apprise(asset=self._asset)
         notifier.add(service)
         try:
-            # Asynchronous services run on this loop; blocking ones in Apprise's thread pool.
-            with dns_pin.pinned(checked):
+            # Asynchronous services run on this loop; blocking ones in Apprise's thread pool,
+            # in copies of this task's context: the guard goes with them, and nowhere else.
+            with dns_pin.pinned(checked), dns_pin.guarded(self._outbound) as refused:
                 result = await notifier.async_notify(
                     body=message.body,
                     title=message.subject or "",
@@ -245,6 +248,13 @@ class AppriseProvider:
         except Exception as exc:
             # (No chaining: the cause's text may quote the URL.)
             raise TransientDeliveryError(f"apprise: {where}: {type(exc).__name__}") from None
+        if refused:
+            # Apprise went beyond the server checked (a proxy, a plugin's own look-up): the
+            # host is in the log (outbound.refused), not in the caller's error.
+            log.warning("apprise.connection_refused", provider=self.name, where=where)
+            raise OutboundRefusedError(
+                f"the service tried to connect somewhere not allowed ({SETTING})", what="apprise"
+            )
         if not result:
             raise TransientDeliveryError(
                 f"apprise: {where}: notification {result.status.name.lower()}"

@@ -13,12 +13,32 @@ Apprise parses a URL into a plugin object, and the plugins fall in three kinds:
   domain (``mailgun://``) or an id (``wechat://``).
 - Servers known only at send time, from answers or files that the URL's owner controls:
   ``nostr://`` (relays, NIP-05), ``bsky://`` (the PDS named in a DID document), ``vapid://``
-  (endpoints in a subscription file), ``matrixs://`` with ``.well-known`` discovery, key files on
-  this machine (FCM, e-mail PGP) and e-mail WKD key look-ups on the recipients' domains. These
+  (endpoints in a subscription file), ``matrixs://`` with ``.well-known`` discovery, files on
+  this machine or URLs that Apprise reads (FCM key files, e-mail PGP keys, ``template=`` of
+  Discord, Telegram and Workflows) and e-mail WKD key look-ups on the recipients' domains. These
   are refused: nothing can be checked before Apprise goes there.
 
+Refused as well, whatever their servers:
+
+- Options of the URL that widen where Apprise goes: ``redirect=yes`` (Herald's asset turns
+  redirects off; a URL may turn them back on, and a redirect goes where nobody checked).
+  Other options do not change where Apprise connects: ``?port=`` changes the port only (the
+  check is by address), ``?smtp=`` is the server checked for ``mailto://``, ``?to=`` names
+  recipients, not servers, and Apprise reads no proxy from a URL (requests takes one from the
+  environment: the operator's). ``verify=no`` drops the certificate check of the caller's own
+  server, not the address check, so it is left to the caller.
+- The Herald host itself: ``syslog://`` (its syslog), desktop notifications (``dbus://``,
+  ``kde://``, ``qt://``, ``glib://``, ``gio://``, ``gnome://``, ``macosx://``, ``windows://``)
+  and ``blink1://`` (a USB light).
+- Services whose connections the send's guard cannot see (herald.channels.dns_pin):
+  ``xmpp://`` connects from threads of its own, ``mqtt://`` keeps its connection (and
+  reconnects) from one, and ``rsyslog://`` sends UDP to a name that the OS resolves directly,
+  so it may name an IP address only (checked like any host).
+
 Reviewed against Apprise 2.2's plugins. A server-naming plugin added later without a ``host``
-token would pass as a vendor's API: review this table when Apprise is upgraded.
+token would pass as a vendor's API: review these tables when Apprise is upgraded. Whatever
+slips past them, the send itself is guarded: Apprise's look-ups while it sends are checked
+against the same policy (herald.channels.dns_pin.guarded).
 
 Apprise resolves a server's name again when it connects; herald.channels.dns_pin holds that
 look-up to the addresses :func:`check` found allowed.
@@ -33,6 +53,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import apprise
 
 from herald.errors import OutboundRefusedError, TransientDeliveryError
 from herald.outbound import IPAddress, OutboundPolicy
@@ -47,8 +68,20 @@ _SEND_TIME = {
     "bsky": "the server its account's DID document names",
     "vapid": "the endpoints in a subscription file",
 }
-# Attributes naming files on this machine that a plugin would read.
+# Attributes naming files on this machine that a plugin would read (besides the
+# AppriseAttachment ones: keyfile=, template=, found by type).
 _FILES = ("keyfile", "subfile", "pgp_key", "pgp_privkey")
+# Plugins that reach the Herald host itself (its syslog, desktop, USB devices).
+_LOCAL = frozenset(
+    {"syslog", "dbus", "kde", "qt", "glib", "gio", "gnome", "macosx", "windows", "blink1"}
+)
+# Plugins whose connections the send's guard cannot see (see the module docstring).
+_UNGUARDED = {
+    "xmpp": "connects from threads of its own",
+    "mqtt": "keeps its connection (and reconnects) from a thread of its own",
+}
+# Plugins whose host the OS resolves directly (UDP sendto), out of dns_pin's reach.
+_ADDRESS_ONLY = frozenset({"rsyslog"})
 # A dotless xMatters host is an account on the vendor's domain (see its plugin).
 _XMATTERS_DOMAIN = "xmatters.com"
 _HOST_NAME = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*\.?", re.IGNORECASE)
@@ -75,14 +108,18 @@ def _named(plugin: type[Any]) -> str:
     return f"{schemes[0]}://" if schemes else "this Apprise service"
 
 
-def _plain(host: str) -> bool:
-    """An IP address or a host name: nothing that Apprise, pasting it into a URL, and the
-    resolver, looking it up, could read differently (``a@b``, ``a#b``, ``a/b``, spaces)."""
+def _ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))
     except ValueError:
-        pass
-    else:
+        return False
+    return True
+
+
+def _plain(host: str) -> bool:
+    """An IP address or a host name: nothing that Apprise, pasting it into a URL, and the
+    resolver, looking it up, could read differently (``a@b``, ``a#b``, ``a/b``, spaces)."""
+    if _ip(host):
         return True
     try:
         ascii_host = host.encode("idna").decode("ascii")
@@ -91,14 +128,30 @@ def _plain(host: str) -> bool:
     return _HOST_NAME.fullmatch(ascii_host) is not None
 
 
+def _reads_files(service: Any) -> bool:
+    """Whether ``service`` would read a file on this machine or a URL (key, template, ...)."""
+    if any(getattr(service, attribute, None) for attribute in _FILES):
+        return True
+    values = getattr(service, "__dict__", {}).values()
+    return any(isinstance(value, apprise.AppriseAttachment) and len(value) for value in values)
+
+
 def _unknowable(service: Any, schemes: list[str]) -> str | None:
-    """Why ``service`` cannot be checked before it connects, or None if it can."""
+    """Why ``service`` may not be handed to Apprise, whatever its servers, or None."""
     name = _named(type(service))
+    if _LOCAL.intersection(schemes):
+        return f"{name} reaches the Herald host itself; not allowed"
     for scheme in schemes:
         if scheme in _SEND_TIME:
             return f"{name} connects to {_SEND_TIME[scheme]}, unknown until sent; not allowed"
-    if any(getattr(service, attribute, None) for attribute in _FILES):
-        return f"{name} with a key or subscription file (read on the server) is not allowed"
+        if scheme in _UNGUARDED:
+            return f"{name} {_UNGUARDED[scheme]}, out of Herald's checks; not allowed"
+    if getattr(service, "redirects", False):
+        return f"{name} with redirect=yes is not allowed"
+    if _reads_files(service):
+        return f"{name} with a file to read (key, subscription or template) is not allowed"
+    if _ADDRESS_ONLY.intersection(schemes) and not _ip(str(getattr(service, "host", ""))):
+        return f"{name} needs an IP address, not a name; not allowed"
     if getattr(service, "use_wkd", False):
         return f"{name} with wkd= looks up keys on the recipients' domains; not allowed"
     if "matrix" in schemes and getattr(service, "discovery", False) and service.secure:
@@ -109,7 +162,8 @@ def _unknowable(service: Any, schemes: list[str]) -> str | None:
 def servers(service: Any) -> list[Server]:
     """Where the Apprise plugin object ``service`` will connect, as far as its URL says; empty
     for a vendor's fixed API. Raises :class:`OutboundRefusedError` for a plugin that finds its
-    servers only at send time (see the module docstring), or a host that is not plainly one."""
+    servers only at send time or may not be used at all (see the module docstring), or a host
+    that is not plainly one."""
     found = _servers(service)
     if not all(_plain(server.host) for server in found):
         raise OutboundRefusedError(f"{_named(type(service))} names no plain host; not allowed")
