@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from herald.domain.render_budget import MAX_STEPS
@@ -87,3 +89,148 @@ def test_what_notifications_do_still_renders() -> None:
     )
     assert " S-199  x199" in text
     assert text.endswith("[0, 1, 2]AnaA\nnaAn\na")
+
+
+# -- filters and operations that go through the data ------------------------------------------
+
+# Data a render may get (under render_budget.MAX_DATA_ITEMS), that a template goes through
+# again and again: each pass is allowed, not all of them.
+LARGE: dict[str, Any] = {
+    "items": list(range(20_000)),
+    "objs": [{"a": i % 7, "b": str(i)} for i in range(5_000)],
+    "table": {f"k{i}": i for i in range(5_000)},
+    "text": "word " * 100_000,
+}
+
+
+def _passes(times: int, expression: str) -> str:
+    return f"{{% for i in range({times}) %}}{{% set x = {expression} %}}{{% endfor %}}done"
+
+
+ITERATING = {
+    "groupby": _passes(10, "objs|groupby('a')"),
+    "sort by attribute": _passes(10, "objs|sort(attribute='b')"),
+    "sort": _passes(3, "items|sort"),
+    "selectattr": _passes(10, "objs|selectattr('a')|list"),
+    "rejectattr": _passes(10, "objs|rejectattr('a')|list"),
+    "select": _passes(3, "items|select('odd')|list"),
+    "reject": _passes(3, "items|reject('odd')|list"),
+    "map": _passes(10, "objs|map(attribute='b')|list"),
+    "unique": _passes(3, "items|unique|list"),
+    "dictsort": _passes(12, "table|dictsort"),
+    "items": _passes(12, "table|items|list"),
+    "sum": _passes(3, "items|sum"),
+    "sum of an attribute": _passes(12, "objs|sum(attribute='a')"),
+    "min": _passes(3, "items|min"),
+    "max": _passes(3, "items|max"),
+    "list": _passes(3, "items|list"),
+    "batch": _passes(3, "items|batch(3)|list"),
+    "slice": _passes(3, "items|slice(3)|list"),
+    "join": _passes(3, "items|join(',')"),
+    "reverse": _passes(3, "items|reverse|list"),
+    "tojson": _passes(5, "objs|tojson"),
+    "pprint": _passes(5, "objs|pprint"),
+    "string of a list": _passes(3, "items|string"),
+    "wordcount": _passes(12, "text|wordcount"),
+    "title": _passes(6, "text|title"),
+    "wordwrap": _passes(6, "text|wordwrap(10)"),
+    "urlize": _passes(2, "text|urlize"),
+    "in": _passes(100, "-1 in items"),
+    "==": _passes(100, "items == items"),
+    "in test": _passes(100, "-1 is in items"),
+    "select with the in test": "{{ items|select('in', items)|list|length }}",
+    "str.split": _passes(12, "text.split()"),
+    "list.count": _passes(3, "items.count(-1)"),
+    "dict.values": _passes(12, "-1 in table.values()"),
+    "loop.changed": "{% for i in range(100) %}{{ loop.changed(items) }}{% endfor %}",
+    "slices": _passes(15_000, "items[1:]"),
+}
+
+
+@pytest.mark.parametrize("source", list(ITERATING.values()), ids=list(ITERATING))
+def test_going_through_large_data_again_and_again_is_refused(source: str) -> None:
+    with pytest.raises(TemplateError) as refused:
+        render({"text": source}, LARGE, where="channels.sms.default")
+    assert refused.value.field == "channels.sms.default.text"
+    assert f"more than {MAX_STEPS} steps" in str(refused.value)
+
+
+AMPLIFYING = {
+    "modulo in a test": '{% if "%9999999d" is divisibleby(1) %}{% endif %}',
+    "modulo in odd": '{% if "%9999999d" is odd %}{% endif %}',
+    "round to a huge precision": "{{ 1|round(100000, 'ceil') }}",
+    "squaring in a loop": "{% set ns = namespace(x=2**1000) %}{% for i in range(12) %}"
+    "{% set ns.x = ns.x * ns.x %}{% endfor %}",
+}
+
+
+@pytest.mark.parametrize("source", list(AMPLIFYING.values()), ids=list(AMPLIFYING))
+def test_amplifying_tests_and_numbers_are_refused(source: str) -> None:
+    with pytest.raises(TemplateError) as refused:
+        render({"text": source}, {}, where="channels.sms.default")
+    assert "not allowed" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        BIG + "{{ [a] * 30 }}",
+        BIG + '{% set b = "" ~ [a] * 30 %}',
+        BIG + '{% set b = "%s" % ([a] * 30,) %}',
+        BIG + "{% if ([a] * 30) is lower %}{% endif %}",
+        BIG + "{% set ns = namespace(x=[a] * 30) %}{{ ns }}",
+    ],
+    ids=["{{ }}", "~", "%", "lower test", "a namespace"],
+)
+def test_a_list_is_refused_before_it_is_printed(source: str) -> None:
+    """str() of a list builds all of it: ``[a] * 99999`` would be gigabytes, refused after."""
+    with pytest.raises(TemplateError) as refused:
+        render({"text": source}, {})
+    assert "printing more than" in str(refused.value)
+
+
+def test_too_much_data_is_refused_naming_data() -> None:
+    with pytest.raises(TemplateError) as refused:
+        render({"text": "{{ items|length }}"}, {"items": list(range(300_000))})
+    assert refused.value.field == "data"
+
+    from herald.domain.render_budget import MAX_DATA_ITEMS
+
+    nested = {"orders": [{"lines": [{"sku": "x"}] * 10}] * (MAX_DATA_ITEMS // 20)}
+    with pytest.raises(TemplateError) as refused:
+        render({"text": "hi"}, nested)
+    assert refused.value.field == "data"
+    assert render({"text": "{{ items|length }}"}, {"items": list(range(MAX_DATA_ITEMS - 1))})
+
+
+def test_data_is_wrapped_once_per_render() -> None:
+    """Reading ``order.lines`` again must not copy the list again (in a loop, that was
+    100 000 copies of it at no cost in steps)."""
+    data = {"order": {"lines": [{"sku": "a"}, {"sku": "b"}]}}
+    source = "{{ order.lines is sameas order.lines }} {{ order.lines[0] is sameas order.lines[0] }}"
+    assert render({"text": source}, data) == {"text": "True True"}
+
+
+def test_a_large_ordinary_digest_still_renders() -> None:
+    lines = [
+        {"sku": f"S-{i}", "name": f"Product {i}", "qty": i % 5 + 1, "price": 9.5 + i,
+         "category": "abc"[i % 3], "tags": ["x", "y"]}
+        for i in range(1000)
+    ]  # fmt: skip
+    data = {"name": "ana", "order": {"id": "A-1", "lines": lines}, "featured": ["S-20", "S-40"]}
+    source = (
+        "Hi {{ name|title }}: {{ order.lines|length }} lines, "
+        "{{ order.lines|sum(attribute='qty') }} items, "
+        "{{ '%.2f'|format(order.lines|sum(attribute='price')) }}\n"
+        "{% for category, group in order.lines|groupby('category') %}{{ category|upper }}\n"
+        "{% for l in group|sort(attribute='price', reverse=true) %}"
+        "{{ loop.index }}. {{ l.name|truncate(30) }} x{{ l.qty }}"
+        "{% if l.sku in featured %} *{% endif %}{% if 'coupon' in order %}!{% endif %}"
+        " {{ l.tags|join(',') }}\n{% endfor %}{% endfor %}"
+        "Top: {{ (order.lines|max(attribute='price')).name }} "
+        "{{ order.lines|map(attribute='sku')|unique|list|length }}"
+    )
+    text = render({"text": source}, data)["text"]
+    assert text.startswith("Hi Ana: 1000 lines, 3000 items, 509000.00\nA\n1. Product 999 x5 x,y\n")
+    assert "Product 20 x1 * x,y\n" in text
+    assert text.endswith("Top: Product 999 1000")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -15,8 +14,9 @@ from herald.api.auth import Admin, Reader
 from herald.api.context import runtime_of
 from herald.api.errors import FieldError
 from herald.api.limits import enforce_rate_limit
-from herald.api.schemas import ErrorOut
+from herald.api.schemas import DB_INT_MAX, ErrorOut
 from herald.clock import utcnow
+from herald.domain import render_pool
 from herald.domain import templates as rendering
 from herald.errors import NotFoundError
 from herald.store import templates
@@ -89,7 +89,7 @@ class PreviewIn(BaseModel):
 
     data: dict[str, Any] = Field(default_factory=dict)
     locale: Annotated[str, Field(max_length=35)] | None = None
-    version: int | None = Field(default=None, ge=1)
+    version: int | None = Field(default=None, ge=1, le=DB_INT_MAX)
     channels: list[str] | None = Field(default=None, description="Omitted: every channel")
 
 
@@ -165,7 +165,7 @@ async def get_template(
     name: TemplateName,
     request: Request,
     principal: Reader,
-    version: Annotated[int | None, Query(ge=1)] = None,
+    version: Annotated[int | None, Query(ge=1, le=DB_INT_MAX)] = None,
 ) -> TemplateOut:
     async with runtime_of(request).db.read() as conn:
         record = await templates.get(conn, principal.tenant, name, version)
@@ -214,9 +214,15 @@ async def preview(
             raise FieldError(f"channels[{i}]", f"the template has no {channel} variant")
         locale = rendering.pick_locale(variants, payload.locale)
         try:
-            fields = await asyncio.to_thread(  # (see Planner._content)
-                rendering.render, variants[locale], payload.data, where=f"{channel}.{locale}"
+            # As at intake (see Planner._content): 429 when the key renders too much at once.
+            fields = await render_pool.render(
+                variants[locale],
+                payload.data,
+                where=f"{channel}.{locale}",
+                caller=principal.key_id,
             )
+        except rendering.DataTooLargeError as exc:
+            raise FieldError("data", exc.detail) from None
         except rendering.MissingVariableError as exc:
             raise FieldError(f"data.{exc.variable}", str(exc)) from None
         except rendering.TemplateError as exc:

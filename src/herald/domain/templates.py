@@ -15,13 +15,13 @@ from __future__ import annotations
 import functools
 import html as html_lib
 import re
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, NoReturn
 
 from jinja2 import StrictUndefined, Template, TemplateSyntaxError, UndefinedError, nodes
 from jinja2.exceptions import SecurityError
-from jinja2.runtime import Context
+from jinja2.runtime import Context, LoopContext, Macro
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import missing
 from jinja2.visitor import NodeTransformer
@@ -44,6 +44,17 @@ class TemplateError(ValueError):
     def __init__(self, message: str, field: str) -> None:
         super().__init__(f"{field}: {message}" if field else message)
         self.field = field
+
+
+class DataTooLargeError(TemplateError):
+    """The data holds more than a render may go through (render_budget.MAX_DATA_ITEMS)."""
+
+    def __init__(self) -> None:
+        self.detail = (
+            f"holds more than {render_budget.MAX_DATA_ITEMS} values (entries of lists and "
+            "objects at any depth; a string counts one per 100 characters)"
+        )
+        super().__init__(self.detail, "data")
 
 
 class MissingVariableError(TemplateError):
@@ -88,18 +99,27 @@ class _Missing(UndefinedError):
         self.path = path
 
 
+_UNSEEN: Final = object()
+
+
 class _Data(dict[str, Any]):
     """A mapping from the render data that knows its own dotted path."""
 
-    __slots__ = ("_herald_path",)  # underscore: the sandbox refuses to expose it
+    __slots__ = ("_herald_path", "_herald_seen")  # underscores: the sandbox refuses them
 
     def __init__(self, path: str, items: Mapping[Any, Any]) -> None:
         super().__init__((str(k), v) for k, v in items.items())
         self._herald_path = path
+        self._herald_seen: dict[str, Any] = {}
 
     def __getitem__(self, key: str) -> Any:
-        # children are wrapped on access, so deep data costs nothing until it is used
-        return _wrap(f"{self._herald_path}.{key}", super().__getitem__(key))
+        # Children are wrapped (copied) on first access, so deep data costs nothing until it
+        # is used, and once: `order.items|length` in a loop must not copy the list each time.
+        child = self._herald_seen.get(key, _UNSEEN)
+        if child is _UNSEEN:
+            child = _wrap(f"{self._herald_path}.{key}", super().__getitem__(key))
+            self._herald_seen[key] = child
+        return child
 
     def get(self, key: str, default: Any = None) -> Any:
         try:
@@ -115,20 +135,26 @@ class _Data(dict[str, Any]):
 
 
 class _DataList(list[Any]):
-    __slots__ = ("_herald_path",)
+    __slots__ = ("_herald_path", "_herald_seen")
 
     def __init__(self, path: str, items: Collection[Any]) -> None:
         super().__init__(items)
         self._herald_path = path
+        self._herald_seen: dict[int, Any] = {}
 
     def __getitem__(self, index: Any) -> Any:
-        value = super().__getitem__(index)
-        return _wrap(f"{self._herald_path}[{index}]", value) if isinstance(index, int) else value
+        if not isinstance(index, int):
+            return super().__getitem__(index)  # a slice
+        child = self._herald_seen.get(index, _UNSEEN)
+        if child is _UNSEEN:  # wrapped once, as in _Data
+            child = _wrap(f"{self._herald_path}[{index}]", super().__getitem__(index))
+            self._herald_seen[index] = child
+        return child
 
     def __iter__(self) -> Iterator[Any]:
         # `{% for item in order.items %}{{ item.sku }}` keeps the path order.items[i].sku
-        for index, value in enumerate(super().__iter__()):
-            yield _wrap(f"{self._herald_path}[{index}]", value)
+        for index in range(len(self)):
+            yield self[index]
 
 
 def _wrap(path: str, value: Any) -> Any:
@@ -174,19 +200,20 @@ class _Sandbox(ImmutableSandboxedEnvironment):
     # Intercepting these also stops Jinja folding `9**9**9` at compile time.
     intercepted_binops = frozenset({"*", "**", "+", "%"})
 
-    # Called by the code _parse adds: `environment.herald_counted(...)`.
-    herald_counted = staticmethod(render_budget.counted)
-    herald_sized = staticmethod(render_budget.sized)
-
     def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
-        """Every loop counts its iterations and every ``a ~ b`` its length (see
-        :mod:`herald.domain.render_budget`)."""
+        """Every loop counts its iterations, every ``a ~ b`` its length, every comparison and
+        ``{{ value }}`` what it reads (see :mod:`herald.domain.render_budget`)."""
         tree = _Metered().visit(super()._parse(source, name, filename))
         assert isinstance(tree, nodes.Template)
         return tree
 
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         render_budget.spend(1)  # a macro calling itself twice per level is exponential
+        if not isinstance(__obj, Macro | LoopContext):
+            # A method reads its object (str.split, list.index, the data's items()), any
+            # function its arguments (dict(...), loop.changed(...)); a macro or a recursive
+            # loop only passes them on.
+            render_budget.charge(_receiver(__obj), *args, *kwargs.values())
         return super().call(__context, __obj, *args, **kwargs)
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
@@ -204,6 +231,9 @@ class _Sandbox(ImmutableSandboxedEnvironment):
             if ints and left.bit_length() * right > _MAX_POWER_BITS:
                 _refuse("power too large")
             return left**right
+        ints = isinstance(left, int) and isinstance(right, int)
+        if ints and left.bit_length() + right.bit_length() > _MAX_POWER_BITS:
+            _refuse("product too large")  # squaring in a loop doubles the size each time
         for seq, times in ((left, right), (right, left)):
             repeat = isinstance(seq, str | list | tuple) and isinstance(times, int)
             if repeat and len(seq) * times > _MAX_REPEAT_CHARS:
@@ -231,6 +261,15 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         return super().getitem(obj, argument)
 
 
+def _receiver(function: Any) -> Any:
+    """The object a method was taken from (None for a function, or for a dict's get)."""
+    if isinstance(function, _Shadowed):
+        function = function._herald_function
+    if getattr(function, "__name__", None) == "get":
+        return None  # one look-up
+    return getattr(function, "__self__", None)
+
+
 class _Shadowed:
     """A function standing where the data lacks a name: ``order.items`` when the order has
     no key ``items``, or the global ``range``. Calling it calls the function; any other use
@@ -252,20 +291,59 @@ class _Shadowed:
     __str__ = __repr__ = __iter__ = __bool__ = __len__ = _missing
 
 
+# What _Metered wraps expressions in: filters under names no template can write (a filter's
+# name is an identifier), so that they compile to a plain call, not one through the sandbox.
+_METERS: Final = {
+    "herald:counted": render_budget.counted,
+    "herald:sized": render_budget.sized,
+    "herald:compared": render_budget.compared,
+    "herald:searched": render_budget.searched,
+    "herald:printed": render_budget.printed,
+}
+
+
 class _Metered(NodeTransformer):
-    """Wraps loops' iterables and concatenations in calls the render budget counts."""
+    """Wraps loops' iterables, concatenations, slices, comparisons and printed values in the
+    meters of the render budget."""
 
     def visit_For(self, node: nodes.For) -> nodes.For:
         self.generic_visit(node)
-        node.iter = _environment_call("herald_counted", node.iter)
+        node.iter = _meter("herald:counted", node.iter)
         return node
 
-    def visit_Concat(self, node: nodes.Concat) -> nodes.Call:
-        return _environment_call("herald_sized", self.generic_visit(node))
+    def visit_Getitem(self, node: nodes.Getitem) -> nodes.Node:
+        self.generic_visit(node)
+        if isinstance(node.arg, nodes.Slice) and node.ctx == "load":
+            # Compiled to a plain `value[a:b]`, not through getitem: a copy, charged as built.
+            return _meter("herald:sized", node)
+        return node
+
+    def visit_Concat(self, node: nodes.Concat) -> nodes.Filter:
+        self.generic_visit(node)
+        node.nodes = [_meter("herald:printed", child) for child in node.nodes]
+        return _meter("herald:sized", node)
+
+    def visit_Compare(self, node: nodes.Compare) -> nodes.Compare:
+        self.generic_visit(node)
+        node.expr = _meter("herald:compared", node.expr)
+        for operand in node.ops:
+            meter = "herald:searched" if operand.op in ("in", "notin") else "herald:compared"
+            operand.expr = _meter(meter, operand.expr)
+        return node
+
+    def visit_Output(self, node: nodes.Output) -> nodes.Output:
+        self.generic_visit(node)
+        node.nodes = [
+            child
+            if isinstance(child, nodes.TemplateData | nodes.Const)
+            else _meter("herald:printed", child)
+            for child in node.nodes
+        ]
+        return node
 
 
-def _environment_call(method: str, argument: nodes.Node) -> nodes.Call:
-    return nodes.Call(nodes.EnvironmentAttribute(method), [argument], [], None, None)
+def _meter(name: str, expression: nodes.Node) -> nodes.Filter:
+    return nodes.Filter(expression, name, [], [], None, None)
 
 
 def _environment(autoescape: bool) -> _Sandbox:
@@ -273,8 +351,12 @@ def _environment(autoescape: bool) -> _Sandbox:
     del env.globals["lipsum"]  # lipsum(n) writes n paragraphs; no message needs it
     env.globals["range"] = render_budget.checked_range
     env.globals.update({name: _Shadowed(f, name) for name, f in env.globals.items()})
-    for name, check in render_budget.FILTER_CHECKS.items():
-        env.filters[name] = render_budget.checked_filter(env.filters[name], check)
+    for name, function in list(env.filters.items()):
+        env.filters[name] = render_budget.budgeted(function, render_budget.cost_of_filter(name))
+    tests: dict[str, Callable[..., Any]] = env.tests  # type: ignore[assignment]
+    for name, function in list(tests.items()):
+        tests[name] = render_budget.budgeted(function, render_budget.cost_of_test(name))
+    env.filters.update(_METERS)
     return env
 
 
@@ -381,7 +463,10 @@ def pick_locale(available: Collection[str], wanted: str | None) -> str:
 def render(
     fields: Mapping[str, str], data: Mapping[str, Any], *, where: str = ""
 ) -> dict[str, str]:
-    """Render every field over ``data``; errors name ``where`` + the field ("channels.sms.en")."""
+    """Render every field over ``data``; errors name ``where`` + the field ("channels.sms.en"),
+    or ``data`` when there is more of it than a render may go through."""
+    if render_budget.too_much_data(data):
+        raise DataTooLargeError()
     context = {str(k): _wrap(str(k), v) for k, v in data.items()}
     rendered: dict[str, str] = {}
     for name, source in fields.items():

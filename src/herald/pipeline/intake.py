@@ -26,7 +26,7 @@ from herald.observability import metrics, tracing
 from herald.observability.logging import get_logger
 from herald.pipeline.envelope import envelope
 from herald.pipeline.lookups import Lookups
-from herald.pipeline.planning import NotificationSpec, Plan, Planner, PlanningError
+from herald.pipeline.planning import Draft, NotificationSpec, Plan, Planner, PlanningError
 from herald.store import idempotency, journal, notifications, outbox
 from herald.store.database import Database
 from herald.store.idempotency_cache import IdempotencyCache
@@ -131,7 +131,7 @@ class Intake:
     ) -> Accepted:
         # Inline URLs are resolved (DNS) first, all at once, and without holding a connection.
         refusals = await asyncio.gather(*(self.planner.outbound_refusal(s) for s in specs))
-        plans: list[Plan | PlanningError] = []
+        drafts: list[Draft | PlanningError] = []
         async with self.db.read() as conn:
             lookups = Lookups(conn)
             for tenant in {s.tenant_id for s in specs}:
@@ -139,12 +139,22 @@ class Intake:
                 await lookups.load_users(tenant, ids)
             for spec, refusal in zip(specs, refusals, strict=True):
                 if refusal is not None:
-                    plans.append(refusal)
+                    drafts.append(refusal)
                     continue
                 try:
-                    plans.append(await self.planner.plan(lookups, spec))
+                    drafts.append(await self.planner.draft(lookups, spec))
                 except PlanningError as exc:
-                    plans.append(exc)
+                    drafts.append(exc)
+        # Rendered with the connection back in the pool: a render may wait for its turn.
+        plans: list[Plan | PlanningError] = []
+        for draft in drafts:
+            if isinstance(draft, PlanningError):
+                plans.append(draft)
+                continue
+            try:
+                plans.append(await self.planner.finish(draft))
+            except PlanningError as exc:
+                plans.append(exc)
         refused: list[NotificationRecord | PlanningError] = [
             p for p in plans if isinstance(p, PlanningError)
         ]

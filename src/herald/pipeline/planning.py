@@ -20,11 +20,14 @@ from urllib.parse import urlencode
 
 import anyio
 
+from herald.clock import utcnow
+from herald.domain import render_pool, unsubscribe
 from herald.domain import templates as rendering
 from herald.domain.messages import Content
 from herald.errors import HeraldError
 from herald.outbound import OutboundPolicy
 from herald.pipeline.lookups import Lookups
+from herald.store.server_secrets import ServerSecret
 from herald.store.templates import TemplateRecord
 from herald.store.users import Profile, UserRecord
 from herald.tenancy import DEFAULT_TENANT
@@ -72,6 +75,8 @@ class NotificationSpec:
     collapse_key: str | None = None
     event_type: str | None = None
     traceparent: str | None = None
+    # The API key asking (None in open mode): its renders are admitted per key (render_pool).
+    caller: str | None = None
 
     @classmethod
     def email(
@@ -99,6 +104,18 @@ class PlannedDelivery:
     channel: str
     recipient: str
     content: Content
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """A request whose look-ups are done: what is left, rendering, needs no database."""
+
+    spec: NotificationSpec
+    user: UserRecord | None
+    contacts: Profile
+    chosen: dict[str, TemplateRecord]
+    channels: list[str]
+    category: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +148,8 @@ class Planner:
     # Where inline webhook URLs, Web Push endpoints and Apprise URLs may point
     # (HERALD_OUTBOUND_ALLOW).
     outbound: OutboundPolicy = field(default_factory=OutboundPolicy)
+    # Signs the unsubscribe links of email (see domain/unsubscribe); None: no links.
+    unsubscribe_key: ServerSecret | None = None
 
     async def outbound_refusal(self, spec: NotificationSpec) -> PlanningError | None:
         """Why an inline URL of the request may not be reached, if one may not. Resolves host
@@ -143,8 +162,10 @@ class Planner:
             return exc
         return None
 
-    async def plan(self, lookups: Lookups, spec: NotificationSpec) -> Plan:
-        """The deliveries of a request whose inline URLs passed :meth:`outbound_refusal`."""
+    async def draft(self, lookups: Lookups, spec: NotificationSpec) -> Draft:
+        """The first half of planning a request whose inline URLs passed
+        :meth:`outbound_refusal`: what needs the database. A caller holding a connection for
+        it gives it back before :meth:`finish`, as a render may wait for its turn."""
         if spec.user_id is None and spec.contacts is None:
             raise PlanningError("recipient", "give user_id, recipient or contacts")
         if spec.template is not None and spec.body is not None:
@@ -160,14 +181,19 @@ class Planner:
         chosen = await self._templates(lookups, spec)
         channels = self._channels(spec, contacts, user, chosen)
         category = spec.category or next((t.category for t in chosen.values() if t.category), None)
+        return Draft(spec, user, contacts, chosen, channels, category)
+
+    async def finish(self, draft: Draft) -> Plan:
+        """The second half: the deliveries, with their templates rendered (see render_pool)."""
+        spec, user, chosen, category = draft.spec, draft.user, draft.chosen, draft.category
         deliveries: list[PlannedDelivery] = []
-        for channel in channels:
+        for channel in draft.channels:
             content = await self._content(spec, channel, chosen.get(channel), user)
             if channel == "email":
-                content = self._unsubscribe_headers(content, user, category)
+                content = await self._unsubscribe_headers(spec, content, user, category)
             deliveries.extend(
                 PlannedDelivery(channel, address, content)
-                for address in _addresses(channel, contacts, spec.user_id)
+                for address in _addresses(channel, draft.contacts, spec.user_id)
             )
         named = next((t for t in chosen.values() if t.name == spec.template), None)
         template = None if named is None else f"{named.name}@{named.version}"
@@ -253,11 +279,13 @@ class Planner:
         )
         where = f"{template.name}.{channel}.{locale}"
         try:
-            # In a thread: a template may take up to its render budget (well under a second),
-            # which the event loop serving other requests should not wait through.
-            rendered = await asyncio.to_thread(
-                rendering.render, variants[locale], spec.data, where=where
+            # Off the event loop: a template may take up to its render budget (well under a
+            # second). May raise RendersBusyError (429) when the key renders too much at once.
+            rendered = await render_pool.render(
+                variants[locale], spec.data, where=where, caller=spec.caller
             )
+        except rendering.DataTooLargeError as exc:
+            raise PlanningError("data", exc.detail) from None
         except rendering.MissingVariableError as exc:
             raise PlanningError(
                 f"data.{exc.variable}",
@@ -268,13 +296,31 @@ class Planner:
         subject, body, html = rendering.to_content(channel, rendered)
         return Content(subject=subject, body=body, html=html, data=spec.data)
 
-    def _unsubscribe_headers(
-        self, content: Content, user: UserRecord | None, category: str | None
+    async def _unsubscribe_headers(
+        self,
+        spec: NotificationSpec,
+        content: Content,
+        user: UserRecord | None,
+        category: str | None,
     ) -> Content:
-        """RFC 2369 and RFC 8058 one-click unsubscribe, where there is something to leave."""
-        if user is None or category is None or category in self.critical_categories:
+        """RFC 2369 and RFC 8058 one-click unsubscribe, where there is something to leave:
+        a link that opts this user out of this category only, and only by POST."""
+        if (
+            self.unsubscribe_key is None
+            or user is None
+            or category is None
+            or category in self.critical_categories
+            # A template's category may be any text; a link carries only names the API takes.
+            or not unsubscribe.valid_category(category)
+        ):
             return content
-        query = urlencode({"user": user.id, "category": category, "token": user.unsubscribe_token})
+        link_of = unsubscribe.Link(
+            spec.tenant_id, user.id, category, unsubscribe.expiry(spec.send_at or utcnow())
+        )
+        token = unsubscribe.sign(
+            await self.unsubscribe_key.value(), link_of, user.unsubscribe_token
+        )
+        query = urlencode({"token": token})
         link = f"{self.public_url.rstrip('/')}/api/v1/unsubscribe?{query}"
         headers = {
             **content.headers,
