@@ -1,5 +1,6 @@
 """Fuzzing: every operation in the OpenAPI schema, sent generated requests (valid and invalid),
-answers without a server error and as the schema declares: status code, content type, body."""
+answers without a server error and as the schema declares: status code, content type, body;
+on SQLite and on PostgreSQL (which refuses more: NUL, strings longer than their column)."""
 
 from __future__ import annotations
 
@@ -63,12 +64,12 @@ def with_lifespan(app: ASGIApp, runtime: Runtime) -> ASGIApp:
 
 
 @pytest.fixture
-def herald(fresh_sqlite_url: str) -> ASGIApp:
+def herald(database_url: str) -> ASGIApp:
     """Herald on a database of its own, for the examples of one operation. The schemathesis
     plugin ends the lifespan (closing the runtime) when the test ends."""
     # No rate limit: a fuzzer sending as fast as it can would mostly collect 429s (those are
     # tested in test_rate_limit.py).
-    runtime = Runtime(settings_for(fresh_sqlite_url, rate_limit_per_second=0))
+    runtime = Runtime(settings_for(database_url, rate_limit_per_second=0))
     return with_lifespan(create_app(runtime, open_access=True), runtime)
 
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Literal
 
 import httpx
 import pytest
 
 from herald.api.app import create_app
 from herald.runtime import Runtime
+from herald.store.database import UNAVAILABLE_ERRORS, Database
 from tests.conftest import settings_for
+from tests.fakes.postgres import FakePostgres
 
 UNREACHABLE = {
     "postgres": "postgresql://postgres@127.0.0.1:1/herald",  # nothing listens on port 1
@@ -22,7 +25,7 @@ UNREACHABLE = {
 async def client(request: pytest.FixtureRequest) -> AsyncIterator[httpx.AsyncClient]:
     runtime = Runtime(settings_for(UNREACHABLE[request.param]))
     transport = httpx.ASGITransport(app=create_app(runtime, open_access=True))
-    async with httpx.AsyncClient(transport=transport, base_url="http://herald.test") as http:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
         yield http
     await runtime.close()
     # aiosqlite stops the thread of a connection that failed to open without awaiting it;
@@ -47,3 +50,33 @@ async def test_readiness_names_the_failing_check(client: httpx.AsyncClient) -> N
     assert ready.status_code == 503
     checks = ready.json()["checks"]
     assert checks["database"] != "ok"
+
+
+@pytest.mark.parametrize("mode", ["recovering", "crashing"])
+async def test_a_postgres_in_crash_recovery_gets_503_with_retry_after(
+    mode: Literal["recovering", "crashing"],
+) -> None:
+    """During crash recovery PostgreSQL refuses connections (FATAL 57P03, asyncpg's
+    CannotConnectNowError) after ending every session (FATAL 57P02: asyncpg's
+    ConnectionDoesNotExistError); SQLAlchemy's asyncpg adapter raised both as a bare
+    DBAPIError, and the API answered 500."""
+    async with FakePostgres(mode) as server:
+        db = Database(server.url)
+        with pytest.raises(UNAVAILABLE_ERRORS):  # what the workers retry on
+            async with db.write():
+                pass
+        await db.close()
+        runtime = Runtime(settings_for(server.url))
+        app = create_app(runtime, open_access=True)
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
+            seed = {"recipient": "a@example.com", "subject": "Hi", "message": "x"}
+            for response in (
+                await http.post("/api/v1/notifications", json=seed),
+                await http.get("/api/v1/notifications"),
+            ):
+                assert response.status_code == 503, response.text
+                assert response.json()["code"] == "unavailable"
+                assert response.headers["retry-after"] == "1"
+        await runtime.close()
+    assert server.connections >= 3

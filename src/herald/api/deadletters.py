@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -23,6 +22,7 @@ from herald.api.schemas import (
     PurgeOut,
     ReplayOut,
     ReplaySelection,
+    Timestamp,
 )
 from herald.errors import NotFoundError
 from herald.store import deadletters
@@ -45,8 +45,8 @@ async def list_dead_letters(
     channel: Annotated[str | None, Query(max_length=32)] = None,
     provider: Annotated[str | None, Query(max_length=64)] = None,
     error_class: Annotated[str | None, Query(max_length=100)] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Timestamp | None = None,
+    until: Timestamp | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> DeadLetterPage:

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 from herald.api.auth import Reader, Sender
 from herald.api.context import runtime_of
+from herald.api.deliverable import check_notification
 from herald.api.errors import FieldError
 from herald.api.limits import enforce_rate_limit
 from herald.api.pages import decode_cursor, encode_cursor
@@ -64,7 +65,9 @@ def request_hash(method: str, path: str, body: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def spec_of(payload: NotificationCreate, tenant: str, traceparent: str | None) -> NotificationSpec:
+def spec_of(
+    payload: NotificationCreate, tenant: str, traceparent: str | None, caller: str | None = None
+) -> NotificationSpec:
     contacts = None
     if payload.contacts is not None or payload.recipient is not None:
         c = payload.contacts
@@ -92,6 +95,7 @@ def spec_of(payload: NotificationCreate, tenant: str, traceparent: str | None) -
         send_at=payload.send_at,
         collapse_key=payload.collapse_key,
         traceparent=traceparent,
+        caller=caller,
     )
 
 
@@ -136,13 +140,14 @@ async def create_notification(
 ) -> JSONResponse:
     runtime = runtime_of(request)
     check_size(payload, runtime.settings.max_message_bytes)
+    check_notification(payload, runtime.settings)
     tenant = principal.tenant
     idem = idempotency_of(idempotency_key, tenant, request, payload.model_dump(mode="json"))
     # Continues the caller's trace when it sent a traceparent.
     with tracing.span("notification.accept", request.headers.get(tracing.HEADER)) as traceparent:
         try:
             accepted = await runtime.intake.submit(
-                spec_of(payload, tenant, traceparent), _render, idem
+                spec_of(payload, tenant, traceparent, principal.key_id), _render, idem
             )
         except PlanningError as exc:
             raise FieldError(exc.field, exc.message) from None
@@ -168,6 +173,7 @@ async def create_batch(
         raise FieldError("items", f"at most {cap} items per batch")
     for i, item in enumerate(payload.items):
         check_size(item, runtime.settings.max_message_bytes, f"items[{i}].message")
+        check_notification(item, runtime.settings, f"items[{i}].")
     tenant = principal.tenant
     idem = idempotency_of(idempotency_key, tenant, request, payload.model_dump(mode="json"))
 
@@ -191,7 +197,7 @@ async def create_batch(
         return out.model_dump(mode="json")
 
     with tracing.span("notification.accept", request.headers.get(tracing.HEADER)) as traceparent:
-        specs = [spec_of(item, tenant, traceparent) for item in payload.items]
+        specs = [spec_of(item, tenant, traceparent, principal.key_id) for item in payload.items]
         accepted = await runtime.intake.submit_batch(specs, render, idem)
     return accepted_response(accepted.body, accepted.status, accepted.replayed, None)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from email_validator import EmailNotValidError, validate_email
@@ -24,13 +24,18 @@ from herald.store.notifications import DeliveryRecord, NotificationRecord
 
 # A header line may not exceed 998 characters (RFC 5322 2.1.1).
 MAX_SUBJECT_CHARS = 998
+# The largest value of an INTEGER column (PostgreSQL int4; see store/tables.py).
+DB_INT_MAX = 2**31 - 1
 
 
 def _email_address(value: str) -> str:
     try:
-        return validate_email(value, check_deliverability=False).normalized
+        found = validate_email(value, check_deliverability=False)
     except EmailNotValidError as exc:
         raise ValueError(f"not a valid email address: {exc}") from exc
+    # An internationalised domain in its IDNA (xn--) form, which any SMTP relay takes; only
+    # a non-ASCII local part needs SMTPUTF8 (api/deliverable.py refuses it unless enabled).
+    return found.ascii_email or found.normalized
 
 
 def _single_line(value: str) -> str:
@@ -41,17 +46,41 @@ def _single_line(value: str) -> str:
     return value
 
 
+def _not_blank(value: str) -> str:
+    # Whitespace alone is nothing to send: SMS and Apprise providers refuse it for good.
+    if not value.strip():
+        raise ValueError("must contain more than whitespace")
+    return value
+
+
+def _utc_representable(value: datetime) -> datetime:
+    # Stored in UTC (store/tables.UTCDateTime): an offset that moves it before year 1 or past
+    # 9999 cannot be converted, let alone stored.
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of range once converted to UTC (years 1 to 9999)") from None
+    return value
+
+
 EmailAddress = Annotated[
     str, Field(max_length=320), AfterValidator(_single_line), AfterValidator(_email_address)
 ]
 SingleLine = Annotated[str, AfterValidator(_single_line)]
+# Every time a request gives: with a UTC offset, and storable once in UTC.
+Timestamp = Annotated[AwareDatetime, AfterValidator(_utc_representable)]
 
 
 PHONE = r"^\+[1-9][0-9]{6,14}$"  # E.164
 Phone = Annotated[str, Field(pattern=PHONE, description="E.164, e.g. +14155550100")]
 HttpUrl = Annotated[str, Field(max_length=2000, pattern=r"^https?://[^\s]+$")]
 Identifier = Annotated[SingleLine, Field(min_length=1, max_length=255)]
-Name = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
+Name = Annotated[str, Field(min_length=1, max_length=100, pattern=NAME_PATTERN)]
+# Widths of the columns they are stored in: a category is String(64); a notification stores
+# its template as "name@version" in String(100), room for a name of 89 and a 10-digit version.
+Category = Annotated[str, Field(min_length=1, max_length=64, pattern=NAME_PATTERN)]
+TemplateRef = Annotated[str, Field(min_length=1, max_length=89, pattern=NAME_PATTERN)]
 
 
 class WebPushKeys(BaseModel):
@@ -66,7 +95,7 @@ class WebPushSubscription(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    endpoint: HttpUrl
+    endpoint: HttpUrl = Field(description="The push service's URL: https")
     keys: WebPushKeys
     expirationTime: float | None = Field(  # the browser's name for it
         default=None, description="Milliseconds since the epoch, as the browser gives it"
@@ -129,18 +158,27 @@ class NotificationCreate(BaseModel):
         max_length=len(Channel),
         description="Omitted: every channel the recipient can be reached on, per preferences.",
     )
-    template: Name | None = None
-    template_version: int | None = Field(default=None, ge=1)
+    template: TemplateRef | None = None
+    template_version: int | None = Field(default=None, ge=1, le=DB_INT_MAX)
     data: dict[str, Any] = Field(default_factory=dict, description="Template variables.")
     locale: (
         Annotated[str, Field(max_length=35, pattern=r"^[A-Za-z]{2,8}([-_][A-Za-z0-9]{1,8})*$")]
         | None
     ) = None
-    subject: Annotated[SingleLine, Field(min_length=1, max_length=MAX_SUBJECT_CHARS)] | None = None
-    message: str | None = Field(default=None, min_length=1, description="Plain-text body.")
-    category: Name | None = None
+    subject: (
+        Annotated[
+            SingleLine,
+            Field(min_length=1, max_length=MAX_SUBJECT_CHARS),
+            AfterValidator(_not_blank),
+        ]
+        | None
+    ) = None
+    message: Annotated[str, AfterValidator(_not_blank)] | None = Field(
+        default=None, min_length=1, description="Plain-text body."
+    )
+    category: Category | None = None
     priority: Priority = Priority.NORMAL
-    send_at: AwareDatetime | None = Field(default=None, description="Deliver at this time.")
+    send_at: Timestamp | None = Field(default=None, description="Deliver at this time.")
     collapse_key: Identifier | None = Field(
         default=None,
         description="A newer notification with this key supersedes an undelivered older one.",
@@ -359,8 +397,8 @@ class DeadLetterSelection(BaseModel):
     channel: str | None = None
     provider: str | None = None
     error_class: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
+    since: Timestamp | None = None
+    until: Timestamp | None = None
     dry_run: bool = Field(default=False, description="Only say what would be done.")
 
     def filters(self, tenant: str) -> Filters:
@@ -405,7 +443,10 @@ class PurgeOut(BaseModel):
 class ProviderOut(BaseModel):
     provider: str
     channel: str
-    worker: str
+    worker: str | None = Field(
+        description="The worker process; only the operator's (default) tenant sees workers, "
+        "every other tenant one row per provider with its worst state"
+    )
     state: str = Field(description="closed, open or half_open")
     consecutive_failures: int
     opened_at: datetime | None

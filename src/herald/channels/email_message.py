@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from email.headerregistry import Address
 from email.message import EmailMessage
+from email.policy import Policy
 from email.utils import format_datetime, parseaddr
 from typing import Final
 
@@ -32,6 +33,11 @@ _RESERVED: Final = frozenset(
     }
 )
 _RESERVED_PREFIXES: Final = ("resent-", "content-")
+# Angle-bracketed URLs (RFC 2369, RFC 8058): folded at 78 columns, a long one would be written
+# as RFC 2047 encoded-words, which mail clients do not decode there (a broken one-click link).
+# They are written as they are, on one line, when that fits RFC 5322's 998 characters.
+_UNFOLDED: Final = frozenset({"list-unsubscribe", "list-unsubscribe-post"})
+_MAX_LINE: Final = 998
 
 
 def sender_domain(sender: str) -> str:
@@ -62,6 +68,32 @@ def _extra_headers(headers: dict[str, str]) -> dict[str, str]:
     return headers
 
 
+class _OneLine(str):
+    """A header value the email generator writes as it is: no folding, no encoded-words."""
+
+    name: str
+
+    def fold(self, *, policy: Policy) -> str:
+        return f"{self.name}: {self}{policy.linesep}"
+
+
+def _header_value(name: str, value: str) -> str:
+    if name.lower() in _UNFOLDED and value.isascii() and len(name) + 2 + len(value) <= _MAX_LINE:
+        one_line = _OneLine(value)
+        one_line.name = name  # the email package keeps a value with a matching .name as is
+        return one_line
+    return value
+
+
+def _address(addr_spec: str) -> Address:
+    local, _, domain = addr_spec.rpartition("@")
+    if local.isascii():
+        return Address(addr_spec=addr_spec)
+    # Non-ASCII before the @ (accepted with HERALD_SMTP_UTF8): the email package's parser
+    # refuses it, so it is built from its parts; aiosmtplib then sends it with SMTPUTF8.
+    return Address(username=local, domain=domain)
+
+
 def build_email(message: OutboundMessage, sender: str) -> EmailMessage:
     """Raises PermanentDeliveryError for any header value that could inject headers, before
     anything is sent; ValueError for an address the email package cannot parse."""
@@ -78,14 +110,14 @@ def build_email(message: OutboundMessage, sender: str) -> EmailMessage:
     )
     mail = EmailMessage()
     mail["From"] = sender
-    mail["To"] = Address(addr_spec=message.recipient)
+    mail["To"] = _address(message.recipient)
     mail["Subject"] = message.subject or ""
     mail["Date"] = format_datetime(utcnow())
     mail["Message-ID"] = message_id(message.delivery_id, sender_domain(sender))
     mail["X-Herald-Notification-Id"] = message.notification_id
     mail["X-Herald-Delivery-Id"] = message.delivery_id
     for name, value in extra.items():
-        mail[name] = value
+        mail[name] = _header_value(name, value)
     mail.set_content(message.body)
     if message.html:
         mail.add_alternative(message.html, subtype="html")

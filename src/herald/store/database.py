@@ -15,12 +15,18 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from herald.errors import ConfigError
 
 # What a database that is down or unreachable raises (the API answers these with 503).
 UNAVAILABLE_ERRORS = (OSError, sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
+# SQLSTATE classes of a PostgreSQL server that is down, starting, in crash recovery or out of
+# resources: 08 connection exception, 53 insufficient resources, 57P operator intervention
+# (57P01 shutting down, 57P02 crash of another process, 57P03 "the database system is in
+# recovery mode" / "starting up"), 58 system error. psycopg raises OperationalError for them.
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57P", "58")
 
 _ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
 _KNOWN_ASYNC = {"sqlite+aiosqlite", "postgresql+asyncpg", "postgresql+psycopg"}
@@ -54,6 +60,29 @@ def async_url(url: str) -> sa.URL:
     return parsed
 
 
+def _unavailable_as_operational(context: ExceptionContext) -> BaseException | None:
+    """SQLAlchemy's asyncpg adapter raises a bare DBAPIError for the SQLSTATEs above (e.g. for
+    asyncpg's CannotConnectNowError), which UNAVAILABLE_ERRORS misses: the API answered 500
+    during crash recovery. Raise them as the OperationalError psycopg would."""
+    error = context.sqlalchemy_exception
+    state = getattr(context.original_exception, "sqlstate", None)
+    if (
+        not isinstance(error, sa.exc.DBAPIError)
+        or isinstance(error, UNAVAILABLE_ERRORS)
+        or not isinstance(state, str)
+        or not state.startswith(_UNAVAILABLE_SQLSTATES)
+    ):
+        return None
+    if state.startswith(("08", "57P")):
+        context.is_disconnect = True  # the session is gone: discard the pool's connections
+    return sa.exc.OperationalError(
+        error.statement,
+        error.params,
+        context.original_exception,
+        connection_invalidated=context.is_disconnect,
+    )
+
+
 class Database:
     """Owns the engines; ``write()`` and ``read()`` hand out connections inside a transaction."""
 
@@ -70,6 +99,7 @@ class Database:
             self._writer = create_async_engine(
                 self.url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=3600
             )
+            event.listen(self._writer.sync_engine, "handle_error", _unavailable_as_operational)
             self._reader = self._writer
 
     @property
