@@ -79,6 +79,9 @@ def test_no_secret_leaks_into_logs_errors_responses_or_metrics(tmp_path: Path) -
                 hooks.secrets.append(webhook_secret)
                 rotated = http.post("/api/v1/users/u1/webhook-secret/rotate", json={})
                 hooks.secrets.append(rotated.json()["webhook_secret"])
+                # The tenant's own, for inline URLs.
+                tenant_rotated = http.post("/api/v1/webhook-secret/rotate", json={})
+                hooks.secrets.append(tenant_rotated.json()["webhook_secret"])
                 ids = [
                     http.post(
                         "/api/v1/notifications",
@@ -91,14 +94,24 @@ def test_no_secret_leaks_into_logs_errors_responses_or_metrics(tmp_path: Path) -
                     ).json()["id"]
                     for channel in ("sms", "webhook")
                 ]
+                inline = http.post(
+                    "/api/v1/notifications",
+                    json={
+                        "contacts": {"webhook_url": f"{hooks.url}/inline"},
+                        "channels": ["webhook"],
+                        "message": "hi",
+                        "subject": "s",
+                    },
+                )
+                ids.append(inline.json()["id"])
                 mail = http.post(
                     "/api/v1/notifications",
                     json={"recipient": "a@example.com", "subject": "s", "message": "m"},
                 )
                 ids.append(mail.json()["id"])
                 done = [wait_done(http, i) for i in ids]
-                assert [d["status"] for d in done] == ["SENT", "SENT", "FAILED"]
-                assert len(hooks.verified) == 1
+                assert [d["status"] for d in done] == ["SENT", "SENT", "SENT", "FAILED"]
+                assert len(hooks.verified) == 2
                 for path in [
                     *(f"/api/v1/notifications/{i}" for i in ids),
                     *(f"/api/v1/notifications/{i}/timeline" for i in ids),
@@ -107,6 +120,7 @@ def test_no_secret_leaks_into_logs_errors_responses_or_metrics(tmp_path: Path) -
                     "/api/v1/dead-letters",
                     "/api/v1/keys",
                     "/api/v1/providers",
+                    "/api/v1/webhook-secret",
                     "/metrics",
                 ]:
                     response = http.get(path)
@@ -132,7 +146,8 @@ def test_no_secret_leaks_into_logs_errors_responses_or_metrics(tmp_path: Path) -
         "Twilio auth token": TWILIO_TOKEN,
         "SMTP password": SMTP_PASSWORD,
         "webhook secret": webhook_secret,
-        "rotated webhook secret": hooks.secrets[-1],
+        "rotated webhook secret": hooks.secrets[1],
+        "tenant webhook secret": hooks.secrets[2],
     }
     for what, secret in secrets.items():
         assert secret not in log, f"the {what} is in the log"

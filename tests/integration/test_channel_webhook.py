@@ -103,6 +103,7 @@ async def test_a_delivery_is_signed_and_verifies_with_the_documented_recipe(
     assert request.json() == {
         "id": "dlv-1",
         "type": "notification",
+        "tenant": "default",
         "notification_id": "ntf-1",
         "user_id": "usr-1",
         "channel": "webhook",

@@ -25,6 +25,9 @@ def test_every_status_has_a_transition_entry() -> None:
         (D.SKIPPED, D.PENDING, False),
         (D.FAILED, D.PENDING, True),  # replay
         (D.DEAD_LETTERED, D.PENDING, True),
+        (D.RETRY_PENDING, D.SKIPPED, True),  # its user was deleted
+        (D.PROCESSING, D.SKIPPED, True),  # its user was deleted, the attempt did not send
+        (D.SENT, D.SKIPPED, False),
     ],
 )
 def test_delivery_transitions(current: D, new: D, allowed: bool) -> None:

@@ -1,5 +1,5 @@
 """/api/v1/users: contact points, preferences, webhook secrets, the in-app inbox (with a
-Server-Sent Events stream), and the one-click unsubscribe link email carries."""
+Server-Sent Events stream). The unsubscribe link email carries is in api/unsubscribe.py."""
 
 from __future__ import annotations
 
@@ -12,18 +12,20 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from herald.api import unsubscribe
 from herald.api.auth import Reader, Sender
 from herald.api.context import runtime_of
+from herald.api.deliverable import check_contacts
 from herald.api.errors import FieldError
 from herald.api.limits import enforce_rate_limit
 from herald.api.pages import decode_cursor, encode_cursor
 from herald.api.schemas import Contacts, ErrorOut
 from herald.clock import utcnow
-from herald.domain.preferences import CategoryPreference, Preferences, valid_timezone
+from herald.domain.preferences import Preferences, valid_timezone
 from herald.errors import NotFoundError
 from herald.pipeline.planning import PlanningError, check_outbound
 from herald.runtime import Runtime
-from herald.store import inbox, users
+from herald.store import inbox, user_deletion, users
 from herald.store.inbox import InboxItem
 from herald.store.users import Profile, UserRecord
 from herald.wakeup import wait_for_event
@@ -31,7 +33,8 @@ from herald.wakeup import wait_for_event
 router = APIRouter(
     prefix="/api/v1/users", tags=["users"], dependencies=[Depends(enforce_rate_limit)]
 )
-unsubscribe_router = APIRouter(tags=["users"])
+# The one-click unsubscribe link email carries: no API key (its token is the proof).
+unsubscribe_router = unsubscribe.router
 
 UserId = Annotated[str, Path(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")]
 _404: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut}}
@@ -120,6 +123,7 @@ async def put_user(
         webhook_url=payload.webhook_url,
         apprise_urls=list(payload.apprise_urls),
     )
+    check_contacts(payload, runtime_of(request).settings)  # addresses no provider takes
     try:  # a webhook URL or Web Push endpoint must not point inside the network (SSRF)
         await check_outbound(profile, runtime_of(request).intake.planner.outbound)
     except PlanningError as exc:
@@ -150,8 +154,10 @@ async def get_user(user_id: UserId, request: Request, principal: Reader) -> User
 
 @router.delete("/{user_id}", status_code=204, responses=_404)
 async def delete_user(user_id: UserId, request: Request, principal: Sender) -> Response:
+    """The user, its preferences, webhook secrets and inbox, in one transaction; what was
+    still to be sent to it is cancelled. Sent notifications stay (see store/user_deletion)."""
     async with runtime_of(request).db.write() as conn:
-        if not await users.delete(conn, principal.tenant, user_id):
+        if not await user_deletion.delete_user(conn, principal.tenant, user_id, utcnow()):
             raise NotFoundError(f"user {user_id} not found")
     return Response(status_code=204)
 
@@ -320,30 +326,3 @@ async def _events(
                 yield b": keepalive\n\n"
     finally:
         runtime.inbox_wakeup.unsubscribe(woken)
-
-
-# -- one-click unsubscribe (RFC 8058): the link email carries in List-Unsubscribe --------------
-
-
-@unsubscribe_router.post("/api/v1/unsubscribe", responses=_404)
-@unsubscribe_router.get("/api/v1/unsubscribe", responses=_404)
-async def unsubscribe(
-    request: Request,
-    user: Annotated[str, Query(max_length=255)],
-    category: Annotated[str, Query(max_length=100)],
-    token: Annotated[str, Query(max_length=100)],
-) -> dict[str, str]:
-    """Opt the user out of one category. The token in the link proves the mail was theirs."""
-    async with runtime_of(request).db.write() as conn:
-        # The token names the user: user ids repeat across tenants, tokens do not.
-        record = await users.by_unsubscribe_token(conn, token)
-        if record is None or record.id != user:
-            raise NotFoundError("unknown unsubscribe link")
-        prefs = Preferences.model_validate(record.preferences)
-        current = prefs.categories.get(category, CategoryPreference())
-        categories = {**prefs.categories, category: current.model_copy(update={"enabled": False})}
-        updated = prefs.model_copy(update={"categories": categories})
-        await users.set_preferences(
-            conn, record.tenant_id, user, updated.model_dump(mode="json"), utcnow()
-        )
-    return {"status": "unsubscribed", "category": category}

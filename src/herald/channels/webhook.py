@@ -7,6 +7,9 @@ so a receiver still on the old secret verifies during a rotation. Receivers chec
 :func:`verify_signature` (or its equivalent in their language) and reject timestamps older
 than the tolerance (300 s by default) to stop replays.
 
+The secrets are the recipient user's, else the tenant's (see herald.store.tenant_secrets):
+never shared between tenants, and the body names its ``tenant``.
+
 The receiver's answer is classified by status code alone; its body is never read into an error,
 because errors are shown to API callers and the URL may point anywhere.
 """
@@ -113,6 +116,9 @@ def payload(message: OutboundMessage) -> bytes:
     document: dict[str, Any] = {
         "id": message.delivery_id,
         "type": "notification",
+        # Signed with the rest: a receiver checks it is the tenant it expects, so a signature
+        # made for one tenant never vouches for a message of another.
+        "tenant": message.tenant_id,
         "notification_id": message.notification_id,
         "user_id": message.user_id,
         "channel": message.channel,

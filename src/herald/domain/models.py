@@ -12,7 +12,8 @@ class NotificationStatus(StrEnum):
     PARTIALLY_SENT = "PARTIALLY_SENT"
     FAILED = "FAILED"
     SKIPPED = "SKIPPED"  # every delivery was skipped (preferences), none failed
-    CANCELLED = "CANCELLED"  # superseded by a newer notification with its collapse_key
+    # Superseded by a newer notification with its collapse_key, or its user was deleted.
+    CANCELLED = "CANCELLED"
 
 
 class DeliveryStatus(StrEnum):

@@ -118,3 +118,12 @@ async def mark_all_read(conn: AsyncConnection, tenant: str, user_id: str, now: d
         .values(status="read", read_at=now)
     )
     return int(result.rowcount)
+
+
+async def delete_all(conn: AsyncConnection, tenant: str, user_id: str) -> int:
+    """Every item of the user's inbox: its user is deleted (a new user given the same id
+    must start with an empty inbox)."""
+    result = await conn.execute(
+        sa.delete(inbox_items).where(I.tenant_id == tenant, I.user_id == user_id)
+    )
+    return int(result.rowcount)

@@ -367,3 +367,24 @@ recipient_sends = sa.Table(
     sa.Index(None, "recipient_key", "day"),
     sa.Index(None, "day"),
 )
+
+# Each tenant's signing secrets for webhooks to inline URLs (users have their own): newest
+# first, each with the time it stops being used, as users.webhook_secrets.
+tenant_webhook_secrets = sa.Table(
+    "tenant_webhook_secrets",
+    metadata,
+    sa.Column("tenant_id", sa.String(63), primary_key=True),
+    sa.Column("secrets", sa.JSON, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("rotated_at", UTCDateTime, nullable=True),
+)
+
+# Keys shared by every Herald process (e.g. the one that signs unsubscribe links), each made
+# by whichever process needs it first; a per-process random key would not verify elsewhere.
+server_secrets = sa.Table(
+    "server_secrets",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(128), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)

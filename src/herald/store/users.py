@@ -37,6 +37,8 @@ class UserRecord:
     profile: Profile
     preferences: dict[str, Any]
     webhook_secrets: list[dict[str, Any]]  # {"secret", "expires_at"}, newest first
+    # Never shown: the user's part of every unsubscribe link's signature, new for each user
+    # created, so a deleted user's links do nothing to a new user with its id.
     unsubscribe_token: str
     created_at: datetime
     updated_at: datetime
@@ -97,11 +99,6 @@ async def get(conn: AsyncConnection, tenant: str, user_id: str) -> UserRecord | 
     return None if row is None else _record(row)
 
 
-async def by_unsubscribe_token(conn: AsyncConnection, token: str) -> UserRecord | None:
-    row = (await conn.execute(sa.select(users).where(U.unsubscribe_token == token))).first()
-    return None if row is None else _record(row)
-
-
 async def get_many(
     conn: AsyncConnection, tenant: str, user_ids: Sequence[str]
 ) -> dict[str, UserRecord]:
@@ -152,6 +149,8 @@ async def put(
 
 
 async def delete(conn: AsyncConnection, tenant: str, user_id: str) -> bool:
+    """The user's row: contact points, preferences, webhook secrets. What else goes with
+    it is store/user_deletion's job."""
     result = await conn.execute(sa.delete(users).where(U.tenant_id == tenant, U.id == user_id))
     return bool(result.rowcount)
 

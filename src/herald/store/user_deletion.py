@@ -1,0 +1,102 @@
+"""Deleting a user: what goes with it, in the caller's one transaction.
+
+- the user's row: contact points, preferences, webhook signing secrets, and the secret its
+  unsubscribe links are signed with (so they stop working);
+- its in-app inbox;
+- what was still to be sent to it: deliveries PENDING (scheduled ones too) or waiting for a
+  retry become SKIPPED (``user_deleted``), so a worker that later gets their job cannot claim
+  them; one under way finishes its attempt, is never retried, and becomes SKIPPED too if
+  that attempt did not send it (see deliveries.claim). A notification left with nothing
+  sent is CANCELLED.
+
+Notifications and their delivery history stay, for audit: what was sent, when, and to whom.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Final
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from herald.domain.models import DeliveryStatus, NotificationStatus
+from herald.domain.states import CANCELLABLE, aggregate_status
+from herald.store import inbox, journal, notifications, users
+from herald.store.tables import deliveries
+from herald.store.tables import notifications as notifications_table
+
+SKIP_REASON: Final = "user_deleted"
+D = deliveries.c
+N = notifications_table.c
+_OPEN = [NotificationStatus.SCHEDULED, NotificationStatus.PENDING]
+
+
+async def delete_user(conn: AsyncConnection, tenant: str, user_id: str, now: datetime) -> bool:
+    """False if there is no such user (nothing is changed then)."""
+    if not await users.delete(conn, tenant, user_id):
+        return False
+    await inbox.delete_all(conn, tenant, user_id)
+    await _cancel_deliveries(conn, tenant, user_id, now)
+    return True
+
+
+async def _cancel_deliveries(
+    conn: AsyncConnection, tenant: str, user_id: str, now: datetime
+) -> None:
+    open_ids = (
+        (
+            await conn.execute(
+                sa.select(N.id).where(
+                    N.tenant_id == tenant, N.user_id == user_id, N.status.in_(_OPEN)
+                )
+            )
+        )
+        .scalars()
+        .all()
+    )
+    if not open_ids:
+        return
+    of_user = D.notification_id.in_(open_ids)
+    cancelled = (
+        await conn.execute(
+            sa.update(deliveries)
+            .where(of_user, D.status.in_(CANCELLABLE))
+            .values(
+                status=DeliveryStatus.SKIPPED,
+                skip_reason=SKIP_REASON,
+                next_attempt_at=None,
+                updated_at=now,
+            )
+            .returning(D.id, D.notification_id, D.channel)
+        )
+    ).all()
+    # Under way: the attempt ends as it ends, but is never retried (deliveries.claim).
+    await conn.execute(
+        sa.update(deliveries)
+        .where(of_user, D.status == DeliveryStatus.PROCESSING)
+        .values(skip_reason=SKIP_REASON, updated_at=now)
+    )
+    await journal.record(
+        conn,
+        [
+            journal.Step(r.notification_id, journal.SKIPPED, now, r.id, r.channel, SKIP_REASON)
+            for r in cancelled
+        ],
+    )
+    for notification_id in open_ids:
+        statuses = await notifications.delivery_statuses(conn, notification_id)
+        if all(s == DeliveryStatus.SKIPPED for s in statuses):
+            await _mark_cancelled(conn, notification_id, now)
+            continue
+        status = aggregate_status(statuses)
+        if status != NotificationStatus.PENDING:  # else the status consumer ends it later
+            await notifications.set_status(conn, notification_id, status, now)
+
+
+async def _mark_cancelled(conn: AsyncConnection, notification_id: str, now: datetime) -> None:
+    await conn.execute(
+        sa.update(notifications_table)
+        .where(N.id == notification_id)
+        .values(status=NotificationStatus.CANCELLED, updated_at=now, completed_at=now)
+    )
