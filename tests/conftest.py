@@ -312,7 +312,7 @@ async def client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
     from herald.api.app import create_app
 
     transport = httpx.ASGITransport(app=create_app(runtime, open_access=True))
-    async with httpx.AsyncClient(transport=transport, base_url="http://herald.test") as http:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
         yield http
 
 

@@ -118,9 +118,7 @@ def start_pipeline(request: pytest.FixtureRequest, smtp_sink: SmtpSink) -> Pipel
             await _until_assigned(consumers, expected=3 + len(channels), tasks=tasks)
         transport = httpx.ASGITransport(app=create_app(rt, open_access=True))
         try:
-            async with httpx.AsyncClient(
-                transport=transport, base_url="http://herald.test"
-            ) as http:
+            async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
                 yield Pipeline(rt, smtp_sink, http)
         finally:
             stop.set()

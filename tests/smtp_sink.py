@@ -56,6 +56,7 @@ class _Handler:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         with self.sink.lock:
+            self.sink.data_started += 1
             if self.sink.data_failures > 0:
                 self.sink.data_failures -= 1
                 return self.sink.data_failure_reply
@@ -80,6 +81,7 @@ class SmtpSink:
         self.data_failures = 0
         self.data_failure_reply = "451 4.3.0 Try again later"
         self.delay = 0.0
+        self.data_started = 0  # DATA commands begun, answered or not
         self._controller: Controller | None = None
 
     @property
@@ -109,6 +111,14 @@ class SmtpSink:
         """Message-IDs that arrived more than once, with their counts."""
         counts = Counter(m.message_id for m in self.messages())
         return {mid: n for mid, n in counts.items() if n > 1}
+
+    async def wait_for_data(self, count: int, timeout: float = 20.0) -> None:
+        """Until ``count`` messages are being sent (DATA begun), answered or not."""
+        deadline = time.monotonic() + timeout
+        while self.data_started < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"SMTP sink saw {self.data_started} of {count} DATA commands")
+            await asyncio.sleep(0.02)
 
     async def wait_for(self, count: int, timeout: float = 20.0) -> list[Received]:
         deadline = time.monotonic() + timeout

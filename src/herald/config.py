@@ -75,12 +75,16 @@ class Settings(BaseSettings):
     smtp_timeout_seconds: float = Field(default=20.0, gt=0)
     smtp_pool_size: int = Field(default=4, ge=1, le=64)
     email_from: str = "Herald <herald@localhost>"
+    # The SMTP relays take SMTPUTF8 (RFC 6531): addresses with non-ASCII before the @ are
+    # accepted (and sent with it); without it the API refuses them, as no relay would take them.
+    smtp_utf8: bool = False
 
     # Providers beyond the built-in ones, by name: {"twilio": {"type": "twilio", ...}}.
     providers: dict[str, dict[str, Any]] = Field(default_factory=dict)
     # Providers of a channel in priority order (failover): {"sms": ["twilio", "twilio-eu"]}.
     channel_providers: dict[str, list[str]] = Field(default_factory=dict)
-    # Signs webhooks to URLs given inline (users get secrets of their own).
+    # Signs the default tenant's webhooks to URLs given inline until that tenant first rotates
+    # its secret through the API; other tenants (and users) have secrets of their own.
     webhook_secret: SecretStr | None = None
     # Webhook URLs and Web Push endpoints (user-supplied) must resolve to public addresses
     # only; these comma-separated CIDRs and host names may be contacted as well.
@@ -104,6 +108,9 @@ class Settings(BaseSettings):
     relay_shard_lease_seconds: float = Field(default=30.0, gt=0)
     poll_interval_seconds: float = Field(default=0.2, gt=0)
     worker_max_in_flight: int = Field(default=256, ge=1)
+    # A group whose committed offset stays put this long in a partition where messages wait
+    # is stalled: its members report not ready (/readyz, herald_consumer_stalled).
+    consumer_stall_seconds: float = Field(default=120.0, gt=0)
     delivery_lease_seconds: float = Field(default=60.0, gt=0)
     retry_max_attempts: int = Field(default=5, ge=1)
     retry_base_seconds: float = Field(default=1.0, gt=0)

@@ -23,6 +23,10 @@ class ForbiddenError(HeraldError):
     """The API key lacks the scope a route needs (HTTP 403)."""
 
 
+class HostNotAllowedError(ForbiddenError):
+    """An API that needs no key was called with a ``Host`` that does not name loopback."""
+
+
 class IdempotencyKeyReusedError(HeraldError):
     """An Idempotency-Key was sent again with a different request body."""
 
@@ -48,13 +52,18 @@ class BusUnavailableError(BusError):
 
 
 class DeliveryError(HeraldError):
-    """A provider failed to deliver. Subclasses say whether a retry can help."""
+    """A provider failed to deliver. Subclasses say whether a retry can help; ``destination``
+    says the failure is the recipient's side (an email domain's server deferring it), not the
+    provider's as a whole, so it counts against that destination's circuit only."""
 
     transient: bool = True
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, destination: bool = False
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.destination = destination
 
 
 class TransientDeliveryError(DeliveryError):

@@ -15,7 +15,7 @@ from herald.clock import utcnow
 from herald.observability import metrics
 from herald.observability.logging import get_logger
 from herald.observability.sampler import Sampler
-from herald.pipeline.failover import FailoverChain, ProviderSlot
+from herald.pipeline.failover import FailoverChain, ProviderSlot, probe_when_reachable
 from herald.pipeline.maintenance import Maintenance
 from herald.pipeline.recovery import Recovery
 from herald.pipeline.relay import OutboxRelay
@@ -25,7 +25,7 @@ from herald.pipeline.runner import ConsumerRunner
 from herald.pipeline.status import StatusUpdater
 from herald.pipeline.worker import ChannelWorker
 from herald.reliability.backoff import Backoff
-from herald.reliability.circuit import CircuitBreaker
+from herald.reliability.circuit import CircuitBreaker, CircuitState, CircuitTable
 from herald.reliability.retry import RetryPolicy
 from herald.runtime import Runtime
 from herald.store import circuits
@@ -50,7 +50,9 @@ def api(rt: Runtime, host: str, port: int, *, open_by_default: bool = False) -> 
         open_access = await decide_open_access(
             rt.settings.auth, host, rt.db, open_by_default=open_by_default
         )
-        app = create_app(rt, open_access=open_access)
+        # Opened by default (no HERALD_AUTH): closed again the moment a key exists.
+        until_first_key = open_access and rt.settings.auth is None
+        app = create_app(rt, open_access=open_access, until_first_key=until_first_key)
         await serve(app, sock, stop, rt.settings.shutdown_timeout_seconds)
 
     return run
@@ -91,8 +93,12 @@ def _consumer(
     topics: list[str],
     handler: Callable[[asyncio.Event], Handler],
     max_in_flight: int | None = None,
+    *,
+    watched: bool = True,
 ) -> Role:
-    """A consumer group `<prefix><name>` on ``topics``; ``handler`` gets the stop event."""
+    """A consumer group `<prefix><name>` on ``topics``; ``handler`` gets the stop event.
+    ``watched``: whether readiness counts it as stalled when it does not move (a group whose
+    job is to hold messages back, the retry scheduler, is not)."""
 
     async def run(stop: asyncio.Event) -> None:
         runner = ConsumerRunner(
@@ -101,6 +107,7 @@ def _consumer(
             name=_group(rt, name),
             max_in_flight=max_in_flight or rt.settings.worker_max_in_flight,
             drain_timeout=rt.settings.shutdown_timeout_seconds,
+            stall_watch=rt.stall_watch if watched else None,
         )
         await runner.run(stop)
 
@@ -133,6 +140,7 @@ def retry_scheduler(rt: Runtime) -> Role:
         [rt.topics.retry],
         lambda stop: RetryScheduler(rt.bus, rt.dead_letters, stop).handle,
         max_in_flight=RETRY_SCHEDULER_IN_FLIGHT,
+        watched=False,
     )
 
 
@@ -146,6 +154,9 @@ def channel_worker(rt: Runtime, channel: str) -> Role:
             for provider in rt.providers(channel)
         ]
     )
+    watchers: set[asyncio.Task[None]] = set()
+    for slot in chain.slots:
+        slot.breaker.on_change = _and_watch_reachable(slot, slot.breaker.on_change, watchers)
     max_attempts, base, cap = s.retry_policy_for(channel)
     worker = ChannelWorker(
         rt.db,
@@ -157,6 +168,7 @@ def channel_worker(rt: Runtime, channel: str) -> Role:
         dead_letters=rt.dead_letters,
         retries=RetrySchedule(rt.topics, retry_topic=rt.bus.name == "kafka"),
         owner=f"{rt.worker_id}:{channel}",
+        destinations=CircuitTable(lambda key: _destination_breaker(rt, channel, key)),
     )
     consume = _consumer(
         rt, f"worker.{channel}", [rt.topics.deliveries(channel)], lambda _stop: worker.handle
@@ -172,6 +184,8 @@ def channel_worker(rt: Runtime, channel: str) -> Role:
                 await _save_circuit(rt, slot.breaker, channel)
             await consume(stop)
         finally:
+            for watcher in watchers:
+                watcher.cancel()
             for provider in started:
                 await provider.close()
             try:
@@ -196,6 +210,37 @@ def _breaker(rt: Runtime, channel: str, provider: str) -> CircuitBreaker:
         reset_timeout=s.circuit_reset_seconds,
         max_reset_timeout=s.circuit_max_reset_seconds,
         on_change=record,
+    )
+
+
+def _and_watch_reachable(
+    slot: ProviderSlot,
+    record: Callable[[CircuitBreaker], None] | None,
+    watchers: set[asyncio.Task[None]],
+) -> Callable[[CircuitBreaker], None]:
+    """``record``, and when the circuit opens, a look every few seconds for the provider being
+    back (failover.probe_when_reachable), ended with the role."""
+
+    def changed(breaker: CircuitBreaker) -> None:
+        if record is not None:
+            record(breaker)
+        if breaker.state == CircuitState.OPEN:
+            task = asyncio.create_task(probe_when_reachable(slot), name=f"reachable:{slot.name}")
+            watchers.add(task)
+            task.add_done_callback(watchers.discard)
+
+    return changed
+
+
+def _destination_breaker(rt: Runtime, channel: str, key: str) -> CircuitBreaker:
+    """A caller-chosen destination's circuit (per tenant): logged, never stored or exported
+    per destination (its keys are the callers' to choose)."""
+    s = rt.settings
+    return CircuitBreaker(
+        f"{channel} {key}",
+        failure_threshold=s.circuit_failure_threshold,
+        reset_timeout=s.circuit_reset_seconds,
+        max_reset_timeout=s.circuit_max_reset_seconds,
     )
 
 
@@ -249,7 +294,14 @@ def sampler(rt: Runtime, *, stored_state: bool, channels: list[str]) -> Role:
         for channel in channels:
             groups[_group(rt, f"worker.{channel}")] = [rt.topics.deliveries(channel)]
     interval = rt.settings.metrics_sample_seconds
-    return Sampler(rt.db, rt.bus, interval=interval, stored_state=stored_state, groups=groups).run
+    return Sampler(
+        rt.db,
+        rt.bus,
+        interval=interval,
+        stored_state=stored_state,
+        groups=groups,
+        stall_watch=rt.stall_watch,
+    ).run
 
 
 def metrics_endpoint(rt: Runtime) -> dict[str, Role]:

@@ -22,11 +22,14 @@ from herald.pipeline.deadletter import DeadLetterOffice
 from herald.pipeline.intake import Intake
 from herald.pipeline.planning import Planner
 from herald.pipeline.replay import Replayer
+from herald.pipeline.stall import StallWatch
 from herald.reliability.ratelimit import LocalTokenBucket, RateLimiter, RedisTokenBucket, Throttle
-from herald.store import users
+from herald.store import tenant_secrets, users
 from herald.store.database import Database
 from herald.store.idempotency_cache import IdempotencyCache
 from herald.store.migrate import require_current, upgrade
+from herald.store.server_secrets import UNSUBSCRIBE_KEY, ServerSecret
+from herald.tenancy import DEFAULT_TENANT
 from herald.wakeup import Wakeup
 
 if TYPE_CHECKING:
@@ -54,6 +57,8 @@ class Runtime:
         self.redis = _redis(settings)
         self.rate_limiter = _rate_limiter(settings, self.redis)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        # Whether this process's consumers are stuck (readiness, herald_consumer_stalled).
+        self.stall_watch = StallWatch(settings.consumer_stall_seconds)
         self.dead_letters = DeadLetterOffice(self.db, self.topics, self.outbox_wakeup)
         self.replayer = Replayer(
             self.db, self.topics, self.outbox_wakeup, per_second=settings.dlq_replay_per_second
@@ -72,6 +77,7 @@ class Runtime:
                 critical_categories=frozenset(settings.critical_categories),
                 public_url=settings.public_url,
                 outbound=settings.outbound_policy(),
+                unsubscribe_key=ServerSecret(self.db, UNSUBSCRIBE_KEY),
             ),
         )
 
@@ -104,14 +110,26 @@ class Runtime:
         return [build_provider(name, self.settings, deps) for name in names]
 
     async def signing_secrets(self, message: OutboundMessage) -> list[str]:
-        """Webhook signing secrets: the user's (two while one is rotated), else the global one."""
+        """Webhook signing secrets (two while one is rotated): the user's, else the tenant's
+        (made the first time it is needed). Never another tenant's: a receiver that trusts
+        its tenant's secret must not accept what another tenant had Herald sign."""
         if message.user_id is not None:
             async with self.db.read() as conn:
                 user = await users.get(conn, message.tenant_id, message.user_id)
             if user is not None and user.webhook_secrets:
                 return user.signing_secrets(utcnow())
+        now, tenant = utcnow(), message.tenant_id
+        fallback = self.webhook_secret_fallback(tenant)
+        found = await tenant_secrets.current(self.db, tenant, now=now, fallback=fallback)
+        return found.signing_secrets(now)
+
+    def webhook_secret_fallback(self, tenant: str) -> str | None:
+        """HERALD_WEBHOOK_SECRET signs the default (operator's) tenant's inline webhooks until
+        that tenant's secret is first rotated; it is no other tenant's."""
         secret = self.settings.webhook_secret
-        return [] if secret is None else [secret.get_secret_value()]
+        if tenant != DEFAULT_TENANT or secret is None:
+            return None
+        return secret.get_secret_value() or None
 
     def provider_throttle(self, provider: str) -> Throttle | None:
         """The provider's send rate limit, shared through Redis when there is one."""

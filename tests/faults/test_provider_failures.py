@@ -141,3 +141,38 @@ async def test_replaying_after_the_fix_delivers_once_even_when_asked_twice(
     assert sorted(r.json()["replayed"] for r in replies) == [False, True]
     assert view["status"] == "SENT"
     assert [m.notification_id for m in smtp_sink.messages()] == [notification_id]
+
+
+async def test_mail_resumes_soon_after_the_relay_is_back_not_after_the_circuits_pause(
+    deployment: Deployment, smtp_sink: SmtpSink
+) -> None:
+    """The circuit's pause is long (60 s, doubling); the relay comes back well within it.
+    Herald checks every few seconds whether the relay greets again and probes at once."""
+    herald = deployment.process(
+        **{
+            **FAST_RETRIES,
+            "HERALD_CIRCUIT_RESET_SECONDS": "60",
+            "HERALD_CIRCUIT_MAX_RESET_SECONDS": "300",
+            "HERALD_RETRY_MAX_ATTEMPTS": "20",
+        }
+    ).start()
+    smtp_sink.stop()
+    try:
+        async with httpx.AsyncClient(base_url=herald.url) as http:
+            ids = await post_all(http, mails([f"user{i}@example.com" for i in range(10)]))
+            for _ in range(300):
+                providers = (await http.get("/api/v1/providers")).json()
+                if any(p["provider"] == "smtp" and p["state"] == "open" for p in providers):
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError(f"the circuit never opened: {providers}")
+            smtp_sink.start()
+            back = asyncio.get_running_loop().time()
+            views = await settle(http, ids, timeout=30)  # half the circuit's pause
+            took = asyncio.get_running_loop().time() - back
+    finally:
+        herald.stop()
+    counts = count(smtp_sink, views)
+    print(f"\n{counts} delivered {took:.1f}s after the relay was back")
+    assert (counts.delivered, counts.lost) == (10, 0)

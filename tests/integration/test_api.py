@@ -183,7 +183,7 @@ async def short_ttl_client(database_url: str) -> AsyncIterator[tuple[httpx.Async
     rt = Runtime(settings_for(database_url, idempotency_ttl_seconds=0.2))
     await rt.start(migrate=False)
     transport = httpx.ASGITransport(app=create_app(rt, open_access=True))
-    async with httpx.AsyncClient(transport=transport, base_url="http://herald.test") as http:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
         yield http, rt
     await rt.close()
 

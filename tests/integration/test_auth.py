@@ -3,6 +3,7 @@ tenant never sees another's objects (OWASP API1 BOLA, API2, API5)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from fastapi import FastAPI
 from herald.api.app import create_app
 from herald.clock import utcnow
 from herald.runtime import Runtime
-from herald.store import api_keys, deadletters
+from herald.store import api_keys, circuits, deadletters
 from herald.store.deadletters import DeadLetter
 
 # The scope each route needs. A new route must be added here, so nobody forgets to decide.
@@ -56,6 +57,10 @@ SCOPES = {
     ("GET", "/api/v1/keys"): "admin",
     ("GET", "/api/v1/keys/{key_id}"): "admin",
     ("DELETE", "/api/v1/keys/{key_id}"): "admin",
+    # The caller's tenant's own: no id, so nothing another tenant could name (see
+    # tests/integration/test_tenant_webhook_secrets.py).
+    ("GET", "/api/v1/webhook-secret"): "admin",
+    ("POST", "/api/v1/webhook-secret/rotate"): "admin",
 }
 # Reached from an email link, proven by the token in it rather than by a key.
 PUBLIC = {("GET", "/api/v1/unsubscribe"), ("POST", "/api/v1/unsubscribe")}
@@ -104,7 +109,7 @@ async def tenants(runtime: Runtime) -> AsyncIterator[Tenants]:
     # Hundreds of refused calls from one address: the rate limit has tests of its own.
     runtime.rate_limiter = None
     transport = httpx.ASGITransport(app=create_app(runtime))
-    async with httpx.AsyncClient(transport=transport, base_url="http://herald.test") as http:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
         yield Tenants(http, runtime, keys)
 
 
@@ -157,7 +162,66 @@ async def test_a_key_with_the_scope_gets_through(tenants: Tenants) -> None:
 
 async def test_the_open_mode_needs_no_key(runtime: Runtime) -> None:
     transport = httpx.ASGITransport(app=create_app(runtime, open_access=True))
-    async with httpx.AsyncClient(transport=transport, base_url="http://herald.test") as http:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
+        assert (await http.get("/api/v1/dead-letters")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("host", "answered"),
+    [
+        ("localhost:8000", True),
+        ("127.0.0.1:8000", True),
+        ("[::1]:8000", True),
+        ("app.localhost", True),
+        ("attacker.example:8000", False),  # a DNS name rebound to 127.0.0.1
+        ("127.0.0.1.attacker.example", False),
+        ("localhost.attacker.example", False),
+        ("0.0.0.0:8000", False),
+        ("", False),
+    ],
+)
+async def test_an_open_api_answers_only_hosts_naming_loopback(
+    runtime: Runtime, host: str, answered: bool
+) -> None:
+    transport = httpx.ASGITransport(app=create_app(runtime, open_access=True))
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
+        response = await http.get("/api/v1/dead-letters", headers={"Host": host})
+    if answered:
+        assert response.status_code == 200
+    else:
+        assert response.status_code == 403
+        assert response.json()["code"] == "host_not_allowed"
+        assert [e["field"] for e in response.json()["errors"]] == ["Host"]
+
+
+async def test_an_api_open_until_the_first_key_closes_when_one_exists_anywhere(
+    runtime: Runtime,
+) -> None:
+    """Two API processes that started open (herald serve, no key yet): a key made by another
+    process (herald keys create) closes both within a second; one made through the API
+    closes its own at once."""
+    apps = [create_app(runtime, open_access=True, until_first_key=True) for _ in range(2)]
+    clients = [
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost")
+        for app in apps
+    ]
+    async with clients[0] as first, clients[1] as second:
+        assert (await first.get("/api/v1/dead-letters")).status_code == 200
+        created = await first.post("/api/v1/keys", json={"name": "ops", "scopes": ["admin"]})
+        assert created.status_code == 201
+        assert (await first.get("/api/v1/dead-letters")).status_code == 401  # at once
+        await asyncio.sleep(1.1)  # the other process looks again within a second
+        assert (await second.get("/api/v1/dead-letters")).status_code == 401
+        key = {"Authorization": f"Bearer {created.json()['key']}"}
+        assert (await second.get("/api/v1/dead-letters", headers=key)).status_code == 200
+
+
+async def test_an_explicitly_open_api_stays_open_when_a_key_is_made(runtime: Runtime) -> None:
+    transport = httpx.ASGITransport(app=create_app(runtime, open_access=True))
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
+        created = await http.post("/api/v1/keys", json={"name": "ops", "scopes": ["admin"]})
+        assert created.status_code == 201
+        await asyncio.sleep(1.1)
         assert (await http.get("/api/v1/dead-letters")).status_code == 200
 
 
@@ -289,6 +353,22 @@ async def test_lists_show_only_the_callers_tenant(tenants: Tenants) -> None:
     assert event.json()["matched_rules"] == []
 
 
+async def test_a_tenant_sees_each_providers_state_but_not_the_operators_workers(
+    tenants: Tenants,
+) -> None:
+    async with tenants.runtime.db.write() as conn:
+        for worker, state in (("host-1:10", "open"), ("host-2:20", "closed")):
+            record = circuits.CircuitRecord("smtp", worker, "email", state, 3, None, utcnow())
+            await circuits.save(conn, record)
+    rows = (await tenants.client.get("/api/v1/providers", headers=tenants.auth("a-admin"))).json()
+    assert [(r["provider"], r["worker"], r["state"]) for r in rows] == [("smtp", None, "open")]
+    # The operator's tenant is the default one (open mode here): every worker's circuit.
+    transport = httpx.ASGITransport(app=create_app(tenants.runtime, open_access=True))
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+        rows = (await http.get("/api/v1/providers")).json()
+    assert {r["worker"] for r in rows} == {"host-1:10", "host-2:20"}
+
+
 async def test_tenants_name_things_alike_without_meeting(tenants: Tenants) -> None:
     await _seed_acme(tenants)
     other = tenants.auth("b-admin")
@@ -329,7 +409,7 @@ async def test_keys_made_through_the_api_work_and_are_shown_once(tenants: Tenant
     assert (await c.delete(f"/api/v1/keys/{key_id}", headers=admin)).status_code == 204
     # Revocation reaches this process's cache within KEY_CACHE_SECONDS; a fresh app at once.
     fresh = httpx.ASGITransport(app=create_app(tenants.runtime))
-    async with httpx.AsyncClient(transport=fresh, base_url="http://herald.test") as http:
+    async with httpx.AsyncClient(transport=fresh, base_url="http://localhost") as http:
         refused = await http.post("/api/v1/notifications", json=body, headers=headers)
     assert refused.status_code == 401
 

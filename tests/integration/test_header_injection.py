@@ -196,7 +196,7 @@ async def test_a_rendered_subject_with_crlf_never_reaches_the_smtp_server(
 ) -> None:
     async with herald(database_url, smtp_sink) as (rt, start):
         transport = httpx.ASGITransport(app=create_app(rt, open_access=True))
-        async with httpx.AsyncClient(transport=transport, base_url="http://herald.test") as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
             assert (await http.put("/api/v1/templates/greeting", json=GREETING)).status_code == 201
             hostile = {"name": f"Ann\r\n{BCC}"}
             request = {"recipient": "a@example.com", "template": "greeting", "data": hostile}

@@ -401,6 +401,23 @@ async def test_rule_conditions_choose_channels_and_bad_ones_are_refused(
     assert none.json() == {"type": "order.unknown", "matched_rules": [], "notification": None}
 
 
+async def test_an_event_no_rule_matches_still_spends_its_idempotency_key(
+    client: httpx.AsyncClient,
+) -> None:
+    key = {"Idempotency-Key": "evt-unmatched"}
+    event = {"type": "order.unknown", "user_id": "r1"}
+    first = await client.post("/api/v1/events", json=event, headers=key)
+    assert first.status_code == 202
+    assert first.json()["notification"] is None
+    again = await client.post("/api/v1/events", json=event, headers=key)
+    assert again.status_code == 202
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    assert again.json() == first.json()
+    other = await client.post("/api/v1/events", json={**event, "user_id": "r2"}, headers=key)
+    assert other.status_code == 422
+    assert other.json()["code"] == "idempotency_key_reused"
+
+
 async def test_batch_accepts_good_items_and_reports_bad_ones(client: httpx.AsyncClient) -> None:
     items = [
         {"recipient": f"b{i}@example.com", "subject": "S", "message": "M"} for i in range(3)

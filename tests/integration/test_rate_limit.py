@@ -80,7 +80,7 @@ async def limited_api(
         mine, other = ({"Authorization": f"Bearer {key}"} for key in keys)
         transport = httpx.ASGITransport(app=create_app(runtime))
         async with httpx.AsyncClient(
-            transport=transport, base_url="http://herald.test", headers=mine
+            transport=transport, base_url="http://localhost", headers=mine
         ) as http:
             yield http, other
     finally:
@@ -183,7 +183,7 @@ async def test_repeats_are_answered_from_redis_and_checked_there(
     )
     await runtime.start(migrate=False)
     transport = httpx.ASGITransport(app=create_app(runtime, open_access=True))
-    async with httpx.AsyncClient(transport=transport, base_url="http://herald.test") as http:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
         first = await http.post(URL, json=SEED, headers={"Idempotency-Key": "k1"})
         key = f"{redis_prefix}idempotency:tenant:{DEFAULT_TENANT}:k1"  # keys are per tenant
         cached = await runtime.redis.get(key)  # type: ignore[union-attr]
@@ -207,7 +207,7 @@ async def test_with_redis_down_idempotency_falls_back_to_the_database(
     runtime = Runtime(settings_for(fresh_sqlite_url, redis_url=private_redis.url))
     await runtime.start(migrate=False)
     transport = httpx.ASGITransport(app=create_app(runtime, open_access=True))
-    async with httpx.AsyncClient(transport=transport, base_url="http://herald.test") as http:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
         private_redis.stop()
         first = await http.post(URL, json=SEED, headers={"Idempotency-Key": "k2"})
         again = await http.post(URL, json=SEED, headers={"Idempotency-Key": "k2"})

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import asyncio
 
-from herald.reliability.circuit import CircuitBreaker, CircuitState
+from herald.reliability.circuit import CircuitBreaker, CircuitState, CircuitTable
 
 
 async def test_consecutive_failures_open_it_and_a_success_resets_the_count() -> None:
@@ -79,3 +79,25 @@ async def test_a_probe_that_never_called_can_be_released_but_only_by_itself() ->
     assert not breaker.usable()
     breaker.succeeded()
     assert await breaker.ready() is None  # closed: nobody is a probe
+
+
+async def test_probe_now_lets_the_next_caller_probe_before_the_pause_ends() -> None:
+    breaker = CircuitBreaker("smtp", failure_threshold=1, reset_timeout=3600)
+    breaker.failed()
+    assert not breaker.usable()
+    breaker.probe_now()  # the provider greets again
+    assert breaker.usable()
+    assert await asyncio.wait_for(breaker.ready(), 1) == 1  # this caller is the probe
+    assert breaker.state == CircuitState.HALF_OPEN
+
+
+def test_a_circuit_table_keeps_at_most_its_capacity_forgetting_the_least_recent() -> None:
+    table = CircuitTable(CircuitBreaker, capacity=2)
+    first = table.get("acme example.com")
+    first.failed()
+    table.get("globex example.com")
+    assert table.get("acme example.com") is first  # used again: now the most recent
+    table.get("initech example.com")
+    assert len(table) == 2
+    assert table.get("acme example.com") is first
+    assert table.get("globex example.com").consecutive_failures == 0  # forgotten, made anew

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from herald import __version__
 from herald.api import (
@@ -18,22 +18,31 @@ from herald.api import (
     rules,
     templates,
     users,
+    webhook_secrets,
 )
 from herald.api.auth import Authenticator
+from herald.api.input_safety import InputSafety, check_path
 from herald.api.limits import BodySizeLimit
 from herald.api.observe import RequestMetrics
 from herald.runtime import Runtime
 
 
-def create_app(runtime: Runtime, *, open_access: bool = False) -> FastAPI:
-    """``open_access``: no API keys, every caller an admin of the default tenant (loopback)."""
+def create_app(
+    runtime: Runtime, *, open_access: bool = False, until_first_key: bool = False
+) -> FastAPI:
+    """``open_access``: no API keys, every caller an admin of the default tenant (loopback
+    only); with ``until_first_key``, only until an API key exists."""
     app = FastAPI(
         title="Herald",
         version=__version__,
         summary="Fault-tolerant, event-driven notifications",
+        dependencies=[Depends(check_path)],
     )
     app.state.runtime = runtime
-    app.state.authenticator = Authenticator(runtime.db, open_access=open_access)
+    app.state.authenticator = Authenticator(
+        runtime.db, open_access=open_access, until_first_key=until_first_key
+    )
+    app.add_middleware(InputSafety)  # inside BodySizeLimit: reads only bounded bodies
     app.add_middleware(BodySizeLimit, max_bytes=runtime.settings.max_request_bytes)
     app.add_middleware(RequestMetrics)  # outermost: sees 413s and errors too
     errors.install(app)
@@ -48,9 +57,11 @@ def create_app(runtime: Runtime, *, open_access: bool = False) -> FastAPI:
         deadletters.router,
         providers.router,
         keys.router,
+        webhook_secrets.router,
     ):
         app.include_router(router, responses=errors.API_ERRORS)
-    # The link in an email: no API key and no rate limit, so no 401, 403 or 429.
+    # The link in an email: no API key, so no 401 or 403; its routes declare their own 429
+    # (wrong tokens are limited per address, not requests per key).
     link_errors: dict[int | str, dict[str, Any]] = {
         s: errors.API_ERRORS[s] for s in (400, 413, 422, 503)
     }

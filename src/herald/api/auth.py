@@ -3,6 +3,11 @@
 Every /api/v1 route names the scope it needs (``Reader``, ``Sender``, ``Admin`` below);
 ``admin`` includes the others. In open mode (HERALD_AUTH=open, loopback only) every caller
 is an admin of the default tenant.
+
+An open API answers only requests whose ``Host`` names loopback: a page on another site
+that a developer's browser opens cannot drive it through a DNS name rebound to 127.0.0.1.
+`herald serve` starts open while no key exists; it closes the moment one does, in every
+process (each looks again at most every :data:`OPEN_RECHECK_SECONDS`), and stays closed.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from herald.clock import utcnow
-from herald.errors import ConfigError, ForbiddenError, UnauthorizedError
+from herald.errors import ConfigError, ForbiddenError, HostNotAllowedError, UnauthorizedError
 from herald.observability.logging import get_logger
 from herald.store import api_keys
 from herald.store.api_keys import ApiKey
@@ -28,6 +33,8 @@ log = get_logger(__name__)
 # How long a process trusts what it read about a key: a revocation takes effect within this.
 KEY_CACHE_SECONDS = 5.0
 _CACHE_LIMIT = 10_000
+# An API open until the first key exists looks for one at most this often.
+OPEN_RECHECK_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,13 +51,21 @@ OPEN_PRINCIPAL = Principal(DEFAULT_TENANT, frozenset(api_keys.SCOPES), None)
 
 
 class Authenticator:
-    def __init__(self, db: Database, *, open_access: bool) -> None:
+    def __init__(self, db: Database, *, open_access: bool, until_first_key: bool = False) -> None:
+        """``until_first_key``: open only until an API key exists (`herald serve`)."""
         self.db = db
         self.open_access = open_access
+        self.until_first_key = open_access and until_first_key
+        self._checked_at = -OPEN_RECHECK_SECONDS
         self._cache: dict[str, tuple[float, ApiKey | None]] = {}
 
-    async def principal(self, authorization: str | None) -> Principal:
-        if self.open_access:
+    async def principal(self, authorization: str | None, host: str | None = None) -> Principal:
+        if await self._open():
+            if not names_loopback(host):
+                raise HostNotAllowedError(
+                    "this API needs no key, so it answers only Host names of loopback "
+                    "(localhost, 127.0.0.1, [::1])"
+                )
             return OPEN_PRINCIPAL
         if not authorization:
             raise UnauthorizedError("an API key is required: Authorization: Bearer <key>")
@@ -63,6 +78,24 @@ class Authenticator:
             # One answer for unknown, revoked and expired: no oracle for key guessing.
             raise UnauthorizedError("the API key is not valid (unknown, revoked or expired)")
         return Principal(key.tenant_id, frozenset(key.scopes), key.id)
+
+    async def _open(self) -> bool:
+        if self.until_first_key and time.monotonic() - self._checked_at >= OPEN_RECHECK_SECONDS:
+            self._checked_at = time.monotonic()
+            async with self.db.read() as conn:
+                if await api_keys.exist(conn):
+                    self.close()
+        return self.open_access
+
+    def key_created(self) -> None:
+        if self.until_first_key:
+            self.close()
+
+    def close(self) -> None:
+        """A key exists: keys are required from now on."""
+        if self.open_access:
+            self.open_access = self.until_first_key = False
+            log.warning("auth.closed", message="an API key exists: keys are required from now on")
 
     async def _key(self, secret: str) -> ApiKey | None:
         digest = api_keys.hash_key(secret)
@@ -79,6 +112,24 @@ class Authenticator:
             self._cache.clear()  # guessed keys must not grow it without bound
         self._cache[digest] = (time.monotonic(), key)
         return key
+
+
+def names_loopback(host: str | None) -> bool:
+    """Whether a ``Host`` header names this machine's loopback: ``localhost`` (and names
+    under it, RFC 6761), or a loopback address, with or without a port."""
+    if not host:
+        return False
+    name = host.strip().lower()
+    if name.startswith("["):  # [::1]:8000
+        name = name[1 : name.find("]")] if "]" in name else ""
+    elif name.count(":") == 1:
+        name = name.rsplit(":", 1)[0]
+    if name.rstrip(".") == "localhost" or name.rstrip(".").endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def is_loopback(host: str) -> bool:
@@ -107,8 +158,9 @@ async def decide_open_access(
     mode: str | None, host: str, db: Database, *, open_by_default: bool
 ) -> bool:
     """Open when asked for (on loopback), or by default for `herald serve` on loopback
-    while no key exists yet, so the first run needs no key. Announced loudly.
-    ``check_auth_setting`` has refused an open API off loopback before this runs."""
+    while no key exists yet, so the first run needs no key (the Authenticator closes it when
+    one is made). Announced loudly. ``check_auth_setting`` has refused an open API off
+    loopback before this runs."""
     if mode is None:
         if not open_by_default or not is_loopback(host):
             return False
@@ -131,7 +183,9 @@ async def authenticate(request: Request) -> Principal:
     found: Principal | None = getattr(request.state, "principal", None)
     if found is None:
         authenticator: Authenticator = request.app.state.authenticator
-        found = await authenticator.principal(request.headers.get("authorization"))
+        found = await authenticator.principal(
+            request.headers.get("authorization"), request.headers.get("host")
+        )
         request.state.principal = found
     return found
 

@@ -6,7 +6,6 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -15,12 +14,14 @@ from starlette.exceptions import HTTPException
 from herald.api.schemas import ErrorOut
 from herald.errors import (
     ForbiddenError,
+    HostNotAllowedError,
     IdempotencyKeyReusedError,
     NotFoundError,
     RateLimitedError,
     UnauthorizedError,
 )
 from herald.observability.logging import get_logger
+from herald.store.database import UNAVAILABLE_ERRORS
 
 log = get_logger(__name__)
 
@@ -39,11 +40,11 @@ _HTTP_CODES = {
 API_ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorOut, "description": description}
     for status, description in {
-        400: "The body cannot be decoded (e.g. not UTF-8), or Content-Length is not a number",
+        400: "Content-Length is not a number",
         401: "No API key, or one that is unknown, revoked or expired",
         403: "The API key lacks the scope this route needs",
         413: "The request body is larger than HERALD_MAX_REQUEST_BYTES",
-        422: "Invalid request; `errors` names each field",
+        422: "Invalid request; `errors` names each field (`body` for JSON that does not parse)",
         429: "Rate limit exceeded; see Retry-After",
         503: "Storage unavailable; nothing was stored, retry later",
     }.items()
@@ -131,6 +132,10 @@ def install(app: FastAPI) -> None:
             headers={"WWW-Authenticate": 'Bearer realm="herald"'},
         )
 
+    @app.exception_handler(HostNotAllowedError)
+    async def _host(_: Request, exc: HostNotAllowedError) -> JSONResponse:
+        return error_response(403, "host_not_allowed", str(exc), [("Host", str(exc))])
+
     @app.exception_handler(ForbiddenError)
     async def _forbidden(_: Request, exc: ForbiddenError) -> JSONResponse:
         return error_response(403, "forbidden", str(exc), [("Authorization", str(exc))])
@@ -146,12 +151,8 @@ def install(app: FastAPI) -> None:
             exc.status_code, code, str(exc.detail), headers=dict(exc.headers or {})
         )
 
-    @app.exception_handler(sqlalchemy.exc.OperationalError)
-    @app.exception_handler(sqlalchemy.exc.InterfaceError)
-    @app.exception_handler(sqlalchemy.exc.TimeoutError)
-    @app.exception_handler(OSError)
     async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
-        # The database is down or unreachable: nothing was stored; the client may retry.
+        # The database is down, unreachable or recovering: nothing was stored; retry.
         log.error("api.store_unavailable", error=f"{type(exc).__name__}: {exc}")
         return error_response(
             503,
@@ -159,6 +160,9 @@ def install(app: FastAPI) -> None:
             "storage is unavailable; nothing was stored, retry later",
             headers={"Retry-After": "1"},
         )
+
+    for unavailable in UNAVAILABLE_ERRORS:
+        app.add_exception_handler(unavailable, _unavailable)
 
     @app.exception_handler(Exception)
     async def _internal(_: Request, exc: Exception) -> JSONResponse:

@@ -29,7 +29,7 @@ async def healthz() -> dict[str, str]:
 
 @router.get(
     "/readyz",
-    summary="The database and the bus answer",
+    summary="The database and the bus answer, and this process's consumers are not stalled",
     response_model=Readiness,
     responses={503: {"model": Readiness, "description": "A dependency does not answer"}},
 )
@@ -43,6 +43,12 @@ async def readyz(request: Request) -> JSONResponse:
         except Exception as exc:
             checks[name] = f"{type(exc).__name__}: {exc}"[:300]
             log.warning("readyz.failed", check=name, error=checks[name])
+    stalled = runtime.stall_watch.stalled()
+    if stalled:
+        checks["consumers"] = "; ".join(f"{group}: {why}" for group, why in sorted(stalled.items()))
+        log.warning("readyz.failed", check="consumers", error=checks["consumers"])
+    elif runtime.stall_watch.watching:
+        checks["consumers"] = "ok"
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse(
         {"status": "ready" if ready else "unavailable", "checks": checks},

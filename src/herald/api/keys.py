@@ -7,13 +7,13 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import Response
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from herald.api.auth import Admin
 from herald.api.context import runtime_of
 from herald.api.errors import FieldError
 from herald.api.limits import enforce_rate_limit
-from herald.api.schemas import ErrorOut
+from herald.api.schemas import ErrorOut, Timestamp
 from herald.clock import utcnow
 from herald.errors import NotFoundError
 from herald.store import api_keys
@@ -33,7 +33,7 @@ class KeyIn(BaseModel):
 
     name: str = Field(min_length=1, max_length=100, pattern=r"^[\x20-\x7e]+$")
     scopes: list[Scope] = Field(min_length=1, max_length=3)
-    expires_at: AwareDatetime | None = None
+    expires_at: Timestamp | None = None
 
 
 class KeyOut(BaseModel):
@@ -83,6 +83,7 @@ async def create_key(payload: KeyIn, request: Request, principal: Admin) -> Crea
             now=now,
             expires_at=payload.expires_at,
         )
+    request.app.state.authenticator.key_created()  # an API open until now closes at once
     return CreatedKeyOut(**KeyOut.of(record).model_dump(), key=secret)
 
 

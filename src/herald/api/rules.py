@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import yaml
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from herald.api.auth import Admin, Reader, Sender
 from herald.api.context import runtime_of
@@ -22,7 +22,7 @@ from herald.api.notifications import (
     accepted_response,
     idempotency_of,
 )
-from herald.api.schemas import ErrorOut, Identifier, Name, NotificationOut
+from herald.api.schemas import Category, ErrorOut, Identifier, Name, NotificationOut, Timestamp
 from herald.clock import utcnow
 from herald.domain.expressions import Expression, ExpressionError, compile_expression
 from herald.domain.models import Channel, Priority
@@ -75,7 +75,7 @@ class RuleIn(BaseModel):
     )
     channels: list[Channel] = Field(min_length=1, max_length=len(Channel))
     template: Name
-    category: Name | None = None
+    category: Category | None = None
     priority: Priority | None = Field(default=None, description="high goes through quiet hours")
     enabled: bool = True
 
@@ -213,10 +213,10 @@ class EventIn(BaseModel):
     type: EventType
     user_id: Identifier
     data: dict[str, Any] = Field(default_factory=dict)
-    category: Name | None = None
+    category: Category | None = None
     priority: Priority = Priority.NORMAL
     locale: Annotated[str, Field(max_length=35)] | None = None
-    send_at: AwareDatetime | None = None
+    send_at: Timestamp | None = None
     collapse_key: Identifier | None = None
 
 
@@ -252,9 +252,16 @@ async def post_event(
         "priority": payload.priority.value,
     }
     matched = [r for r in candidates if _holds(r, context)]
+    idem = idempotency_of(idempotency_key, tenant, request, payload.model_dump(mode="json"))
     if not matched:
-        body = EventOut(type=payload.type, matched_rules=[], notification=None)
-        return JSONResponse(body.model_dump(mode="json"), status_code=202)
+        nothing = EventOut(type=payload.type, matched_rules=[], notification=None)
+        body = nothing.model_dump(mode="json")
+        if idem is None:
+            return JSONResponse(body, status_code=202)
+        # Nothing to send, but the key is spent like any other: a repeat gets this answer
+        # (even once a rule would match), the same key with another event gets 422.
+        answered = await runtime.intake.submit_batch([], lambda _: body, idem)
+        return accepted_response(answered.body, answered.status, answered.replayed, None)
     channel_templates: dict[str, str] = {}
     for rule in matched:  # oldest rule first: it wins a channel two rules name
         for channel in rule.channels:
@@ -269,7 +276,6 @@ async def post_event(
         )
         return out.model_dump(mode="json")
 
-    idem = idempotency_of(idempotency_key, tenant, request, payload.model_dump(mode="json"))
     with tracing.span("notification.accept", request.headers.get(tracing.HEADER)) as traceparent:
         spec = NotificationSpec(
             tenant_id=tenant,
@@ -284,6 +290,7 @@ async def post_event(
             collapse_key=payload.collapse_key,
             event_type=payload.type,
             traceparent=traceparent,
+            caller=principal.key_id,
         )
         try:
             accepted = await runtime.intake.submit(spec, render, idem)

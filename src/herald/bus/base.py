@@ -55,6 +55,19 @@ class Message:
         return TopicPartition(self.topic, self.partition)
 
 
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a consumer group stands in a partition: the next offset it will read (its last
+    commit; 0 before any) and the partition's end."""
+
+    committed: int
+    end: int
+
+    @property
+    def lag(self) -> int:
+        return max(self.end - self.committed, 0)
+
+
 class RebalanceListener(Protocol):
     """Told when partitions leave this consumer (implemented by the consumer runner)."""
 
@@ -136,6 +149,10 @@ class Bus(abc.ABC):
     @abc.abstractmethod
     def consumer(self, group: str, topics: Sequence[str]) -> Consumer: ...
 
-    @abc.abstractmethod
     async def lag(self, group: str, topics: Sequence[str]) -> dict[TopicPartition, int]:
         """Per partition of ``topics``: messages after the group's committed offset."""
+        return {tp: p.lag for tp, p in (await self.positions(group, topics)).items()}
+
+    @abc.abstractmethod
+    async def positions(self, group: str, topics: Sequence[str]) -> dict[TopicPartition, Position]:
+        """Per partition of ``topics``: the group's committed offset and the partition's end."""

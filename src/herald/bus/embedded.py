@@ -26,7 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from herald.bus.base import Bus, Consumer, Message, OutgoingMessage, TopicPartition
+from herald.bus.base import Bus, Consumer, Message, OutgoingMessage, Position, TopicPartition
 from herald.bus.partitioner import partition_for
 from herald.clock import seconds_from_now, utcnow
 from herald.errors import BusError
@@ -135,11 +135,13 @@ class EmbeddedBus(Bus):
             )
         return result.rowcount or 0
 
-    async def lag(self, group: str, topics: Sequence[str]) -> dict[TopicPartition, int]:
+    async def positions(self, group: str, topics: Sequence[str]) -> dict[TopicPartition, Position]:
         ends = await self.end_offsets()
         committed = await self.committed(group)
         return {
-            tp: max(end - committed.get(tp, 0), 0) for tp, end in ends.items() if tp.topic in topics
+            tp: Position(committed.get(tp, 0), end)
+            for tp, end in ends.items()
+            if tp.topic in topics
         }
 
     async def end_offsets(self) -> dict[TopicPartition, int]:

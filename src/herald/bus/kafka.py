@@ -13,10 +13,12 @@ commits what it returns before the partitions move on.
 from __future__ import annotations
 
 import asyncio
+import functools
+import queue
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Executor, Future
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,7 +27,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 from confluent_kafka.cimpl import NewTopic
 
-from herald.bus.base import Bus, Consumer, Message, OutgoingMessage, TopicPartition
+from herald.bus.base import Bus, Consumer, Message, OutgoingMessage, Position, TopicPartition
 from herald.clock import utcnow
 from herald.errors import BusError, BusUnavailableError
 from herald.observability.logging import get_logger
@@ -56,6 +58,8 @@ _UNAVAILABLE = {
 }
 # Consumers notice topics created again (after a broker lost them) within this time.
 _METADATA_REFRESH_MS = 10_000
+# Leaving the group waits for a rebalance in progress; a stop does not wait longer than this.
+_CLOSE_TIMEOUT = 5.0
 
 
 def bus_error(err: KafkaError) -> BusError:
@@ -275,10 +279,10 @@ class KafkaBus(Bus):
             unavailable = [e for e in errors if isinstance(e, BusUnavailableError)]
             raise (unavailable or errors)[0]
 
-    async def lag(self, group: str, topics: Sequence[str]) -> dict[TopicPartition, int]:
-        return await asyncio.to_thread(self._lag, group, list(topics))
+    async def positions(self, group: str, topics: Sequence[str]) -> dict[TopicPartition, Position]:
+        return await asyncio.to_thread(self._positions, group, list(topics))
 
-    def _lag(self, group: str, topics: list[str]) -> dict[TopicPartition, int]:
+    def _positions(self, group: str, topics: list[str]) -> dict[TopicPartition, Position]:
         """Committed offsets (OffsetFetch) against the high watermarks (ListOffsets)."""
         try:
             metadata = self.admin.list_topics(timeout=5).topics
@@ -297,12 +301,12 @@ class KafkaBus(Bus):
         except KafkaException as exc:
             raise bus_error(exc.args[0]) from exc
         done = {(tp.topic, tp.partition): tp.offset for tp in committed.topic_partitions}
-        lag = {}
+        positions = {}
         for tp, future in ends.items():
             end = future.result(10).offset
             start = max(done.get((tp.topic, tp.partition), 0), 0)  # negative: nothing committed
-            lag[TopicPartition(tp.topic, tp.partition)] = max(end - start, 0)
-        return lag
+            positions[TopicPartition(tp.topic, tp.partition)] = Position(start, end)
+        return positions
 
     def consumer(self, group: str, topics: Sequence[str]) -> KafkaConsumer:
         return KafkaConsumer(self, group, list(topics))
@@ -335,12 +339,53 @@ def _message(raw: confluent_kafka.Message) -> Message:
     )
 
 
+class _ConsumerThread(Executor):
+    """One daemon thread that runs the calls given to it in order.
+
+    Not a ThreadPoolExecutor: the interpreter waits for those at exit, and a librdkafka call
+    that does not return (leaving a group whose rebalance never completes) would then keep a
+    stopping worker alive, holding its partitions."""
+
+    def __init__(self, name: str) -> None:
+        self._calls: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]]] = (
+            queue.SimpleQueue()
+        )
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        self._calls.put((future, functools.partial(fn, **kwargs), args))
+        return future
+
+    def _run(self) -> None:
+        while True:
+            future, fn, args = self._calls.get()
+            if fn is _STOP:
+                return
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._calls.put((Future(), _STOP, ()))
+        if wait:
+            self._thread.join()
+
+
+def _STOP() -> None:
+    """The call that ends a _ConsumerThread."""
+
+
 class KafkaConsumer(Consumer):
     def __init__(self, bus: KafkaBus, group: str, topics: list[str]) -> None:
         self.bus = bus
         self.group = group
         self.topics = topics
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"kafka-{group}")
+        self._thread = _ConsumerThread(f"kafka-{group}")
         self._consumer: confluent_kafka.Consumer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         # Shared between the event loop and the consumer thread: only ever replaced, never
@@ -485,6 +530,13 @@ class KafkaConsumer(Consumer):
 
     async def close(self) -> None:
         if self._consumer is not None:
-            # Leaves the group: the revoke callback drains and commits first.
-            await self._on_thread(self._consumer.close)
+            # Leaves the group: the revoke callback commits first (the runner has drained its
+            # work before closing). A broker whose rebalance never completes could hold this
+            # for minutes: give up waiting (the group drops this member after its session
+            # timeout, as after a crash).
+            try:
+                async with asyncio.timeout(_CLOSE_TIMEOUT):
+                    await self._on_thread(self._consumer.close)
+            except TimeoutError:
+                log.warning("kafka.close_timeout", group=self.group)
         self._thread.shutdown(wait=False)

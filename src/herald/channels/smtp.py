@@ -81,7 +81,8 @@ def classify(exc: Exception) -> DeliveryError:
         detail = "; ".join(f"{r.code} {r.message}" for r in exc.recipients)
         if any(code >= 500 for code in codes):
             return PermanentDeliveryError(f"recipient refused: {detail}")
-        return TransientDeliveryError(f"recipient deferred: {detail}")
+        # The relay is up; the recipient's domain (or its policy) defers this one.
+        return TransientDeliveryError(f"recipient deferred: {detail}", destination=True)
     if isinstance(exc, aiosmtplib.SMTPAuthenticationError | aiosmtplib.SMTPHeloError):
         # Our configuration or the server is wrong, not the message: worth retrying later.
         return TransientDeliveryError(f"SMTP {exc.code} {exc.message}")
@@ -163,6 +164,18 @@ class SmtpProvider:
                     await client.quit()
                 except (aiosmtplib.SMTPException, OSError):
                     client.close()
+
+    async def reachable(self) -> bool:
+        """Whether the relay greets a new connection: a cheap look while its circuit is open."""
+        client = self._client()
+        try:
+            async with asyncio.timeout(self.timeout):
+                await client.connect()
+                await client.quit()
+        except (aiosmtplib.SMTPException, OSError, TimeoutError):
+            client.close()
+            return False
+        return True
 
     async def send(self, message: OutboundMessage) -> SendResult:
         try:

@@ -83,6 +83,13 @@ consumer_lag = Gauge(
 messages_handled = Counter(
     "herald_messages_handled", "Bus messages a consumer group has handled", ["group"]
 )
+consumer_stalled = Gauge(
+    "herald_consumer_stalled",
+    "1 while a partition of the group has messages waiting and its committed offset has not "
+    "moved for HERALD_CONSUMER_STALL_SECONDS (see /readyz)",
+    ["group"],
+    multiprocess_mode="livemax",
+)
 
 # -- Deliveries -----------------------------------------------------------------------------
 deliveries = Counter(
@@ -92,6 +99,11 @@ delivery_attempts = Counter(
     "herald_delivery_attempts",
     "Delivery attempts, by what they ended in",
     ["channel", "provider", "outcome"],
+)
+deliveries_postponed = Counter(
+    "herald_deliveries_postponed",
+    "Delivery jobs put off, without an attempt, while their destination's circuit was open",
+    ["channel"],
 )
 delivery_retries = Counter(
     "herald_delivery_retries",

@@ -14,6 +14,7 @@ from herald.bus.base import Bus
 from herald.clock import utcnow
 from herald.observability import metrics
 from herald.observability.logging import get_logger
+from herald.pipeline.stall import StallWatch
 from herald.store import deadletters, outbox
 from herald.store.database import Database
 from herald.wakeup import sleep_unless
@@ -30,12 +31,14 @@ class Sampler:
         interval: float,
         stored_state: bool,
         groups: Mapping[str, Sequence[str]],
+        stall_watch: StallWatch | None = None,
     ) -> None:
         self.db = db
         self.bus = bus
         self.interval = interval
         self.stored_state = stored_state  # the outbox and dead letters
         self.groups = groups  # consumer group -> its topics
+        self.stall_watch = stall_watch
         # Series seen before: when one disappears (a DLQ emptied), it must read 0, not linger.
         self._depth_seen: set[tuple[str, str]] = set()
 
@@ -61,5 +64,8 @@ class Sampler:
                 metrics.dead_letters_pending.labels(kind, channel).set(count)
             self._depth_seen |= depth.keys()
         for group, topics in self.groups.items():
-            for tp, lag in (await self.bus.lag(group, topics)).items():
-                metrics.consumer_lag.labels(group, tp.topic, str(tp.partition)).set(lag)
+            positions = await self.bus.positions(group, topics)
+            for tp, position in positions.items():
+                metrics.consumer_lag.labels(group, tp.topic, str(tp.partition)).set(position.lag)
+            if self.stall_watch is not None:
+                self.stall_watch.sampled(group, positions)

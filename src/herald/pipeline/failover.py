@@ -12,10 +12,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from herald.channels.base import Provider
-from herald.reliability.circuit import CircuitBreaker
+from herald.observability.logging import get_logger
+from herald.reliability.circuit import CircuitBreaker, CircuitState
 from herald.reliability.ratelimit import Throttle
+
+log = get_logger(__name__)
+
+# How often a provider whose circuit is open is checked for being back (when it can be).
+REACHABLE_CHECK_SECONDS = 5.0
 
 
 @dataclass
@@ -54,3 +61,23 @@ class FailoverChain:
     def _pick(self) -> ProviderSlot | None:
         # In priority order, so a due probe of the primary goes before the fallbacks.
         return next((s for s in self.slots if s.breaker.usable()), None)
+
+
+async def probe_when_reachable(
+    slot: ProviderSlot, interval: float = REACHABLE_CHECK_SECONDS
+) -> None:
+    """While the slot's circuit is open, check every ``interval`` whether the provider answers
+    again (its ``reachable()``, e.g. an SMTP greeting); when it does, the next send probes it
+    at once. Without this an outage's end waits for the circuit's pause, which doubles with
+    every failed probe."""
+    reachable: Any = getattr(slot.provider, "reachable", None)
+    if reachable is None:
+        return
+    while slot.breaker.state == CircuitState.OPEN:
+        await asyncio.sleep(min(interval, slot.breaker.seconds_until_usable() or interval))
+        if slot.breaker.state != CircuitState.OPEN:
+            return
+        if await reachable():
+            log.info("circuit.provider_reachable", provider=slot.name)
+            slot.breaker.probe_now()
+            return

@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from herald.bus.base import Consumer, Message, TopicPartition
 from herald.observability import metrics
 from herald.observability.logging import get_logger
+from herald.pipeline.stall import StallWatch
 from herald.reliability.backoff import Backoff
 from herald.wakeup import sleep_unless, wait_for_event
 
@@ -95,6 +96,7 @@ class ConsumerRunner:
         commit_interval: float = 0.5,
         drain_timeout: float = 20.0,
         retry_backoff: Backoff = _BACKOFF,
+        stall_watch: StallWatch | None = None,
     ) -> None:
         self.consumer = consumer
         self.handler = handler
@@ -113,6 +115,8 @@ class ConsumerRunner:
         self._stop = asyncio.Event()
         self._crashed: BaseException | None = None
         self._handled = metrics.messages_handled.labels(name)
+        if stall_watch is not None:
+            stall_watch.watch(name)  # readiness: whether the group's commits move
 
     @property
     def in_flight(self) -> int:

@@ -2,6 +2,10 @@
 providers (failover order, see ``failover.py``).
 
 Per job:
+0. if the delivery's destination is one a caller chose (a webhook's host, an email domain)
+   and its circuit for that tenant is open, postpone the job to when the circuit lets a probe
+   through, without counting an attempt: it leaves the worker at once, so one tenant's dead
+   destinations never hold back anyone else (see herald.domain.destinations);
 1. choose a provider (waiting while every circuit is open), then wait for a token of its
    rate limit and a free slot of it (its connection pool): nothing is claimed meanwhile,
    so the lease and the send's time budget cover the send alone, and with the runner's
@@ -18,6 +22,7 @@ Per job:
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from datetime import datetime, timedelta
 
@@ -25,6 +30,7 @@ from herald.bus.base import Message
 from herald.bus.topics import Topics
 from herald.channels.base import OutboundMessage, Provider, SendResult
 from herald.clock import seconds_from_now, utcnow
+from herald.domain.destinations import CALLER_CHOSEN, circuit_key, destination
 from herald.domain.messages import DeliveryJob, DeliveryStatusChanged, decode, encode
 from herald.domain.models import DeliveryStatus
 from herald.errors import DeliveryError, PoisonMessageError, TransientDeliveryError
@@ -35,14 +41,18 @@ from herald.pipeline.deadletter import DeadLetterOffice, describe
 from herald.pipeline.envelope import envelope
 from herald.pipeline.failover import FailoverChain, ProviderSlot
 from herald.pipeline.retries import RetrySchedule
-from herald.reliability.circuit import CircuitBreaker
+from herald.reliability.circuit import CircuitBreaker, CircuitState, CircuitTable
 from herald.reliability.retry import RetryPolicy
-from herald.store import deadletters, deliveries, outbox
+from herald.store import deadletters, deliveries, journal, outbox
 from herald.store.database import Database
 from herald.store.deliveries import Attempt, Claim, ClaimOutcome
 from herald.wakeup import Wakeup
 
 log = get_logger(__name__)
+
+# A job postponed while its destination's circuit is half open waits this long (the probe
+# in flight decides the circuit's fate in about a send's time).
+PROBE_WAIT_SECONDS = 2.0
 
 
 class ChannelWorker:
@@ -58,6 +68,7 @@ class ChannelWorker:
         dead_letters: DeadLetterOffice,
         retries: RetrySchedule,
         owner: str = "worker",
+        destinations: CircuitTable | None = None,
     ) -> None:
         self.db = db
         self.topics = topics
@@ -70,6 +81,8 @@ class ChannelWorker:
         self.dead_letters = dead_letters
         self.retries = retries
         self.owner = owner  # this worker process: its own leases it may take back at once
+        # Circuits of the destinations callers choose, per tenant (see the module docstring).
+        self.destinations = destinations or CircuitTable(CircuitBreaker)
 
     async def handle(self, message: Message) -> None:
         try:
@@ -77,14 +90,75 @@ class ChannelWorker:
         except PoisonMessageError as exc:
             await self.dead_letters.poison(message, exc)
             return
+        where = destination(job.channel, job.recipient)
+        circuit = None
+        if where is not None:
+            circuit = self.destinations.get(circuit_key(job.tenant_id, where))
+            if not circuit.usable() and not self._waited_enough(job):
+                await self._postpone(job, message, circuit, where)
+                return
         slot, probe = await self.providers.choose()
+        destination_probe = None
+        if circuit is not None and circuit.usable():
+            destination_probe = await circuit.ready()  # at once: claims a due probe
         try:
-            await self._deliver(job, message, slot)
+            await self._deliver(job, message, slot, circuit)
         finally:
             if probe is not None:  # a no-op once the send has settled the probe
                 slot.breaker.release_probe(probe)
+            if circuit is not None and destination_probe is not None:
+                circuit.release_probe(destination_probe)
 
-    async def _deliver(self, job: DeliveryJob, message: Message, slot: ProviderSlot) -> None:
+    def _waited_enough(self, job: DeliveryJob) -> bool:
+        """A job put off for longer than its retries could ever take is attempted anyway (its
+        failures count as usual), so a dead destination's deliveries end in a dead letter
+        instead of being put off for as long as its circuit stays open."""
+        if job.accepted_at is None:
+            return False
+        waited = (utcnow() - job.accepted_at).total_seconds()
+        return waited > self.policy.horizon + self.lease_seconds
+
+    async def _postpone(
+        self, job: DeliveryJob, message: Message, circuit: CircuitBreaker, where: str
+    ) -> None:
+        """The destination's circuit is open: the job comes back when it lets a probe through
+        (spread a little, so the waiting jobs do not all arrive at once)."""
+        if circuit.state == CircuitState.OPEN:
+            wait = circuit.seconds_until_usable() + random.uniform(0, 1)
+        else:
+            wait = random.uniform(0.5, 1.5) * PROBE_WAIT_SECONDS
+        now = utcnow()
+        due = now + timedelta(seconds=wait)
+        trace = {k: v for k, v in message.headers.items() if k == tracing.HEADER}
+        async with self.db.write() as conn:
+            postponed = await deliveries.postpone(
+                conn, job.delivery_id, job_attempt=job.attempt, due=due, now=now
+            )
+            if postponed:
+                await self.retries.schedule(conn, job, due, now, trace)
+                detail = f"circuit of {where} is {circuit.state}; until {due.isoformat()}"
+                step = journal.Step(
+                    job.notification_id, journal.DEFERRED, now, job.delivery_id, job.channel, detail
+                )
+                await journal.record(conn, [step])
+        if postponed:
+            self.outbox_wakeup.notify()
+            metrics.deliveries_postponed.labels(job.channel).inc()
+        log.info(
+            "delivery.postponed" if postponed else "delivery.skipped_job",
+            delivery_id=job.delivery_id,
+            channel=job.channel,
+            destination=where,
+            due=due.isoformat() if postponed else None,
+        )
+
+    async def _deliver(
+        self,
+        job: DeliveryJob,
+        message: Message,
+        slot: ProviderSlot,
+        circuit: CircuitBreaker | None,
+    ) -> None:
         if slot.throttle is not None:
             waited = await slot.throttle.take()
             if waited:
@@ -102,7 +176,8 @@ class ChannelWorker:
                         channel=job.channel,
                         attempt=claim.attempts,
                     ) as traceparent:
-                        await self._attempt(job, claim, slot, tracing.headers(traceparent))
+                        trace = tracing.headers(traceparent)
+                        await self._attempt(job, claim, slot, circuit, trace)
                     return
             if claim.outcome != ClaimOutcome.BUSY:
                 log.info(
@@ -132,7 +207,12 @@ class ChannelWorker:
             )
 
     async def _attempt(
-        self, job: DeliveryJob, claim: Claim, slot: ProviderSlot, trace: dict[str, str]
+        self,
+        job: DeliveryJob,
+        claim: Claim,
+        slot: ProviderSlot,
+        circuit: CircuitBreaker | None,
+        trace: dict[str, str],
     ) -> None:
         started = utcnow()
         attempt = claim.attempts
@@ -171,15 +251,23 @@ class ChannelWorker:
         else:
             self._observe_call(job, provider.name, "ok", clock)
             slot.breaker.succeeded()
+            if circuit is not None:
+                circuit.succeeded()
             await self._sent(job, attempt, started, result, trace)
             return
         self._observe_call(
             job, provider.name, "transient" if error.transient else "permanent", clock
         )
-        if error.transient:
-            slot.breaker.failed()
+        blames_destination = error.destination or job.channel in CALLER_CHOSEN
+        if not error.transient:
+            # The provider and the destination answered; the message was at fault.
+            slot.breaker.succeeded()
+            if circuit is not None:
+                circuit.succeeded()
+        elif circuit is not None and blames_destination:
+            circuit.failed()  # the provider's own circuit learns nothing from it
         else:
-            slot.breaker.succeeded()  # the provider answered; the message was at fault
+            slot.breaker.failed()
         await self._failed(job, attempt, started, error, provider.name, trace)
 
     @staticmethod

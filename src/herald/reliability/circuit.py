@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from enum import StrEnum
 
@@ -72,6 +73,13 @@ class CircuitBreaker:
                 self._probes += 1
                 return self._probes
             await self._wait_for_change(self._reset_timeout)
+
+    def probe_now(self) -> None:
+        """The provider answers again (a cheap check said so): let the next caller probe now
+        instead of at the end of the pause, which may have doubled to minutes."""
+        if self.state == CircuitState.OPEN:
+            self._retry_at = time.monotonic()
+            self._changed.set()
 
     def release_probe(self, probe: int) -> None:
         """The probe never reached the provider (nothing to send, or cut off): let the next
@@ -137,3 +145,28 @@ class CircuitBreaker:
         )
         if self.on_change is not None:
             self.on_change(self)
+
+
+class CircuitTable:
+    """Circuit breakers made on demand by key, at most ``capacity`` of them: the least
+    recently used is forgotten first. For destinations that callers choose, where the keys
+    are not Herald's to bound; forgetting a breaker only means its destination is tried
+    again."""
+
+    def __init__(self, make: Callable[[str], CircuitBreaker], *, capacity: int = 10_000) -> None:
+        self._make = make
+        self.capacity = capacity
+        self._breakers: OrderedDict[str, CircuitBreaker] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._breakers)
+
+    def get(self, key: str) -> CircuitBreaker:
+        breaker = self._breakers.get(key)
+        if breaker is None:
+            breaker = self._breakers[key] = self._make(key)
+            while len(self._breakers) > self.capacity:
+                self._breakers.popitem(last=False)
+        else:
+            self._breakers.move_to_end(key)
+        return breaker

@@ -23,6 +23,11 @@ class RetryPolicy:
     max_attempts: int
     backoff: Backoff
 
+    @property
+    def horizon(self) -> float:
+        """The longest a delivery's attempts can be spread over by backoff alone."""
+        return sum(self.backoff.ceiling(n) for n in range(1, self.max_attempts))
+
     def decide(self, error: DeliveryError, attempt: int) -> RetryDecision:
         """`attempt` counts the attempt that just failed, starting at 1."""
         if not error.transient:

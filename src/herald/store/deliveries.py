@@ -58,8 +58,13 @@ async def claim(
             D.status == DeliveryStatus.PENDING,
             sa.or_(D.next_attempt_at.is_(None), D.next_attempt_at <= now + NOT_DUE_SLACK),
         ),
-        # Only the job scheduled for this retry may start it; older duplicates are stale.
-        sa.and_(D.status == DeliveryStatus.RETRY_PENDING, D.attempts == job_attempt),
+        # Only the job scheduled for this retry may start it, once due; older duplicates are
+        # stale, and an early one has its own job coming (a destination's circuit postponed it).
+        sa.and_(
+            D.status == DeliveryStatus.RETRY_PENDING,
+            D.attempts == job_attempt,
+            sa.or_(D.next_attempt_at.is_(None), D.next_attempt_at <= now + NOT_DUE_SLACK),
+        ),
         sa.and_(
             D.status == DeliveryStatus.PROCESSING,
             sa.or_(D.lease_until < now, D.lease_owner == owner),
@@ -67,7 +72,9 @@ async def claim(
     )
     attempts = await conn.scalar(
         sa.update(deliveries)
-        .where(D.id == delivery_id, claimable)
+        # A skip reason on a delivery not yet SKIPPED: cancelled while under way (its user
+        # was deleted). It is never started again; below, it becomes SKIPPED instead.
+        .where(D.id == delivery_id, D.skip_reason.is_(None), claimable)
         .values(
             status=DeliveryStatus.PROCESSING,
             attempts=D.attempts + 1,
@@ -83,18 +90,43 @@ async def claim(
         return Claim(ClaimOutcome.CLAIMED, attempts=attempts)
     row = (
         await conn.execute(
-            sa.select(D.status, D.attempts, D.lease_until).where(D.id == delivery_id)
+            sa.select(D.status, D.attempts, D.lease_until, D.skip_reason).where(D.id == delivery_id)
         )
     ).first()
     if row is None:
         return Claim(ClaimOutcome.MISSING)
     status = DeliveryStatus(row.status)
+    if row.skip_reason is not None and await _cancel(conn, delivery_id, status, now):
+        return Claim(ClaimOutcome.FINISHED, attempts=row.attempts, status=DeliveryStatus.SKIPPED)
     outcome = {
         DeliveryStatus.PROCESSING: ClaimOutcome.BUSY,
         DeliveryStatus.RETRY_PENDING: ClaimOutcome.STALE,
         DeliveryStatus.PENDING: ClaimOutcome.NOT_DUE,
     }.get(status, ClaimOutcome.FINISHED)
     return Claim(outcome, attempts=row.attempts, status=status, lease_until=row.lease_until)
+
+
+async def _cancel(
+    conn: AsyncConnection, delivery_id: str, status: DeliveryStatus, now: datetime
+) -> bool:
+    """Carry out a cancellation asked for while the delivery was under way: SKIPPED, unless
+    a worker still holds a live lease on its attempt (that attempt ends first)."""
+    startable = sa.or_(
+        D.status.in_([DeliveryStatus.PENDING, DeliveryStatus.RETRY_PENDING]),
+        sa.and_(D.status == DeliveryStatus.PROCESSING, D.lease_until < now),
+    )
+    result = await conn.execute(
+        sa.update(deliveries)
+        .where(D.id == delivery_id, D.status == status, startable)
+        .values(
+            status=DeliveryStatus.SKIPPED,
+            lease_until=None,
+            lease_owner=None,
+            next_attempt_at=None,
+            updated_at=now,
+        )
+    )
+    return bool(result.rowcount)
 
 
 async def finish(
@@ -119,7 +151,8 @@ async def finish(
         "provider": provider,
     }
     if status == DeliveryStatus.SENT:
-        values.update(sent_at=now, provider_message_id=provider_message_id)
+        # (a cancellation asked for during this attempt came too late: it was sent)
+        values.update(sent_at=now, provider_message_id=provider_message_id, skip_reason=None)
     if error is not None:
         values["last_error"] = error[:2000]
     result = await conn.execute(
@@ -312,6 +345,29 @@ async def skip(conn: AsyncConnection, delivery_id: str, reason: str, now: dateti
         sa.update(deliveries)
         .where(D.id == delivery_id, D.status == DeliveryStatus.PENDING)
         .values(status=DeliveryStatus.SKIPPED, skip_reason=reason, updated_at=now)
+    )
+    return bool(result.rowcount)
+
+
+async def postpone(
+    conn: AsyncConnection, delivery_id: str, *, job_attempt: int, due: datetime, now: datetime
+) -> bool:
+    """Move the attempt a job would start to ``due``, without counting one (the delivery's
+    destination is not taking anything now). False if the job may not start it anyway
+    (finished, held by another worker, or a stale duplicate)."""
+    due_now = sa.or_(D.next_attempt_at.is_(None), D.next_attempt_at <= now + NOT_DUE_SLACK)
+    result = await conn.execute(
+        sa.update(deliveries)
+        .where(
+            D.id == delivery_id,
+            sa.or_(
+                sa.and_(D.status == DeliveryStatus.PENDING, due_now),
+                sa.and_(
+                    D.status == DeliveryStatus.RETRY_PENDING, D.attempts == job_attempt, due_now
+                ),
+            ),
+        )
+        .values(next_attempt_at=due, updated_at=now)
     )
     return bool(result.rowcount)
 
