@@ -7,7 +7,6 @@ must count none, whether a URL is refused when it is registered or when it is se
 from __future__ import annotations
 
 import asyncio
-import datetime
 import json
 import os
 import socket
@@ -21,9 +20,8 @@ import apprise
 import httpx
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from pydantic import SecretStr
 
 from herald.api.app import create_app
@@ -38,31 +36,16 @@ from herald.errors import OutboundRefusedError, TransientDeliveryError
 from herald.outbound import OutboundPolicy
 from herald.runtime import Runtime
 from tests.conftest import TEST_OUTBOUND_ALLOW, settings_for
+from tests.fakes.canary import Canary, listening, self_signed
 from tests.fakes.push_service import BrowserSubscription
 from tests.pipeline_harness import PipelineFactory
 
 SECRET = "whsec_ssrf_test"
 
 
-class Canary:
-    """A TCP listener on 127.0.0.1 that counts connections and answers none of them."""
-
-    def __init__(self) -> None:
-        self.connections = 0
-        self.port = 0
-
-    async def accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        writer.close()
-        await writer.wait_closed()
-
-
 @pytest.fixture
 async def canary() -> AsyncIterator[Canary]:
-    bird = Canary()
-    server = await asyncio.start_server(bird.accept, "127.0.0.1", 0)
-    bird.port = server.sockets[0].getsockname()[1]
-    async with server:
+    async with listening("127.0.0.1") as bird:
         yield bird
 
 
@@ -520,29 +503,7 @@ async def test_apprise_connects_where_the_name_pointed_when_checked_not_where_it
 @pytest.fixture
 def certificate() -> tuple[bytes, bytes]:
     """A self-signed certificate for the name ``localhost`` only (PEM cert, PEM key)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return (
-        cert.public_bytes(serialization.Encoding.PEM),
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-    )
+    return self_signed("localhost", x509.DNSName("localhost"))
 
 
 async def test_tls_goes_to_the_checked_address_with_the_url_host_as_sni_and_identity(

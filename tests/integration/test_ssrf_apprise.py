@@ -10,7 +10,6 @@ checked against the outbound policy too (herald.channels.dns_pin.guarded).
 from __future__ import annotations
 
 import asyncio
-import datetime
 import ipaddress
 import ssl
 from collections.abc import AsyncIterator
@@ -21,9 +20,6 @@ import apprise
 import httpx
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from herald.channels import apprise as herald_apprise
 from herald.channels import dns_pin
@@ -33,6 +29,7 @@ from herald.errors import DeliveryError, OutboundRefusedError
 from herald.outbound import OutboundPolicy
 from herald.runtime import Runtime
 from tests.conftest import settings_for
+from tests.fakes.canary import Canary, listening, self_signed
 
 PUBLIC = "127.0.0.1"  # stands for a public server: the one address allowed here
 INSIDE = "127.0.0.2"  # stands for the inside network: not allowed
@@ -42,25 +39,9 @@ HTTP_SCHEMES = ["json", "form", "xml"]
 ALL_SCHEMES = [*HTTP_SCHEMES, *(f"{scheme}s" for scheme in HTTP_SCHEMES)]
 
 
-class Canary:
-    """A TCP listener on the inside address that counts connections and answers none."""
-
-    def __init__(self) -> None:
-        self.connections = 0
-        self.port = 0
-
-    async def accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        writer.close()
-        await writer.wait_closed()
-
-
 @pytest.fixture
 async def canary() -> AsyncIterator[Canary]:
-    bird = Canary()
-    server = await asyncio.start_server(bird.accept, INSIDE, 0)
-    bird.port = server.sockets[0].getsockname()[1]
-    async with server:
+    async with listening(INSIDE) as bird:
         yield bird
 
 
@@ -104,33 +85,10 @@ class Redirector:
 @pytest.fixture
 def certificate(tmp_path: Path) -> tuple[Path, Path]:
     """A self-signed certificate for the address 127.0.0.1 (PEM files: cert, key)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, PUBLIC)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(PUBLIC))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    cert, key = self_signed(PUBLIC, x509.IPAddress(ipaddress.ip_address(PUBLIC)))
     cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    cert_path.write_bytes(cert)
+    key_path.write_bytes(key)
     return cert_path, key_path
 
 
