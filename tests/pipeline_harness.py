@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from herald import roles
 from herald.api.app import create_app
@@ -18,6 +19,7 @@ from herald.bus.base import Consumer
 from herald.runtime import Runtime
 from herald.store import deadletters
 from herald.store.deadletters import DeadLetter
+from herald.store.tables import bus_messages, outbox_events
 from tests.conftest import kafka_settings, settings_for
 from tests.kafka_broker import TansuBroker
 from tests.smtp_sink import SmtpSink
@@ -71,6 +73,21 @@ class Pipeline:
                 return body
             assert asyncio.get_running_loop().time() < deadline, f"still PENDING: {body}"
             await asyncio.sleep(0.02)
+
+    async def published(self) -> list[tuple[str, dict[str, str]]]:
+        """(topic, headers) of every message the stages published: on the embedded bus they
+        appended to the log in their own transactions; with Kafka they went through the
+        outbox, and this also checks that the relay published every one of them."""
+        async with self.runtime.db.read() as conn:
+            if self.runtime.bus.transactional:
+                rows = await conn.execute(sa.select(bus_messages.c.topic, bus_messages.c.headers))
+                return [(r.topic, r.headers) for r in rows]
+            rows = await conn.execute(
+                sa.select(outbox_events.c.topic, outbox_events.c.headers, outbox_events.c.status)
+            )
+            found = rows.all()
+        assert {r.status for r in found} <= {"PUBLISHED"}, "the relay left events behind"
+        return [(r.topic, r.headers) for r in found]
 
     async def dead_letters(self, **filters: Any) -> list[DeadLetter]:
         async with self.runtime.db.read() as conn:

@@ -116,9 +116,8 @@ def _consumer(
 
 def router(rt: Runtime) -> Role:
     handle = Router(
-        rt.db,
+        rt.units,
         rt.topics,
-        rt.outbox_wakeup,
         rt.dead_letters,
         retries=RetrySchedule(rt.topics, retry_topic=rt.bus.name == "kafka"),
         critical_categories=rt.settings.critical_categories,
@@ -159,11 +158,10 @@ def channel_worker(rt: Runtime, channel: str) -> Role:
         slot.breaker.on_change = _and_watch_reachable(slot, slot.breaker.on_change, watchers)
     max_attempts, base, cap = s.retry_policy_for(channel)
     worker = ChannelWorker(
-        rt.db,
+        rt.units,
         rt.topics,
         chain,
         RetryPolicy(max_attempts, Backoff(base, cap)),
-        rt.outbox_wakeup,
         lease_seconds=s.delivery_lease_seconds,
         dead_letters=rt.dead_letters,
         retries=RetrySchedule(rt.topics, retry_topic=rt.bus.name == "kafka"),
@@ -278,7 +276,7 @@ def maintenance(rt: Runtime) -> Role:
         interval=s.maintenance_interval_seconds,
         outbox_retention=s.outbox_retention_seconds,
         log_retention=s.log_retention_seconds,
-        recovery=Recovery(rt.db, rt.topics, rt.outbox_wakeup, stuck_after=s.recovery_after_seconds),
+        recovery=Recovery(rt.units, rt.topics, stuck_after=s.recovery_after_seconds),
     ).run
 
 

@@ -23,6 +23,7 @@ from herald.pipeline.intake import Intake
 from herald.pipeline.planning import Planner
 from herald.pipeline.replay import Replayer
 from herald.pipeline.stall import StallWatch
+from herald.pipeline.unit import Units
 from herald.reliability.ratelimit import LocalTokenBucket, RateLimiter, RedisTokenBucket, Throttle
 from herald.store import tenant_secrets, users
 from herald.store.database import Database
@@ -59,15 +60,14 @@ class Runtime:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         # Whether this process's consumers are stuck (readiness, herald_consumer_stalled).
         self.stall_watch = StallWatch(settings.consumer_stall_seconds)
-        self.dead_letters = DeadLetterOffice(self.db, self.topics, self.outbox_wakeup)
-        self.replayer = Replayer(
-            self.db, self.topics, self.outbox_wakeup, per_second=settings.dlq_replay_per_second
-        )
+        # Every stage writes through units of work: what it publishes commits with it.
+        self.units = Units(self.db, self.outbox_wakeup, bus=self.bus)
+        self.dead_letters = DeadLetterOffice(self.units, self.topics)
+        self.replayer = Replayer(self.units, self.topics, per_second=settings.dlq_replay_per_second)
         self._background: set[asyncio.Task[None]] = set()
         self.intake = Intake(
-            self.db,
+            self.units,
             self.topics,
-            self.outbox_wakeup,
             idempotency_ttl=settings.idempotency_ttl_seconds,
             cache=None
             if self.redis is None

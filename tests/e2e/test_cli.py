@@ -86,11 +86,12 @@ async def _file_a_dead_letter(url: str) -> str:
     from herald.clock import utcnow
     from herald.errors import PoisonMessageError
     from herald.pipeline.deadletter import DeadLetterOffice
+    from herald.pipeline.unit import Units
     from herald.store.database import Database
     from herald.wakeup import Wakeup
 
     db = Database(url)
-    office = DeadLetterOffice(db, Topics(), Wakeup())
+    office = DeadLetterOffice(Units(db, Wakeup()), Topics())
     poison = Message("herald.deliveries.email", 1, 42, "k", b"\xff not json", {}, utcnow())
     letter_id = await office.poison(poison, PoisonMessageError("cannot decode"))
     await db.close()

@@ -12,13 +12,14 @@ from herald.domain.messages import DeliveryJob, decode
 from herald.pipeline.intake import Intake
 from herald.pipeline.planning import NotificationSpec
 from herald.pipeline.recovery import Recovery
+from herald.pipeline.unit import Units
 from herald.store.database import Database
 from herald.store.tables import deliveries, notifications, outbox_events
 from herald.wakeup import Wakeup
 
 
 async def accept(db: Database, recipient: str) -> str:
-    intake = Intake(db, Topics(), Wakeup(), idempotency_ttl=60)
+    intake = Intake(Units(db, Wakeup()), Topics(), idempotency_ttl=60)
     accepted = await intake.submit(
         NotificationSpec.email(recipient, "Hi", "Hello"), lambda r: {"id": r.id}
     )
@@ -48,7 +49,7 @@ async def test_lost_jobs_are_queued_again_and_lost_statuses_settled(db: Database
     async with db.write() as conn:  # the bus lost everything that was published
         await conn.execute(sa.delete(outbox_events))
 
-    counts = await Recovery(db, Topics(), Wakeup(), stuck_after=60).run_once()
+    counts = await Recovery(Units(db, Wakeup()), Topics(), stuck_after=60).run_once()
 
     assert counts == {"requeued": 3, "settled": 1}
     async with db.read() as conn:
@@ -67,5 +68,5 @@ async def test_lost_jobs_are_queued_again_and_lost_statuses_settled(db: Database
     assert statuses[settled] == "SENT"
     assert statuses[fresh] == "PENDING"
 
-    again = await Recovery(db, Topics(), Wakeup(), stuck_after=60).run_once()
+    again = await Recovery(Units(db, Wakeup()), Topics(), stuck_after=60).run_once()
     assert again == {"requeued": 0, "settled": 0}  # not re-queued at every sweep

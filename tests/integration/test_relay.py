@@ -20,6 +20,7 @@ from herald.clock import utcnow
 from herald.errors import BusError, BusUnavailableError
 from herald.pipeline.deadletter import DeadLetterOffice
 from herald.pipeline.relay import OutboxRelay
+from herald.pipeline.unit import Units
 from herald.reliability.backoff import Backoff
 from herald.store import deadletters, outbox
 from herald.store.database import Database
@@ -74,7 +75,7 @@ def make_relay(db: Database, bus: Bus, **overrides: object) -> OutboxRelay:
         "batch_size": 100,
         "max_attempts": 2,
         "event_backoff": Backoff(0.01, 0.01),
-        "dead_letters": DeadLetterOffice(db, Topics(), Wakeup()),
+        "dead_letters": DeadLetterOffice(Units(db, Wakeup()), Topics()),
     }
     options.update(overrides)
     return OutboxRelay(db, bus, Wakeup(), **options)  # type: ignore[arg-type]

@@ -20,6 +20,7 @@ from herald.pipeline.failover import FailoverChain, ProviderSlot
 from herald.pipeline.intake import Intake
 from herald.pipeline.planning import NotificationSpec
 from herald.pipeline.retries import RetrySchedule
+from herald.pipeline.unit import Units
 from herald.pipeline.worker import ChannelWorker
 from herald.reliability.backoff import Backoff
 from herald.reliability.circuit import CircuitBreaker, CircuitState
@@ -45,18 +46,17 @@ class Fixture:
 async def env(db: Database, smtp_sink: SmtpSink) -> AsyncIterator[Fixture]:
     provider = SmtpProvider(parse_smtp_url(smtp_sink.url), sender="Herald <herald@localhost>")
     policy = RetryPolicy(3, Backoff(0.05, 0.1))
-    wakeup = Wakeup()
+    units = Units(db, Wakeup())  # no bus: what the worker publishes stays in the outbox
     worker = ChannelWorker(
-        db,
+        units,
         Topics(),
         provider,
         policy,
-        wakeup,
         lease_seconds=2.5,  # a send gets 2 s: room for a loaded CI machine
-        dead_letters=DeadLetterOffice(db, Topics(), wakeup),
+        dead_letters=DeadLetterOffice(units, Topics()),
         retries=RetrySchedule(Topics(), retry_topic=False),
     )
-    yield Fixture(db, worker, Intake(db, Topics(), wakeup, idempotency_ttl=60), smtp_sink)
+    yield Fixture(db, worker, Intake(units, Topics(), idempotency_ttl=60), smtp_sink)
     await provider.close()
 
 

@@ -69,7 +69,10 @@ outbox_oldest_age_seconds = Gauge(
     multiprocess_mode="mostrecent",
 )
 events_published = Counter(
-    "herald_events_published", "Events the outbox relay published to the bus", ["topic"]
+    "herald_events_published",
+    "Events published to the bus: by the outbox relay, or appended by a stage in its own "
+    "transaction (embedded bus)",
+    ["topic"],
 )
 publish_failures = Counter(
     "herald_publish_failures", "Outbox events the bus refused (each retried later)"

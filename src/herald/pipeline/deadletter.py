@@ -4,14 +4,12 @@ Three kinds:
 - ``delivery``: a delivery failed permanently or ran out of attempts (payload: its job);
 - ``message``: a bus message that cannot be decoded or validated (poison; payload as read);
 - ``event``: an outbox event the bus kept refusing (payload as written).
-The row and the event are written in the caller's transaction, with the state change.
+The row and the event are written in the caller's unit of work, with the state change.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.bus.base import Message
 from herald.bus.topics import Topics
@@ -21,10 +19,9 @@ from herald.ids import uuid7
 from herald.observability import metrics
 from herald.observability.logging import get_logger
 from herald.pipeline.envelope import envelope
+from herald.pipeline.unit import Unit, Units
 from herald.store import deadletters, outbox
-from herald.store.database import Database
 from herald.store.deadletters import DeadLetter
-from herald.wakeup import Wakeup
 
 log = get_logger(__name__)
 
@@ -34,13 +31,12 @@ def describe(error: BaseException) -> tuple[str, str]:
 
 
 class DeadLetterOffice:
-    def __init__(self, db: Database, topics: Topics, outbox_wakeup: Wakeup) -> None:
-        self.db = db
+    def __init__(self, units: Units, topics: Topics) -> None:
+        self.units = units
         self.topics = topics
-        self.outbox_wakeup = outbox_wakeup
 
-    async def file(self, conn: AsyncConnection, letter: DeadLetter) -> None:
-        await deadletters.insert(conn, letter)
+    async def file(self, unit: Unit, letter: DeadLetter) -> None:
+        await deadletters.insert(unit.conn, letter)
         event = DeadLettered(
             dead_letter_id=letter.id,
             kind=letter.kind,
@@ -55,11 +51,7 @@ class DeadLetterOffice:
             attempts=letter.attempts,
             occurred_at=letter.last_failed_at,
         )
-        await outbox.add(
-            conn,
-            [envelope(self.topics.deadletter, letter.key or letter.id, event)],
-            now=letter.last_failed_at,
-        )
+        unit.publish([envelope(self.topics.deadletter, letter.key or letter.id, event)])
         # Counted inside the caller's transaction: a rollback retried later counts twice,
         # which errs towards an alert rather than away from one.
         metrics.dead_letters.labels(letter.kind, letter.reason, letter.channel or "").inc()
@@ -99,13 +91,12 @@ class DeadLetterOffice:
             replay_count=0,
             replayed_at=None,
         )
-        async with self.db.write() as conn:
-            await self.file(conn, letter)
-        self.outbox_wakeup.notify()
+        async with self.units.begin() as unit:
+            await self.file(unit, letter)
         return letter.id
 
     async def refused_event(
-        self, conn: AsyncConnection, event: outbox.OutboxEvent, error: str, now: datetime
+        self, unit: Unit, event: outbox.OutboxEvent, error: str, now: datetime
     ) -> str:
         """An outbox event the bus kept refusing (the relay gave up on it)."""
         letter = DeadLetter(
@@ -130,5 +121,5 @@ class DeadLetterOffice:
             replay_count=0,
             replayed_at=None,
         )
-        await self.file(conn, letter)
+        await self.file(unit, letter)
         return letter.id

@@ -27,11 +27,10 @@ from herald.observability.logging import get_logger
 from herald.pipeline.envelope import envelope
 from herald.pipeline.lookups import Lookups
 from herald.pipeline.planning import Draft, NotificationSpec, Plan, Planner, PlanningError
-from herald.store import idempotency, journal, notifications, outbox
-from herald.store.database import Database
+from herald.pipeline.unit import Units
+from herald.store import idempotency, journal, notifications
 from herald.store.idempotency_cache import IdempotencyCache
 from herald.store.notifications import DeliveryRecord, NotificationRecord
-from herald.wakeup import Wakeup
 
 log = get_logger(__name__)
 
@@ -59,17 +58,16 @@ class Accepted:
 class Intake:
     def __init__(
         self,
-        db: Database,
+        units: Units,
         topics: Topics,
-        outbox_wakeup: Wakeup,
         *,
         idempotency_ttl: float,
         cache: IdempotencyCache | None = None,
         planner: Planner = EMAIL_ONLY,
     ) -> None:
-        self.db = db
+        self.units = units
+        self.db = units.db
         self.topics = topics
-        self.outbox_wakeup = outbox_wakeup
         self.idempotency_ttl = idempotency_ttl
         self.cache = cache
         self.planner = planner
@@ -164,7 +162,8 @@ class Intake:
             return Accepted(202, render(refused), replayed=False)
         now = utcnow()
         outcomes: list[NotificationRecord | PlanningError] = []
-        async with self.db.write() as conn:
+        async with self.units.begin() as unit:
+            conn = unit.conn
             events: list[OutgoingMessage] = []
             steps: list[journal.Step] = []
             for plan in plans:
@@ -185,8 +184,8 @@ class Intake:
                 events.append(self._requested(record, plan))
             accepted = [o for o in outcomes if isinstance(o, NotificationRecord)]
             await notifications.insert_many(conn, accepted)
-            await outbox.add(conn, events, now=now)
-            await journal.record(conn, steps)
+            unit.publish(events)
+            unit.record(steps)
             body = render(outcomes)  # may raise PlanningError: nothing is stored then
             response = None
             if idem is not None:
@@ -196,8 +195,6 @@ class Intake:
                 await idempotency.save(
                     conn, idem.scope, idem.key, response, now=now, ttl_seconds=self.idempotency_ttl
                 )
-        if events:
-            self.outbox_wakeup.notify()
         metrics.notifications_accepted.inc(len(accepted))
         if idem is not None and response is not None and self.cache is not None:
             await self.cache.put(idem.scope, idem.key, response, self.idempotency_ttl)

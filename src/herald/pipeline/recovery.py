@@ -21,9 +21,8 @@ from herald.domain.models import DeliveryStatus
 from herald.domain.states import aggregate_status
 from herald.observability.logging import get_logger
 from herald.pipeline.envelope import envelope
+from herald.pipeline.unit import Units
 from herald.store import deliveries, notifications, outbox
-from herald.store.database import Database
-from herald.wakeup import Wakeup
 
 log = get_logger(__name__)
 
@@ -31,18 +30,16 @@ BATCH = 500
 
 
 class Recovery:
-    def __init__(
-        self, db: Database, topics: Topics, outbox_wakeup: Wakeup, *, stuck_after: float
-    ) -> None:
-        self.db = db
+    def __init__(self, units: Units, topics: Topics, *, stuck_after: float) -> None:
+        self.units = units
         self.topics = topics
-        self.outbox_wakeup = outbox_wakeup
         self.stuck_after = timedelta(seconds=stuck_after)
 
     async def run_once(self) -> dict[str, int]:
         now = utcnow()
         before = now - self.stuck_after
-        async with self.db.write() as conn:
+        async with self.units.begin() as unit:
+            conn = unit.conn
             if await outbox.has_backlog(conn, older_than=before):
                 log.info("recovery.deferred", reason="the outbox is behind")
                 return {"requeued": 0, "settled": 0}
@@ -71,7 +68,7 @@ class Recovery:
                 )
                 for d in lost
             ]
-            await outbox.add(conn, jobs, now=now)
+            unit.publish(jobs)
             await deliveries.touch(conn, [d.delivery_id for d in lost], now)
 
             settled = 0
@@ -81,7 +78,6 @@ class Recovery:
                 )
                 settled += await notifications.set_status(conn, notification_id, status, now)
         if lost:
-            self.outbox_wakeup.notify()
             log.warning(
                 "recovery.requeued",
                 deliveries=len(lost),

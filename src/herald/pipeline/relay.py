@@ -24,11 +24,10 @@ import asyncio
 import os
 import socket
 import uuid
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import sqlalchemy as sa
 import sqlalchemy.exc
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.bus.base import Bus
 from herald.clock import utcnow
@@ -36,6 +35,7 @@ from herald.errors import BusUnavailableError
 from herald.observability import metrics
 from herald.observability.logging import get_logger
 from herald.pipeline.deadletter import DeadLetterOffice
+from herald.pipeline.unit import Unit, Units, count_published
 from herald.reliability.backoff import Backoff
 from herald.store import outbox
 from herald.store.database import Database
@@ -83,6 +83,8 @@ class OutboxRelay:
         self.max_attempts = max_attempts
         self.event_backoff = event_backoff
         self.dead_letters = dead_letters
+        # Refusals are recorded, and their dead letters filed, as units of work.
+        self.units = dead_letters.units if dead_letters is not None else Units(db, wakeup)
         self.shard_lease_seconds = shard_lease_seconds
         self.shards_per_claim = shards_per_claim
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -130,9 +132,8 @@ class OutboxRelay:
             except _UNREACHABLE:
                 raise
             except Exception as exc:
-                now = utcnow()
-                async with self.db.write() as conn:
-                    await self._record_refusal(conn, event, exc, now)
+                async with self.units.begin() as unit:
+                    await self._record_refusal(unit, event, exc)
         return len(candidates)
 
     async def _publish_in_transaction(self, *, limit: int, only: int | None = None) -> int:
@@ -146,7 +147,7 @@ class OutboxRelay:
                 await outbox.mark_published(conn, [e.id for e in events], now)
         if events:
             self.bus.after_commit({e.topic for e in events})
-            _count_published(events)
+            count_published(e.topic for e in events)
             log.debug("relay.published", count=len(events))
         return len(events)
 
@@ -185,33 +186,33 @@ class OutboxRelay:
                         refused[event.id] = refusal
         finally:
             # Also when the bus is down: what did get through is recorded, shards go back.
-            async with self.db.write() as conn:
+            async with self.units.begin() as unit:
+                conn = unit.conn
                 if published:
                     await outbox.mark_published(conn, [e.id for e in published], now)
                 for event in events:
                     if event.id in refused:
-                        await self._record_refusal(conn, event, refused[event.id], now)
+                        await self._record_refusal(unit, event, refused[event.id])
                 await outbox.release_shards(conn, owner=self.owner, shards=shards, now=now)
         if published:
-            _count_published(published)
+            count_published(e.topic for e in published)
             log.debug("relay.published", count=len(published), shards=len(shards))
         return len(events)
 
     # -- shared ----------------------------------------------------------------------------
 
-    async def _record_refusal(
-        self, conn: AsyncConnection, event: OutboxEvent, error: Exception, now: datetime
-    ) -> None:
+    async def _record_refusal(self, unit: Unit, event: OutboxEvent, error: Exception) -> None:
+        now = unit.now
         attempts = event.attempts + 1
         dead = attempts >= self.max_attempts
         retry_at = now + timedelta(seconds=self.event_backoff.delay(attempts))
         message = f"{type(error).__name__}: {error}"
         metrics.publish_failures.inc()
         await outbox.record_failure(
-            conn, event.id, attempts=attempts, error=message, retry_at=retry_at, dead=dead
+            unit.conn, event.id, attempts=attempts, error=message, retry_at=retry_at, dead=dead
         )
         if dead and self.dead_letters is not None:
-            await self.dead_letters.refused_event(conn, event, message, now)
+            await self.dead_letters.refused_event(unit, event, message, now)
         (log.error if dead else log.warning)(
             "relay.event_dead_lettered" if dead else "relay.event_failed",
             event_id=event.id,
@@ -219,11 +220,3 @@ class OutboxRelay:
             attempts=attempts,
             error=message,
         )
-
-
-def _count_published(events: list[OutboxEvent]) -> None:
-    by_topic: dict[str, int] = {}
-    for event in events:
-        by_topic[event.topic] = by_topic.get(event.topic, 0) + 1
-    for topic, count in by_topic.items():
-        metrics.events_published.labels(topic).inc(count)

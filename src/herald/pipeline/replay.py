@@ -12,8 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from herald.bus.base import OutgoingMessage
 from herald.bus.topics import Topics
 from herald.clock import utcnow
@@ -22,11 +20,10 @@ from herald.domain.models import DeliveryStatus
 from herald.errors import PoisonMessageError
 from herald.observability.logging import get_logger
 from herald.pipeline.envelope import envelope
-from herald.store import deadletters, deliveries, journal, outbox
-from herald.store.database import Database
+from herald.pipeline.unit import Unit, Units
+from herald.store import deadletters, deliveries, journal
 from herald.store.deadletters import DeadLetter, Filters
 from herald.store.deliveries import Attempt
-from herald.wakeup import Wakeup
 
 log = get_logger(__name__)
 
@@ -39,12 +36,10 @@ class ReplayOutcome:
 
 
 class Replayer:
-    def __init__(
-        self, db: Database, topics: Topics, outbox_wakeup: Wakeup, *, per_second: float
-    ) -> None:
-        self.db = db
+    def __init__(self, units: Units, topics: Topics, *, per_second: float) -> None:
+        self.units = units
+        self.db = units.db
         self.topics = topics
-        self.outbox_wakeup = outbox_wakeup
         self.per_second = per_second
 
     async def replay(
@@ -53,21 +48,22 @@ class Replayer:
         """``tenant``: replay only that tenant's letter (None: anyone's, for the operator)."""
         now = utcnow()
         due = now + timedelta(seconds=delay)
-        async with self.db.write() as conn:
+        async with self.units.begin() as unit:
+            conn = unit.conn
             letter = await deadletters.get(conn, letter_id, lock=True, tenant=tenant)
             if letter is None:
                 return ReplayOutcome(letter_id, False, "not found")
             if letter.status != deadletters.DEAD:
                 return ReplayOutcome(letter_id, False, "already replayed")
             if letter.kind == "delivery":
-                detail = await self._reopen_delivery(conn, letter, now, due)
+                detail = await self._reopen_delivery(unit, letter, now, due)
                 if detail is not None:
                     return ReplayOutcome(letter_id, False, detail)
             else:
                 message = OutgoingMessage(
                     letter.topic, letter.key or letter.id, letter.payload, letter.headers
                 )
-                await outbox.add(conn, [message], now=now, available_at=due)
+                unit.publish([message], available_at=due)
             await deadletters.mark_replayed(conn, letter_id, now)
             if letter.notification_id is not None:
                 step = journal.Step(
@@ -78,15 +74,15 @@ class Replayer:
                     letter.channel,
                     f"dead letter {letter_id}",
                 )
-                await journal.record(conn, [step])
-        self.outbox_wakeup.notify()
+                unit.record([step])
         log.info("deadletter.replayed", dead_letter_id=letter_id, kind=letter.kind, delay=delay)
         return ReplayOutcome(letter_id, True, "replayed")
 
     async def _reopen_delivery(
-        self, conn: AsyncConnection, letter: DeadLetter, now: datetime, due: datetime
+        self, unit: Unit, letter: DeadLetter, now: datetime, due: datetime
     ) -> str | None:
         """Queue the delivery again; returns why not, if it cannot be."""
+        conn = unit.conn
         assert letter.delivery_id is not None
         try:
             job = decode(DeliveryJob, letter.payload).model_copy(update={"attempt": 0})
@@ -109,10 +105,8 @@ class Replayer:
             attempts=0,
             occurred_at=now,
         )
-        await outbox.add(conn, [envelope(self.topics.status, job.user_key, event)], now=now)
-        await outbox.add(
-            conn, [envelope(letter.topic, job.user_key, job)], now=now, available_at=due
-        )
+        unit.publish([envelope(self.topics.status, job.user_key, event)])
+        unit.publish([envelope(letter.topic, job.user_key, job)], available_at=due)
         return None
 
     async def replay_matching(

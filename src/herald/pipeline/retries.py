@@ -15,8 +15,6 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from herald.bus.base import Bus, Message, OutgoingMessage
 from herald.bus.topics import Topics
 from herald.clock import utcnow
@@ -25,7 +23,7 @@ from herald.errors import PoisonMessageError
 from herald.pipeline.deadletter import DeadLetterOffice
 from herald.pipeline.envelope import envelope
 from herald.pipeline.runner import HandBack
-from herald.store import outbox
+from herald.pipeline.unit import Unit
 from herald.wakeup import sleep_unless
 
 DUE_HEADER = "herald-due-at"
@@ -37,21 +35,19 @@ class RetrySchedule:
         self.topics = topics
         self.retry_topic = retry_topic
 
-    async def schedule(
+    def schedule(
         self,
-        conn: AsyncConnection,
+        unit: Unit,
         job: DeliveryJob,
         due: datetime,
-        now: datetime,
         headers: dict[str, str] | None = None,
     ) -> None:
         target = self.topics.deliveries(job.channel)
         if not self.retry_topic:
-            message = envelope(target, job.user_key, job, headers)
-            await outbox.add(conn, [message], now=now, available_at=due)
+            unit.publish([envelope(target, job.user_key, job, headers)], available_at=due)
             return
         extra = {**(headers or {}), DUE_HEADER: due.isoformat(), TARGET_HEADER: target}
-        await outbox.add(conn, [envelope(self.topics.retry, job.user_key, job, extra)], now=now)
+        unit.publish([envelope(self.topics.retry, job.user_key, job, extra)])
 
 
 class RetryScheduler:

@@ -34,10 +34,9 @@ from herald.observability.logging import get_logger
 from herald.pipeline.deadletter import DeadLetterOffice
 from herald.pipeline.envelope import envelope
 from herald.pipeline.retries import RetrySchedule
-from herald.store import deliveries, journal, outbox, recipient_caps, users
-from herald.store.database import Database
+from herald.pipeline.unit import Units
+from herald.store import deliveries, journal, recipient_caps, users
 from herald.store.users import UserRecord
-from herald.wakeup import Wakeup
 
 log = get_logger(__name__)
 
@@ -45,18 +44,17 @@ log = get_logger(__name__)
 class Router:
     def __init__(
         self,
-        db: Database,
+        units: Units,
         topics: Topics,
-        outbox_wakeup: Wakeup,
         dead_letters: DeadLetterOffice,
         *,
         retries: RetrySchedule,
         critical_categories: Collection[str] = (),
         daily_caps: Mapping[str, int] | None = None,
     ) -> None:
-        self.db = db
+        self.units = units
+        self.db = units.db
         self.topics = topics
-        self.outbox_wakeup = outbox_wakeup
         self.dead_letters = dead_letters
         self.retries = retries
         self.critical_categories = frozenset(critical_categories)
@@ -117,7 +115,8 @@ class Router:
                 steps.append(_step(event, plan, journal.DEFERRED, now, detail))
             else:
                 now_jobs.append(job)
-        async with self.db.write() as conn:
+        async with self.units.begin() as unit:
+            conn = unit.conn
             capped = await self._over_cap(conn, event, [*now_jobs, *(j for j, _ in later)], now)
             steps = [step for step in steps if step.delivery_id not in capped]
             for plan in (p for p in event.deliveries if p.delivery_id in capped):
@@ -145,10 +144,9 @@ class Router:
                     jobs.append(self._skipped_event(event, plan, reason, now, trace))
             for job, due in later:
                 await deliveries.defer(conn, job.delivery_id, due, now)
-                await self.retries.schedule(conn, job, due, now, trace)
-            await outbox.add(conn, jobs, now=now)
-            await journal.record(conn, steps)
-        self.outbox_wakeup.notify()
+                self.retries.schedule(unit, job, due, trace)
+            unit.publish(jobs)
+            unit.record(steps)
         log.debug(
             "notification.routed",
             notification_id=event.notification_id,

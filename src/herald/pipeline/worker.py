@@ -41,12 +41,11 @@ from herald.pipeline.deadletter import DeadLetterOffice, describe
 from herald.pipeline.envelope import envelope
 from herald.pipeline.failover import FailoverChain, ProviderSlot
 from herald.pipeline.retries import RetrySchedule
+from herald.pipeline.unit import Units
 from herald.reliability.circuit import CircuitBreaker, CircuitState, CircuitTable
 from herald.reliability.retry import RetryPolicy
-from herald.store import deadletters, deliveries, journal, outbox
-from herald.store.database import Database
+from herald.store import deadletters, deliveries, journal
 from herald.store.deliveries import Attempt, Claim, ClaimOutcome
-from herald.wakeup import Wakeup
 
 log = get_logger(__name__)
 
@@ -58,11 +57,10 @@ PROBE_WAIT_SECONDS = 2.0
 class ChannelWorker:
     def __init__(
         self,
-        db: Database,
+        units: Units,
         topics: Topics,
         providers: FailoverChain | Provider,
         policy: RetryPolicy,
-        outbox_wakeup: Wakeup,
         *,
         lease_seconds: float,
         dead_letters: DeadLetterOffice,
@@ -70,13 +68,13 @@ class ChannelWorker:
         owner: str = "worker",
         destinations: CircuitTable | None = None,
     ) -> None:
-        self.db = db
+        self.units = units
+        self.db = units.db
         self.topics = topics
         if not isinstance(providers, FailoverChain):
             providers = FailoverChain([ProviderSlot(providers, CircuitBreaker(providers.name))])
         self.providers = providers
         self.policy = policy
-        self.outbox_wakeup = outbox_wakeup
         self.lease_seconds = lease_seconds
         self.dead_letters = dead_letters
         self.retries = retries
@@ -130,19 +128,18 @@ class ChannelWorker:
         now = utcnow()
         due = now + timedelta(seconds=wait)
         trace = {k: v for k, v in message.headers.items() if k == tracing.HEADER}
-        async with self.db.write() as conn:
+        async with self.units.begin() as unit:
             postponed = await deliveries.postpone(
-                conn, job.delivery_id, job_attempt=job.attempt, due=due, now=now
+                unit.conn, job.delivery_id, job_attempt=job.attempt, due=due, now=now
             )
             if postponed:
-                await self.retries.schedule(conn, job, due, now, trace)
+                self.retries.schedule(unit, job, due, trace)
                 detail = f"circuit of {where} is {circuit.state}; until {due.isoformat()}"
                 step = journal.Step(
                     job.notification_id, journal.DEFERRED, now, job.delivery_id, job.channel, detail
                 )
-                await journal.record(conn, [step])
+                unit.record([step])
         if postponed:
-            self.outbox_wakeup.notify()
             metrics.deliveries_postponed.labels(job.channel).inc()
         log.info(
             "delivery.postponed" if postponed else "delivery.skipped_job",
@@ -300,7 +297,8 @@ class ChannelWorker:
     ) -> None:
         now = utcnow()
         event = self._status_event(job, DeliveryStatus.SENT, attempt)
-        async with self.db.write() as conn:
+        async with self.units.begin() as unit:
+            conn = unit.conn
             owned = await deliveries.finish(
                 conn,
                 job.delivery_id,
@@ -317,12 +315,10 @@ class ChannelWorker:
                         job.delivery_id, attempt, result.provider, DeliveryStatus.SENT, started, now
                     ),
                 )
-                status = envelope(self.topics.status, job.user_key, event, trace)
-                await outbox.add(conn, [status], now=now)
+                unit.publish([envelope(self.topics.status, job.user_key, event, trace)])
         if not owned:
             log.warning("delivery.lease_lost", delivery_id=job.delivery_id, attempt=attempt)
             return
-        self.outbox_wakeup.notify()
         self._count(job, result.provider, DeliveryStatus.SENT, final=True)
         if job.accepted_at is not None:
             metrics.end_to_end_seconds.labels(job.channel).observe(
@@ -352,7 +348,8 @@ class ChannelWorker:
         status = DeliveryStatus.DEAD_LETTERED if decision.give_up else DeliveryStatus.RETRY_PENDING
         retry_at = None if decision.retry_in is None else now + timedelta(seconds=decision.retry_in)
         error_class, text = describe(error)
-        async with self.db.write() as conn:
+        async with self.units.begin() as unit:
+            conn = unit.conn
             owned = await deliveries.finish(
                 conn,
                 job.delivery_id,
@@ -379,15 +376,14 @@ class ChannelWorker:
                     ),
                 )
                 event = self._status_event(job, status, attempt, text)
-                status_event = envelope(self.topics.status, job.user_key, event, trace)
-                await outbox.add(conn, [status_event], now=now)
+                unit.publish([envelope(self.topics.status, job.user_key, event, trace)])
                 if retry_at is not None:
                     next_job = job.model_copy(update={"attempt": attempt})
-                    await self.retries.schedule(conn, next_job, retry_at, now, trace)
+                    self.retries.schedule(unit, next_job, retry_at, trace)
                 else:
                     first = await deliveries.first_failure(conn, job.delivery_id) or started
                     await self.dead_letters.file(
-                        conn,
+                        unit,
                         deadletters.DeadLetter(
                             id=uuid7(),
                             kind="delivery",
@@ -414,7 +410,6 @@ class ChannelWorker:
         if not owned:
             log.warning("delivery.lease_lost", delivery_id=job.delivery_id, attempt=attempt)
             return
-        self.outbox_wakeup.notify()
         self._count(job, provider, status, final=retry_at is None)
         if retry_at is not None:
             metrics.delivery_retries.labels(job.channel, provider).inc()

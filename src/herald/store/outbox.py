@@ -46,6 +46,16 @@ async def add(
     available_at: datetime | None = None,
 ) -> None:
     """Queue messages for the relay; ``available_at`` delays them (scheduled retries)."""
+    await add_many(conn, [(m, available_at) for m in messages], now=now)
+
+
+async def add_many(
+    conn: AsyncConnection,
+    messages: Sequence[tuple[OutgoingMessage, datetime | None]],
+    *,
+    now: datetime,
+) -> None:
+    """Queue messages for the relay, each due at its time (None: now), in one statement."""
     if not messages:
         return
     await conn.execute(
@@ -62,7 +72,7 @@ async def add(
                 "available_at": available_at or now,
                 "created_at": now,
             }
-            for m in messages
+            for m, available_at in messages
         ],
     )
     if conn.dialect.name == "postgresql":

@@ -1,0 +1,98 @@
+"""The unit of work: one database transaction and everything a stage publishes and records in
+it, written together at commit, and whoever waits for it woken after the commit.
+
+    async with units.begin() as unit:
+        ...state changes on unit.conn...
+        unit.publish([job, status_event])          # to the bus, with the state change
+        unit.publish([retry], available_at=due)    # later: through the outbox
+        unit.record([journal step, ...])
+
+What a stage publishes for now goes where the bus lets it join the transaction: on the
+embedded bus (a log in the same database) it is appended to the log itself, so no relay hop
+and no second write; on Kafka, which cannot join a database transaction, into the outbox, for
+the relay. What is due later always goes to the outbox, whose relay publishes it when due.
+Buffered rows are written with one multi-row statement per table, PostgreSQL's ``NOTIFY``
+(waking relays in other processes) is sent once per transaction, and this process's waiting
+relay and consumers are woken only once the transaction has committed: never for something
+that rolled back.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from herald.bus.base import Bus, OutgoingMessage
+from herald.clock import utcnow
+from herald.observability import metrics
+from herald.store import journal, outbox
+from herald.store.database import Database
+from herald.wakeup import Wakeup
+
+
+class Unit:
+    """What a stage writes in one transaction (see the module docstring)."""
+
+    def __init__(self, conn: AsyncConnection, now: datetime) -> None:
+        self.conn = conn
+        self.now = now
+        self.messages: list[OutgoingMessage] = []  # to publish now
+        self.later: list[tuple[OutgoingMessage, datetime]] = []  # to publish when due
+        self.steps: list[journal.Step] = []
+
+    def publish(
+        self, messages: Iterable[OutgoingMessage], *, available_at: datetime | None = None
+    ) -> None:
+        if available_at is None or available_at <= self.now:
+            self.messages.extend(messages)
+        else:
+            self.later.extend((m, available_at) for m in messages)
+
+    def record(self, steps: Iterable[journal.Step]) -> None:
+        self.steps.extend(steps)
+
+
+class Units:
+    """Begins units of work on ``db``, publishing to ``bus`` (see the module docstring); with
+    no bus, or one that cannot join a transaction, everything goes through the outbox."""
+
+    def __init__(self, db: Database, outbox_wakeup: Wakeup, bus: Bus | None = None) -> None:
+        self.db = db
+        self.outbox_wakeup = outbox_wakeup
+        self.bus = bus
+
+    @asynccontextmanager
+    async def begin(self) -> AsyncIterator[Unit]:
+        async with self.db.write() as conn:
+            unit = Unit(conn, utcnow())
+            yield unit
+            appended = await self._flush(unit)
+        # Committed: wake whoever waits for what it wrote.
+        if appended and self.bus is not None:
+            self.bus.after_commit(appended)
+            count_published(m.topic for m in unit.messages)
+        if unit.later or (unit.messages and not appended):
+            self.outbox_wakeup.notify()
+
+    async def _flush(self, unit: Unit) -> set[str]:
+        """Write what ``unit`` buffered; the topics appended to the bus directly."""
+        conn, appended = unit.conn, set[str]()
+        queued: list[tuple[OutgoingMessage, datetime | None]] = [(m, due) for m, due in unit.later]
+        if unit.messages and self.bus is not None and self.bus.transactional:
+            await self.bus.publish_in(conn, unit.messages)
+            appended = {m.topic for m in unit.messages}
+        else:
+            queued += [(m, None) for m in unit.messages]
+        await outbox.add_many(conn, queued, now=unit.now)
+        await journal.record(conn, unit.steps)
+        return appended
+
+
+def count_published(topics: Iterable[str]) -> None:
+    """herald_events_published_total: one per message, by its topic."""
+    for topic, count in Counter(topics).items():
+        metrics.events_published.labels(topic).inc(count)
