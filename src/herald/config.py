@@ -108,6 +108,12 @@ class Settings(BaseSettings):
     relay_shard_lease_seconds: float = Field(default=30.0, gt=0)
     poll_interval_seconds: float = Field(default=0.2, gt=0)
     worker_max_in_flight: int = Field(default=256, ge=1)
+    # Stages handle messages in batches of up to this many (one per key each), one
+    # transaction per batch; a batch that is not full waits up to the linger for more.
+    batch_size: int = Field(default=100, ge=1, le=10_000)
+    batch_linger_ms: float = Field(default=2.0, ge=0, le=1000)
+    # Batches of one stage that may run at once (keys never overlap between them).
+    stage_concurrency: int = Field(default=2, ge=1, le=64)
     # A group whose committed offset stays put this long in a partition where messages wait
     # is stalled: its members report not ready (/readyz, herald_consumer_stalled).
     consumer_stall_seconds: float = Field(default=120.0, gt=0)

@@ -21,7 +21,7 @@ from herald.pipeline.recovery import Recovery
 from herald.pipeline.relay import OutboxRelay
 from herald.pipeline.retries import RetrySchedule, RetryScheduler
 from herald.pipeline.router import Router
-from herald.pipeline.runner import ConsumerRunner
+from herald.pipeline.runner import BatchHandler, ConsumerRunner, one_at_a_time
 from herald.pipeline.status import StatusUpdater
 from herald.pipeline.worker import ChannelWorker
 from herald.reliability.backoff import Backoff
@@ -91,23 +91,30 @@ def _consumer(
     rt: Runtime,
     name: str,
     topics: list[str],
-    handler: Callable[[asyncio.Event], Handler],
-    max_in_flight: int | None = None,
+    handler: Callable[[asyncio.Event], BatchHandler],
     *,
-    watched: bool = True,
+    one_by_one: bool = False,
+    max_in_flight: int | None = None,
 ) -> Role:
     """A consumer group `<prefix><name>` on ``topics``; ``handler`` gets the stop event.
-    ``watched``: whether readiness counts it as stalled when it does not move (a group whose
-    job is to hold messages back, the retry scheduler, is not)."""
+
+    A stage takes batches (HERALD_BATCH_SIZE, one message per key each, HERALD_BATCH_LINGER_MS,
+    HERALD_STAGE_CONCURRENCY at once) and readiness watches that its commits move. One that
+    holds messages back on purpose (the retry scheduler) takes them ``one_by_one``, a task
+    per key, and is not watched."""
+    s = rt.settings
 
     async def run(stop: asyncio.Event) -> None:
         runner = ConsumerRunner(
             rt.bus.consumer(_group(rt, name), topics),
             handler(stop),
             name=_group(rt, name),
-            max_in_flight=max_in_flight or rt.settings.worker_max_in_flight,
-            drain_timeout=rt.settings.shutdown_timeout_seconds,
-            stall_watch=rt.stall_watch if watched else None,
+            max_in_flight=max_in_flight or s.worker_max_in_flight,
+            batch_size=1 if one_by_one else s.batch_size,
+            linger=0.0 if one_by_one else s.batch_linger_ms / 1000,
+            concurrency=None if one_by_one else s.stage_concurrency,
+            drain_timeout=s.shutdown_timeout_seconds,
+            stall_watch=None if one_by_one else rt.stall_watch,
         )
         await runner.run(stop)
 
@@ -127,7 +134,7 @@ def router(rt: Runtime) -> Role:
 
 
 def status(rt: Runtime) -> Role:
-    handle = StatusUpdater(rt.db, rt.dead_letters).handle
+    handle = StatusUpdater(rt.dead_letters).handle
     return _consumer(rt, "status", [rt.topics.status], lambda _stop: handle)
 
 
@@ -137,9 +144,9 @@ def retry_scheduler(rt: Runtime) -> Role:
         rt,
         "retry",
         [rt.topics.retry],
-        lambda stop: RetryScheduler(rt.bus, rt.dead_letters, stop).handle,
+        lambda stop: one_at_a_time(RetryScheduler(rt.bus, rt.dead_letters, stop).handle),
+        one_by_one=True,
         max_in_flight=RETRY_SCHEDULER_IN_FLIGHT,
-        watched=False,
     )
 
 

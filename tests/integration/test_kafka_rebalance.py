@@ -13,7 +13,7 @@ import pytest
 from herald.bus.base import Message, OutgoingMessage
 from herald.bus.kafka import KafkaBus
 from herald.bus.partitioner import partition_for
-from herald.pipeline.runner import ConsumerRunner
+from herald.pipeline.runner import ConsumerRunner, one_at_a_time
 from tests.kafka_broker import TansuBroker
 
 pytestmark = pytest.mark.kafka
@@ -75,12 +75,16 @@ async def test_members_joining_and_leaving_lose_and_repeat_nothing(bus: KafkaBus
 
     stop_publishing, stop_a, stop_b = asyncio.Event(), asyncio.Event(), asyncio.Event()
     publisher = asyncio.create_task(publish_steadily(stop_publishing))
-    runner_a = ConsumerRunner(bus.consumer(group, [topic]), handler_for("a"), name="a")
+    runner_a = ConsumerRunner(
+        bus.consumer(group, [topic]), one_at_a_time(handler_for("a")), name="a"
+    )
     task_a = asyncio.create_task(runner_a.run(stop_a))
     await _until(lambda: len(handled) >= 60)
 
     # B joins: some of A's partitions move to it (A drains and commits them first).
-    runner_b = ConsumerRunner(bus.consumer(group, [topic]), handler_for("b"), name="b")
+    runner_b = ConsumerRunner(
+        bus.consumer(group, [topic]), one_at_a_time(handler_for("b")), name="b"
+    )
     task_b = asyncio.create_task(runner_b.run(stop_b))
     await _until(lambda: "b" in members_seen())
     handled_before_leaving = len(handled)

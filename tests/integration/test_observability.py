@@ -9,8 +9,11 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from herald.observability.sampler import Sampler
+from herald.pipeline.intake import Intake
 from herald.pipeline.planning import NotificationSpec
+from herald.pipeline.unit import Units
 from herald.runtime import Runtime
+from herald.wakeup import Wakeup
 from tests.pipeline_harness import Pipeline, PipelineFactory
 
 DLQ = "/api/v1/dead-letters"
@@ -177,10 +180,12 @@ async def test_sampler_reports_the_dead_letter_depth_and_lag(
 
 
 async def test_sampler_reports_the_outbox_backlog(runtime: Runtime) -> None:
-    """Nothing relays here: what was accepted waits in the outbox."""
+    """Nothing relays here: what was accepted waits in the outbox (as on Kafka: the embedded
+    bus would take it in the transaction itself)."""
     sampler = Sampler(runtime.db, runtime.bus, interval=1, stored_state=True, groups={})
+    intake = Intake(Units(runtime.db, Wakeup()), runtime.topics, idempotency_ttl=60)
     for n in range(3):
-        await runtime.intake.submit(
+        await intake.submit(
             NotificationSpec.email(f"u{n}@example.com", "s", "b"),
             lambda record: {"id": record.id},
         )

@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import pytest
 
 from herald.bus.base import Message, OutgoingMessage, TopicPartition
 from herald.bus.embedded import EmbeddedBus
 from herald.bus.partitioner import partition_for
-from herald.pipeline.runner import ConsumerRunner
+from herald.pipeline.runner import ConsumerRunner, one_at_a_time
 from herald.reliability.backoff import Backoff
 from herald.store.database import Database
 
@@ -64,7 +64,9 @@ async def test_in_order_per_key_and_concurrent_across_keys(bus: EmbeddedBus) -> 
         running -= 1
 
     stop = asyncio.Event()
-    runner = ConsumerRunner(bus.consumer("g", [TOPIC]), handler, name="t", commit_interval=0.05)
+    runner = ConsumerRunner(
+        bus.consumer("g", [TOPIC]), one_at_a_time(handler), name="t", commit_interval=0.05
+    )
     task = asyncio.create_task(runner.run(stop))
     await wait_until(lambda: sum(map(len, seen.values())) == 150)
     stop.set()
@@ -88,7 +90,9 @@ async def test_commits_stop_at_the_oldest_unfinished_message(bus: EmbeddedBus) -
         done += 1
 
     stop = asyncio.Event()
-    runner = ConsumerRunner(bus.consumer("g", [TOPIC]), handler, name="t", commit_interval=0.05)
+    runner = ConsumerRunner(
+        bus.consumer("g", [TOPIC]), one_at_a_time(handler), name="t", commit_interval=0.05
+    )
     task = asyncio.create_task(runner.run(stop))
     await wait_until(lambda: done == 20)
     await asyncio.sleep(0.2)  # several commit intervals pass
@@ -114,7 +118,9 @@ async def test_in_flight_work_is_bounded(bus: EmbeddedBus) -> None:
         handled += 1
 
     stop = asyncio.Event()
-    runner = ConsumerRunner(bus.consumer("g", [TOPIC]), handler, name="t", max_in_flight=8)
+    runner = ConsumerRunner(
+        bus.consumer("g", [TOPIC]), one_at_a_time(handler), name="t", max_in_flight=8
+    )
     task = asyncio.create_task(runner.run(stop))
     peak = 0
     for _ in range(30):
@@ -141,7 +147,7 @@ async def test_a_failing_handler_is_retried_and_nothing_is_skipped(bus: Embedded
     stop = asyncio.Event()
     runner = ConsumerRunner(
         bus.consumer("g", [TOPIC]),
-        handler,
+        one_at_a_time(handler),
         name="t",
         retry_backoff=Backoff(base=0.01, cap=0.02),
         commit_interval=0.05,
@@ -165,7 +171,7 @@ async def test_stopping_finishes_the_work_already_taken(bus: EmbeddedBus) -> Non
         handled.append(int(message.headers["seq"]))
 
     stop = asyncio.Event()
-    runner = ConsumerRunner(bus.consumer("g", [TOPIC]), slow, name="t")
+    runner = ConsumerRunner(bus.consumer("g", [TOPIC]), one_at_a_time(slow), name="t")
     task = asyncio.create_task(runner.run(stop))
     await started.wait()
     stop.set()
@@ -187,7 +193,9 @@ async def test_the_drain_deadline_hands_back_what_is_unfinished(bus: EmbeddedBus
 
     # The first handler ends 0.5 s inside the deadline, the second would end 0.5 s past it.
     stop = asyncio.Event()
-    runner = ConsumerRunner(bus.consumer("g", [TOPIC]), slow, name="t", drain_timeout=1.5)
+    runner = ConsumerRunner(
+        bus.consumer("g", [TOPIC]), one_at_a_time(slow), name="t", drain_timeout=1.5
+    )
     task = asyncio.create_task(runner.run(stop))
     await started.wait()
     stop.set()
@@ -202,7 +210,7 @@ async def test_the_drain_deadline_hands_back_what_is_unfinished(bus: EmbeddedBus
 
     stop = asyncio.Event()
     task = asyncio.create_task(
-        ConsumerRunner(bus.consumer("g", [TOPIC]), record, name="t2").run(stop)
+        ConsumerRunner(bus.consumer("g", [TOPIC]), one_at_a_time(record), name="t2").run(stop)
     )
     await wait_until(lambda: len(rest) == 4)
     stop.set()
@@ -220,7 +228,68 @@ async def test_a_crashed_key_worker_stops_the_runner_loudly(bus: EmbeddedBus) ->
     async def handler(message: Message) -> None:
         raise Bug
 
-    runner = ConsumerRunner(bus.consumer("g", [TOPIC]), handler, name="t", commit_interval=0.05)
+    runner = ConsumerRunner(
+        bus.consumer("g", [TOPIC]), one_at_a_time(handler), name="t", commit_interval=0.05
+    )
     with pytest.raises(RuntimeError, match="key worker crashed"):
         await asyncio.wait_for(runner.run(asyncio.Event()), 10)
     assert await committed_total(bus) == 0
+
+
+async def test_batches_hold_one_message_per_key_and_keep_each_keys_order(
+    bus: EmbeddedBus,
+) -> None:
+    await publish(bus, users=12, per_user=10)
+    batches: list[list[tuple[str, int]]] = []
+
+    async def handle(batch: Sequence[Message]) -> None:
+        batches.append([(m.key or "", int(m.headers["seq"])) for m in batch])
+        await asyncio.sleep(0.01)
+
+    stop = asyncio.Event()
+    runner = ConsumerRunner(
+        bus.consumer("g", [TOPIC]), handle, name="t", batch_size=5, concurrency=2, linger=0.01
+    )
+    task = asyncio.create_task(runner.run(stop))
+    await wait_until(lambda: sum(map(len, batches)) == 120)
+    stop.set()
+    await task
+
+    assert max(map(len, batches)) == 5
+    assert all(len({key for key, _ in batch}) == len(batch) for batch in batches)
+    seen: dict[str, list[int]] = defaultdict(list)
+    for batch in batches:
+        for key, seq in batch:
+            seen[key].append(seq)
+    assert seen == {f"u{u}": list(range(10)) for u in range(12)}
+    assert len(batches) < 120 / 2  # most batches were shared by several keys
+    assert await committed_total(bus) == 120
+
+
+async def test_a_message_that_fails_its_batch_fails_alone(bus: EmbeddedBus) -> None:
+    await bus.publish([OutgoingMessage(TOPIC, f"k{i}", str(i).encode()) for i in range(6)])
+    handled: list[bytes] = []
+    failures = 0
+
+    async def handle(batch: Sequence[Message]) -> None:
+        nonlocal failures
+        if any(m.value == b"3" for m in batch) and failures < 3:
+            failures += 1  # (alone, it fails twice more, then the database is back)
+            raise ConnectionError("this one trips the handler")
+        handled.extend(m.value for m in batch)
+
+    stop = asyncio.Event()
+    runner = ConsumerRunner(
+        bus.consumer("g", [TOPIC]),
+        handle,
+        name="t",
+        batch_size=10,
+        linger=0.2,
+        retry_backoff=Backoff(base=0.01, cap=0.02),
+    )
+    task = asyncio.create_task(runner.run(stop))
+    await wait_until(lambda: len(handled) == 6)
+    stop.set()
+    await task
+    assert sorted(handled) == [str(i).encode() for i in range(6)]
+    assert await committed_total(bus) == 6

@@ -110,7 +110,7 @@ async def test_a_lease_held_by_a_dead_worker_is_waited_out_then_taken_over(env: 
             owner="another-process",
         )
 
-    await env.worker.handle(job_message(record))
+    await env.worker.handle([job_message(record)])
 
     row = await delivery_row(env, delivery_id)
     assert (row.status, row.attempts) == ("SENT", 2)
@@ -131,14 +131,14 @@ async def test_a_worker_takes_back_its_own_claim_at_once(env: Fixture) -> None:
             lease_until=now + timedelta(minutes=10),
             owner=env.worker.owner,
         )
-    await asyncio.wait_for(env.worker.handle(job_message(record)), 30)
+    await asyncio.wait_for(env.worker.handle([job_message(record)]), 30)
     assert (await delivery_row(env, record.deliveries[0].id)).status == "SENT"
 
 
 async def test_a_job_for_a_sent_delivery_sends_nothing(env: Fixture) -> None:
     record = await accept(env)
-    await env.worker.handle(job_message(record))
-    await env.worker.handle(job_message(record))
+    await env.worker.handle([job_message(record)])
+    await env.worker.handle([job_message(record)])
     assert len(env.sink.messages()) == 1
     assert (await delivery_row(env, record.deliveries[0].id)).attempts == 1
 
@@ -146,11 +146,11 @@ async def test_a_job_for_a_sent_delivery_sends_nothing(env: Fixture) -> None:
 async def test_a_stale_job_does_not_jump_the_scheduled_retry(env: Fixture) -> None:
     env.sink.fail_data(1)
     record = await accept(env)
-    await env.worker.handle(job_message(record))  # attempt 1 fails: retry scheduled
+    await env.worker.handle([job_message(record)])  # attempt 1 fails: retry scheduled
     row = await delivery_row(env, record.deliveries[0].id)
     assert (row.status, row.attempts) == ("RETRY_PENDING", 1)
 
-    await env.worker.handle(job_message(record, attempt=0))  # an old duplicate
+    await env.worker.handle([job_message(record, attempt=0)])  # an old duplicate
     assert (await delivery_row(env, record.deliveries[0].id)).status == "RETRY_PENDING"
     assert env.sink.messages() == []
 
@@ -163,7 +163,7 @@ async def test_a_stale_job_does_not_jump_the_scheduled_retry(env: Fixture) -> No
     assert retry.available_at > row.last_attempt_at
     assert b'"attempt":1' in retry.payload
 
-    await env.worker.handle(job_message(record, attempt=1))  # the retry itself
+    await env.worker.handle([job_message(record, attempt=1)])  # the retry itself
     row = await delivery_row(env, record.deliveries[0].id)
     assert (row.status, row.attempts) == ("SENT", 2)
     assert len(env.sink.messages()) == 1
@@ -173,7 +173,7 @@ async def test_a_job_for_an_unknown_delivery_is_dropped(env: Fixture) -> None:
     record = await accept(env)
     async with env.db.write() as conn:
         await conn.execute(sa.delete(deliveries_table))
-    await env.worker.handle(job_message(record))
+    await env.worker.handle([job_message(record)])
     assert env.sink.messages() == []
 
 
@@ -187,11 +187,11 @@ async def test_a_probe_with_nothing_to_send_leaves_the_circuit_free_to_probe(
     gone = await accept(env)
     async with env.db.write() as conn:
         await conn.execute(sa.delete(deliveries_table))
-    await env.worker.handle(job_message(gone))  # the probe's delivery is gone: no send
+    await env.worker.handle([job_message(gone)])  # the probe's delivery is gone: no send
 
     # Had the probe stayed taken, the circuit would wait for it forever.
     record = await accept(env)
-    await asyncio.wait_for(env.worker.handle(job_message(record)), 10)
+    await asyncio.wait_for(env.worker.handle([job_message(record)]), 10)
     assert (await delivery_row(env, record.deliveries[0].id)).status == "SENT"
     assert breaker.state == CircuitState.CLOSED
 
@@ -199,12 +199,12 @@ async def test_a_probe_with_nothing_to_send_leaves_the_circuit_free_to_probe(
 async def test_a_send_that_would_outlive_the_lease_is_cut_short(env: Fixture) -> None:
     env.sink.delay = 3.0  # longer than 80% of the 2.5 s lease
     record = await accept(env)
-    await env.worker.handle(job_message(record))
+    await env.worker.handle([job_message(record)])
     row = await delivery_row(env, record.deliveries[0].id)
     assert (row.status, row.attempts) == ("RETRY_PENDING", 1)
     assert "longer than 2s" in (row.last_error or "")
 
     env.sink.delay = 0
-    await env.worker.handle(job_message(record, attempt=1))  # the scheduled retry
+    await env.worker.handle([job_message(record, attempt=1)])  # the scheduled retry
     row = await delivery_row(env, record.deliveries[0].id)
     assert row.status == "SENT", row.last_error

@@ -94,6 +94,10 @@ consumer_stalled = Gauge(
     multiprocess_mode="livemax",
 )
 
+db_commits = Counter(
+    "herald_db_commits", "Write transactions committed (each stage commits once per batch)"
+)
+
 # -- Deliveries -----------------------------------------------------------------------------
 deliveries = Counter(
     "herald_deliveries", "Deliveries that reached a final status", ["channel", "provider", "status"]

@@ -67,9 +67,17 @@ class DeadLetterOffice:
 
     async def poison(self, message: Message, error: BaseException) -> str:
         """Park a message that can never be processed; its partition moves on."""
+        letter = self.poison_letter(message, error)
+        async with self.units.begin() as unit:
+            await self.file(unit, letter)
+        return letter.id
+
+    @staticmethod
+    def poison_letter(message: Message, error: BaseException) -> DeadLetter:
+        """The dead letter of a message that cannot be decoded or validated."""
         now = utcnow()
         error_class, text = describe(error)
-        letter = DeadLetter(
+        return DeadLetter(
             id=uuid7(),
             kind="message",
             status=deadletters.DEAD,
@@ -91,9 +99,6 @@ class DeadLetterOffice:
             replay_count=0,
             replayed_at=None,
         )
-        async with self.units.begin() as unit:
-            await self.file(unit, letter)
-        return letter.id
 
     async def refused_event(
         self, unit: Unit, event: outbox.OutboxEvent, error: str, now: datetime

@@ -25,9 +25,10 @@ from herald.ids import uuid7
 from herald.observability import metrics, tracing
 from herald.observability.logging import get_logger
 from herald.pipeline.envelope import envelope
+from herald.pipeline.group_commit import GroupCommit
 from herald.pipeline.lookups import Lookups
 from herald.pipeline.planning import Draft, NotificationSpec, Plan, Planner, PlanningError
-from herald.pipeline.unit import Units
+from herald.pipeline.unit import Unit, Units
 from herald.store import idempotency, journal, notifications
 from herald.store.idempotency_cache import IdempotencyCache
 from herald.store.notifications import DeliveryRecord, NotificationRecord
@@ -67,6 +68,8 @@ class Intake:
     ) -> None:
         self.units = units
         self.db = units.db
+        # Concurrent requests share a transaction (see group_commit).
+        self.group = GroupCommit(units)
         self.topics = topics
         self.idempotency_ttl = idempotency_ttl
         self.cache = cache
@@ -160,41 +163,8 @@ class Intake:
             # Nothing to store: one notification's render raises its error, a batch's
             # reports each item refused (even when it has only one).
             return Accepted(202, render(refused), replayed=False)
-        now = utcnow()
-        outcomes: list[NotificationRecord | PlanningError] = []
-        async with self.units.begin() as unit:
-            conn = unit.conn
-            events: list[OutgoingMessage] = []
-            steps: list[journal.Step] = []
-            for plan in plans:
-                if isinstance(plan, PlanningError):
-                    outcomes.append(plan)
-                    continue
-                record = _new_record(plan, now)
-                if plan.spec.collapse_key is not None:
-                    steps += await notifications.supersede(
-                        conn,
-                        record.tenant_id,
-                        plan.user_key,
-                        plan.spec.collapse_key,
-                        by=record.id,
-                        now=now,
-                    )
-                outcomes.append(record)
-                events.append(self._requested(record, plan))
-            accepted = [o for o in outcomes if isinstance(o, NotificationRecord)]
-            await notifications.insert_many(conn, accepted)
-            unit.publish(events)
-            unit.record(steps)
-            body = render(outcomes)  # may raise PlanningError: nothing is stored then
-            response = None
-            if idem is not None:
-                response = idempotency.StoredResponse(
-                    idem.request_hash, accepted[0].id if accepted else "", 202, body
-                )
-                await idempotency.save(
-                    conn, idem.scope, idem.key, response, now=now, ttl_seconds=self.idempotency_ttl
-                )
+        stored = await self.group.write(lambda unit: self._store(unit, plans, render, idem))
+        body, accepted, response = stored
         metrics.notifications_accepted.inc(len(accepted))
         if idem is not None and response is not None and self.cache is not None:
             await self.cache.put(idem.scope, idem.key, response, self.idempotency_ttl)
@@ -205,6 +175,50 @@ class Intake:
                 channels=",".join(sorted({d.channel for d in record.deliveries})),
             )
         return Accepted(202, body, replayed=False)
+
+    async def _store(
+        self,
+        unit: Unit,
+        plans: list[Plan | PlanningError],
+        render: RenderBatch,
+        idem: IdempotencyRequest | None,
+    ) -> tuple[dict[str, Any], list[NotificationRecord], idempotency.StoredResponse | None]:
+        """Write the accepted notifications, their events and the response under the key;
+        in a group commit (run again alone if the group fails)."""
+        conn, now = unit.conn, unit.now
+        outcomes: list[NotificationRecord | PlanningError] = []
+        events: list[OutgoingMessage] = []
+        steps: list[journal.Step] = []
+        for plan in plans:
+            if isinstance(plan, PlanningError):
+                outcomes.append(plan)
+                continue
+            record = _new_record(plan, now)
+            if plan.spec.collapse_key is not None:
+                steps += await notifications.supersede(
+                    conn,
+                    record.tenant_id,
+                    plan.user_key,
+                    plan.spec.collapse_key,
+                    by=record.id,
+                    now=now,
+                )
+            outcomes.append(record)
+            events.append(self._requested(record, plan))
+        accepted = [o for o in outcomes if isinstance(o, NotificationRecord)]
+        await notifications.insert_many(conn, accepted)
+        unit.publish(events)
+        unit.record(steps)
+        body = render(outcomes)  # may raise PlanningError: nothing is stored then
+        response = None
+        if idem is not None:
+            response = idempotency.StoredResponse(
+                idem.request_hash, accepted[0].id if accepted else "", 202, body
+            )
+            await idempotency.save(
+                conn, idem.scope, idem.key, response, now=now, ttl_seconds=self.idempotency_ttl
+            )
+        return body, accepted, response
 
     def _requested(self, record: NotificationRecord, plan: Plan) -> OutgoingMessage:
         spec = plan.spec

@@ -10,7 +10,8 @@ recognise by the delivery's state.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from pydantic import ValidationError
@@ -34,11 +35,24 @@ from herald.observability.logging import get_logger
 from herald.pipeline.deadletter import DeadLetterOffice
 from herald.pipeline.envelope import envelope
 from herald.pipeline.retries import RetrySchedule
-from herald.pipeline.unit import Units
+from herald.pipeline.unit import Unit, Units
 from herald.store import deliveries, journal, recipient_caps, users
 from herald.store.users import UserRecord
 
 log = get_logger(__name__)
+
+
+@dataclass
+class _Route:
+    """What routing one notification decided, before it is written."""
+
+    event: NotificationRequested
+    trace: dict[str, str]
+    now: datetime
+    now_jobs: list[DeliveryJob] = field(default_factory=list)
+    later: list[tuple[DeliveryJob, datetime]] = field(default_factory=list)
+    skipped: list[tuple[DeliveryPlan, str]] = field(default_factory=list)
+    steps: list[journal.Step] = field(default_factory=list)
 
 
 class Router:
@@ -60,38 +74,75 @@ class Router:
         self.critical_categories = frozenset(critical_categories)
         self.daily_caps = dict(daily_caps or {})  # channel -> deliveries per recipient per day
 
-    async def handle(self, message: Message) -> None:
-        try:
-            event = decode(NotificationRequested, message.value)
-        except PoisonMessageError as exc:
-            await self.dead_letters.poison(message, exc)
-            return
-        with tracing.span(
-            "notification.route",
-            message.headers.get(tracing.HEADER),
-            notification_id=event.notification_id,
-        ) as traceparent:
-            await self._route(event, message, traceparent)
+    async def handle(self, batch: Sequence[Message]) -> None:
+        """Route a batch of notifications (one per user: see the runner) in one transaction;
+        their users are read in one query per tenant, and the daily caps of all their
+        recipients are taken in one order (see _over_cap)."""
+        events: list[tuple[Message, NotificationRequested]] = []
+        poison: list[tuple[Message, PoisonMessageError]] = []
+        for message in batch:
+            try:
+                events.append((message, decode(NotificationRequested, message.value)))
+            except PoisonMessageError as error:
+                poison.append((message, error))
+        found = await self._users([event for _, event in events])
+        routes = []
+        for message, event in events:
+            user = None if event.user_id is None else found[(event.tenant_id, event.user_id)]
+            with tracing.span(
+                "notification.route",
+                message.headers.get(tracing.HEADER),
+                notification_id=event.notification_id,
+            ) as traceparent:
+                routes.append(self._plan(event, message, tracing.headers(traceparent), user))
+        async with self.units.begin() as unit:
+            for message, problem in poison:
+                await self.dead_letters.file(unit, DeadLetterOffice.poison_letter(message, problem))
+            capped = await self._over_cap(unit.conn, routes)
+            for route in routes:
+                await self._apply(unit, route, capped)
+        for route in routes:
+            log.debug(
+                "notification.routed",
+                notification_id=route.event.notification_id,
+                jobs=len(route.now_jobs),
+                deferred=len(route.later),
+                skipped=len(route.skipped),
+                trace_id=tracing.trace_id(route.trace),
+            )
 
-    async def _route(
-        self, event: NotificationRequested, message: Message, traceparent: str
-    ) -> None:
-        user = None
-        if event.user_id is not None:
+    async def _users(
+        self, events: list[NotificationRequested]
+    ) -> dict[tuple[str, str], UserRecord | None]:
+        wanted: dict[str, set[str]] = {}
+        for event in events:
+            if event.user_id is not None:
+                wanted.setdefault(event.tenant_id, set()).add(event.user_id)
+        found: dict[tuple[str, str], UserRecord | None] = {}
+        if wanted:
             async with self.db.read() as conn:
-                user = await users.get(conn, event.tenant_id, event.user_id)
+                for tenant, ids in wanted.items():
+                    records = await users.get_many(conn, tenant, sorted(ids))
+                    found |= {(tenant, i): records.get(i) for i in ids}
+        return found
+
+    def _plan(
+        self,
+        event: NotificationRequested,
+        message: Message,
+        trace: dict[str, str],
+        user: UserRecord | None,
+    ) -> _Route:
+        """What the user's preferences make of each delivery: now, later, or skipped."""
         prefs = _preferences(user)
         now = utcnow()
         start = max(now, event.send_at) if event.send_at else now
         critical = event.category in self.critical_categories
-        trace = tracing.headers(traceparent)
-        now_jobs: list[DeliveryJob] = []
-        later: list[tuple[DeliveryJob, datetime]] = []
-        skipped: list[tuple[DeliveryPlan, str]] = []
-        steps = [
-            # The bus stamps a message when it is appended: that is when it was published.
-            journal.Step(event.notification_id, journal.PUBLISHED, message.timestamp),
-        ]
+        route = _Route(event, trace, now)
+        # The bus stamps a message when it is appended: that is when it was published.
+        route.steps.append(
+            journal.Step(event.notification_id, journal.PUBLISHED, message.timestamp)
+        )
         for plan in event.deliveries:
             decision = decide(
                 prefs,
@@ -103,80 +154,76 @@ class Router:
                 now=start,
             )
             if decision.action == "skip":
-                skipped.append((plan, decision.reason or "preferences"))
-                steps.append(_step(event, plan, journal.SKIPPED, now, decision.reason))
+                route.skipped.append((plan, decision.reason or "preferences"))
+                route.steps.append(_step(event, plan, journal.SKIPPED, now, decision.reason))
                 continue
             job = _job(event, plan)
             due = decision.until if decision.action == "defer" else start
             if due is not None and due > now:
-                later.append((job, due))
+                route.later.append((job, due))
                 why = decision.reason if decision.action == "defer" else "send_at"
                 detail = f"{why} until {due.isoformat()}"
-                steps.append(_step(event, plan, journal.DEFERRED, now, detail))
+                route.steps.append(_step(event, plan, journal.DEFERRED, now, detail))
             else:
-                now_jobs.append(job)
-        async with self.units.begin() as unit:
-            conn = unit.conn
-            capped = await self._over_cap(conn, event, [*now_jobs, *(j for j, _ in later)], now)
-            steps = [step for step in steps if step.delivery_id not in capped]
-            for plan in (p for p in event.deliveries if p.delivery_id in capped):
-                skipped.append((plan, "daily_cap"))
-                steps.append(_step(event, plan, journal.SKIPPED, now, "daily_cap"))
-            later = [(job, due) for job, due in later if job.delivery_id not in capped]
-            jobs = [
-                envelope(self.topics.deliveries(job.channel), event.user_key, job, trace)
-                for job in now_jobs
-                if job.delivery_id not in capped
-            ]
-            skipped_ids = {plan.delivery_id for plan, _ in skipped}
-            routed = [p.channel for p in event.deliveries if p.delivery_id not in skipped_ids]
-            steps.insert(
-                1,
-                journal.Step(
-                    event.notification_id,
-                    journal.ROUTED,
-                    now,
-                    detail=f"to {','.join(routed) or 'none'}",
-                ),
-            )
-            for plan, reason in skipped:
-                if await deliveries.skip(conn, plan.delivery_id, reason, now):
-                    jobs.append(self._skipped_event(event, plan, reason, now, trace))
-            for job, due in later:
-                await deliveries.defer(conn, job.delivery_id, due, now)
-                self.retries.schedule(unit, job, due, trace)
-            unit.publish(jobs)
-            unit.record(steps)
-        log.debug(
-            "notification.routed",
-            notification_id=event.notification_id,
-            jobs=len(jobs),
-            deferred=len(later),
-            skipped=len(skipped),
-            trace_id=tracing.trace_id(trace),
-        )
+                route.now_jobs.append(job)
+        return route
 
-    async def _over_cap(
-        self,
-        conn: AsyncConnection,
-        event: NotificationRequested,
-        jobs: list[DeliveryJob],
-        now: datetime,
-    ) -> set[str]:
+    async def _apply(self, unit: Unit, route: _Route, capped: set[str]) -> None:
+        """Write the route in the batch's unit: skips, deferrals, jobs, journal steps."""
+        event, now, trace = route.event, route.now, route.trace
+        conn = unit.conn
+        steps = [step for step in route.steps if step.delivery_id not in capped]
+        skipped = list(route.skipped)
+        for plan in (p for p in event.deliveries if p.delivery_id in capped):
+            skipped.append((plan, "daily_cap"))
+            steps.append(_step(event, plan, journal.SKIPPED, now, "daily_cap"))
+        route.skipped = skipped
+        route.later = [(job, due) for job, due in route.later if job.delivery_id not in capped]
+        route.now_jobs = [job for job in route.now_jobs if job.delivery_id not in capped]
+        jobs = [
+            envelope(self.topics.deliveries(job.channel), event.user_key, job, trace)
+            for job in route.now_jobs
+        ]
+        skipped_ids = {plan.delivery_id for plan, _ in skipped}
+        routed = [p.channel for p in event.deliveries if p.delivery_id not in skipped_ids]
+        steps.insert(
+            1,
+            journal.Step(
+                event.notification_id,
+                journal.ROUTED,
+                now,
+                detail=f"to {','.join(routed) or 'none'}",
+            ),
+        )
+        for plan, reason in skipped:
+            if await deliveries.skip(conn, plan.delivery_id, reason, now):
+                jobs.append(self._skipped_event(event, plan, reason, now, trace))
+        for job, due in route.later:
+            await deliveries.defer(conn, job.delivery_id, due, now)
+            self.retries.schedule(unit, job, due, trace)
+        unit.publish(jobs)
+        unit.record(steps)
+
+    async def _over_cap(self, conn: AsyncConnection, routes: list[_Route]) -> set[str]:
         """The deliveries whose recipient already got the channel's daily cap today."""
         over = set()
+        wanted = [
+            (route, job)
+            for route in routes
+            for job in [*route.now_jobs, *(j for j, _ in route.later)]
+            if job.channel in self.daily_caps
+        ]
         # In one order everywhere: admit() locks each address until commit, and two routers
         # locking the same two addresses in opposite orders would deadlock.
-        for job in sorted(jobs, key=lambda j: (j.channel, j.recipient)):
-            cap = self.daily_caps.get(job.channel)
-            if cap is not None and not await recipient_caps.admit(
+        for route, job in sorted(wanted, key=lambda w: (w[1].channel, w[1].recipient)):
+            if not await recipient_caps.admit(
                 conn,
-                tenant=event.tenant_id,
+                tenant=route.event.tenant_id,
                 channel=job.channel,
                 recipient=job.recipient,
                 delivery_id=job.delivery_id,
-                cap=cap,
-                now=now,
+                cap=self.daily_caps[job.channel],
+                now=route.now,
             ):
                 over.add(job.delivery_id)
                 metrics.daily_cap_skips.labels(channel=job.channel).inc()

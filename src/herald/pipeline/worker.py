@@ -1,22 +1,25 @@
 """A channel worker: delivers jobs from ``deliveries.<channel>`` through the channel's
-providers (failover order, see ``failover.py``).
+providers (failover order, see ``failover.py``), a batch at a time (one job per user: see the
+runner).
 
-Per job:
-0. if the delivery's destination is one a caller chose (a webhook's host, an email domain)
-   and its circuit for that tenant is open, postpone the job to when the circuit lets a probe
-   through, without counting an attempt: it leaves the worker at once, so one tenant's dead
-   destinations never hold back anyone else (see herald.domain.destinations);
-1. choose a provider (waiting while every circuit is open), then wait for a token of its
-   rate limit and a free slot of it (its connection pool): nothing is claimed meanwhile,
-   so the lease and the send's time budget cover the send alone, and with the runner's
-   bounded in-flight work consumption pauses instead of burning retries;
-2. claim the delivery (PENDING or a due retry becomes PROCESSING with a lease); a job for a
-   delivery that has already ended is acknowledged without sending, one whose delivery is held
-   by a live lease waits for the lease, since the holder may still be sending;
-3. send, within 80% of the lease;
-4. record the outcome in one transaction: the delivery's state, the attempt in its history,
-   the status event, and either the next attempt (transient failure) or a dead letter
-   (permanent failure, attempts exhausted).
+Per batch:
+0. jobs whose destination is one a caller chose (a webhook's host, an email domain) and whose
+   circuit for that tenant is open are put off to when the circuit lets a probe through,
+   without counting an attempt: they leave the worker at once, so one tenant's dead
+   destinations never hold back anyone else (see herald.domain.destinations); poison is
+   dead-lettered; both in one transaction;
+1. choose a provider (waiting while every circuit is open). Then, in waves of as many jobs as
+   the provider carries at once (its connection pool): wait for a token of its rate limit per
+   job, claim the wave's deliveries in one transaction (PENDING or a due retry becomes
+   PROCESSING with a lease), and send them concurrently, each within 80% of the lease. So the
+   lease and the send's time budget cover the send alone, and with the runner's bounded
+   in-flight work consumption pauses instead of burning retries. A job for a delivery that has
+   already ended is acknowledged without sending; one whose delivery is held by a live lease
+   waits for the lease, since the holder may still be sending;
+2. record every outcome in one transaction: each delivery's state, the attempt in its
+   history, its status event, and either the next attempt (transient failure) or a dead
+   letter (permanent failure, attempts exhausted).
+When the provider's circuit is half open, one job probes it alone before the others go.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from herald.bus.base import Message
@@ -41,7 +46,7 @@ from herald.pipeline.deadletter import DeadLetterOffice, describe
 from herald.pipeline.envelope import envelope
 from herald.pipeline.failover import FailoverChain, ProviderSlot
 from herald.pipeline.retries import RetrySchedule
-from herald.pipeline.unit import Units
+from herald.pipeline.unit import Unit, Units
 from herald.reliability.circuit import CircuitBreaker, CircuitState, CircuitTable
 from herald.reliability.retry import RetryPolicy
 from herald.store import deadletters, deliveries, journal
@@ -52,6 +57,27 @@ log = get_logger(__name__)
 # A job postponed while its destination's circuit is half open waits this long (the probe
 # in flight decides the circuit's fate in about a send's time).
 PROBE_WAIT_SECONDS = 2.0
+
+
+@dataclass
+class _Job:
+    message: Message
+    job: DeliveryJob
+    circuit: CircuitBreaker | None = None  # its destination's, if a caller chose it
+    probe: int | None = None  # the destination circuit's probe this job carries
+
+
+@dataclass(frozen=True)
+class _Sent:
+    """One send's outcome, to be recorded: a result, or the error it failed with."""
+
+    job: DeliveryJob
+    attempt: int
+    started: datetime
+    provider: str
+    trace: dict[str, str]
+    result: SendResult | None = None
+    error: DeliveryError | None = None
 
 
 class ChannelWorker:
@@ -82,30 +108,34 @@ class ChannelWorker:
         # Circuits of the destinations callers choose, per tenant (see the module docstring).
         self.destinations = destinations or CircuitTable(CircuitBreaker)
 
-    async def handle(self, message: Message) -> None:
+    async def handle(self, batch: Sequence[Message]) -> None:
+        poison: list[tuple[Message, PoisonMessageError]] = []
+        put_off: list[tuple[_Job, str]] = []
+        ready: list[_Job] = []
+        for message in batch:
+            try:
+                job = _Job(message, decode(DeliveryJob, message.value))
+            except PoisonMessageError as exc:
+                poison.append((message, exc))
+                continue
+            where = destination(job.job.channel, job.job.recipient)
+            if where is not None:
+                job.circuit = self.destinations.get(circuit_key(job.job.tenant_id, where))
+                if not job.circuit.usable() and not self._waited_enough(job.job):
+                    put_off.append((job, where))
+                    continue
+                if job.circuit.usable():
+                    job.probe = await job.circuit.ready()  # at once: claims a due probe
+            ready.append(job)
         try:
-            job = decode(DeliveryJob, message.value)
-        except PoisonMessageError as exc:
-            await self.dead_letters.poison(message, exc)
-            return
-        where = destination(job.channel, job.recipient)
-        circuit = None
-        if where is not None:
-            circuit = self.destinations.get(circuit_key(job.tenant_id, where))
-            if not circuit.usable() and not self._waited_enough(job):
-                await self._postpone(job, message, circuit, where)
-                return
-        slot, probe = await self.providers.choose()
-        destination_probe = None
-        if circuit is not None and circuit.usable():
-            destination_probe = await circuit.ready()  # at once: claims a due probe
-        try:
-            await self._deliver(job, message, slot, circuit)
+            if poison or put_off:
+                await self._set_aside(poison, put_off)
+            if ready:
+                await self._deliver(ready)
         finally:
-            if probe is not None:  # a no-op once the send has settled the probe
-                slot.breaker.release_probe(probe)
-            if circuit is not None and destination_probe is not None:
-                circuit.release_probe(destination_probe)
+            for job in ready:
+                if job.circuit is not None and job.probe is not None:
+                    job.circuit.release_probe(job.probe)  # a no-op once a send settled it
 
     def _waited_enough(self, job: DeliveryJob) -> bool:
         """A job put off for longer than its retries could ever take is attempted anyway (its
@@ -116,104 +146,182 @@ class ChannelWorker:
         waited = (utcnow() - job.accepted_at).total_seconds()
         return waited > self.policy.horizon + self.lease_seconds
 
-    async def _postpone(
-        self, job: DeliveryJob, message: Message, circuit: CircuitBreaker, where: str
+    # -- 0. what does not go out now --------------------------------------------------------
+
+    async def _set_aside(
+        self, poison: list[tuple[Message, PoisonMessageError]], put_off: list[tuple[_Job, str]]
     ) -> None:
+        """Dead-letter the poison and put off the jobs of open circuits, in one transaction."""
+        async with self.units.begin() as unit:
+            for message, exc in poison:
+                await self.dead_letters.file(unit, DeadLetterOffice.poison_letter(message, exc))
+            postponed = [await self._postpone(unit, job, where) for job, where in put_off]
+        for (job, where), due in zip(put_off, postponed, strict=True):
+            if due is not None:
+                metrics.deliveries_postponed.labels(job.job.channel).inc()
+            log.info(
+                "delivery.postponed" if due else "delivery.skipped_job",
+                delivery_id=job.job.delivery_id,
+                channel=job.job.channel,
+                destination=where,
+                due=due.isoformat() if due else None,
+            )
+
+    async def _postpone(self, unit: Unit, job: _Job, where: str) -> datetime | None:
         """The destination's circuit is open: the job comes back when it lets a probe through
-        (spread a little, so the waiting jobs do not all arrive at once)."""
+        (spread a little, so the waiting jobs do not all arrive at once). None if the job may
+        not start its delivery anyway (a stale duplicate)."""
+        circuit = job.circuit
+        assert circuit is not None
         if circuit.state == CircuitState.OPEN:
             wait = circuit.seconds_until_usable() + random.uniform(0, 1)
         else:
             wait = random.uniform(0.5, 1.5) * PROBE_WAIT_SECONDS
-        now = utcnow()
-        due = now + timedelta(seconds=wait)
-        trace = {k: v for k, v in message.headers.items() if k == tracing.HEADER}
-        async with self.units.begin() as unit:
-            postponed = await deliveries.postpone(
-                unit.conn, job.delivery_id, job_attempt=job.attempt, due=due, now=now
-            )
-            if postponed:
-                self.retries.schedule(unit, job, due, trace)
-                detail = f"circuit of {where} is {circuit.state}; until {due.isoformat()}"
-                step = journal.Step(
-                    job.notification_id, journal.DEFERRED, now, job.delivery_id, job.channel, detail
-                )
-                unit.record([step])
-        if postponed:
-            metrics.deliveries_postponed.labels(job.channel).inc()
-        log.info(
-            "delivery.postponed" if postponed else "delivery.skipped_job",
-            delivery_id=job.delivery_id,
-            channel=job.channel,
-            destination=where,
-            due=due.isoformat() if postponed else None,
+        delivery = job.job
+        due = unit.now + timedelta(seconds=wait)
+        postponed = await deliveries.postpone(
+            unit.conn, delivery.delivery_id, job_attempt=delivery.attempt, due=due, now=unit.now
         )
+        if not postponed:
+            return None
+        trace = {k: v for k, v in job.message.headers.items() if k == tracing.HEADER}
+        self.retries.schedule(unit, delivery, due, trace)
+        detail = f"circuit of {where} is {circuit.state}; until {due.isoformat()}"
+        unit.record(
+            [
+                journal.Step(
+                    delivery.notification_id,
+                    journal.DEFERRED,
+                    unit.now,
+                    delivery.delivery_id,
+                    delivery.channel,
+                    detail,
+                )
+            ]
+        )
+        return due
 
-    async def _deliver(
-        self,
-        job: DeliveryJob,
-        message: Message,
-        slot: ProviderSlot,
-        circuit: CircuitBreaker | None,
-    ) -> None:
+    # -- 1. claim and send, in waves --------------------------------------------------------
+
+    async def _deliver(self, jobs: list[_Job]) -> None:
+        slot, probe = await self.providers.choose()
+        if probe is not None:
+            # Half open: one job probes the provider alone; the rest choose again after it.
+            try:
+                await self._deliver_alone(jobs[0], slot)
+            finally:
+                slot.breaker.release_probe(probe)  # a no-op once the send settled it
+            if len(jobs) > 1:
+                await self._deliver(jobs[1:])
+            return
+        sent: list[_Sent] = []
+        busy: list[_Job] = []
+        for chunk in self._chunks(jobs, slot):
+            claims = await self._claim([job.job for job in chunk])
+            # Each send must end within the lease of its claim, whatever it waited for.
+            deadline = time.monotonic() + self.lease_seconds * 0.8
+            sending = []
+            for job, claim in zip(chunk, claims, strict=True):
+                if claim.outcome == ClaimOutcome.CLAIMED:
+                    sending.append(self._send(job, claim, slot, deadline))
+                elif claim.outcome == ClaimOutcome.BUSY:
+                    busy.append(job)
+                else:
+                    _skipped(job.job, claim)
+            sent += await asyncio.gather(*sending)
+        if sent:
+            await self._record(sent)
+        for job in busy:
+            await self._deliver_alone(job, slot)
+
+    def _chunks(self, jobs: list[_Job], slot: ProviderSlot) -> list[list[_Job]]:
+        """The jobs claimed at once: all of them, unless the provider's rate limit would keep
+        the last ones waiting for a token past a quarter of the lease."""
+        size = len(jobs)
         if slot.throttle is not None:
-            waited = await slot.throttle.take()
-            if waited:
-                metrics.rate_limit_waits.labels(slot.name).inc()
-                metrics.rate_limit_wait_seconds.labels(slot.name).inc(waited)
+            size = max(1, int(slot.throttle.rate * self.lease_seconds / 4))
+        return [jobs[i : i + size] for i in range(0, len(jobs), size)]
+
+    async def _deliver_alone(self, job: _Job, slot: ProviderSlot) -> None:
+        """One job, waiting while another worker holds its delivery: it may finish in a moment
+        (a duplicate job) or have died (then its lease lapses)."""
         pause = 0.05
         while True:
-            async with slot.sends:
-                claim = await self._claim(job)
-                if claim.outcome == ClaimOutcome.CLAIMED:
-                    with tracing.span(
-                        "delivery.attempt",
-                        message.headers.get(tracing.HEADER),
-                        delivery_id=job.delivery_id,
-                        channel=job.channel,
-                        attempt=claim.attempts,
-                    ) as traceparent:
-                        trace = tracing.headers(traceparent)
-                        await self._attempt(job, claim, slot, circuit, trace)
-                    return
-            if claim.outcome != ClaimOutcome.BUSY:
-                log.info(
-                    "delivery.skipped_job",
-                    delivery_id=job.delivery_id,
-                    outcome=claim.outcome,
-                    status=claim.status,
-                )
+            (claim,) = await self._claim([job.job])
+            if claim.outcome == ClaimOutcome.CLAIMED:
+                deadline = time.monotonic() + self.lease_seconds * 0.8
+                await self._record([await self._send(job, claim, slot, deadline)])
                 return
-            # Another worker holds it: it may finish in a moment (a duplicate job) or have
-            # died (then its lease lapses). Look again soon, more slowly each time.
+            if claim.outcome != ClaimOutcome.BUSY:
+                _skipped(job.job, claim)
+                return
+            # Look again soon, more slowly each time.
             assert claim.lease_until is not None
             remaining = (claim.lease_until - utcnow()).total_seconds()
             await asyncio.sleep(min(max(remaining, 0.0) + 0.01, pause))
             pause = min(pause * 2, 1.0)
 
-    async def _claim(self, job: DeliveryJob) -> Claim:
-        now = utcnow()
-        async with self.db.write() as conn:
-            return await deliveries.claim(
-                conn,
-                job.delivery_id,
-                job_attempt=job.attempt,
-                now=now,
-                lease_until=seconds_from_now(self.lease_seconds, now),
-                owner=self.owner,
-            )
+    @staticmethod
+    async def _throttle(slot: ProviderSlot, sends: int) -> None:
+        """A token of the provider's rate limit per send, before anything is claimed."""
+        if slot.throttle is None:
+            return
+        for _ in range(sends):
+            waited = await slot.throttle.take()
+            if waited:
+                metrics.rate_limit_waits.labels(slot.name).inc()
+                metrics.rate_limit_wait_seconds.labels(slot.name).inc(waited)
 
-    async def _attempt(
+    async def _claim(self, jobs: list[DeliveryJob]) -> list[Claim]:
+        now = utcnow()
+        lease_until = seconds_from_now(self.lease_seconds, now)
+        async with self.db.write() as conn:
+            return [
+                await deliveries.claim(
+                    conn,
+                    job.delivery_id,
+                    job_attempt=job.attempt,
+                    now=now,
+                    lease_until=lease_until,
+                    owner=self.owner,
+                )
+                for job in jobs
+            ]
+
+    async def _send(self, job: _Job, claim: Claim, slot: ProviderSlot, deadline: float) -> _Sent:
+        """One claimed job: a free connection of the provider, a token of its rate limit, the
+        send; all before ``deadline`` (monotonic), inside the claim's lease."""
+        delivery = job.job
+        with tracing.span(
+            "delivery.attempt",
+            job.message.headers.get(tracing.HEADER),
+            delivery_id=delivery.delivery_id,
+            channel=delivery.channel,
+            attempt=claim.attempts,
+        ) as traceparent:
+            trace = tracing.headers(traceparent)
+            started = utcnow()
+            async with slot.sends:
+                await self._throttle(slot, 1)
+                outcome = await self._call(
+                    delivery, claim.attempts, slot.provider, trace, deadline - time.monotonic()
+                )
+        sent = _Sent(delivery, claim.attempts, started, slot.name, trace, *outcome)
+        _settle_circuits(sent, slot, job.circuit)
+        return sent
+
+    async def _call(
         self,
         job: DeliveryJob,
-        claim: Claim,
-        slot: ProviderSlot,
-        circuit: CircuitBreaker | None,
+        attempt: int,
+        provider: Provider,
         trace: dict[str, str],
-    ) -> None:
-        started = utcnow()
-        attempt = claim.attempts
-        provider = slot.provider
+        budget: float,
+    ) -> tuple[SendResult | None, DeliveryError | None]:
+        if budget <= 0:
+            # Its turn came too late to finish inside the lease: another worker could take
+            # the delivery over mid-send. An attempt, retried like a timeout.
+            return None, TransientDeliveryError("no turn to send within the lease")
         outbound = OutboundMessage(
             delivery_id=job.delivery_id,
             notification_id=job.notification_id,
@@ -234,7 +342,7 @@ class ChannelWorker:
         error: DeliveryError
         try:
             # Finish well inside the lease, or another worker may take over mid-send.
-            async with asyncio.timeout(self.lease_seconds * 0.8):
+            async with asyncio.timeout(budget):
                 with tracing.span("provider.send", trace[tracing.HEADER], provider=provider.name):
                     result = await provider.send(outbound)
         except TimeoutError:
@@ -246,189 +354,199 @@ class ChannelWorker:
             log.exception("delivery.provider_bug", provider=provider.name)
             error = TransientDeliveryError(f"{type(exc).__name__}: {exc}")
         else:
-            self._observe_call(job, provider.name, "ok", clock)
-            slot.breaker.succeeded()
-            if circuit is not None:
-                circuit.succeeded()
-            await self._sent(job, attempt, started, result, trace)
-            return
-        self._observe_call(
-            job, provider.name, "transient" if error.transient else "permanent", clock
+            _observe_call(job, provider.name, "ok", clock)
+            return result, None
+        _observe_call(job, provider.name, "transient" if error.transient else "permanent", clock)
+        return None, error
+
+    # -- 2. record every outcome ------------------------------------------------------------
+
+    async def _record(self, sent: list[_Sent]) -> None:
+        async with self.units.begin() as unit:
+            owned = [await self._record_one(unit, s) for s in sent]
+        for s, kept in zip(sent, owned, strict=True):
+            if kept:
+                self._report(s, unit.now)
+            else:
+                log.warning("delivery.lease_lost", delivery_id=s.job.delivery_id, attempt=s.attempt)
+
+    async def _record_one(self, unit: Unit, sent: _Sent) -> bool:
+        """Write one outcome; False if this worker no longer owned the attempt."""
+        job, now, conn = sent.job, unit.now, unit.conn
+        if sent.result is not None:
+            if not await deliveries.finish(
+                conn,
+                job.delivery_id,
+                attempt=sent.attempt,
+                status=DeliveryStatus.SENT,
+                now=now,
+                provider=sent.result.provider,
+                provider_message_id=sent.result.provider_message_id,
+            ):
+                return False
+            await deliveries.record_attempt(
+                conn,
+                Attempt(
+                    job.delivery_id,
+                    sent.attempt,
+                    sent.result.provider,
+                    DeliveryStatus.SENT,
+                    sent.started,
+                    now,
+                ),
+            )
+            self._publish_status(unit, sent, DeliveryStatus.SENT)
+            return True
+        assert sent.error is not None
+        decision = self.policy.decide(sent.error, sent.attempt)
+        status = DeliveryStatus.DEAD_LETTERED if decision.give_up else DeliveryStatus.RETRY_PENDING
+        retry_at = None if decision.retry_in is None else now + timedelta(seconds=decision.retry_in)
+        error_class, text = describe(sent.error)
+        if not await deliveries.finish(
+            conn,
+            job.delivery_id,
+            attempt=sent.attempt,
+            status=status,
+            now=now,
+            error=text,
+            next_attempt_at=retry_at,
+            provider=sent.provider,
+        ):
+            return False
+        await deliveries.record_attempt(
+            conn,
+            Attempt(
+                job.delivery_id,
+                sent.attempt,
+                sent.provider,
+                status,
+                sent.started,
+                now,
+                error_class,
+                text,
+                retry_at,
+            ),
         )
-        blames_destination = error.destination or job.channel in CALLER_CHOSEN
-        if not error.transient:
-            # The provider and the destination answered; the message was at fault.
-            slot.breaker.succeeded()
-            if circuit is not None:
-                circuit.succeeded()
-        elif circuit is not None and blames_destination:
-            circuit.failed()  # the provider's own circuit learns nothing from it
+        self._publish_status(unit, sent, status, text)
+        if retry_at is not None:
+            next_job = job.model_copy(update={"attempt": sent.attempt})
+            self.retries.schedule(unit, next_job, retry_at, sent.trace)
         else:
-            slot.breaker.failed()
-        await self._failed(job, attempt, started, error, provider.name, trace)
+            first = await deliveries.first_failure(conn, job.delivery_id) or sent.started
+            await self.dead_letters.file(
+                unit,
+                deadletters.DeadLetter(
+                    id=uuid7(),
+                    kind="delivery",
+                    status=deadletters.DEAD,
+                    reason=decision.reason,
+                    error_class=error_class,
+                    error=text,
+                    channel=job.channel,
+                    provider=sent.provider,
+                    notification_id=job.notification_id,
+                    delivery_id=job.delivery_id,
+                    topic=self.topics.deliveries(job.channel),
+                    key=job.user_key,
+                    source=None,
+                    payload=encode(job),
+                    headers=sent.trace,
+                    attempts=sent.attempt,
+                    first_failed_at=first,
+                    last_failed_at=now,
+                    replay_count=0,
+                    replayed_at=None,
+                ),
+            )
+        return True
 
-    @staticmethod
-    def _observe_call(job: DeliveryJob, provider: str, outcome: str, clock: float) -> None:
-        metrics.provider_call_seconds.labels(job.channel, provider, outcome).observe(
-            time.perf_counter() - clock
-        )
-
-    def _status_event(
-        self, job: DeliveryJob, status: DeliveryStatus, attempt: int, error: str | None = None
-    ) -> DeliveryStatusChanged:
-        return DeliveryStatusChanged(
+    def _publish_status(
+        self, unit: Unit, sent: _Sent, status: DeliveryStatus, error: str | None = None
+    ) -> None:
+        job = sent.job
+        event = DeliveryStatusChanged(
             notification_id=job.notification_id,
             delivery_id=job.delivery_id,
             channel=job.channel,
             user_key=job.user_key,
             status=status,
-            attempts=attempt,
+            attempts=sent.attempt,
             error=error,
-            occurred_at=utcnow(),
+            occurred_at=unit.now,
         )
+        unit.publish([envelope(self.topics.status, job.user_key, event, sent.trace)])
 
-    async def _sent(
-        self,
-        job: DeliveryJob,
-        attempt: int,
-        started: datetime,
-        result: SendResult,
-        trace: dict[str, str],
-    ) -> None:
-        now = utcnow()
-        event = self._status_event(job, DeliveryStatus.SENT, attempt)
-        async with self.units.begin() as unit:
-            conn = unit.conn
-            owned = await deliveries.finish(
-                conn,
-                job.delivery_id,
-                attempt=attempt,
-                status=DeliveryStatus.SENT,
-                now=now,
-                provider=result.provider,
-                provider_message_id=result.provider_message_id,
-            )
-            if owned:
-                await deliveries.record_attempt(
-                    conn,
-                    Attempt(
-                        job.delivery_id, attempt, result.provider, DeliveryStatus.SENT, started, now
-                    ),
+    def _report(self, sent: _Sent, now: datetime) -> None:
+        """Metrics and the log line of an outcome, once it is recorded."""
+        job = sent.job
+        if sent.result is not None:
+            _count(job, sent.result.provider, DeliveryStatus.SENT, final=True)
+            if job.accepted_at is not None:
+                metrics.end_to_end_seconds.labels(job.channel).observe(
+                    (now - job.accepted_at).total_seconds()
                 )
-                unit.publish([envelope(self.topics.status, job.user_key, event, trace)])
-        if not owned:
-            log.warning("delivery.lease_lost", delivery_id=job.delivery_id, attempt=attempt)
-            return
-        self._count(job, result.provider, DeliveryStatus.SENT, final=True)
-        if job.accepted_at is not None:
-            metrics.end_to_end_seconds.labels(job.channel).observe(
-                (now - job.accepted_at).total_seconds()
+            log.info(
+                "delivery.sent",
+                delivery_id=job.delivery_id,
+                notification_id=job.notification_id,
+                channel=job.channel,
+                provider=sent.result.provider,
+                attempt=sent.attempt,
+                trace_id=tracing.trace_id(sent.trace),
             )
-        log.info(
-            "delivery.sent",
-            delivery_id=job.delivery_id,
-            notification_id=job.notification_id,
-            channel=job.channel,
-            provider=result.provider,
-            attempt=attempt,
-            trace_id=tracing.trace_id(trace),
-        )
-
-    async def _failed(
-        self,
-        job: DeliveryJob,
-        attempt: int,
-        started: datetime,
-        error: DeliveryError,
-        provider: str,
-        trace: dict[str, str],
-    ) -> None:
-        decision = self.policy.decide(error, attempt)
-        now = utcnow()
-        status = DeliveryStatus.DEAD_LETTERED if decision.give_up else DeliveryStatus.RETRY_PENDING
-        retry_at = None if decision.retry_in is None else now + timedelta(seconds=decision.retry_in)
-        error_class, text = describe(error)
-        async with self.units.begin() as unit:
-            conn = unit.conn
-            owned = await deliveries.finish(
-                conn,
-                job.delivery_id,
-                attempt=attempt,
-                status=status,
-                now=now,
-                error=text,
-                next_attempt_at=retry_at,
-                provider=provider,
-            )
-            if owned:
-                await deliveries.record_attempt(
-                    conn,
-                    Attempt(
-                        job.delivery_id,
-                        attempt,
-                        provider,
-                        status,
-                        started,
-                        now,
-                        error_class,
-                        text,
-                        retry_at,
-                    ),
-                )
-                event = self._status_event(job, status, attempt, text)
-                unit.publish([envelope(self.topics.status, job.user_key, event, trace)])
-                if retry_at is not None:
-                    next_job = job.model_copy(update={"attempt": attempt})
-                    self.retries.schedule(unit, next_job, retry_at, trace)
-                else:
-                    first = await deliveries.first_failure(conn, job.delivery_id) or started
-                    await self.dead_letters.file(
-                        unit,
-                        deadletters.DeadLetter(
-                            id=uuid7(),
-                            kind="delivery",
-                            status=deadletters.DEAD,
-                            reason=decision.reason,
-                            error_class=error_class,
-                            error=text,
-                            channel=job.channel,
-                            provider=provider,
-                            notification_id=job.notification_id,
-                            delivery_id=job.delivery_id,
-                            topic=self.topics.deliveries(job.channel),
-                            key=job.user_key,
-                            source=None,
-                            payload=encode(job),
-                            headers=trace,
-                            attempts=attempt,
-                            first_failed_at=first,
-                            last_failed_at=now,
-                            replay_count=0,
-                            replayed_at=None,
-                        ),
-                    )
-        if not owned:
-            log.warning("delivery.lease_lost", delivery_id=job.delivery_id, attempt=attempt)
             return
-        self._count(job, provider, status, final=retry_at is None)
-        if retry_at is not None:
-            metrics.delivery_retries.labels(job.channel, provider).inc()
+        assert sent.error is not None
+        decision = self.policy.decide(sent.error, sent.attempt)
+        final = decision.give_up
+        status = DeliveryStatus.DEAD_LETTERED if final else DeliveryStatus.RETRY_PENDING
+        _count(job, sent.provider, status, final=final)
+        if not final:
+            metrics.delivery_retries.labels(job.channel, sent.provider).inc()
+        error_class, text = describe(sent.error)
         log.warning(
             "delivery.failed",
             delivery_id=job.delivery_id,
             notification_id=job.notification_id,
             channel=job.channel,
-            provider=provider,
-            attempt=attempt,
+            provider=sent.provider,
+            attempt=sent.attempt,
             error_class=error_class,
             error=text,
             decision=decision.reason,
-            retry_in=None if decision.retry_in is None else round(decision.retry_in, 3),
-            trace_id=tracing.trace_id(trace),
+            trace_id=tracing.trace_id(sent.trace),
         )
 
-    @staticmethod
-    def _count(job: DeliveryJob, provider: str, status: DeliveryStatus, *, final: bool) -> None:
-        metrics.delivery_attempts.labels(job.channel, provider, status.value).inc()
-        if final:
-            metrics.deliveries.labels(job.channel, provider, status.value).inc()
+
+def _settle_circuits(sent: _Sent, slot: ProviderSlot, circuit: CircuitBreaker | None) -> None:
+    """What an outcome tells the provider's circuit and the destination's."""
+    if sent.error is None or not sent.error.transient:
+        # Sent, or refused for good: the provider and the destination answered (a refusal is
+        # the message's fault).
+        slot.breaker.succeeded()
+        if circuit is not None:
+            circuit.succeeded()
+    elif circuit is not None and (sent.error.destination or sent.job.channel in CALLER_CHOSEN):
+        circuit.failed()  # the provider's own circuit learns nothing from it
+    else:
+        slot.breaker.failed()
+
+
+def _skipped(job: DeliveryJob, claim: Claim) -> None:
+    log.info(
+        "delivery.skipped_job",
+        delivery_id=job.delivery_id,
+        outcome=claim.outcome,
+        status=claim.status,
+    )
+
+
+def _observe_call(job: DeliveryJob, provider: str, outcome: str, clock: float) -> None:
+    metrics.provider_call_seconds.labels(job.channel, provider, outcome).observe(
+        time.perf_counter() - clock
+    )
+
+
+def _count(job: DeliveryJob, provider: str, status: DeliveryStatus, *, final: bool) -> None:
+    metrics.delivery_attempts.labels(job.channel, provider, status.value).inc()
+    if final:
+        metrics.deliveries.labels(job.channel, provider, status.value).inc()

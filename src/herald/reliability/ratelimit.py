@@ -28,6 +28,8 @@ class RateDecision:
 
 
 class RateLimiter(Protocol):
+    rate: float  # tokens per second
+
     async def acquire(self, key: str, cost: float = 1.0) -> RateDecision: ...
 
 
@@ -122,6 +124,10 @@ class Throttle:
     def __init__(self, limiter: RateLimiter, key: str) -> None:
         self.limiter = limiter
         self.key = key
+
+    @property
+    def rate(self) -> float:
+        return self.limiter.rate
 
     async def take(self) -> float:
         """Returns how long it waited, in seconds."""

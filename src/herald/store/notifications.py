@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -260,6 +260,47 @@ async def delivery_statuses(conn: AsyncConnection, notification_id: str) -> list
         sa.select(deliveries.c.status).where(deliveries.c.notification_id == notification_id)
     )
     return [DeliveryStatus(s) for (s,) in rows]
+
+
+async def delivery_statuses_of(
+    conn: AsyncConnection, notification_ids: Collection[str]
+) -> dict[str, list[DeliveryStatus]]:
+    """Each notification's delivery statuses, in one query."""
+    found: dict[str, list[DeliveryStatus]] = {i: [] for i in notification_ids}
+    if found:
+        rows = await conn.execute(
+            sa.select(deliveries.c.notification_id, deliveries.c.status).where(
+                deliveries.c.notification_id.in_(found)
+            )
+        )
+        for notification_id, status in rows:
+            found[notification_id].append(DeliveryStatus(status))
+    return found
+
+
+async def set_statuses(
+    conn: AsyncConnection, statuses: Mapping[str, NotificationStatus], now: datetime
+) -> list[str]:
+    """Store new statuses, one statement per distinct status; the ids that changed."""
+    by_status: dict[NotificationStatus, list[str]] = {}
+    for notification_id, status in statuses.items():
+        by_status.setdefault(status, []).append(notification_id)
+    changed: list[str] = []
+    for status, ids in by_status.items():
+        completed_at = None if status == NotificationStatus.PENDING else now
+        rows = await conn.execute(
+            sa.update(notifications)
+            .where(
+                notifications.c.id.in_(ids),
+                notifications.c.status != status,
+                # Cancelled by a newer notification: nothing of it is left to change.
+                notifications.c.status != NotificationStatus.CANCELLED,
+            )
+            .values(status=status, updated_at=now, completed_at=completed_at)
+            .returning(notifications.c.id)
+        )
+        changed += rows.scalars().all()
+    return changed
 
 
 async def set_status(
