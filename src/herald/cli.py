@@ -46,7 +46,7 @@ def _settings() -> Settings:
     return settings
 
 
-def _run(coro: Coroutine[Any, Any, int]) -> None:
+def _run(coro: Coroutine[Any, Any, int], *, exit_when_done: bool = False) -> None:
     try:
         import uvloop
 
@@ -56,11 +56,26 @@ def _run(coro: Coroutine[Any, Any, int]) -> None:
     try:
         with runner:
             code = runner.run(coro)
+            if exit_when_done:
+                _exit_after_stop(code)
     except ConfigError as exc:
         fail(str(exc))
     except (OSError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as exc:
         fail(f"cannot reach the database: {exc}")
     raise typer.Exit(code)
+
+
+def _exit_after_stop(code: int) -> None:
+    """Every role has stopped and the runtime is closed: all that matters is committed. What
+    would remain is the interpreter's teardown, which joins executor threads (one stuck in a
+    native call, a Kafka client leaving a group that never rebalances, would hold the exit
+    for ever) and runs native destructors. None of it is ours to wait for: export buffered
+    traces, flush the logs and end the process."""
+    from herald.observability import otel
+    from herald.supervisor import exit_now
+
+    otel.shutdown()
+    exit_now(code)
 
 
 HostOption = Annotated[str | None, typer.Option(help="Address to listen on [HERALD_HOST].")]
@@ -76,7 +91,11 @@ def _run_roles(
     load_rules: bool = False,
 ) -> None:
     from herald.observability import otel
+    from herald.supervisor import hold_stop_signals
 
+    # Before any thread starts (OpenTelemetry's exporter has one): SIGTERM and SIGINT go to
+    # the supervisor's signal thread only.
+    hold_stop_signals()
     try:
         otel.configure(settings.otel_exporter, service)
     except ConfigError as exc:
@@ -89,7 +108,7 @@ def _run_roles(
         async with running(settings, migrate=migrate, load_rules=load_rules) as rt:
             return await supervise(build(rt), shutdown_timeout=settings.shutdown_timeout_seconds)
 
-    _run(main())
+    _run(main(), exit_when_done=True)
 
 
 def _check_auth(settings: Settings, host: str) -> None:

@@ -9,15 +9,23 @@ exits at once, because a graceful stop that cannot finish (a broker call that ne
 a thread the interpreter would wait for at exit) must not keep a worker holding its
 partitions. A second signal exits at once too. Either way nothing is lost: what was not
 committed is read again by the next owner, as after a crash.
+
+Signals are received by a thread of their own (``sigwait``; :func:`hold_stop_signals` blocks
+them everywhere else before any thread starts), not by the event loop: a loop stuck in a call
+that never returns (a native client's destructor, say) would never run a handler, and the
+signal would seem ignored.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
+import itertools
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 
@@ -29,6 +37,14 @@ log = get_logger(__name__)
 # What a stop may take beyond the roles' drain: the last commits, closing the bus and the
 # database, the interpreter's exit.
 EXIT_GRACE = 10.0
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
+
+
+def hold_stop_signals() -> None:
+    """Block SIGTERM and SIGINT in this thread and every thread it starts from now on, so
+    that only the supervisor's signal thread receives them. Call it first thing, before any
+    thread exists (threads inherit the mask of the thread that starts them)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
 
 
 def exit_now(code: int) -> None:
@@ -36,6 +52,9 @@ def exit_now(code: int) -> None:
     for handler in logging.getLogger().handlers:
         with contextlib.suppress(Exception):  # the exit matters more than the last log line
             handler.flush()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
     os._exit(code)
 
 
@@ -59,6 +78,8 @@ class Deadline:
     def _expire(self, reason: str) -> None:
         time.sleep(self.seconds)
         log.error("supervisor.deadline_exceeded", reason=reason, seconds=self.seconds)
+        # Where it was stuck, for whoever reads the log: every thread's stack, on stderr.
+        faulthandler.dump_traceback(all_threads=True)
         exit_now(1)
 
 
@@ -68,17 +89,21 @@ async def supervise(roles: dict[str, Role], *, shutdown_timeout: float) -> int:
     loop = asyncio.get_running_loop()
     tasks = {asyncio.create_task(role(stop), name=name): name for name, role in roles.items()}
 
-    def on_signal(signum: int) -> None:
-        name = signal.Signals(signum).name
-        if stop.is_set():
-            log.warning("supervisor.forced_stop", signal=name)
-            exit_now(128 + signum)
-        log.info("supervisor.stopping", signal=name)
-        deadline.arm(f"signal {name}")
-        stop.set()
+    def on_signals() -> None:
+        """The signal thread: the first signal starts the stop, the second ends the process;
+        neither needs the event loop to be free."""
+        for count in itertools.count():
+            signum = signal.sigwait(STOP_SIGNALS)
+            name = signal.Signals(signum).name
+            if count or stop.is_set():
+                log.warning("supervisor.forced_stop", signal=name)
+                exit_now(128 + signum)
+            log.info("supervisor.stopping", signal=name)
+            deadline.arm(f"signal {name}")
+            loop.call_soon_threadsafe(stop.set)
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal, signum)
+    hold_stop_signals()  # (already, if the command did it first; here for any other caller)
+    threading.Thread(target=on_signals, name="signals", daemon=True).start()
     log.info("supervisor.started", roles=",".join(roles))
 
     stopped = asyncio.create_task(stop.wait(), name="stop")
@@ -112,7 +137,7 @@ async def supervise(roles: dict[str, Role], *, shutdown_timeout: float) -> int:
             log.error("supervisor.role_failed", role=failed[0][0], error=repr(failed[0][1]))
     finally:
         stopped.cancel()
-    # The signal handlers stay: a second signal during the rest of the stop (closing the bus
+    # The signal thread stays: a second signal during the rest of the stop (closing the bus
     # and the database) still exits at once.
     log.info("supervisor.stopped", exit_code=exit_code)
     return exit_code

@@ -69,5 +69,15 @@ def configure(exporter: str, service: str) -> None:
     else:
         processor = BatchSpanProcessor(ConsoleSpanExporter())
     provider = provider_with(processor, service)
-    atexit.register(provider.shutdown)  # flush what is buffered
+    _installed.append(provider)
     tracing.install(OtelSpans(provider))
+
+
+_installed: list[TracerProvider] = []
+
+
+@atexit.register
+def shutdown() -> None:
+    """Export what is buffered; at exit, or before a process ends with ``os._exit``."""
+    while _installed:
+        _installed.pop().shutdown()
