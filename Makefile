@@ -20,9 +20,13 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/herald serve
 
-## The whole test suite, with lint and type checks first.
+## The whole test suite, with lint and type checks first. Unit and integration tests run in
+## two processes (each has its own databases, topics and key prefixes); tests that start Herald
+## processes and break things run one at a time, so that their timing is their own.
+TEST_PROCESSES ?= 2
 test: $(STAMP) lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_PROCESSES) tests/unit tests/integration
+	$(BIN)/pytest tests/e2e tests/faults
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
