@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -40,7 +41,8 @@ BROKER_URL = "redis://127.0.0.1:6379/15"  # a database of its own on the shared 
 @dataclass
 class Baseline:
     api_url: str
-    sink: SmtpSink
+    sink: Any
+    processes: list[subprocess.Popen[bytes]]
 
 
 def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -77,14 +79,16 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
 
 
 @contextmanager
-def baseline(concurrency: int | None = None) -> Iterator[Baseline]:
-    """The API and a Celery worker with `concurrency` processes (default: one per core)."""
+def baseline(concurrency: int | None = None, sink: Any = None) -> Iterator[Baseline]:
+    """The API and a Celery worker with `concurrency` processes (default: one per core); mail
+    goes to `sink` (an object with `host` and `port`), or to a Python SmtpSink started here."""
     prefix = f"baseline-bench:{uuid.uuid4().hex[:8]}:"
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        sink = SmtpSink()
-        sink.start()
-        stack.callback(sink.stop)
+        if sink is None:
+            sink = SmtpSink()
+            sink.start()
+            stack.callback(sink.stop)
         stack.callback(forget_redis_keys, BROKER_URL, prefix)
         env = {
             **os.environ,
@@ -114,7 +118,7 @@ def baseline(concurrency: int | None = None) -> Iterator[Baseline]:
         url = f"http://127.0.0.1:{port}"
         _wait_healthy(url, api, api_log)
         try:
-            yield Baseline(url, sink)
+            yield Baseline(url, sink, [api, worker])
         except Exception:
             print(worker_log.read_text(errors="replace")[-3000:], file=sys.stderr)
             raise

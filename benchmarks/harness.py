@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import redis
@@ -38,7 +39,7 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 class Deployment:
     kind: str
     api_url: str
-    sink: SmtpSink
+    sink: Any  # the Python SmtpSink, or the one the caller gave (native_tools.CSink)
     processes: list[HeraldProcess] = field(default_factory=list)
 
 
@@ -73,14 +74,16 @@ def postgres_database() -> Iterator[str]:
 
 @contextmanager
 def deployment(
-    kind: str, *, workers: int = 1, env: dict[str, str] | None = None
+    kind: str, *, workers: int = 1, env: dict[str, str] | None = None, sink: Any = None
 ) -> Iterator[Deployment]:
-    """`kind` is "embedded" (herald serve, SQLite) or "distributed" (api, relay, N workers)."""
+    """`kind` is "embedded" (herald serve, SQLite) or "distributed" (api, relay, N workers);
+    mail goes to `sink` (an object with a `url`), or to a Python SmtpSink started here."""
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        sink = SmtpSink()
-        sink.start()
-        stack.callback(sink.stop)
+        if sink is None:
+            sink = SmtpSink()
+            sink.start()
+            stack.callback(sink.stop)
         base = {"HERALD_SMTP_URL": sink.url, **(env or {})}
 
         def started(process: HeraldProcess, wait: bool = True) -> HeraldProcess:

@@ -1,0 +1,160 @@
+"""Herald against the FastAPI + Celery baseline, measured with C tools: `wrk` posts, Postfix's
+`smtp-sink` receives. Neither is Python, so the two cores go to the system under test.
+
+    .venv/bin/python benchmarks/native.py [--seconds 10] [--connections 32] [--only NAME ...]
+
+Needs `apt-get install wrk postfix` (smtp-sink and smtp-source come with postfix). For each
+configuration, in one run: a fresh smtp-sink, the system, 2 s of warm-up POSTs (all delivered
+before the measure starts), then POSTs for `seconds` over `connections` keep-alive connections,
+each with its own body and Idempotency-Key; the rate is accepted notifications / (first POST →
+the sink counting the last of them). CPU is user+sys of
+the system's own processes (and their children) over that span, per delivered notification;
+brokers and databases outside them (Redis for Celery, Tansu and PostgreSQL for Herald
+distributed) are not counted. Peak RSS is the sum of the processes' VmHWM. The first row is the
+sink's own ceiling (smtp-source, C, 8 sessions). Writes benchmarks/results/native.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
+
+from baseline_celery import baseline
+from harness import RESULTS, deployment
+from native_tools import CSink, ProcessTree, drive, missing_tools, sink_limit
+
+# A system under test, given a sink: its API URL and the pids of its processes.
+System = Callable[[CSink], AbstractContextManager[tuple[str, list[int]]]]
+
+
+@contextmanager
+def celery(sink: CSink) -> Iterator[tuple[str, list[int]]]:
+    with baseline(sink=sink) as app:
+        yield app.api_url, [p.pid for p in app.processes]
+
+
+def herald(kind: str, workers: int = 1) -> System:
+    @contextmanager
+    def start(sink: CSink) -> Iterator[tuple[str, list[int]]]:
+        # One client posting as fast as it can: the per-caller limit would measure itself.
+        unlimited = {"HERALD_RATE_LIMIT_PER_SECOND": "0"}
+        with deployment(kind, workers=workers, env=unlimited, sink=sink) as d:
+            yield d.api_url, [p.proc.pid for p in d.processes if p.proc is not None]
+
+    return start
+
+
+SYSTEMS: dict[str, System] = {
+    "celery baseline": celery,
+    "herald embedded": herald("embedded"),
+    "herald distributed, 1 worker": herald("distributed", 1),
+}
+
+
+def measure(system: System, seconds: float, connections: int) -> dict[str, Any]:
+    sink = CSink().start()
+    try:
+        with system(sink) as (url, pids):
+            tree = ProcessTree(pids)
+            warm = drive(url, 2, 8, tag=f"warm-{uuid.uuid4().hex[:6]}")
+            sink.wait_for(int(warm["accepted"]), 600)
+            before, cpu_before = sink.count(), tree.cpu_seconds()
+            started = time.monotonic()
+            posts = drive(url, seconds, connections, tag=uuid.uuid4().hex[:8])
+            accepted = int(posts["accepted"])
+            finished = sink.wait_for(before + accepted, 900)
+            cpu = tree.cpu_seconds() - cpu_before
+            seconds = finished - started
+            return {
+                "accepted": accepted,
+                "refused": int(posts["requests"]) - accepted,
+                "of_which_429": int(posts["limited"]),
+                "of_which_5xx": int(posts["failed"]),
+                "per_second": round(accepted / seconds, 1),
+                "accepted_per_second": round(accepted / posts["seconds"], 1),
+                "post_p50_ms": posts["p50_ms"],
+                "post_p99_ms": posts["p99_ms"],
+                "cpu_ms_per_notification": round(cpu * 1000 / accepted, 2),
+                "peak_rss_mb": tree.peak_rss_mb(),
+                "seconds": round(seconds, 2),
+            }
+    finally:
+        sink.stop()
+
+
+def table(limit: float, runs: dict[str, dict[str, Any]]) -> str:
+    baseline_rate = runs.get("celery baseline", {}).get("per_second")
+    header = ["configuration", "notif/s", "vs celery", "CPU ms/notif", "accept/s"]
+    header += ["POST p50", "POST p99", "peak RSS"]
+    rows = [header, ["limit: smtp-sink (smtp-source, 8 sessions)", f"{limit:.0f}"]]
+    for name, r in runs.items():
+        if "error" in r:
+            rows.append([name, "failed: " + r["error"][:60]])
+            continue
+        ratio = f"{r['per_second'] / baseline_rate:.2f}x" if baseline_rate else "-"
+        rows.append(
+            [
+                name,
+                str(r["per_second"]),
+                ratio,
+                str(r["cpu_ms_per_notification"]),
+                str(r["accepted_per_second"]),
+                f"{r['post_p50_ms']} ms",
+                f"{r['post_p99_ms']} ms",
+                f"{r['peak_rss_mb']} MiB",
+            ]
+        )
+    widths = [max(len(row[i]) for row in rows if i < len(row)) for i in range(len(header))]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) for row in rows]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--only", nargs="*", choices=list(SYSTEMS), default=list(SYSTEMS))
+    args = parser.parse_args()
+    if missing := missing_tools():
+        sys.exit(f"missing {', '.join(missing)}: apt-get install wrk postfix")
+
+    sink = CSink().start()
+    try:
+        limit = sink_limit(sink)
+    finally:
+        sink.stop()
+    runs: dict[str, dict[str, Any]] = {}
+    for name in args.only:
+        print(f"-- {name}", file=sys.stderr, flush=True)
+        try:
+            runs[name] = measure(SYSTEMS[name], args.seconds, args.connections)
+        except Exception as exc:  # one failed configuration still leaves the others' figures
+            runs[name] = {"error": repr(exc)}
+        print(json.dumps(runs[name]), file=sys.stderr, flush=True)
+    print(table(limit, runs))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "native.json").write_text(
+        json.dumps(
+            {
+                "when": time.strftime("%Y-%m-%d"),
+                "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+                "seconds": args.seconds,
+                "connections": args.connections,
+                "sink_limit_per_second": round(limit, 1),
+                "runs": runs,
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
