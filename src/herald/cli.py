@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import sqlalchemy.exc
 import typer
-from pydantic import ValidationError
 
 from herald.cli_errors import fail
+from herald.cli_settings import settings_or_exit
 from herald.config import Settings
 from herald.errors import ConfigError
-from herald.observability.logging import configure_logging, get_logger
+from herald.observability.logging import get_logger
 
 if TYPE_CHECKING:
     from herald.roles import Role
@@ -27,23 +27,6 @@ app = typer.Typer(
     add_completion=False,
 )
 log = get_logger("herald.cli")
-
-
-def settings_or_exit() -> Settings:
-    """Settings from the environment, or a one-line error and exit 2."""
-    return _settings()
-
-
-def _settings() -> Settings:
-    try:
-        settings = Settings()
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"HERALD_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
-        )
-        fail(f"invalid configuration: {problems}")
-    configure_logging(settings.log_level, settings.log_format)
-    return settings
 
 
 def _run(coro: Coroutine[Any, Any, int], *, exit_when_done: bool = False) -> None:
@@ -123,7 +106,7 @@ def _check_auth(settings: Settings, host: str) -> None:
 @app.command()
 def serve(host: HostOption = None, port: PortOption = None) -> None:
     """Run every role in one process: API, relay, router, channel workers, status."""
-    settings = _settings()
+    settings = settings_or_exit()
     from herald import roles
 
     listen = host or settings.host, settings.port if port is None else port
@@ -142,7 +125,7 @@ def serve(host: HostOption = None, port: PortOption = None) -> None:
 @app.command()
 def api(host: HostOption = None, port: PortOption = None) -> None:
     """Run the HTTP API only; scale it by running more."""
-    settings = _settings()
+    settings = settings_or_exit()
     from herald import roles
 
     listen = host or settings.host, settings.port if port is None else port
@@ -159,7 +142,7 @@ def api(host: HostOption = None, port: PortOption = None) -> None:
 @app.command()
 def relay() -> None:
     """Run the outbox relay (and housekeeping); several may run at once."""
-    settings = _settings()
+    settings = settings_or_exit()
     from herald import roles
 
     _run_roles(settings, roles.relay_roles, migrate=False, service="herald-relay")
@@ -173,7 +156,7 @@ def worker(
     ] = None,
 ) -> None:
     """Run the router, the status consumer and channel workers; scale by running more."""
-    settings = _settings()
+    settings = settings_or_exit()
     from herald import roles
     from herald.channels import available_channels
     from herald.runtime import CHANNELS
@@ -202,7 +185,7 @@ def worker(
 @app.command()
 def migrate() -> None:
     """Create or upgrade the database schema to this version of Herald."""
-    settings = _settings()
+    settings = settings_or_exit()
 
     async def main() -> int:
         from herald.store.database import Database

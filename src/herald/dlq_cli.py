@@ -50,7 +50,7 @@ def _filters(
 
 
 def _with_runtime(work: Callable[[Runtime], Awaitable[T]]) -> T:
-    from herald.cli import settings_or_exit
+    from herald.cli_settings import settings_or_exit
 
     settings: Settings = settings_or_exit()
 

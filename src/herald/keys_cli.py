@@ -23,7 +23,7 @@ T = TypeVar("T")
 
 
 def _with_db(work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-    from herald.cli import settings_or_exit
+    from herald.cli_settings import settings_or_exit
     from herald.store.migrate import require_current, upgrade
 
     settings = settings_or_exit()
