@@ -70,7 +70,7 @@ async def test_sigterm_during_a_rebalance_after_a_kill_stops_in_time_and_loses_n
     distributed: Deployment, smtp_sink: SmtpSink, when: str
 ) -> None:
     """One worker is killed; SIGTERM reaches another with sends in flight, either before the
-    group notices the dead one (its session timeout is 3 s here) or once it has, while the
+    group notices the dead one (a 20 s session then) or once it has (3 s), while the
     partitions move to a worker that joins. The remaining workers end up with everything.
 
     (Not in between: Tansu, the test broker, never completes a rebalance when a member leaves
@@ -78,10 +78,15 @@ async def test_sigterm_during_a_rebalance_after_a_kill_stops_in_time_and_loses_n
     expires the dead member. What Herald does then is report it: test_stalled_consumers.py.)
     """
     smtp_sink.delay = 0.2
-    api = distributed.process(("api",), **TUNING)
-    relay = distributed.process(("relay",), **TUNING)
-    workers = [distributed.process(("worker",), name=f"worker{i}", **TUNING) for i in (1, 2, 3)]
-    joiner = distributed.process(("worker",), name="worker4", **TUNING)
+    tuning = dict(TUNING)
+    if when == "before the group notices":
+        # A session long enough that the SIGTERM'd worker's drain and leave (up to ~7 s on a
+        # slow machine) end well before the dead one expires: never in Tansu's window.
+        tuning["HERALD_KAFKA_SESSION_TIMEOUT_MS"] = "20000"
+    api = distributed.process(("api",), **tuning)
+    relay = distributed.process(("relay",), **tuning)
+    workers = [distributed.process(("worker",), name=f"worker{i}", **tuning) for i in (1, 2, 3)]
+    joiner = distributed.process(("worker",), name="worker4", **tuning)
     try:
         api.start()
         for process in (relay, *workers):
