@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from email.message import EmailMessage
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -16,7 +15,7 @@ import aiosmtplib
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from herald.channels.base import OutboundMessage, SendResult
-from herald.channels.email_message import build_email
+from herald.channels.email_message import Email, build_email
 from herald.domain.headers import is_single_line
 from herald.errors import ConfigError, DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from herald.observability.logging import get_logger
@@ -202,10 +201,12 @@ class SmtpProvider:
             raise
         finally:
             self._idle.put_nowait(client)
-        return SendResult(self.name, mail["Message-ID"])
+        return SendResult(self.name, mail.message_id)
 
     @staticmethod
-    async def _send(client: aiosmtplib.SMTP, mail: EmailMessage) -> None:
+    async def _send(client: aiosmtplib.SMTP, mail: Email) -> None:
         if not client.is_connected:
             await client.connect()
-        await client.send_message(mail)
+        # SMTPUTF8 for an address that needs it: aiosmtplib refuses a relay without it.
+        options = ["SMTPUTF8"] if mail.utf8 else None
+        await client.sendmail(mail.sender, [mail.recipient], mail.data, mail_options=options)
