@@ -117,6 +117,38 @@ async def test_a_lease_held_by_a_dead_worker_is_waited_out_then_taken_over(env: 
     assert len(env.sink.messages()) == 1
 
 
+async def test_claiming_many_at_once_decides_each_as_claiming_it_alone_would(
+    env: Fixture,
+) -> None:
+    pending, retrying, sent = [(await accept(env)).deliveries[0].id for _ in range(3)]
+    now = utcnow()
+    async with env.db.write() as conn:
+        await conn.execute(  # due for its second attempt, scheduled by a job of attempt 1
+            sa.update(deliveries_table)
+            .where(deliveries_table.c.id == retrying)
+            .values(status="RETRY_PENDING", attempts=1, next_attempt_at=now)
+        )
+        await conn.execute(
+            sa.update(deliveries_table)
+            .where(deliveries_table.c.id == sent)
+            .values(status="SENT", attempts=1)
+        )
+    jobs = [(pending, 0), (retrying, 0), (retrying, 1), (sent, 0), (pending, 0), ("nope", 0)]
+    async with env.db.write() as conn:
+        claims = await deliveries.claim_many(
+            conn, jobs, now=now, lease_until=now + timedelta(minutes=1), owner="other"
+        )
+    outcomes = [(c.outcome, c.attempts) for c in claims]
+    assert outcomes == [
+        (deliveries.ClaimOutcome.CLAIMED, 1),
+        (deliveries.ClaimOutcome.STALE, 1),  # a duplicate of an older attempt's job
+        (deliveries.ClaimOutcome.CLAIMED, 2),  # (the same delivery's current job: next round)
+        (deliveries.ClaimOutcome.FINISHED, 1),
+        (deliveries.ClaimOutcome.BUSY, 0),  # its first job in the list holds it now
+        (deliveries.ClaimOutcome.MISSING, 0),
+    ]
+
+
 async def test_a_worker_takes_back_its_own_claim_at_once(env: Fixture) -> None:
     # This worker claimed it, then could not record the outcome (the database went away);
     # retrying the job must not wait out its own 10-minute lease.

@@ -276,17 +276,13 @@ class ChannelWorker:
         now = utcnow()
         lease_until = seconds_from_now(self.lease_seconds, now)
         async with self.db.write() as conn:
-            return [
-                await deliveries.claim(
-                    conn,
-                    job.delivery_id,
-                    job_attempt=job.attempt,
-                    now=now,
-                    lease_until=lease_until,
-                    owner=self.owner,
-                )
-                for job in jobs
-            ]
+            return await deliveries.claim_many(
+                conn,
+                [(job.delivery_id, job.attempt) for job in jobs],
+                now=now,
+                lease_until=lease_until,
+                owner=self.owner,
+            )
 
     async def _send(self, job: _Job, claim: Claim, slot: ProviderSlot, deadline: float) -> _Sent:
         """One claimed job: a free connection of the provider, a token of its rate limit, the
@@ -362,47 +358,56 @@ class ChannelWorker:
     # -- 2. record every outcome ------------------------------------------------------------
 
     async def _record(self, sent: list[_Sent]) -> None:
+        """Every outcome in one transaction: only attempts this worker still owns (a lapsed
+        lease may have been taken over); what was sent in one statement for all of them."""
         async with self.units.begin() as unit:
-            owned = [await self._record_one(unit, s) for s in sent]
-        for s, kept in zip(sent, owned, strict=True):
-            if kept:
+            owned = await deliveries.owned(
+                unit.conn, [(s.job.delivery_id, s.attempt) for s in sent]
+            )
+            kept = [s for s in sent if (s.job.delivery_id, s.attempt) in owned]
+            await deliveries.finish_sent(
+                unit.conn,
+                [
+                    deliveries.Sent(
+                        s.job.delivery_id,
+                        s.attempt,
+                        s.result.provider,
+                        s.result.provider_message_id,
+                    )
+                    for s in kept
+                    if s.result is not None
+                ],
+                unit.now,
+            )
+            attempts = [await self._record_outcome(unit, s) for s in kept]
+            await deliveries.record_attempts(unit.conn, attempts)
+        for s in sent:
+            if (s.job.delivery_id, s.attempt) in owned:
                 self._report(s, unit.now)
             else:
                 log.warning("delivery.lease_lost", delivery_id=s.job.delivery_id, attempt=s.attempt)
 
-    async def _record_one(self, unit: Unit, sent: _Sent) -> bool:
-        """Write one outcome; False if this worker no longer owned the attempt."""
+    async def _record_outcome(self, unit: Unit, sent: _Sent) -> Attempt:
+        """What follows from one owned attempt's outcome (a SENT delivery is already marked as
+        such): its status event, and for a failure the delivery's new state and either the
+        next attempt or a dead letter. Returns the attempt for the history."""
         job, now, conn = sent.job, unit.now, unit.conn
         if sent.result is not None:
-            if not await deliveries.finish(
-                conn,
-                job.delivery_id,
-                attempt=sent.attempt,
-                status=DeliveryStatus.SENT,
-                now=now,
-                provider=sent.result.provider,
-                provider_message_id=sent.result.provider_message_id,
-            ):
-                return False
-            await deliveries.record_attempt(
-                conn,
-                Attempt(
-                    job.delivery_id,
-                    sent.attempt,
-                    sent.result.provider,
-                    DeliveryStatus.SENT,
-                    sent.started,
-                    now,
-                ),
-            )
             self._publish_status(unit, sent, DeliveryStatus.SENT)
-            return True
+            return Attempt(
+                job.delivery_id,
+                sent.attempt,
+                sent.result.provider,
+                DeliveryStatus.SENT,
+                sent.started,
+                now,
+            )
         assert sent.error is not None
         decision = self.policy.decide(sent.error, sent.attempt)
         status = DeliveryStatus.DEAD_LETTERED if decision.give_up else DeliveryStatus.RETRY_PENDING
         retry_at = None if decision.retry_in is None else now + timedelta(seconds=decision.retry_in)
         error_class, text = describe(sent.error)
-        if not await deliveries.finish(
+        await deliveries.finish(
             conn,
             job.delivery_id,
             attempt=sent.attempt,
@@ -411,21 +416,6 @@ class ChannelWorker:
             error=text,
             next_attempt_at=retry_at,
             provider=sent.provider,
-        ):
-            return False
-        await deliveries.record_attempt(
-            conn,
-            Attempt(
-                job.delivery_id,
-                sent.attempt,
-                sent.provider,
-                status,
-                sent.started,
-                now,
-                error_class,
-                text,
-                retry_at,
-            ),
         )
         self._publish_status(unit, sent, status, text)
         if retry_at is not None:
@@ -458,7 +448,17 @@ class ChannelWorker:
                     replayed_at=None,
                 ),
             )
-        return True
+        return Attempt(
+            job.delivery_id,
+            sent.attempt,
+            sent.provider,
+            status,
+            sent.started,
+            now,
+            error_class,
+            text,
+            retry_at,
+        )
 
     def _publish_status(
         self, unit: Unit, sent: _Sent, status: DeliveryStatus, error: str | None = None

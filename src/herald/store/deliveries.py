@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -41,6 +42,63 @@ class Claim:
     lease_until: datetime | None = None
 
 
+def _claimable(
+    job_attempt: sa.ColumnElement[int],
+    now: sa.ColumnElement[datetime],
+    due_by: sa.ColumnElement[datetime],  # now + NOT_DUE_SLACK
+    owner: sa.ColumnElement[str],
+) -> sa.ColumnElement[bool]:
+    due = sa.or_(D.next_attempt_at.is_(None), D.next_attempt_at <= due_by)
+    return sa.or_(
+        # A deferred delivery (quiet hours, send_at) only once due; its scheduled job comes
+        # then, so an early duplicate is dropped. The slack absorbs clocks a little apart.
+        sa.and_(D.status == DeliveryStatus.PENDING, due),
+        # Only the job scheduled for this retry may start it, once due; older duplicates are
+        # stale, and an early one has its own job coming (a destination's circuit postponed it).
+        sa.and_(D.status == DeliveryStatus.RETRY_PENDING, D.attempts == job_attempt, due),
+        sa.and_(
+            D.status == DeliveryStatus.PROCESSING,
+            sa.or_(D.lease_until < now, D.lease_owner == owner),
+        ),
+    )
+
+
+# Built once: a statement object reused keeps its compiled form and cache key.
+_CLAIM = (
+    sa.update(deliveries)
+    # A skip reason on a delivery not yet SKIPPED: cancelled while under way (its user was
+    # deleted). It is never started again; below, it becomes SKIPPED instead.
+    .where(
+        D.id.in_(sa.bindparam("ids", expanding=True)),
+        D.skip_reason.is_(None),
+        _claimable(
+            sa.bindparam("job_attempt", type_=sa.Integer),
+            sa.bindparam("now", type_=D.updated_at.type),
+            sa.bindparam("due_by", type_=D.updated_at.type),
+            sa.bindparam("owner", type_=sa.String),
+        ),
+    )
+    .values(
+        status=DeliveryStatus.PROCESSING,
+        attempts=D.attempts + 1,
+        lease_until=sa.bindparam("lease_until", type_=D.lease_until.type),
+        lease_owner=sa.bindparam("owner", type_=sa.String),
+        last_attempt_at=sa.bindparam("now", type_=D.updated_at.type),
+        next_attempt_at=None,
+        updated_at=sa.bindparam("now", type_=D.updated_at.type),
+    )
+    .returning(D.id, D.attempts)
+)
+_CLAIM_MISSED = sa.select(D.id, D.status, D.attempts, D.lease_until, D.skip_reason).where(
+    D.id.in_(sa.bindparam("ids", expanding=True))
+)
+_MISSED = {
+    DeliveryStatus.PROCESSING: ClaimOutcome.BUSY,
+    DeliveryStatus.RETRY_PENDING: ClaimOutcome.STALE,
+    DeliveryStatus.PENDING: ClaimOutcome.NOT_DUE,
+}
+
+
 async def claim(
     conn: AsyncConnection,
     delivery_id: str,
@@ -51,58 +109,89 @@ async def claim(
     owner: str,
 ) -> Claim:
     """Start an attempt. ``job_attempt`` is the attempt count the job was scheduled at."""
-    claimable = sa.or_(
-        # A deferred delivery (quiet hours, send_at) only once due; its scheduled job comes
-        # then, so an early duplicate is dropped. The slack absorbs clocks a little apart.
-        sa.and_(
-            D.status == DeliveryStatus.PENDING,
-            sa.or_(D.next_attempt_at.is_(None), D.next_attempt_at <= now + NOT_DUE_SLACK),
-        ),
-        # Only the job scheduled for this retry may start it, once due; older duplicates are
-        # stale, and an early one has its own job coming (a destination's circuit postponed it).
-        sa.and_(
-            D.status == DeliveryStatus.RETRY_PENDING,
-            D.attempts == job_attempt,
-            sa.or_(D.next_attempt_at.is_(None), D.next_attempt_at <= now + NOT_DUE_SLACK),
-        ),
-        sa.and_(
-            D.status == DeliveryStatus.PROCESSING,
-            sa.or_(D.lease_until < now, D.lease_owner == owner),
-        ),
+    (found,) = await claim_many(
+        conn, [(delivery_id, job_attempt)], now=now, lease_until=lease_until, owner=owner
     )
-    attempts = await conn.scalar(
-        sa.update(deliveries)
-        # A skip reason on a delivery not yet SKIPPED: cancelled while under way (its user
-        # was deleted). It is never started again; below, it becomes SKIPPED instead.
-        .where(D.id == delivery_id, D.skip_reason.is_(None), claimable)
-        .values(
-            status=DeliveryStatus.PROCESSING,
-            attempts=D.attempts + 1,
-            lease_until=lease_until,
-            lease_owner=owner,
-            last_attempt_at=now,
-            next_attempt_at=None,
-            updated_at=now,
+    return found
+
+
+async def claim_many(
+    conn: AsyncConnection,
+    jobs: list[tuple[str, int]],
+    *,
+    now: datetime,
+    lease_until: datetime,
+    owner: str,
+) -> list[Claim]:
+    """Start the attempts of many jobs, ``(delivery id, attempt count it was scheduled at)``:
+    one statement per distinct attempt count (usually one), one more to look at what could
+    not be started. A delivery's later job in the list is tried once its earlier one has
+    been; it finds the delivery busy if that one claimed it (never two sends at once)."""
+    claims: list[Claim] = [Claim(ClaimOutcome.MISSING)] * len(jobs)
+    claimed: set[str] = set()
+    waiting = list(enumerate(jobs))
+    while waiting:
+        seen: set[str] = set()
+        this_round: list[tuple[int, tuple[str, int]]] = []
+        later: list[tuple[int, tuple[str, int]]] = []
+        for i, job in waiting:
+            if job[0] in claimed:
+                claims[i] = Claim(ClaimOutcome.BUSY, lease_until=lease_until)
+                continue
+            (later if job[0] in seen else this_round).append((i, job))
+            seen.add(job[0])
+        waiting = later
+        if not this_round:
+            break
+        found = await _claim_round(
+            conn, [job for _, job in this_round], now=now, lease_until=lease_until, owner=owner
         )
-        .returning(D.attempts)
-    )
-    if attempts is not None:
-        return Claim(ClaimOutcome.CLAIMED, attempts=attempts)
-    row = (
-        await conn.execute(
-            sa.select(D.status, D.attempts, D.lease_until, D.skip_reason).where(D.id == delivery_id)
+        for i, (delivery_id, _) in this_round:
+            claims[i] = found.get(delivery_id, Claim(ClaimOutcome.MISSING))
+            if claims[i].outcome == ClaimOutcome.CLAIMED:
+                claimed.add(delivery_id)
+    return claims
+
+
+async def _claim_round(
+    conn: AsyncConnection,
+    jobs: list[tuple[str, int]],
+    *,
+    now: datetime,
+    lease_until: datetime,
+    owner: str,
+) -> dict[str, Claim]:
+    by_attempt: dict[int, list[str]] = {}
+    for delivery_id, job_attempt in jobs:
+        by_attempt.setdefault(job_attempt, []).append(delivery_id)
+    found: dict[str, Claim] = {}
+    for job_attempt, ids in by_attempt.items():
+        rows = await conn.execute(
+            _CLAIM,
+            {
+                "ids": ids,
+                "job_attempt": job_attempt,
+                "now": now,
+                "due_by": now + NOT_DUE_SLACK,
+                "owner": owner,
+                "lease_until": lease_until,
+            },
         )
-    ).first()
-    if row is None:
-        return Claim(ClaimOutcome.MISSING)
+        for row in rows:
+            found[row.id] = Claim(ClaimOutcome.CLAIMED, attempts=row.attempts)
+    missed = [delivery_id for delivery_id, _ in jobs if delivery_id not in found]
+    if missed:
+        for row in await conn.execute(_CLAIM_MISSED, {"ids": missed}):
+            found[row.id] = await _missed(conn, row, now)
+    return found
+
+
+async def _missed(conn: AsyncConnection, row: sa.Row[Any], now: datetime) -> Claim:
+    """Why a job's delivery could not be started."""
     status = DeliveryStatus(row.status)
-    if row.skip_reason is not None and await _cancel(conn, delivery_id, status, now):
+    if row.skip_reason is not None and await _cancel(conn, row.id, status, now):
         return Claim(ClaimOutcome.FINISHED, attempts=row.attempts, status=DeliveryStatus.SKIPPED)
-    outcome = {
-        DeliveryStatus.PROCESSING: ClaimOutcome.BUSY,
-        DeliveryStatus.RETRY_PENDING: ClaimOutcome.STALE,
-        DeliveryStatus.PENDING: ClaimOutcome.NOT_DUE,
-    }.get(status, ClaimOutcome.FINISHED)
+    outcome = _MISSED.get(status, ClaimOutcome.FINISHED)
     return Claim(outcome, attempts=row.attempts, status=status, lease_until=row.lease_until)
 
 
@@ -181,6 +270,84 @@ async def record_attempt(conn: AsyncConnection, attempt: Attempt) -> None:
     if values["error"] is not None:
         values["error"] = values["error"][:2000]
     await conn.execute(sa.insert(delivery_attempts).values(**values))
+
+
+async def record_attempts(conn: AsyncConnection, attempts: list[Attempt]) -> None:
+    """Many attempts in one multi-row statement."""
+    if not attempts:
+        return
+    rows = []
+    for attempt in attempts:
+        values = {name: getattr(attempt, name) for name in Attempt.__dataclass_fields__}
+        if values["error"] is not None:
+            values["error"] = values["error"][:2000]
+        rows.append(values)
+    await conn.execute(sa.insert(delivery_attempts), rows)
+
+
+_OWNED = (
+    sa.select(D.id, D.attempts)
+    .where(D.id.in_(sa.bindparam("ids", expanding=True)), D.status == DeliveryStatus.PROCESSING)
+    .with_for_update()
+)
+
+
+async def owned(conn: AsyncConnection, attempts: list[tuple[str, int]]) -> set[tuple[str, int]]:
+    """Which of these ``(delivery id, attempt)`` are still under way at that attempt, i.e. can
+    be finished by whoever claimed them; locked until the transaction ends."""
+    if not attempts:
+        return set()
+    rows = await conn.execute(_OWNED, {"ids": [delivery_id for delivery_id, _ in attempts]})
+    under_way = {(row.id, row.attempts) for row in rows}
+    return {attempt for attempt in attempts if attempt in under_way}
+
+
+_FINISH_SENT = (
+    sa.update(deliveries)
+    .where(
+        D.id == sa.bindparam("delivery_id"),
+        D.status == DeliveryStatus.PROCESSING,
+        D.attempts == sa.bindparam("attempt"),
+    )
+    .values(
+        status=DeliveryStatus.SENT,
+        lease_until=None,
+        lease_owner=None,
+        updated_at=sa.bindparam("now", type_=D.updated_at.type),
+        sent_at=sa.bindparam("now", type_=D.updated_at.type),
+        next_attempt_at=None,
+        provider=sa.bindparam("provider"),
+        provider_message_id=sa.bindparam("provider_message_id"),
+        skip_reason=None,  # a cancellation asked for during the attempt came too late
+    )
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    delivery_id: str
+    attempt: int
+    provider: str
+    provider_message_id: str | None
+
+
+async def finish_sent(conn: AsyncConnection, sent: list[Sent], now: datetime) -> None:
+    """End these attempts as SENT, in one statement executed for each (see ``owned``: only
+    attempts still under way are changed)."""
+    if sent:
+        await conn.execute(
+            _FINISH_SENT,
+            [
+                {
+                    "delivery_id": s.delivery_id,
+                    "attempt": s.attempt,
+                    "provider": s.provider,
+                    "provider_message_id": s.provider_message_id,
+                    "now": now,
+                }
+                for s in sent
+            ],
+        )
 
 
 async def attempts_of(conn: AsyncConnection, delivery_ids: list[str]) -> dict[str, list[Attempt]]:
