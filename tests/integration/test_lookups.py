@@ -33,9 +33,11 @@ async def test_a_batch_reads_its_users_in_one_query_and_a_template_once(db: Data
     def count(*args: Any) -> None:
         statements.append(str(args[2]))
 
-    async with db.read() as conn:
+    async with Lookups.reading(db) as lookups:
+        await lookups.load_users("t1", [])  # nothing to read: no connection taken yet
+        assert not lookups.connected
+        conn = await lookups.conn()
         sa.event.listen(conn.sync_connection, "before_cursor_execute", count)
-        lookups = Lookups(conn)
         await lookups.load_users("t1", ["u0", "u1", "u2", "nobody"])
         found = [await lookups.user("t1", f"u{i}") for i in range(3)]
         missing = await lookups.user("t1", "nobody")

@@ -32,6 +32,7 @@ from herald.pipeline.unit import Unit, Units
 from herald.store import idempotency, journal, notifications
 from herald.store.idempotency_cache import IdempotencyCache
 from herald.store.notifications import DeliveryRecord, NotificationRecord
+from herald.store.tables import idempotency_keys
 
 log = get_logger(__name__)
 
@@ -133,8 +134,7 @@ class Intake:
         # Inline URLs are resolved (DNS) first, all at once, and without holding a connection.
         refusals = await asyncio.gather(*(self.planner.outbound_refusal(s) for s in specs))
         drafts: list[Draft | PlanningError] = []
-        async with self.db.read() as conn:
-            lookups = Lookups(conn)
+        async with Lookups.reading(self.db) as lookups:
             for tenant in {s.tenant_id for s in specs}:
                 ids = {s.user_id for s in specs if s.tenant_id == tenant and s.user_id}
                 await lookups.load_users(tenant, ids)
@@ -195,6 +195,7 @@ class Intake:
                 continue
             record = _new_record(plan, now)
             if plan.spec.collapse_key is not None:
+                await unit.write_rows()  # a notification buffered before this one is seen
                 steps += await notifications.supersede(
                     conn,
                     record.tenant_id,
@@ -206,7 +207,7 @@ class Intake:
             outcomes.append(record)
             events.append(self._requested(record, plan))
         accepted = [o for o in outcomes if isinstance(o, NotificationRecord)]
-        await notifications.insert_many(conn, accepted)
+        unit.insert(notifications.rows_of(accepted))
         unit.publish(events)
         unit.record(steps)
         body = render(outcomes)  # may raise PlanningError: nothing is stored then
@@ -215,9 +216,10 @@ class Intake:
             response = idempotency.StoredResponse(
                 idem.request_hash, accepted[0].id if accepted else "", 202, body
             )
-            await idempotency.save(
-                conn, idem.scope, idem.key, response, now=now, ttl_seconds=self.idempotency_ttl
+            row = idempotency.row(
+                idem.scope, idem.key, response, now=now, ttl_seconds=self.idempotency_ttl
             )
+            unit.insert({idempotency_keys: [row]})
         return body, accepted, response
 
     def _requested(self, record: NotificationRecord, plan: Plan) -> OutgoingMessage:

@@ -6,12 +6,14 @@ it, written together at commit, and whoever waits for it woken after the commit.
         unit.publish([job, status_event])          # to the bus, with the state change
         unit.publish([retry], available_at=due)    # later: through the outbox
         unit.record([journal step, ...])
+        unit.insert({table: [row, ...]})             # new rows, written at commit
 
 What a stage publishes for now goes where the bus lets it join the transaction: on the
 embedded bus (a log in the same database) it is appended to the log itself, so no relay hop
 and no second write; on Kafka, which cannot join a database transaction, into the outbox, for
 the relay. What is due later always goes to the outbox, whose relay publishes it when due.
-Buffered rows are written with one multi-row statement per table, PostgreSQL's ``NOTIFY``
+Buffered rows are written with one multi-row statement per table (so the writes of a group
+commit, each inserting a notification, make one statement between them), PostgreSQL's ``NOTIFY``
 (waking relays in other processes) is sent once per transaction, and this process's waiting
 relay and consumers are woken only once the transaction has committed: never for something
 that rolled back.
@@ -23,7 +25,9 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from datetime import datetime
+from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.bus.base import Bus, OutgoingMessage
@@ -43,6 +47,20 @@ class Unit:
         self.messages: list[OutgoingMessage] = []  # to publish now
         self.later: list[tuple[OutgoingMessage, datetime]] = []  # to publish when due
         self.steps: list[journal.Step] = []
+        self.rows: dict[sa.Table, list[dict[str, Any]]] = {}  # to insert, by table
+
+    def insert(self, rows: dict[sa.Table, list[dict[str, Any]]]) -> None:
+        """Buffer new rows; tables are written in the order first given (a row referring to
+        another's comes after it)."""
+        for table, more in rows.items():
+            self.rows.setdefault(table, []).extend(more)
+
+    async def write_rows(self) -> None:
+        """Write the buffered rows now: before reading what they would change."""
+        for table, rows in self.rows.items():
+            if rows:
+                await self.conn.execute(sa.insert(table), rows)
+        self.rows = {}
 
     def publish(
         self, messages: Iterable[OutgoingMessage], *, available_at: datetime | None = None
@@ -80,6 +98,7 @@ class Units:
 
     async def _flush(self, unit: Unit) -> set[str]:
         """Write what ``unit`` buffered; the topics appended to the bus directly."""
+        await unit.write_rows()
         conn, appended = unit.conn, set[str]()
         queued: list[tuple[OutgoingMessage, datetime | None]] = [(m, due) for m, due in unit.later]
         if unit.messages and self.bus is not None and self.bus.transactional:

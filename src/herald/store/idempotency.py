@@ -35,6 +35,23 @@ async def find(conn: AsyncConnection, scope: str, key: str, now: datetime) -> St
     return StoredResponse(row.request_hash, row.resource_id, row.response_status, row.response_body)
 
 
+def row(
+    scope: str, key: str, response: StoredResponse, *, now: datetime, ttl_seconds: float
+) -> dict[str, Any]:
+    """The row that stores ``response`` under the key; inserting it fails with IntegrityError
+    (the primary key) when a concurrent duplicate stored one first."""
+    return {
+        "scope": scope,
+        "key": key,
+        "request_hash": response.request_hash,
+        "resource_id": response.resource_id,
+        "response_status": response.status,
+        "response_body": response.body,
+        "created_at": now,
+        "expires_at": now + timedelta(seconds=ttl_seconds),
+    }
+
+
 async def save(
     conn: AsyncConnection,
     scope: str,
@@ -44,18 +61,8 @@ async def save(
     now: datetime,
     ttl_seconds: float,
 ) -> None:
-    """Insert; the primary key makes a concurrent duplicate fail with IntegrityError."""
     await conn.execute(
-        sa.insert(idempotency_keys).values(
-            scope=scope,
-            key=key,
-            request_hash=response.request_hash,
-            resource_id=response.resource_id,
-            response_status=response.status,
-            response_body=response.body,
-            created_at=now,
-            expires_at=now + timedelta(seconds=ttl_seconds),
-        )
+        sa.insert(idempotency_keys), [row(scope, key, response, now=now, ttl_seconds=ttl_seconds)]
     )
 
 

@@ -103,13 +103,14 @@ def _notification(
     )
 
 
-async def insert_many(conn: AsyncConnection, records: Sequence[NotificationRecord]) -> None:
-    """Insert notifications and their deliveries: two statements however many there are."""
-    if not records:
-        return
-    await conn.execute(
-        sa.insert(notifications),
-        [
+Rows = dict[sa.Table, list[dict[str, Any]]]
+
+
+def rows_of(records: Sequence[NotificationRecord]) -> Rows:
+    """The rows that store notifications and their deliveries, by table (notifications first,
+    as deliveries refer to them)."""
+    return {
+        notifications: [
             {
                 "id": r.id,
                 "tenant_id": r.tenant_id,
@@ -129,10 +130,7 @@ async def insert_many(conn: AsyncConnection, records: Sequence[NotificationRecor
             }
             for r in records
         ],
-    )
-    await conn.execute(
-        sa.insert(deliveries),
-        [
+        deliveries: [
             {
                 "id": d.id,
                 "notification_id": r.id,
@@ -148,7 +146,14 @@ async def insert_many(conn: AsyncConnection, records: Sequence[NotificationRecor
             for r in records
             for d in r.deliveries
         ],
-    )
+    }
+
+
+async def insert_many(conn: AsyncConnection, records: Sequence[NotificationRecord]) -> None:
+    """Insert notifications and their deliveries: two statements however many there are."""
+    for table, rows in rows_of(records).items():
+        if rows:
+            await conn.execute(sa.insert(table), rows)
 
 
 async def supersede(
