@@ -90,13 +90,9 @@ class EmbeddedBus(Bus):
         now = utcnow()
         rows: list[dict[str, Any]] = []
         for tp, batch in sorted(by_partition.items()):
+            # One partition at a time, in order: PostgreSQL locks the rows in that order.
             end = await conn.scalar(
-                sa.update(bus_partitions)
-                .where(
-                    bus_partitions.c.topic == tp.topic, bus_partitions.c.partition == tp.partition
-                )
-                .values(next_offset=bus_partitions.c.next_offset + len(batch))
-                .returning(bus_partitions.c.next_offset)
+                _ADVANCE, {"b_topic": tp.topic, "b_partition": tp.partition, "count": len(batch)}
             )
             if end is None:
                 self._partition_counts.pop(tp.topic, None)  # cached from a rolled-back creation
@@ -155,6 +151,18 @@ class EmbeddedBus(Bus):
                 sa.select(bus_group_offsets).where(bus_group_offsets.c.group_id == group)
             )
             return {TopicPartition(r.topic, r.partition): r.committed_offset for r in rows}
+
+
+# Built once: a statement reused keeps its compiled form and cache key.
+_ADVANCE = (
+    sa.update(bus_partitions)
+    .where(
+        bus_partitions.c.topic == sa.bindparam("b_topic"),
+        bus_partitions.c.partition == sa.bindparam("b_partition"),
+    )
+    .values(next_offset=bus_partitions.c.next_offset + sa.bindparam("count", type_=sa.Integer))
+    .returning(bus_partitions.c.next_offset)
+)
 
 
 @functools.lru_cache(maxsize=64)

@@ -17,7 +17,6 @@ from sqlalchemy.exc import IntegrityError
 
 from herald.bus.base import OutgoingMessage
 from herald.bus.topics import Topics
-from herald.clock import utcnow
 from herald.domain.messages import Content, DeliveryPlan, NotificationRequested
 from herald.domain.models import DeliveryStatus, NotificationStatus
 from herald.errors import IdempotencyKeyReusedError
@@ -26,6 +25,7 @@ from herald.observability import metrics, tracing
 from herald.observability.logging import get_logger
 from herald.pipeline.envelope import envelope
 from herald.pipeline.group_commit import GroupCommit
+from herald.pipeline.idempotency_reads import IdempotencyReads
 from herald.pipeline.lookups import Lookups
 from herald.pipeline.planning import Draft, NotificationSpec, Plan, Planner, PlanningError
 from herald.pipeline.unit import Unit, Units
@@ -71,6 +71,7 @@ class Intake:
         self.db = units.db
         # Concurrent requests share a transaction (see group_commit).
         self.group = GroupCommit(units)
+        self.reads = IdempotencyReads(units.db)  # and their look-ups share a read
         self.topics = topics
         self.idempotency_ttl = idempotency_ttl
         self.cache = cache
@@ -122,8 +123,7 @@ class Intake:
             cached = await self.cache.get(idem.scope, idem.key)
             if cached is not None:
                 return cached
-        async with self.db.read() as conn:
-            return await idempotency.find(conn, idem.scope, idem.key, utcnow())
+        return await self.reads.find(idem.scope, idem.key)
 
     async def _accept_once(
         self,

@@ -22,17 +22,43 @@ class StoredResponse:
     body: dict[str, Any]
 
 
+_FIND = sa.select(idempotency_keys).where(
+    K.scope == sa.bindparam("scope"), K.key.in_(sa.bindparam("keys", expanding=True))
+)
+_FORGET = sa.delete(idempotency_keys).where(
+    K.scope == sa.bindparam("scope"),
+    K.key.in_(sa.bindparam("keys", expanding=True)),
+    K.expires_at <= sa.bindparam("now", type_=K.expires_at.type),
+)
+
+
 async def find(conn: AsyncConnection, scope: str, key: str, now: datetime) -> StoredResponse | None:
     """The live response stored under the key; an expired one is deleted and ignored."""
-    row = (
-        await conn.execute(sa.select(idempotency_keys).where(K.scope == scope, K.key == key))
-    ).first()
-    if row is None:
-        return None
-    if row.expires_at <= now:
-        await conn.execute(sa.delete(idempotency_keys).where(K.scope == scope, K.key == key))
-        return None
-    return StoredResponse(row.request_hash, row.resource_id, row.response_status, row.response_body)
+    found, expired = await find_many(conn, scope, [key], now)
+    if expired:
+        await forget_expired(conn, scope, expired, now)
+    return found.get(key)
+
+
+async def find_many(
+    conn: AsyncConnection, scope: str, keys: list[str], now: datetime
+) -> tuple[dict[str, StoredResponse], list[str]]:
+    """The live responses stored under these keys of one scope, in one statement; and the
+    keys whose response has expired (to be forgotten: a new request may use them again)."""
+    found: dict[str, StoredResponse] = {}
+    expired: list[str] = []
+    for row in await conn.execute(_FIND, {"scope": scope, "keys": keys}):
+        if row.expires_at <= now:
+            expired.append(row.key)
+        else:
+            found[row.key] = StoredResponse(
+                row.request_hash, row.resource_id, row.response_status, row.response_body
+            )
+    return found, expired
+
+
+async def forget_expired(conn: AsyncConnection, scope: str, keys: list[str], now: datetime) -> None:
+    await conn.execute(_FORGET, {"scope": scope, "keys": keys, "now": now})
 
 
 def row(
