@@ -2,6 +2,7 @@
 `smtp-sink` receives. Neither is Python, so the two cores go to the system under test.
 
     .venv/bin/python benchmarks/native.py [--seconds 10] [--connections 32] [--only NAME ...]
+                                          [--before REV]
 
 Needs `apt-get install wrk postfix` (smtp-sink and smtp-source come with postfix). For each
 configuration, in one run: a fresh smtp-sink, the system, 2 s of warm-up POSTs (all delivered
@@ -12,6 +13,8 @@ the system's own processes (and their children) over that span, per delivered no
 brokers and databases outside them (Redis for Celery, Tansu and PostgreSQL for Herald
 distributed) are not counted. Peak RSS is the sum of the processes' VmHWM. The first row is the
 sink's own ceiling (smtp-source, C, 8 sessions). Writes benchmarks/results/native.json.
+--before REV also measures each Herald configuration on the code of git revision REV (a
+temporary worktree, same virtualenv), before and after this checkout's, in the same run.
 """
 
 from __future__ import annotations
@@ -24,11 +27,13 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from pathlib import Path
 from typing import Any
 
 from baseline_celery import baseline
 from harness import RESULTS, deployment
+from hotpath import worktree
 from native_tools import CSink, ProcessTree, drive, missing_tools, sink_limit
 
 # A system under test, given a sink: its API URL and the pids of its processes.
@@ -41,21 +46,28 @@ def celery(sink: CSink) -> Iterator[tuple[str, list[int]]]:
         yield app.api_url, [p.pid for p in app.processes]
 
 
-def herald(kind: str, workers: int = 1) -> System:
+def herald(kind: str, workers: int = 1, source: Path | None = None) -> System:
+    """``source``: a checkout whose code to run instead of this one's."""
+
     @contextmanager
     def start(sink: CSink) -> Iterator[tuple[str, list[int]]]:
         # One client posting as fast as it can: the per-caller limit would measure itself.
-        unlimited = {"HERALD_RATE_LIMIT_PER_SECOND": "0"}
-        with deployment(kind, workers=workers, env=unlimited, sink=sink) as d:
+        env = {"HERALD_RATE_LIMIT_PER_SECOND": "0"}
+        if source is not None:
+            env["PYTHONPATH"] = str(source / "src")
+        with deployment(kind, workers=workers, env=env, sink=sink) as d:
             yield d.api_url, [p.proc.pid for p in d.processes if p.proc is not None]
 
     return start
 
 
+HERALD: dict[str, tuple[str, int]] = {
+    "herald embedded": ("embedded", 1),
+    "herald distributed, 1 worker": ("distributed", 1),
+}
 SYSTEMS: dict[str, System] = {
     "celery baseline": celery,
-    "herald embedded": herald("embedded"),
-    "herald distributed, 1 worker": herald("distributed", 1),
+    **{name: herald(kind, workers) for name, (kind, workers) in HERALD.items()},
 }
 
 
@@ -122,7 +134,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--only", nargs="*", choices=list(SYSTEMS), default=list(SYSTEMS))
+    parser.add_argument("--before", help="git revision to compare with, in the same run")
     args = parser.parse_args()
+    os.environ.pop("PYTHONPATH", None)
     if missing := missing_tools():
         sys.exit(f"missing {', '.join(missing)}: apt-get install wrk postfix")
 
@@ -131,14 +145,25 @@ def main() -> None:
         limit = sink_limit(sink)
     finally:
         sink.stop()
-    runs: dict[str, dict[str, Any]] = {}
-    for name in args.only:
-        print(f"-- {name}", file=sys.stderr, flush=True)
-        try:
-            runs[name] = measure(SYSTEMS[name], args.seconds, args.connections)
-        except Exception as exc:  # one failed configuration still leaves the others' figures
-            runs[name] = {"error": repr(exc)}
-        print(json.dumps(runs[name]), file=sys.stderr, flush=True)
+    plan: list[tuple[str, System]] = []
+    with ExitStack() as stack:
+        before = worktree(args.before, stack) if args.before else None
+        for name in args.only:
+            if before is None or name not in HERALD:
+                plan.append((name, SYSTEMS[name]))
+                continue
+            # Before, after, before again: drift on a shared machine shows.
+            was = herald(*HERALD[name], source=before)
+            plan += [(f"{name} @{args.before}", was), (name, SYSTEMS[name])]
+            plan.append((f"{name} @{args.before} (again)", was))
+        runs: dict[str, dict[str, Any]] = {}
+        for name, system in plan:
+            print(f"-- {name}", file=sys.stderr, flush=True)
+            try:
+                runs[name] = measure(system, args.seconds, args.connections)
+            except Exception as exc:  # one failed configuration still leaves the others'
+                runs[name] = {"error": repr(exc)}
+            print(json.dumps(runs[name]), file=sys.stderr, flush=True)
     print(table(limit, runs))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "native.json").write_text(
@@ -148,6 +173,7 @@ def main() -> None:
                 "machine": f"{platform.machine()}, {os.cpu_count()} cores",
                 "seconds": args.seconds,
                 "connections": args.connections,
+                "before": args.before,
                 "sink_limit_per_second": round(limit, 1),
                 "runs": runs,
             },
