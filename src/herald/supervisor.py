@@ -13,7 +13,8 @@ committed is read again by the next owner, as after a crash.
 Signals are received by a thread of their own (``sigwait``; :func:`hold_stop_signals` blocks
 them everywhere else before any thread starts), not by the event loop: a loop stuck in a call
 that never returns (a native client's destructor, say) would never run a handler, and the
-signal would seem ignored.
+signal would seem ignored. A signal that reaches a thread started before that (an agent's)
+is passed on to the signal thread (:func:`forward_stop_signals`).
 """
 
 from __future__ import annotations
@@ -45,6 +46,20 @@ def hold_stop_signals() -> None:
     that only the supervisor's signal thread receives them. Call it first thing, before any
     thread exists (threads inherit the mask of the thread that starts them)."""
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+
+
+def forward_stop_signals(receiver: threading.Thread) -> None:
+    """A thread started before :func:`hold_stop_signals` (by an agent loaded at start-up, say)
+    does not block the stop signals, so the kernel may hand it one: handled here, in the main
+    thread, and passed on to ``receiver``'s sigwait, instead of killing the process
+    (SIGTERM's default) or raising KeyboardInterrupt somewhere in the loop (SIGINT's)."""
+
+    def forward(signum: int, _frame: object) -> None:
+        assert receiver.ident is not None
+        signal.pthread_kill(receiver.ident, signum)
+
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, forward)
 
 
 def exit_now(code: int) -> None:
@@ -103,7 +118,9 @@ async def supervise(roles: dict[str, Role], *, shutdown_timeout: float) -> int:
             loop.call_soon_threadsafe(stop.set)
 
     hold_stop_signals()  # (already, if the command did it first; here for any other caller)
-    threading.Thread(target=on_signals, name="signals", daemon=True).start()
+    signals = threading.Thread(target=on_signals, name="signals", daemon=True)
+    signals.start()
+    forward_stop_signals(signals)
     log.info("supervisor.started", roles=",".join(roles))
 
     stopped = asyncio.create_task(stop.wait(), name="stop")

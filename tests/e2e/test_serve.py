@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -70,3 +72,27 @@ async def test_sigterm_stops_gracefully(herald: HeraldProcess) -> None:
     stopped = [e for e in herald.events() if e["event"] == "supervisor.stopped"]
     assert stopped == [stopped[0]]
     assert stopped[0]["exit_code"] == 0
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_signal_is_graceful_even_with_a_thread_started_before_herald(
+    deployment: Deployment, tmp_path: Path, signum: int
+) -> None:
+    """An agent loaded before Herald (sitecustomize, an APM's auto-instrumentation) may start
+    a thread before Herald blocks the stop signals: the kernel then hands it the signal."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import threading, time\n"
+        "threading.Thread(target=lambda: time.sleep(3600), daemon=True).start()\n"
+    )
+    process = deployment.process(PYTHONPATH=str(site)).start()
+    try:
+        assert process.proc is not None
+        process.proc.send_signal(signum)
+        assert process.proc.wait(timeout=30) == 0, process.log()[-2000:]
+    finally:
+        process.stop()
+    assert [e["signal"] for e in process.events() if e["event"] == "supervisor.stopping"] == [
+        signal.Signals(signum).name
+    ]

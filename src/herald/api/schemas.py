@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 from email_validator import EmailNotValidError, validate_email
@@ -29,13 +30,23 @@ DB_INT_MAX = 2**31 - 1
 
 
 def _email_address(value: str) -> str:
+    normalized, problem = _checked_email(value)
+    if problem is not None:
+        raise ValueError(f"not a valid email address: {problem}")
+    return normalized
+
+
+@lru_cache(maxsize=8192)
+def _checked_email(value: str) -> tuple[str, str | None]:
+    """The address as stored, or why it is not one. Cached: the same recipients come again
+    and again, and checking one is a good part of what accepting a notification costs."""
     try:
         found = validate_email(value, check_deliverability=False)
     except EmailNotValidError as exc:
-        raise ValueError(f"not a valid email address: {exc}") from exc
+        return "", str(exc)
     # An internationalised domain in its IDNA (xn--) form, which any SMTP relay takes; only
     # a non-ASCII local part needs SMTPUTF8 (api/deliverable.py refuses it unless enabled).
-    return found.ascii_email or found.normalized
+    return found.ascii_email or found.normalized, None
 
 
 def _single_line(value: str) -> str:

@@ -73,6 +73,7 @@ class Email:
     utf8: bool  # an address needs SMTPUTF8 (RFC 6531)
 
 
+@lru_cache(maxsize=16)
 def sender_domain(sender: str) -> str:
     _, address = parseaddr(sender)
     return address.rpartition("@")[2] or "herald.invalid"
