@@ -88,16 +88,10 @@ class EmbeddedBus(Bus):
                 message
             )
         now = utcnow()
+        ends = await self._advance(conn, {tp: len(batch) for tp, batch in by_partition.items()})
         rows: list[dict[str, Any]] = []
         for tp, batch in sorted(by_partition.items()):
-            # One partition at a time, in order: PostgreSQL locks the rows in that order.
-            end = await conn.scalar(
-                _ADVANCE, {"b_topic": tp.topic, "b_partition": tp.partition, "count": len(batch)}
-            )
-            if end is None:
-                self._partition_counts.pop(tp.topic, None)  # cached from a rolled-back creation
-                raise BusError(f"embedded bus: partition {tp} does not exist")
-            first = end - len(batch)
+            first = ends[tp] - len(batch)
             rows.extend(
                 {
                     "topic": tp.topic,
@@ -111,6 +105,38 @@ class EmbeddedBus(Bus):
                 for i, m in enumerate(batch)
             )
         await conn.execute(sa.insert(bus_messages), rows)
+
+    async def _advance(
+        self, conn: AsyncConnection, counts: dict[TopicPartition, int]
+    ) -> dict[TopicPartition, int]:
+        """Reserve ``counts[tp]`` offsets in each partition; each one's new end offset."""
+        ordered = sorted(counts)
+        ends: dict[TopicPartition, int] = {}
+        if not ordered:
+            return ends
+        if self.db.is_sqlite:
+            # One statement for all: SQLite's write lock is the database's, taken already.
+            params: dict[str, Any] = {}
+            for i, tp in enumerate(ordered):
+                params |= {f"t{i}": tp.topic, f"p{i}": tp.partition, f"n{i}": counts[tp]}
+            for row in await conn.execute(_advance_statement(len(ordered)), params):
+                ends[TopicPartition(row.topic, row.partition)] = row.next_offset
+        else:
+            # One partition at a time, in order: PostgreSQL locks the rows in that order, so
+            # two transactions publishing to the same partitions never deadlock.
+            for tp in ordered:
+                end = await conn.scalar(
+                    _ADVANCE,
+                    {"b_topic": tp.topic, "b_partition": tp.partition, "count": counts[tp]},
+                )
+                if end is not None:
+                    ends[tp] = end
+        missing = [tp for tp in ordered if tp not in ends]
+        if missing:
+            for tp in missing:
+                self._partition_counts.pop(tp.topic, None)  # cached from a rolled-back creation
+            raise BusError(f"embedded bus: partition {missing[0]} does not exist")
+        return ends
 
     def after_commit(self, topics: Collection[str]) -> None:
         self.wakeup.notify(topics)
@@ -163,6 +189,20 @@ _ADVANCE = (
     .values(next_offset=bus_partitions.c.next_offset + sa.bindparam("count", type_=sa.Integer))
     .returning(bus_partitions.c.next_offset)
 )
+
+
+@functools.lru_cache(maxsize=64)
+def _advance_statement(partitions: int) -> sa.TextClause:
+    """Move the end of ``partitions`` partitions at once, bound as t<i>, p<i>, n<i> (SQLite:
+    UPDATE … RETURNING, 3.35+)."""
+    match = [f'(topic = :t{i} AND "partition" = :p{i})' for i in range(partitions)]
+    step = " ".join(f"WHEN {m} THEN :n{i}" for i, m in enumerate(match))
+    sql = (
+        f"UPDATE bus_partitions SET next_offset = next_offset + CASE {step} END"
+        f" WHERE {' OR '.join(match)}"
+        ' RETURNING topic, "partition", next_offset'
+    )
+    return sa.text(sql)
 
 
 @functools.lru_cache(maxsize=64)
