@@ -88,7 +88,7 @@ class Runtime:
         else:
             await require_current(self.db)
         if load_rules and self.settings.rules_file:
-            from herald.api.rules import load_rules_file
+            from herald.api.rules_file import load_rules_file
 
             await load_rules_file(self.db, self.settings.rules_file)
         await self.bus.start()

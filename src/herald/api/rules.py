@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import functools
 from datetime import datetime
-from pathlib import Path as FilePath
 from typing import Annotated, Any
 
-import yaml
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from herald.api.auth import Admin, Reader, Sender
 from herald.api.context import runtime_of
@@ -22,19 +18,25 @@ from herald.api.notifications import (
     accepted_response,
     idempotency_of,
 )
-from herald.api.schemas import Category, ErrorOut, Identifier, Name, NotificationOut, Timestamp
-from herald.clock import utcnow
-from herald.domain.expressions import Expression, ExpressionError, compile_expression
+from herald.api.rules_file import rule_record
+from herald.api.schemas import (
+    Category,
+    ErrorOut,
+    EventType,
+    Identifier,
+    NotificationOut,
+    RuleIn,
+    Timestamp,
+)
 from herald.domain.models import Channel, Priority
-from herald.errors import ConfigError, NotFoundError
+from herald.domain.rules import decide
+from herald.errors import NotFoundError
 from herald.observability import tracing
 from herald.observability.logging import get_logger
 from herald.pipeline.planning import NotificationSpec, PlanningError
 from herald.store import rules, templates
-from herald.store.database import Database
 from herald.store.notifications import NotificationRecord
 from herald.store.rules import RuleRecord
-from herald.tenancy import DEFAULT_TENANT
 
 log = get_logger(__name__)
 
@@ -47,44 +49,6 @@ events_router = APIRouter(
 RuleName = Annotated[
     str, Path(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
 ]
-EventType = Annotated[
-    str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
-]
-
-
-class RuleIn(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "event_type": "order.shipped",
-                    "condition": "data.amount > 1000",
-                    "channels": ["sms"],
-                    "template": "order-shipped",
-                    "priority": "high",
-                }
-            ]
-        },
-    )
-
-    event_type: EventType
-    condition: Annotated[str, Field(max_length=1000)] | None = Field(
-        default=None,
-        description='e.g. `data.amount > 1000 and data.country in ["PT", "BR"]`; omitted: always',
-    )
-    channels: list[Channel] = Field(min_length=1, max_length=len(Channel))
-    template: Name
-    category: Category | None = None
-    priority: Priority | None = Field(default=None, description="high goes through quiet hours")
-    enabled: bool = True
-
-    @field_validator("condition")
-    @classmethod
-    def _compiles(cls, value: str | None) -> str | None:
-        if value is not None:
-            compile_expression(value)  # ExpressionError is a ValueError: a 422 naming it
-        return value
 
 
 class RuleOut(RuleIn):
@@ -108,22 +72,6 @@ class RuleOut(RuleIn):
         )
 
 
-def _record(name: str, rule: RuleIn) -> RuleRecord:
-    now = utcnow()
-    return RuleRecord(
-        name=name,
-        event_type=rule.event_type,
-        condition=rule.condition,
-        channels=[c.value for c in rule.channels],
-        template=rule.template,
-        category=rule.category,
-        priority=None if rule.priority is None else rule.priority.value,
-        enabled=rule.enabled,
-        created_at=now,
-        updated_at=now,
-    )
-
-
 @router.put(
     "/{name}",
     response_model=RuleOut,
@@ -142,7 +90,7 @@ async def put_rule(
                 raise FieldError(
                     f"channels[{i}]", f"template {template.name!r} has no {channel} variant"
                 )
-        record, created = await rules.put(conn, principal.tenant, _record(name, payload))
+        record, created = await rules.put(conn, principal.tenant, rule_record(name, payload))
     return JSONResponse(
         RuleOut.of(record).model_dump(mode="json"), status_code=201 if created else 200
     )
@@ -173,30 +121,6 @@ async def delete_rule(name: RuleName, request: Request, principal: Admin) -> Res
         if not await rules.delete(conn, principal.tenant, name):
             raise NotFoundError(f"rule {name} not found")
     return Response(status_code=204)
-
-
-def read_rules_file(path: str) -> list[tuple[str, RuleIn]]:
-    """The rules a YAML file lists (``rules: [{name: ..., event_type: ..., ...}]``)."""
-    try:
-        document = yaml.safe_load(FilePath(path).read_text())
-        entries = document["rules"]
-        parsed = [
-            (str(e["name"]), RuleIn.model_validate({k: v for k, v in e.items() if k != "name"}))
-            for e in entries
-        ]
-    except (OSError, yaml.YAMLError, KeyError, TypeError, ValidationError) as exc:
-        raise ConfigError(f"HERALD_RULES_FILE {path}: {exc}") from exc
-    return parsed
-
-
-async def load_rules_file(db: Database, path: str, tenant: str = DEFAULT_TENANT) -> int:
-    """Create or replace, by name, the rules the file lists (the default tenant's)."""
-    parsed = await asyncio.to_thread(read_rules_file, path)
-    async with db.write() as conn:
-        for name, rule in parsed:
-            await rules.put(conn, tenant, _record(name, rule))
-    log.info("rules.loaded", path=path, rules=len(parsed))
-    return len(parsed)
 
 
 # -- events ------------------------------------------------------------------------------------
@@ -251,9 +175,14 @@ async def post_event(
         "category": payload.category,
         "priority": payload.priority.value,
     }
-    matched = [r for r in candidates if _holds(r, context)]
+    decision = decide(
+        candidates,
+        context,
+        high=payload.priority == Priority.HIGH,
+        category=payload.category,
+    )
     idem = idempotency_of(idempotency_key, tenant, request, payload.model_dump(mode="json"))
-    if not matched:
+    if decision is None:
         nothing = EventOut(type=payload.type, matched_rules=[], notification=None)
         body = nothing.model_dump(mode="json")
         if idem is None:
@@ -262,13 +191,8 @@ async def post_event(
         # (even once a rule would match), the same key with another event gets 422.
         answered = await runtime.intake.submit_batch([], lambda _: body, idem)
         return accepted_response(answered.body, answered.status, answered.replayed, None)
-    channel_templates: dict[str, str] = {}
-    for rule in matched:  # oldest rule first: it wins a channel two rules name
-        for channel in rule.channels:
-            channel_templates.setdefault(channel, rule.template)
-    high = payload.priority == Priority.HIGH or any(r.priority == "high" for r in matched)
-    category = payload.category or next((r.category for r in matched if r.category), None)
-    names = [r.name for r in matched]
+    channel_templates = decision.channel_templates
+    high, category, names = decision.high, decision.category, decision.rules
 
     def render(record: NotificationRecord) -> dict[str, Any]:
         out = EventOut(
@@ -299,19 +223,3 @@ async def post_event(
     notification = accepted.body.get("notification") or {}
     location = f"/api/v1/notifications/{notification['id']}" if notification else None
     return accepted_response(accepted.body, accepted.status, accepted.replayed, location)
-
-
-@functools.lru_cache(maxsize=1024)
-def _compiled(condition: str) -> Expression:
-    """Rules are few and events many: parse each condition once."""
-    return compile_expression(condition)
-
-
-def _holds(rule: RuleRecord, context: dict[str, Any]) -> bool:
-    if rule.condition is None:
-        return True
-    try:
-        return _compiled(rule.condition).evaluate(context)
-    except ExpressionError:  # stored before a stricter build; the API validates new ones
-        log.warning("rules.bad_condition", rule=rule.name)
-        return False

@@ -17,6 +17,7 @@ from pydantic import (
     field_validator,
 )
 
+from herald.domain.expressions import compile_expression
 from herald.domain.headers import is_single_line
 from herald.domain.models import Channel, DeliveryStatus, NotificationStatus, Priority
 from herald.store.deadletters import DeadLetter, Filters
@@ -487,3 +488,45 @@ class TimelineOut(BaseModel):
     notification_id: str
     status: NotificationStatus
     steps: list[TimelineStepOut]
+
+
+# -- rules ---------------------------------------------------------------------------------
+
+EventType = Annotated[
+    str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+]
+
+
+class RuleIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "event_type": "order.shipped",
+                    "condition": "data.amount > 1000",
+                    "channels": ["sms"],
+                    "template": "order-shipped",
+                    "priority": "high",
+                }
+            ]
+        },
+    )
+
+    event_type: EventType
+    condition: Annotated[str, Field(max_length=1000)] | None = Field(
+        default=None,
+        description='e.g. `data.amount > 1000 and data.country in ["PT", "BR"]`; omitted: always',
+    )
+    channels: list[Channel] = Field(min_length=1, max_length=len(Channel))
+    template: Name
+    category: Category | None = None
+    priority: Priority | None = Field(default=None, description="high goes through quiet hours")
+    enabled: bool = True
+
+    @field_validator("condition")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            compile_expression(value)  # ExpressionError is a ValueError: a 422 naming it
+        return value
