@@ -136,7 +136,9 @@ class Runtime:
         rate = self.settings.provider_rate_limits.get(provider)
         if not rate:
             return None
-        burst = max(1.0, rate)
+        # One token at most in the bucket: sends are spaced 1/rate apart, so the provider never
+        # sees more than `rate` in any second, even right after an idle spell.
+        burst = 1.0
         limiter: RateLimiter
         if self.redis is None:
             limiter = LocalTokenBucket(rate=rate, burst=burst)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import base64
 import re
 import secrets
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
 
@@ -40,6 +41,7 @@ class SentSms:
     messaging_service_sid: str | None
     body: str
     idempotency_token: str | None
+    at: float = field(default_factory=time.time)  # when it was accepted
 
 
 class FakeTwilio(LocalHttpServer):
