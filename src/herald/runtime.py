@@ -24,7 +24,14 @@ from herald.pipeline.planning import Planner
 from herald.pipeline.replay import Replayer
 from herald.pipeline.stall import StallWatch
 from herald.pipeline.unit import Units
-from herald.reliability.ratelimit import LocalTokenBucket, RateLimiter, RedisTokenBucket, Throttle
+from herald.reliability.ratelimit import (
+    LocalPacer,
+    LocalTokenBucket,
+    RateLimiter,
+    RedisTokenBucket,
+    SendThrottle,
+    Throttle,
+)
 from herald.store import tenant_secrets, users
 from herald.store.database import Database
 from herald.store.idempotency_cache import IdempotencyCache
@@ -131,21 +138,18 @@ class Runtime:
             return None
         return secret.get_secret_value() or None
 
-    def provider_throttle(self, provider: str) -> Throttle | None:
-        """The provider's send rate limit, shared through Redis when there is one."""
+    def provider_throttle(self, provider: str) -> SendThrottle | None:
+        """The provider's send rate limit: paced in this process, or shared through Redis."""
         rate = self.settings.provider_rate_limits.get(provider)
         if not rate:
             return None
+        if self.redis is None:
+            return LocalPacer(rate)
         # One token at most in the bucket: sends are spaced 1/rate apart, so the provider never
         # sees more than `rate` in any second, even right after an idle spell.
-        burst = 1.0
-        limiter: RateLimiter
-        if self.redis is None:
-            limiter = LocalTokenBucket(rate=rate, burst=burst)
-        else:
-            limiter = RedisTokenBucket(
-                self.redis, rate=rate, burst=burst, prefix=f"{self.settings.redis_prefix}provider:"
-            )
+        limiter = RedisTokenBucket(
+            self.redis, rate=rate, burst=1.0, prefix=f"{self.settings.redis_prefix}provider:"
+        )
         return Throttle(limiter, provider)
 
     def spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:

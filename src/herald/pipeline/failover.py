@@ -17,7 +17,7 @@ from typing import Any
 from herald.channels.base import Provider
 from herald.observability.logging import get_logger
 from herald.reliability.circuit import CircuitBreaker, CircuitState
-from herald.reliability.ratelimit import Throttle
+from herald.reliability.ratelimit import SendThrottle
 
 log = get_logger(__name__)
 
@@ -29,7 +29,7 @@ REACHABLE_CHECK_SECONDS = 5.0
 class ProviderSlot:
     provider: Provider
     breaker: CircuitBreaker
-    throttle: Throttle | None = None
+    throttle: SendThrottle | None = None
     # Bounds concurrent sends to the provider's capacity (e.g. its connection pool).
     sends: asyncio.Semaphore = field(init=False)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -112,6 +112,44 @@ class RedisTokenBucket:
             log.info("ratelimit.redis_back")
             self._degraded = False
         return RateDecision(bool(allowed), float(wait))
+
+
+class SendThrottle(Protocol):
+    """A provider's rate limit, as the worker waits for it."""
+
+    @property
+    def rate(self) -> float: ...
+
+    async def take(self) -> float:
+        """Wait for the right to send once; returns how long it waited, in seconds."""
+        ...
+
+
+class LocalPacer:
+    """A provider's rate limit in one process: each send reserves the next slot on a schedule
+    ``1/rate`` apart, so waiters do not race for one token and a timer that fires late does
+    not slow the sends after it; and no send goes out while ``rate`` others went out in the
+    second before it, so the provider never sees more than its limit in any second."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._next_slot = 0.0  # monotonic time of the next free slot
+        self._recent: deque[float] = deque(maxlen=max(1, int(rate)))  # the last sends
+
+    async def take(self) -> float:
+        started = time.monotonic()
+        slot = max(started, self._next_slot)
+        self._next_slot = slot + 1.0 / self.rate
+        while True:
+            now = time.monotonic()
+            wait = slot - now
+            if len(self._recent) == self._recent.maxlen:
+                wait = max(wait, self._recent[0] + 1.0 - now)
+            if wait <= 0:
+                break
+            await asyncio.sleep(wait)
+        self._recent.append(time.monotonic())  # no await since the check: nobody overtook
+        return time.monotonic() - started
 
 
 class Throttle:
