@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 
 from harness import RESULTS, deployment  # first: puts the repo root on sys.path
+from loadgen import percentile
 
 # isort: split
 from tests.fakes.http_server import running
@@ -32,11 +33,6 @@ from tests.fakes.twilio import FakeTwilio
 SID = "AC" + "0123456789abcdef" * 2
 TOKEN = "bench-twilio-token"
 BATCH = 1000
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
 
 
 async def offer_sms(http: httpx.AsyncClient, count: int) -> tuple[int, float]:

@@ -228,9 +228,9 @@ async def finish(
     error: str | None = None,
     next_attempt_at: datetime | None = None,
     provider: str | None = None,
-    provider_message_id: str | None = None,
 ) -> bool:
-    """End the attempt with ``status``; False if this worker no longer owns it."""
+    """End the attempt unsent, with ``status`` (a retry, a dead letter: what was sent ends
+    through ``finish_sent``); False if this worker no longer owns it."""
     values: dict[str, object] = {
         "status": status,
         "lease_until": None,
@@ -239,9 +239,6 @@ async def finish(
         "next_attempt_at": next_attempt_at,
         "provider": provider,
     }
-    if status == DeliveryStatus.SENT:
-        # (a cancellation asked for during this attempt came too late: it was sent)
-        values.update(sent_at=now, provider_message_id=provider_message_id, skip_reason=None)
     if error is not None:
         values["last_error"] = error[:2000]
     result = await conn.execute(
@@ -266,10 +263,7 @@ class Attempt:
 
 
 async def record_attempt(conn: AsyncConnection, attempt: Attempt) -> None:
-    values = {name: getattr(attempt, name) for name in Attempt.__dataclass_fields__}
-    if values["error"] is not None:
-        values["error"] = values["error"][:2000]
-    await conn.execute(sa.insert(delivery_attempts).values(**values))
+    await record_attempts(conn, [attempt])
 
 
 async def record_attempts(conn: AsyncConnection, attempts: list[Attempt]) -> None:

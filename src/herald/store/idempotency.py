@@ -32,14 +32,6 @@ _FORGET = sa.delete(idempotency_keys).where(
 )
 
 
-async def find(conn: AsyncConnection, scope: str, key: str, now: datetime) -> StoredResponse | None:
-    """The live response stored under the key; an expired one is deleted and ignored."""
-    found, expired = await find_many(conn, scope, [key], now)
-    if expired:
-        await forget_expired(conn, scope, expired, now)
-    return found.get(key)
-
-
 async def find_many(
     conn: AsyncConnection, scope: str, keys: list[str], now: datetime
 ) -> tuple[dict[str, StoredResponse], list[str]]:

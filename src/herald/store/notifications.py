@@ -149,13 +149,6 @@ def rows_of(records: Sequence[NotificationRecord]) -> Rows:
     }
 
 
-async def insert_many(conn: AsyncConnection, records: Sequence[NotificationRecord]) -> None:
-    """Insert notifications and their deliveries: two statements however many there are."""
-    for table, rows in rows_of(records).items():
-        if rows:
-            await conn.execute(sa.insert(table), rows)
-
-
 async def supersede(
     conn: AsyncConnection,
     tenant: str,
