@@ -8,21 +8,20 @@ from datetime import timedelta
 from typing import Annotated, TypeVar
 
 import typer
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.cli_errors import fail
 from herald.clock import utcnow
 from herald.errors import ConfigError
 from herald.store import api_keys
 from herald.store.api_keys import ApiKey
-from herald.store.database import Database
+from herald.store.database import Connection, Database
 from herald.tenancy import DEFAULT_TENANT, TENANT_PATTERN, valid_tenant
 
 app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 T = TypeVar("T")
 
 
-def _with_db(work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+def _with_db(work: Callable[[Connection], Awaitable[T]]) -> T:
     from herald.cli_settings import settings_or_exit
     from herald.store.migrate import require_current, upgrade
 
@@ -74,7 +73,7 @@ def create(
     now = utcnow()
     expires = None if expires_in_days is None else now + timedelta(days=expires_in_days)
 
-    async def work(conn: AsyncConnection) -> tuple[ApiKey, str]:
+    async def work(conn: Connection) -> tuple[ApiKey, str]:
         return await api_keys.create(conn, tenant, name, chosen, now=now, expires_at=expires)
 
     record, secret = _with_db(work)
@@ -88,7 +87,7 @@ def list_(
 ) -> None:
     """Every key (never the keys themselves), oldest first."""
 
-    async def work(conn: AsyncConnection) -> list[ApiKey]:
+    async def work(conn: Connection) -> list[ApiKey]:
         return await api_keys.list_all(conn, tenant=tenant)
 
     found = _with_db(work)
@@ -101,7 +100,7 @@ def list_(
 def revoke(key_id: Annotated[str, typer.Argument(help="The key's id (from `list`).")]) -> None:
     """Revoke a key: refused by every API process within a few seconds."""
 
-    async def work(conn: AsyncConnection) -> bool:
+    async def work(conn: Connection) -> bool:
         return await api_keys.revoke(conn, key_id, tenant=None, now=utcnow())
 
     if not _with_db(work):

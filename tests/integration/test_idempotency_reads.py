@@ -33,7 +33,7 @@ async def test_concurrent_look_ups_are_one_statement_and_each_gets_its_answer(
         if str(args[2]).lstrip().upper().startswith("SELECT"):
             statements.append(str(args[2]))
 
-    engine = db._reader.sync_engine  # the reads go through the reader's pool
+    engine = db.read_engine  # the reads go through it
     sa.event.listen(engine, "before_cursor_execute", count)
     try:
         reads = IdempotencyReads(db)

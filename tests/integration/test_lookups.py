@@ -36,13 +36,14 @@ async def test_a_batch_reads_its_users_in_one_query_and_a_template_once(db: Data
     async with Lookups.reading(db) as lookups:
         await lookups.load_users("t1", [])  # nothing to read: no connection taken yet
         assert not lookups.connected
-        conn = await lookups.conn()
-        sa.event.listen(conn.sync_connection, "before_cursor_execute", count)
+        await lookups.conn()
+        sa.event.listen(db.read_engine, "before_cursor_execute", count)
         await lookups.load_users("t1", ["u0", "u1", "u2", "nobody"])
         found = [await lookups.user("t1", f"u{i}") for i in range(3)]
         missing = await lookups.user("t1", "nobody")
         first = [await lookups.template("t1", "welcome") for _ in range(5)]
         other_tenant = await lookups.user("t2", "u0")
+    sa.event.remove(db.read_engine, "before_cursor_execute", count)
 
     assert [u.id for u in found if u is not None] == ["u0", "u1", "u2"]
     assert missing is None

@@ -5,14 +5,12 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from herald.clock import utcnow
 from herald.store import recipient_caps
-from herald.store.database import Database
+from herald.store.database import Connection, Database
 
 
-async def _count(conn: AsyncConnection, delivery_id: str, now: datetime, cap: int = 1) -> bool:
+async def _count(conn: Connection, delivery_id: str, now: datetime, cap: int = 1) -> bool:
     return await recipient_caps.admit(
         conn,
         tenant="t",

@@ -10,7 +10,6 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.bus.base import Bus, Message, OutgoingMessage
 from herald.bus.embedded import EmbeddedBus
@@ -23,7 +22,7 @@ from herald.pipeline.relay import OutboxRelay
 from herald.pipeline.unit import Units
 from herald.reliability.backoff import Backoff
 from herald.store import deadletters, outbox
-from herald.store.database import Database
+from herald.store.database import Connection, Database
 from herald.store.tables import outbox_events, outbox_shards
 from herald.wakeup import Wakeup
 from tests.kafka_broker import TansuBroker
@@ -35,7 +34,7 @@ REFUSED = "refuse.me"
 class RefusingEmbeddedBus(EmbeddedBus):
     """The real embedded bus, except that it refuses one topic (fault injection)."""
 
-    async def publish_in(self, conn: AsyncConnection, messages: Sequence[OutgoingMessage]) -> None:
+    async def publish_in(self, conn: Connection, messages: Sequence[OutgoingMessage]) -> None:
         if any(m.topic.endswith(REFUSED) for m in messages):
             raise BusError(f"{REFUSED} is refused")
         await super().publish_in(conn, messages)

@@ -215,6 +215,7 @@ async def test_while_a_send_is_guarded_no_connection_apprise_makes_escapes_the_p
 ) -> None:
     """Defence in depth: Apprise itself, told to follow the redirect, is stopped at the
     look-up of the redirect's target, made in Apprise's worker thread."""
+    herald_apprise.load_plugins()  # as Herald does at start: their first import warns
     async with redirecting(scheme, status, canary, certificate) as public:
         notifier = apprise.Apprise(asset=apprise.AppriseAsset(storage_mode="memory"))
         assert notifier.add(f"{scheme}://{PUBLIC}:{public.port}/hook?redirect=yes")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Literal
 
@@ -28,9 +27,6 @@ async def client(request: pytest.FixtureRequest) -> AsyncIterator[httpx.AsyncCli
     async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
         yield http
     await runtime.close()
-    # aiosqlite stops the thread of a connection that failed to open without awaiting it;
-    # let that finish before pytest closes the loop the thread reports back to.
-    await asyncio.sleep(0.2)
 
 
 async def test_writes_and_reads_get_503(client: httpx.AsyncClient) -> None:

@@ -5,14 +5,14 @@ import pytest
 from herald.channels.smtp import parse_smtp_url
 from herald.config import Settings
 from herald.errors import ConfigError
-from herald.store.database import async_url
+from herald.store.database import driver_url
 
 
 @pytest.mark.parametrize(
     ("given", "expected"),
     [
-        ("sqlite:///./herald.db", "sqlite+aiosqlite:///./herald.db"),
-        ("sqlite:////var/lib/herald.db", "sqlite+aiosqlite:////var/lib/herald.db"),
+        ("sqlite:///./herald.db", "sqlite+pysqlite:///./herald.db"),
+        ("sqlite:////var/lib/herald.db", "sqlite+pysqlite:////var/lib/herald.db"),
         ("postgresql://u:p@db:5432/herald", "postgresql+asyncpg://u:***@db:5432/herald"),
         ("postgres://u@db/herald", "postgresql+asyncpg://u@db/herald"),
         ("postgresql+psycopg2://u@db/herald", "postgresql+asyncpg://u@db/herald"),
@@ -23,8 +23,8 @@ from herald.store.database import async_url
         ),
     ],
 )
-def test_database_urls_get_an_async_driver(given: str, expected: str) -> None:
-    assert str(async_url(given)) == expected
+def test_database_urls_get_the_driver_herald_uses(given: str, expected: str) -> None:
+    assert str(driver_url(given)) == expected
 
 
 @pytest.mark.parametrize(
@@ -38,7 +38,7 @@ def test_database_urls_get_an_async_driver(given: str, expected: str) -> None:
 )
 def test_bad_database_urls_are_refused(given: str, complaint: str) -> None:
     with pytest.raises(ConfigError, match=complaint):
-        async_url(given)
+        driver_url(given)
 
 
 def test_smtp_url_with_credentials_and_defaults() -> None:

@@ -22,7 +22,6 @@ from urllib.parse import parse_qsl, quote
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.api.context import runtime_of
 from herald.api.errors import API_ERRORS, FieldError
@@ -34,6 +33,7 @@ from herald.errors import NotFoundError, RateLimitedError
 from herald.reliability.failure_limit import FailureLimit
 from herald.reliability.ratelimit import LocalTokenBucket, RateLimiter, RedisTokenBucket
 from herald.store import server_secrets, users
+from herald.store.database import Connection
 from herald.store.server_secrets import UNSUBSCRIBE_KEY
 from herald.store.users import UserRecord
 
@@ -153,7 +153,7 @@ async def unsubscribe_one_click(request: Request, token: Token) -> Response:
 
 
 async def _verified(
-    request: Request, conn: AsyncConnection, token: str
+    request: Request, conn: Connection, token: str
 ) -> tuple[unsubscribe.Link, UserRecord] | None:
     """The token's link and user, if Herald signed it for that user (who still exists) and
     it has not expired; otherwise None, counted against the client's address."""

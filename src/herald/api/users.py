@@ -10,7 +10,6 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.api import unsubscribe
 from herald.api.auth import Reader, Sender
@@ -26,6 +25,7 @@ from herald.errors import NotFoundError
 from herald.pipeline.planning import PlanningError, check_outbound
 from herald.runtime import Runtime
 from herald.store import inbox, user_deletion, users
+from herald.store.database import Connection
 from herald.store.inbox import InboxItem
 from herald.store.users import Profile, UserRecord
 from herald.wakeup import wait_for_event
@@ -139,7 +139,7 @@ async def _user(request: Request, tenant: str, user_id: str) -> UserRecord:
         return await _existing_user(conn, tenant, user_id)
 
 
-async def _existing_user(conn: AsyncConnection, tenant: str, user_id: str) -> UserRecord:
+async def _existing_user(conn: Connection, tenant: str, user_id: str) -> UserRecord:
     """The tenant's user; another tenant's (or none) is a 404."""
     user = await users.get(conn, tenant, user_id)
     if user is None:

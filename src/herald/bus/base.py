@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 from herald.observability.logging import get_logger
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncConnection
+    from herald.store.database import Connection
 
 log = get_logger(__name__)
 
@@ -136,7 +136,7 @@ class Bus(abc.ABC):
         await self._publish(messages)
         log.debug("bus.published", backend=self.name, count=len(messages))
 
-    async def publish_in(self, conn: AsyncConnection, messages: Sequence[OutgoingMessage]) -> None:
+    async def publish_in(self, conn: Connection, messages: Sequence[OutgoingMessage]) -> None:
         """Publish as part of the caller's database transaction (transactional backends)."""
         raise NotImplementedError(f"the {self.name} bus cannot join a database transaction")
 

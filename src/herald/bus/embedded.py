@@ -24,14 +24,13 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.bus.base import Bus, Consumer, Message, OutgoingMessage, Position, TopicPartition
 from herald.bus.partitioner import partition_for
 from herald.clock import seconds_from_now, utcnow
 from herald.errors import BusError
 from herald.observability.logging import get_logger
-from herald.store.database import Database
+from herald.store.database import Connection, Database
 from herald.store.dialect import insert_ignore, upsert
 from herald.store.tables import bus_group_leases, bus_group_offsets, bus_messages, bus_partitions
 from herald.wakeup import Wakeup, wait_for_event
@@ -66,7 +65,7 @@ class EmbeddedBus(Bus):
             for topic in topics:
                 await self._partition_count(conn, topic)
 
-    async def _partition_count(self, conn: AsyncConnection, topic: str) -> int:
+    async def _partition_count(self, conn: Connection, topic: str) -> int:
         """The topic's partition count, creating the topic with the default count if new."""
         count = self._partition_counts.get(topic)
         if count is None:
@@ -80,7 +79,7 @@ class EmbeddedBus(Bus):
             self._partition_counts[topic] = count
         return count
 
-    async def publish_in(self, conn: AsyncConnection, messages: Sequence[OutgoingMessage]) -> None:
+    async def publish_in(self, conn: Connection, messages: Sequence[OutgoingMessage]) -> None:
         by_partition: dict[TopicPartition, list[OutgoingMessage]] = defaultdict(list)
         for message in messages:
             count = await self._partition_count(conn, message.topic)
@@ -107,7 +106,7 @@ class EmbeddedBus(Bus):
         await conn.execute(sa.insert(bus_messages), rows)
 
     async def _advance(
-        self, conn: AsyncConnection, counts: dict[TopicPartition, int]
+        self, conn: Connection, counts: dict[TopicPartition, int]
     ) -> dict[TopicPartition, int]:
         """Reserve ``counts[tp]`` offsets in each partition; each one's new end offset."""
         ordered = sorted(counts)
@@ -274,7 +273,7 @@ class EmbeddedConsumer(Consumer):
             if self.listener is not None:
                 await self.listener.lost(lost)
 
-    async def _assign(self, conn: AsyncConnection) -> None:
+    async def _assign(self, conn: Connection) -> None:
         partitions = await conn.execute(
             sa.select(bus_partitions.c.topic, bus_partitions.c.partition).where(
                 bus_partitions.c.topic.in_(self.topics)

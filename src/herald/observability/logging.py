@@ -104,5 +104,5 @@ def configure_logging(level: str, fmt: str = "auto") -> None:
     root.setLevel(level)
     # Their INFO lines are per request or per connection; ours say the same with context.
     # httpx logs each request's full URL at INFO: webhook URLs may carry tokens.
-    for noisy in ("uvicorn.access", "aiosqlite", "alembic", "mail.log", "httpx", "httpcore"):
+    for noisy in ("uvicorn.access", "alembic", "mail.log", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

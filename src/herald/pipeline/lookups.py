@@ -9,10 +9,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from herald.store import templates, users
-from herald.store.database import Database
+from herald.store.database import Connection, Database
 from herald.store.templates import TemplateRecord
 from herald.store.users import UserRecord
 
@@ -21,7 +19,7 @@ class Lookups:
     def __init__(self, db: Database, stack: AsyncExitStack) -> None:
         self._db = db
         self._stack = stack
-        self._conn: AsyncConnection | None = None
+        self._conn: Connection | None = None
         self._users: dict[tuple[str, str], UserRecord | None] = {}
         self._templates: dict[tuple[str, str, int | None], TemplateRecord | None] = {}
 
@@ -36,7 +34,7 @@ class Lookups:
     def connected(self) -> bool:
         return self._conn is not None
 
-    async def conn(self) -> AsyncConnection:
+    async def conn(self) -> Connection:
         if self._conn is None:
             self._conn = await self._stack.enter_async_context(self._db.read())
         return self._conn

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from pydantic import ValidationError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.bus.base import Message, OutgoingMessage
 from herald.bus.topics import Topics
@@ -37,6 +36,7 @@ from herald.pipeline.envelope import envelope
 from herald.pipeline.retries import RetrySchedule
 from herald.pipeline.unit import Unit, Units
 from herald.store import deliveries, journal, recipient_caps, users
+from herald.store.database import Connection
 from herald.store.users import UserRecord
 
 log = get_logger(__name__)
@@ -204,7 +204,7 @@ class Router:
         unit.publish(jobs)
         unit.record(steps)
 
-    async def _over_cap(self, conn: AsyncConnection, routes: list[_Route]) -> set[str]:
+    async def _over_cap(self, conn: Connection, routes: list[_Route]) -> set[str]:
         """The deliveries whose recipient already got the channel's daily cap today."""
         over = set()
         wanted = [

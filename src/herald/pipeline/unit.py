@@ -28,20 +28,19 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.bus.base import Bus, OutgoingMessage
 from herald.clock import utcnow
 from herald.observability import metrics
 from herald.store import journal, outbox
-from herald.store.database import Database
+from herald.store.database import Connection, Database
 from herald.wakeup import Wakeup
 
 
 class Unit:
     """What a stage writes in one transaction (see the module docstring)."""
 
-    def __init__(self, conn: AsyncConnection, now: datetime) -> None:
+    def __init__(self, conn: Connection, now: datetime) -> None:
         self.conn = conn
         self.now = now
         self.messages: list[OutgoingMessage] = []  # to publish now

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.ids import uuid7
+from herald.store.database import Connection
 from herald.store.tables import api_keys
 
 K = api_keys.c
@@ -48,7 +48,7 @@ def _record(row: sa.Row[tuple[object, ...]]) -> ApiKey:
 
 
 async def create(
-    conn: AsyncConnection,
+    conn: Connection,
     tenant: str,
     name: str,
     scopes: list[str],
@@ -74,13 +74,13 @@ async def create(
     return record, secret
 
 
-async def by_hash(conn: AsyncConnection, key_hash: str) -> ApiKey | None:
+async def by_hash(conn: Connection, key_hash: str) -> ApiKey | None:
     """The key whose secret hashes (``hash_key``) to ``key_hash``."""
     row = (await conn.execute(sa.select(api_keys).where(K.key_hash == key_hash))).first()
     return None if row is None else _record(row)
 
 
-async def get(conn: AsyncConnection, key_id: str, *, tenant: str | None) -> ApiKey | None:
+async def get(conn: Connection, key_id: str, *, tenant: str | None) -> ApiKey | None:
     """``tenant``: only if it is that tenant's key (None: any, for the operator's CLI)."""
     query = sa.select(api_keys).where(K.id == key_id)
     if tenant is not None:
@@ -89,14 +89,14 @@ async def get(conn: AsyncConnection, key_id: str, *, tenant: str | None) -> ApiK
     return None if row is None else _record(row)
 
 
-async def list_all(conn: AsyncConnection, *, tenant: str | None) -> list[ApiKey]:
+async def list_all(conn: Connection, *, tenant: str | None) -> list[ApiKey]:
     query = sa.select(api_keys).order_by(K.id)
     if tenant is not None:
         query = query.where(K.tenant_id == tenant)
     return [_record(r) for r in await conn.execute(query)]
 
 
-async def revoke(conn: AsyncConnection, key_id: str, *, tenant: str | None, now: datetime) -> bool:
+async def revoke(conn: Connection, key_id: str, *, tenant: str | None, now: datetime) -> bool:
     """True if it was found (revoking twice keeps the first time)."""
     found = await get(conn, key_id, tenant=tenant)
     if found is None:
@@ -106,10 +106,11 @@ async def revoke(conn: AsyncConnection, key_id: str, *, tenant: str | None, now:
     return True
 
 
-async def touch(conn: AsyncConnection, key_id: str, now: datetime) -> None:
+async def touch(conn: Connection, key_id: str, now: datetime) -> None:
     await conn.execute(sa.update(api_keys).where(K.id == key_id).values(last_used_at=now))
 
 
-async def exist(conn: AsyncConnection) -> bool:
+async def exist(conn: Connection) -> bool:
     """Whether any key was ever created (then `herald serve` requires keys by default)."""
-    return (await conn.scalar(sa.select(sa.func.count()).select_from(api_keys))) != 0
+    count: int = await conn.scalar(sa.select(sa.func.count()).select_from(api_keys))
+    return count != 0

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from herald.store.database import Connection
 from herald.store.dialect import upsert
 from herald.store.tables import provider_circuits
 
@@ -23,13 +23,13 @@ class CircuitRecord:
     updated_at: datetime
 
 
-async def save(conn: AsyncConnection, record: CircuitRecord) -> None:
+async def save(conn: Connection, record: CircuitRecord) -> None:
     values = {name: getattr(record, name) for name in CircuitRecord.__dataclass_fields__}
     changing = [k for k in values if k not in ("provider", "worker")]
     await upsert(conn, provider_circuits, [values], update=changing)
 
 
-async def list_all(conn: AsyncConnection) -> list[CircuitRecord]:
+async def list_all(conn: Connection) -> list[CircuitRecord]:
     rows = await conn.execute(
         sa.select(provider_circuits).order_by(
             provider_circuits.c.provider, provider_circuits.c.worker
@@ -49,6 +49,6 @@ async def list_all(conn: AsyncConnection) -> list[CircuitRecord]:
     ]
 
 
-async def forget_worker(conn: AsyncConnection, worker: str) -> None:
+async def forget_worker(conn: Connection, worker: str) -> None:
     """A worker that stops cleanly takes its rows along."""
     await conn.execute(sa.delete(provider_circuits).where(provider_circuits.c.worker == worker))

@@ -2,24 +2,28 @@
 
 SQLite allows one writer at a time. Rather than let several connections fight over the lock
 (and fail with SQLITE_BUSY when a read transaction tries to upgrade), every write goes through
-one connection that starts with ``BEGIN IMMEDIATE``. Reads use a separate pool in autocommit
-mode: each statement sees the latest commit, as under PostgreSQL's READ COMMITTED, and no
-BEGIN/COMMIT round trips are spent on them (each costs a thread hop with aiosqlite).
+one connection that starts with ``BEGIN IMMEDIATE``. Reads use a separate connection in
+autocommit mode: each statement sees the latest commit, as under PostgreSQL's READ COMMITTED.
+SQLite's statements run on the event loop's thread (sqlite_inline says why); PostgreSQL's
+through asyncpg.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.engine import ExceptionContext
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.engine import Dialect, ExceptionContext
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from herald.errors import ConfigError
 from herald.observability import metrics
+from herald.store.sqlite_inline import SqliteDatabase
+
+T = TypeVar("T")
 
 # What a database that is down or unreachable raises (the API answers these with 503).
 UNAVAILABLE_ERRORS = (OSError, sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
@@ -29,14 +33,15 @@ UNAVAILABLE_ERRORS = (OSError, sa.exc.OperationalError, sa.exc.InterfaceError, s
 # recovery mode" / "starting up"), 58 system error. psycopg raises OperationalError for them.
 _UNAVAILABLE_SQLSTATES = ("08", "53", "57P", "58")
 
-_ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
-_KNOWN_ASYNC = {"sqlite+aiosqlite", "postgresql+asyncpg", "postgresql+psycopg"}
+# SQLite through the stdlib's sqlite3 (see sqlite_inline), PostgreSQL through an async driver.
+_DRIVERS = {"sqlite": "sqlite+pysqlite", "postgresql": "postgresql+asyncpg"}
+_KNOWN = {"sqlite+pysqlite", "postgresql+asyncpg", "postgresql+psycopg"}
 # libpq query parameters that asyncpg spells differently.
 _ASYNCPG_RENAMES = {"sslmode": "ssl", "connect_timeout": "timeout"}
 
 
-def async_url(url: str) -> sa.URL:
-    """Turn a plain database URL (as users write it) into one with an async driver."""
+def driver_url(url: str) -> sa.URL:
+    """Turn a plain database URL (as users write it) into one naming the driver Herald uses."""
     if url.startswith("postgres://"):  # Heroku-style alias that SQLAlchemy does not accept
         url = "postgresql://" + url[len("postgres://") :]
     try:
@@ -44,13 +49,13 @@ def async_url(url: str) -> sa.URL:
     except sa.exc.ArgumentError as exc:
         raise ConfigError(f"HERALD_DATABASE_URL is not a database URL: {url!r}") from exc
     backend = parsed.get_backend_name()
-    if backend not in _ASYNC_DRIVERS:
+    if backend not in _DRIVERS:
         raise ConfigError(
             f"HERALD_DATABASE_URL: unsupported database {backend!r} (use sqlite or postgresql)"
         )
     driver = parsed.drivername
-    if driver not in _KNOWN_ASYNC:
-        parsed = parsed.set(drivername=_ASYNC_DRIVERS[backend])
+    if driver not in _KNOWN:
+        parsed = parsed.set(drivername=_DRIVERS[backend])
     if backend == "sqlite" and parsed.database in (None, "", ":memory:"):
         raise ConfigError(
             "HERALD_DATABASE_URL: SQLite needs a file path, e.g. sqlite:///./herald.db"
@@ -84,87 +89,85 @@ def _unavailable_as_operational(context: ExceptionContext) -> BaseException | No
     )
 
 
+class Connection(Protocol):
+    """What the stores run statements on: an AsyncConnection (PostgreSQL) or a
+    SqliteConnection (SQLite, see sqlite_inline)."""
+
+    @property
+    def dialect(self) -> Dialect: ...
+
+    async def execute(self, statement: Any, parameters: Any = None) -> Any: ...
+
+    async def scalar(self, statement: Any, parameters: Any = None) -> Any: ...
+
+    async def exec_driver_sql(self, statement: str, parameters: Any = None) -> Any: ...
+
+    async def run_sync(self, fn: Callable[..., T], *args: Any) -> T: ...
+
+
 class Database:
     """Owns the engines; ``write()`` and ``read()`` hand out connections inside a transaction."""
 
     def __init__(self, url: str, *, sqlite_synchronous: str = "FULL", pool_size: int = 10) -> None:
-        self.url = async_url(url)
+        self.url = driver_url(url)
         self.dialect = self.url.get_backend_name()
         self.commits = 0  # write transactions committed by this process
+        self._sqlite: SqliteDatabase | None = None
+        self._engine: AsyncEngine | None = None
         if self.dialect == "sqlite":
-            self._writer = self._sqlite_engine(sqlite_synchronous, pool_size=1, immediate=True)
-            self._reader = self._sqlite_engine(sqlite_synchronous, pool_size=4, immediate=False)
+            self._sqlite = SqliteDatabase(self.url, sqlite_synchronous)
         else:
             # No pre-ping: it costs a round trip per transaction. A connection that died with a
             # database restart fails once, SQLAlchemy then invalidates the pool, and callers
             # retry (the API answers 503, consumers retry the message).
-            self._writer = create_async_engine(
+            self._engine = create_async_engine(
                 self.url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=3600
             )
-            event.listen(self._writer.sync_engine, "handle_error", _unavailable_as_operational)
-            self._reader = self._writer
+            event.listen(self._engine.sync_engine, "handle_error", _unavailable_as_operational)
 
     @property
     def is_sqlite(self) -> bool:
         return self.dialect == "sqlite"
 
-    def _sqlite_engine(self, synchronous: str, *, pool_size: int, immediate: bool) -> AsyncEngine:
-        engine = create_async_engine(
-            self.url,
-            pool_size=pool_size,
-            max_overflow=0,
-            pool_timeout=120,
-            # Writers always end their transaction themselves; readers never open one.
-            pool_reset_on_return=None,
-            skip_autocommit_rollback=not immediate,
-        )
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-            # Take transaction control from the driver so BEGIN is ours to emit.
-            dbapi_connection.isolation_level = None
-            cursor = dbapi_connection.cursor()
-            for pragma in (
-                "journal_mode=WAL",
-                f"synchronous={synchronous}",
-                "busy_timeout=30000",
-                "foreign_keys=ON",
-            ):
-                cursor.execute(f"PRAGMA {pragma}")
-            cursor.close()
-
-        if immediate:
-
-            @event.listens_for(engine.sync_engine, "begin")
-            def _on_begin(conn: sa.Connection) -> None:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-        return engine
+    @property
+    def read_engine(self) -> sa.Engine:
+        """The engine reads go through (for event hooks that watch statements)."""
+        if self._sqlite is not None:
+            return self._sqlite.read_engine
+        assert self._engine is not None
+        return self._engine.sync_engine
 
     @asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncConnection]:
+    async def write(self) -> AsyncIterator[Connection]:
         """A transaction that may write; commits on exit, rolls back on error."""
-        async with self._writer.begin() as conn:
-            yield conn
+        if self._sqlite is not None:
+            async with self._sqlite.write() as conn:
+                yield conn
+        else:
+            assert self._engine is not None
+            async with self._engine.begin() as pg:
+                yield pg
         # Counted where commits happen: what batching saves shows here (and is tested).
         self.commits += 1
         metrics.db_commits.inc()
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
+    async def read(self) -> AsyncIterator[Connection]:
         """A connection for reading; each statement sees the latest committed data."""
-        if self.is_sqlite:
-            async with self._reader.connect() as conn:
+        if self._sqlite is not None:
+            async with self._sqlite.read() as conn:
                 yield conn
         else:
-            async with self._reader.begin() as conn:
-                yield conn
+            assert self._engine is not None
+            async with self._engine.begin() as pg:
+                yield pg
 
     async def ping(self) -> None:
-        async with self._reader.connect() as conn:
+        async with self.read() as conn:
             await conn.execute(sa.text("SELECT 1"))
 
     async def close(self) -> None:
-        await self._writer.dispose()
-        if self._reader is not self._writer:
-            await self._reader.dispose()
+        if self._sqlite is not None:
+            await self._sqlite.close()
+        if self._engine is not None:
+            await self._engine.dispose()

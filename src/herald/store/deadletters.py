@@ -7,8 +7,8 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from herald.store.database import Connection
 from herald.store.tables import dead_letters, notifications
 from herald.tenancy import DEFAULT_TENANT
 
@@ -78,7 +78,7 @@ def _record(row: Any) -> DeadLetter:
     return DeadLetter(**{name: m[name] for name in DeadLetter.__dataclass_fields__})
 
 
-async def insert(conn: AsyncConnection, letter: DeadLetter) -> None:
+async def insert(conn: Connection, letter: DeadLetter) -> None:
     values: dict[str, Any] = {
         name: getattr(letter, name) for name in DeadLetter.__dataclass_fields__
     }
@@ -97,7 +97,7 @@ async def insert(conn: AsyncConnection, letter: DeadLetter) -> None:
 
 
 async def get(
-    conn: AsyncConnection, letter_id: str, *, lock: bool = False, tenant: str | None = None
+    conn: Connection, letter_id: str, *, lock: bool = False, tenant: str | None = None
 ) -> DeadLetter | None:
     """``tenant``: only if it is that tenant's (None: anyone's, for the operator)."""
     query = sa.select(dead_letters).where(L.id == letter_id)
@@ -110,7 +110,7 @@ async def get(
 
 
 async def list_page(
-    conn: AsyncConnection,
+    conn: Connection,
     filters: Filters,
     *,
     limit: int,
@@ -125,19 +125,19 @@ async def list_page(
     return [_record(r) for r in await conn.execute(query)]
 
 
-async def count(conn: AsyncConnection, filters: Filters) -> int:
+async def count(conn: Connection, filters: Filters) -> int:
     query = sa.select(sa.func.count()).select_from(dead_letters).where(*filters.where())
     return int(await conn.scalar(query) or 0)
 
 
-async def of_notification(conn: AsyncConnection, notification_id: str) -> list[DeadLetter]:
+async def of_notification(conn: Connection, notification_id: str) -> list[DeadLetter]:
     rows = await conn.execute(
         sa.select(dead_letters).where(L.notification_id == notification_id).order_by(L.id)
     )
     return [_record(r) for r in rows]
 
 
-async def depth(conn: AsyncConnection) -> dict[tuple[str, str], int]:
+async def depth(conn: Connection) -> dict[tuple[str, str], int]:
     """Dead letters not yet replayed, by (kind, channel); channel "" when there is none."""
     rows = await conn.execute(
         sa.select(L.kind, L.channel, sa.func.count())
@@ -147,7 +147,7 @@ async def depth(conn: AsyncConnection) -> dict[tuple[str, str], int]:
     return {(kind, channel or ""): n for kind, channel, n in rows}
 
 
-async def mark_replayed(conn: AsyncConnection, letter_id: str, now: datetime) -> None:
+async def mark_replayed(conn: Connection, letter_id: str, now: datetime) -> None:
     await conn.execute(
         sa.update(dead_letters)
         .where(L.id == letter_id)
@@ -155,11 +155,11 @@ async def mark_replayed(conn: AsyncConnection, letter_id: str, now: datetime) ->
     )
 
 
-async def purge_ids(conn: AsyncConnection, ids: list[str]) -> int:
+async def purge_ids(conn: Connection, ids: list[str]) -> int:
     result = await conn.execute(sa.delete(dead_letters).where(L.id.in_(ids)))
     return result.rowcount or 0
 
 
-async def purge(conn: AsyncConnection, filters: Filters) -> int:
+async def purge(conn: Connection, filters: Filters) -> int:
     result = await conn.execute(sa.delete(dead_letters).where(*filters.where()))
     return result.rowcount or 0

@@ -16,9 +16,9 @@ from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.domain.models import DeliveryStatus
+from herald.store.database import Connection
 from herald.store.tables import deliveries, delivery_attempts, notifications
 
 D = deliveries.c
@@ -100,7 +100,7 @@ _MISSED = {
 
 
 async def claim(
-    conn: AsyncConnection,
+    conn: Connection,
     delivery_id: str,
     *,
     job_attempt: int,
@@ -116,7 +116,7 @@ async def claim(
 
 
 async def claim_many(
-    conn: AsyncConnection,
+    conn: Connection,
     jobs: list[tuple[str, int]],
     *,
     now: datetime,
@@ -154,7 +154,7 @@ async def claim_many(
 
 
 async def _claim_round(
-    conn: AsyncConnection,
+    conn: Connection,
     jobs: list[tuple[str, int]],
     *,
     now: datetime,
@@ -186,7 +186,7 @@ async def _claim_round(
     return found
 
 
-async def _missed(conn: AsyncConnection, row: sa.Row[Any], now: datetime) -> Claim:
+async def _missed(conn: Connection, row: sa.Row[Any], now: datetime) -> Claim:
     """Why a job's delivery could not be started."""
     status = DeliveryStatus(row.status)
     if row.skip_reason is not None and await _cancel(conn, row.id, status, now):
@@ -196,7 +196,7 @@ async def _missed(conn: AsyncConnection, row: sa.Row[Any], now: datetime) -> Cla
 
 
 async def _cancel(
-    conn: AsyncConnection, delivery_id: str, status: DeliveryStatus, now: datetime
+    conn: Connection, delivery_id: str, status: DeliveryStatus, now: datetime
 ) -> bool:
     """Carry out a cancellation asked for while the delivery was under way: SKIPPED, unless
     a worker still holds a live lease on its attempt (that attempt ends first)."""
@@ -219,7 +219,7 @@ async def _cancel(
 
 
 async def finish(
-    conn: AsyncConnection,
+    conn: Connection,
     delivery_id: str,
     *,
     attempt: int,
@@ -262,11 +262,11 @@ class Attempt:
     retry_at: datetime | None = None
 
 
-async def record_attempt(conn: AsyncConnection, attempt: Attempt) -> None:
+async def record_attempt(conn: Connection, attempt: Attempt) -> None:
     await record_attempts(conn, [attempt])
 
 
-async def record_attempts(conn: AsyncConnection, attempts: list[Attempt]) -> None:
+async def record_attempts(conn: Connection, attempts: list[Attempt]) -> None:
     """Many attempts in one multi-row statement."""
     if not attempts:
         return
@@ -286,7 +286,7 @@ _OWNED = (
 )
 
 
-async def owned(conn: AsyncConnection, attempts: list[tuple[str, int]]) -> set[tuple[str, int]]:
+async def owned(conn: Connection, attempts: list[tuple[str, int]]) -> set[tuple[str, int]]:
     """Which of these ``(delivery id, attempt)`` are still under way at that attempt, i.e. can
     be finished by whoever claimed them; locked until the transaction ends."""
     if not attempts:
@@ -325,7 +325,7 @@ class Sent:
     provider_message_id: str | None
 
 
-async def finish_sent(conn: AsyncConnection, sent: list[Sent], now: datetime) -> None:
+async def finish_sent(conn: Connection, sent: list[Sent], now: datetime) -> None:
     """End these attempts as SENT, in one statement executed for each (see ``owned``: only
     attempts still under way are changed)."""
     if sent:
@@ -344,7 +344,7 @@ async def finish_sent(conn: AsyncConnection, sent: list[Sent], now: datetime) ->
         )
 
 
-async def attempts_of(conn: AsyncConnection, delivery_ids: list[str]) -> dict[str, list[Attempt]]:
+async def attempts_of(conn: Connection, delivery_ids: list[str]) -> dict[str, list[Attempt]]:
     found: dict[str, list[Attempt]] = {d: [] for d in delivery_ids}
     if delivery_ids:
         rows = await conn.execute(
@@ -369,7 +369,7 @@ async def attempts_of(conn: AsyncConnection, delivery_ids: list[str]) -> dict[st
     return found
 
 
-async def first_failure(conn: AsyncConnection, delivery_id: str) -> datetime | None:
+async def first_failure(conn: Connection, delivery_id: str) -> datetime | None:
     result: datetime | None = await conn.scalar(
         sa.select(sa.func.min(delivery_attempts.c.started_at)).where(
             delivery_attempts.c.delivery_id == delivery_id,
@@ -379,7 +379,7 @@ async def first_failure(conn: AsyncConnection, delivery_id: str) -> datetime | N
     return result
 
 
-async def reopen(conn: AsyncConnection, delivery_id: str, now: datetime) -> bool:
+async def reopen(conn: Connection, delivery_id: str, now: datetime) -> bool:
     """A replayed dead letter: back to PENDING with a fresh attempt budget."""
     result = await conn.execute(
         sa.update(deliveries)
@@ -398,7 +398,7 @@ async def reopen(conn: AsyncConnection, delivery_id: str, now: datetime) -> bool
     return bool(result.rowcount)
 
 
-async def status_of(conn: AsyncConnection, delivery_id: str) -> DeliveryStatus | None:
+async def status_of(conn: Connection, delivery_id: str) -> DeliveryStatus | None:
     status = await conn.scalar(sa.select(D.status).where(D.id == delivery_id))
     return None if status is None else DeliveryStatus(status)
 
@@ -424,7 +424,7 @@ class Stuck:
     tenant_id: str
 
 
-async def stuck(conn: AsyncConnection, *, before: datetime, limit: int) -> list[Stuck]:
+async def stuck(conn: Connection, *, before: datetime, limit: int) -> list[Stuck]:
     """Deliveries that should have moved long ago: queued, due for a retry, or lease lapsed."""
     n = notifications.c
     overdue = sa.or_(
@@ -481,7 +481,7 @@ async def stuck(conn: AsyncConnection, *, before: datetime, limit: int) -> list[
     ]
 
 
-async def touch(conn: AsyncConnection, delivery_ids: list[str], now: datetime) -> None:
+async def touch(conn: Connection, delivery_ids: list[str], now: datetime) -> None:
     """Mark as re-queued now, so the next sweep leaves them alone for a while."""
     await conn.execute(
         sa.update(deliveries)
@@ -500,7 +500,7 @@ async def touch(conn: AsyncConnection, delivery_ids: list[str], now: datetime) -
     )
 
 
-async def skip(conn: AsyncConnection, delivery_id: str, reason: str, now: datetime) -> bool:
+async def skip(conn: Connection, delivery_id: str, reason: str, now: datetime) -> bool:
     """A PENDING delivery the user's preferences rule out; True if it was still PENDING."""
     result = await conn.execute(
         sa.update(deliveries)
@@ -511,7 +511,7 @@ async def skip(conn: AsyncConnection, delivery_id: str, reason: str, now: dateti
 
 
 async def postpone(
-    conn: AsyncConnection, delivery_id: str, *, job_attempt: int, due: datetime, now: datetime
+    conn: Connection, delivery_id: str, *, job_attempt: int, due: datetime, now: datetime
 ) -> bool:
     """Move the attempt a job would start to ``due``, without counting one (the delivery's
     destination is not taking anything now). False if the job may not start it anyway
@@ -533,7 +533,7 @@ async def postpone(
     return bool(result.rowcount)
 
 
-async def defer(conn: AsyncConnection, delivery_id: str, due: datetime, now: datetime) -> None:
+async def defer(conn: Connection, delivery_id: str, due: datetime, now: datetime) -> None:
     """A PENDING delivery that waits (quiet hours, send_at): not claimable before ``due``."""
     await conn.execute(
         sa.update(deliveries)

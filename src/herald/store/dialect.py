@@ -8,24 +8,23 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
+
+from herald.store.database import Connection
 
 
-def _insert(conn: AsyncConnection, table: sa.Table) -> Any:
+def _insert(conn: Connection, table: sa.Table) -> Any:
     module = sqlite if conn.dialect.name == "sqlite" else postgresql
     return module.insert(table)
 
 
-async def insert_ignore(
-    conn: AsyncConnection, table: sa.Table, rows: Sequence[dict[str, Any]]
-) -> None:
+async def insert_ignore(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
     """INSERT rows, silently skipping those whose primary key already exists."""
     if rows:
         await conn.execute(_insert(conn, table).on_conflict_do_nothing(), list(rows))
 
 
 async def upsert(
-    conn: AsyncConnection,
+    conn: Connection,
     table: sa.Table,
     rows: Sequence[dict[str, Any]],
     update: Sequence[str],
@@ -41,13 +40,13 @@ async def upsert(
     await conn.execute(stmt, list(rows))
 
 
-async def insert_if_absent(conn: AsyncConnection, table: sa.Table, values: dict[str, Any]) -> bool:
+async def insert_if_absent(conn: Connection, table: sa.Table, values: dict[str, Any]) -> bool:
     """INSERT one row unless its primary key exists; True if it was inserted."""
     result = await conn.execute(_insert(conn, table).on_conflict_do_nothing().values(**values))
     return bool(result.rowcount)
 
 
-async def lock_until_commit(conn: AsyncConnection, key: str) -> None:
+async def lock_until_commit(conn: Connection, key: str) -> None:
     """Hold a lock named ``key`` until this transaction ends, so that a read-then-write on
     ``key`` does not interleave with another's. SQLite needs none: it has one writer, and
     Herald's write transactions start with BEGIN IMMEDIATE."""

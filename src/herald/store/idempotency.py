@@ -7,8 +7,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from herald.store.database import Connection
 from herald.store.tables import idempotency_keys
 
 K = idempotency_keys.c
@@ -33,7 +33,7 @@ _FORGET = sa.delete(idempotency_keys).where(
 
 
 async def find_many(
-    conn: AsyncConnection, scope: str, keys: list[str], now: datetime
+    conn: Connection, scope: str, keys: list[str], now: datetime
 ) -> tuple[dict[str, StoredResponse], list[str]]:
     """The live responses stored under these keys of one scope, in one statement; and the
     keys whose response has expired (to be forgotten: a new request may use them again)."""
@@ -49,7 +49,7 @@ async def find_many(
     return found, expired
 
 
-async def forget_expired(conn: AsyncConnection, scope: str, keys: list[str], now: datetime) -> None:
+async def forget_expired(conn: Connection, scope: str, keys: list[str], now: datetime) -> None:
     await conn.execute(_FORGET, {"scope": scope, "keys": keys, "now": now})
 
 
@@ -71,7 +71,7 @@ def row(
 
 
 async def save(
-    conn: AsyncConnection,
+    conn: Connection,
     scope: str,
     key: str,
     response: StoredResponse,
@@ -84,6 +84,6 @@ async def save(
     )
 
 
-async def purge_expired(conn: AsyncConnection, now: datetime) -> int:
+async def purge_expired(conn: Connection, now: datetime) -> int:
     result = await conn.execute(sa.delete(idempotency_keys).where(K.expires_at <= now))
     return result.rowcount or 0

@@ -7,8 +7,8 @@ from datetime import datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from herald.store.database import Connection
 from herald.store.dialect import insert_if_absent
 from herald.store.tables import inbox_items
 
@@ -42,14 +42,14 @@ def _item(row: sa.Row[tuple[object, ...]]) -> InboxItem:
     return InboxItem(**{name: m[name] for name in InboxItem.__dataclass_fields__})
 
 
-async def add(conn: AsyncConnection, item: InboxItem) -> bool:
+async def add(conn: Connection, item: InboxItem) -> bool:
     """Store an item; False if it is already there (a resent delivery adds nothing)."""
     values = {name: getattr(item, name) for name in InboxItem.__dataclass_fields__}
     return await insert_if_absent(conn, inbox_items, values)
 
 
 async def page(
-    conn: AsyncConnection,
+    conn: Connection,
     tenant: str,
     user_id: str,
     *,
@@ -74,7 +74,7 @@ async def page(
     return [_item(r) for r in await conn.execute(query)]
 
 
-async def unread_count(conn: AsyncConnection, tenant: str, user_id: str) -> int:
+async def unread_count(conn: Connection, tenant: str, user_id: str) -> int:
     count = await conn.scalar(
         sa.select(sa.func.count()).where(
             I.tenant_id == tenant, I.user_id == user_id, I.status == "unread"
@@ -83,7 +83,7 @@ async def unread_count(conn: AsyncConnection, tenant: str, user_id: str) -> int:
     return int(count or 0)
 
 
-async def newest_id(conn: AsyncConnection, tenant: str, user_id: str) -> str | None:
+async def newest_id(conn: Connection, tenant: str, user_id: str) -> str | None:
     found: str | None = await conn.scalar(
         sa.select(sa.func.max(I.id)).where(I.tenant_id == tenant, I.user_id == user_id)
     )
@@ -91,7 +91,7 @@ async def newest_id(conn: AsyncConnection, tenant: str, user_id: str) -> str | N
 
 
 async def mark(
-    conn: AsyncConnection,
+    conn: Connection,
     tenant: str,
     user_id: str,
     item_ids: list[str],
@@ -111,7 +111,7 @@ async def mark(
     return int(result.rowcount)
 
 
-async def mark_all_read(conn: AsyncConnection, tenant: str, user_id: str, now: datetime) -> int:
+async def mark_all_read(conn: Connection, tenant: str, user_id: str, now: datetime) -> int:
     result = await conn.execute(
         sa.update(inbox_items)
         .where(I.tenant_id == tenant, I.user_id == user_id, I.status == "unread")
@@ -120,7 +120,7 @@ async def mark_all_read(conn: AsyncConnection, tenant: str, user_id: str, now: d
     return int(result.rowcount)
 
 
-async def delete_all(conn: AsyncConnection, tenant: str, user_id: str) -> int:
+async def delete_all(conn: Connection, tenant: str, user_id: str) -> int:
     """Every item of the user's inbox: its user is deleted (a new user given the same id
     must start with an empty inbox)."""
     result = await conn.execute(

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from herald.store.database import Connection
 from herald.store.tables import notification_events
 
 J = notification_events.c
@@ -27,7 +27,7 @@ class Step:
     detail: str | None = None
 
 
-async def record(conn: AsyncConnection, steps: list[Step]) -> None:
+async def record(conn: Connection, steps: list[Step]) -> None:
     if steps:
         fields = Step.__dataclass_fields__
         await conn.execute(
@@ -35,7 +35,7 @@ async def record(conn: AsyncConnection, steps: list[Step]) -> None:
         )
 
 
-async def steps_of(conn: AsyncConnection, notification_id: str) -> list[Step]:
+async def steps_of(conn: Connection, notification_id: str) -> list[Step]:
     rows = await conn.execute(
         sa.select(notification_events).where(J.notification_id == notification_id).order_by(J.id)
     )

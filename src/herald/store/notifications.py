@@ -8,10 +8,10 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.domain.models import DeliveryStatus, NotificationStatus
 from herald.store import journal
+from herald.store.database import Connection
 from herald.store.tables import deliveries, notifications
 
 
@@ -150,7 +150,7 @@ def rows_of(records: Sequence[NotificationRecord]) -> Rows:
 
 
 async def supersede(
-    conn: AsyncConnection,
+    conn: Connection,
     tenant: str,
     user_key: str,
     collapse_key: str,
@@ -197,7 +197,7 @@ async def supersede(
 
 
 async def _deliveries_of(
-    conn: AsyncConnection, notification_ids: Sequence[str]
+    conn: Connection, notification_ids: Sequence[str]
 ) -> dict[str, list[DeliveryRecord]]:
     found: dict[str, list[DeliveryRecord]] = {n: [] for n in notification_ids}
     if notification_ids:
@@ -211,9 +211,7 @@ async def _deliveries_of(
     return found
 
 
-async def get(
-    conn: AsyncConnection, tenant: str, notification_id: str
-) -> NotificationRecord | None:
+async def get(conn: Connection, tenant: str, notification_id: str) -> NotificationRecord | None:
     row = (
         await conn.execute(
             sa.select(notifications).where(
@@ -227,7 +225,7 @@ async def get(
 
 
 async def list_page(
-    conn: AsyncConnection,
+    conn: Connection,
     tenant: str,
     *,
     limit: int,
@@ -253,7 +251,7 @@ async def list_page(
     return [_notification(r, by_id[r.id]) for r in rows]
 
 
-async def delivery_statuses(conn: AsyncConnection, notification_id: str) -> list[DeliveryStatus]:
+async def delivery_statuses(conn: Connection, notification_id: str) -> list[DeliveryStatus]:
     rows = await conn.execute(
         sa.select(deliveries.c.status).where(deliveries.c.notification_id == notification_id)
     )
@@ -261,7 +259,7 @@ async def delivery_statuses(conn: AsyncConnection, notification_id: str) -> list
 
 
 async def delivery_statuses_of(
-    conn: AsyncConnection, notification_ids: Collection[str]
+    conn: Connection, notification_ids: Collection[str]
 ) -> dict[str, list[DeliveryStatus]]:
     """Each notification's delivery statuses, in one query."""
     found: dict[str, list[DeliveryStatus]] = {i: [] for i in notification_ids}
@@ -277,7 +275,7 @@ async def delivery_statuses_of(
 
 
 async def set_statuses(
-    conn: AsyncConnection, statuses: Mapping[str, NotificationStatus], now: datetime
+    conn: Connection, statuses: Mapping[str, NotificationStatus], now: datetime
 ) -> list[str]:
     """Store new statuses, one statement per distinct status; the ids that changed."""
     by_status: dict[NotificationStatus, list[str]] = {}
@@ -302,7 +300,7 @@ async def set_statuses(
 
 
 async def set_status(
-    conn: AsyncConnection, notification_id: str, status: NotificationStatus, now: datetime
+    conn: Connection, notification_id: str, status: NotificationStatus, now: datetime
 ) -> bool:
     """Store a new status; True if it changed."""
     completed_at = None if status == NotificationStatus.PENDING else now
@@ -319,7 +317,7 @@ async def set_status(
     return bool(result.rowcount)
 
 
-async def pending_but_finished(conn: AsyncConnection, *, limit: int) -> list[str]:
+async def pending_but_finished(conn: Connection, *, limit: int) -> list[str]:
     """PENDING notifications none of whose deliveries is still in progress."""
     in_progress = (
         sa.select(deliveries.c.id)

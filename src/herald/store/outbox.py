@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.bus.base import OutgoingMessage
 from herald.bus.partitioner import partition_for
 from herald.domain.models import OutboxStatus
+from herald.store.database import Connection
 from herald.store.tables import outbox_events, outbox_shards
 
 E = outbox_events.c
@@ -39,7 +39,7 @@ class OutboxEvent:
 
 
 async def add(
-    conn: AsyncConnection,
+    conn: Connection,
     messages: Sequence[OutgoingMessage],
     *,
     now: datetime,
@@ -50,7 +50,7 @@ async def add(
 
 
 async def add_many(
-    conn: AsyncConnection,
+    conn: Connection,
     messages: Sequence[tuple[OutgoingMessage, datetime | None]],
     *,
     now: datetime,
@@ -81,7 +81,7 @@ async def add_many(
 
 
 async def due(
-    conn: AsyncConnection,
+    conn: Connection,
     *,
     now: datetime,
     limit: int,
@@ -106,7 +106,7 @@ async def due(
     return [OutboxEvent(r.id, r.topic, r.key, r.payload, r.headers, r.attempts) for r in rows]
 
 
-async def mark_published(conn: AsyncConnection, ids: Sequence[int], now: datetime) -> None:
+async def mark_published(conn: Connection, ids: Sequence[int], now: datetime) -> None:
     await conn.execute(
         sa.update(outbox_events)
         .where(E.id.in_(ids))
@@ -115,7 +115,7 @@ async def mark_published(conn: AsyncConnection, ids: Sequence[int], now: datetim
 
 
 async def claim_shards(
-    conn: AsyncConnection, *, owner: str, now: datetime, lease_until: datetime, limit: int
+    conn: Connection, *, owner: str, now: datetime, lease_until: datetime, limit: int
 ) -> list[int]:
     """Lease up to ``limit`` free shards that have due events, the longest-unserved first."""
     with_due_events = sa.select(E.shard).where(E.status.in_(_WAITING), E.available_at <= now)
@@ -142,7 +142,7 @@ async def claim_shards(
 
 
 async def release_shards(
-    conn: AsyncConnection, *, owner: str, shards: Sequence[int], now: datetime
+    conn: Connection, *, owner: str, shards: Sequence[int], now: datetime
 ) -> None:
     await conn.execute(
         sa.update(outbox_shards)
@@ -152,7 +152,7 @@ async def release_shards(
 
 
 async def record_failure(
-    conn: AsyncConnection,
+    conn: Connection,
     event_id: int,
     *,
     attempts: int,
@@ -173,7 +173,7 @@ async def record_failure(
     )
 
 
-async def has_backlog(conn: AsyncConnection, *, older_than: datetime) -> bool:
+async def has_backlog(conn: Connection, *, older_than: datetime) -> bool:
     """Are events still waiting for the relay that were due before ``older_than``?"""
     waiting = await conn.scalar(
         sa.select(E.id)
@@ -183,14 +183,14 @@ async def has_backlog(conn: AsyncConnection, *, older_than: datetime) -> bool:
     return waiting is not None
 
 
-async def purge_published(conn: AsyncConnection, before: datetime) -> int:
+async def purge_published(conn: Connection, before: datetime) -> int:
     result = await conn.execute(
         sa.delete(outbox_events).where(E.status == OutboxStatus.PUBLISHED, E.published_at < before)
     )
     return result.rowcount or 0
 
 
-async def backlog(conn: AsyncConnection, now: datetime) -> tuple[int, float]:
+async def backlog(conn: Connection, now: datetime) -> tuple[int, float]:
     """Events due but not yet published, and how long the oldest has been due (seconds).
 
     Not-yet-due events (retries waiting on the embedded bus) are not backlog."""

@@ -11,8 +11,8 @@ import hashlib
 from datetime import date, datetime
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from herald.store.database import Connection
 from herald.store.dialect import insert_if_absent, lock_until_commit
 from herald.store.tables import recipient_sends
 
@@ -24,7 +24,7 @@ def recipient_key(tenant: str, channel: str, recipient: str) -> str:
 
 
 async def admit(
-    conn: AsyncConnection,
+    conn: Connection,
     *,
     tenant: str,
     channel: str,
@@ -54,6 +54,6 @@ async def admit(
     return True
 
 
-async def purge_before(conn: AsyncConnection, day: date) -> int:
+async def purge_before(conn: Connection, day: date) -> int:
     result = await conn.execute(sa.delete(recipient_sends).where(S.day < day))
     return int(result.rowcount)

@@ -6,8 +6,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from herald.store.database import Connection
 from herald.store.dialect import upsert
 from herald.store.tables import rules
 
@@ -44,7 +44,7 @@ def _record(row: sa.Row[tuple[object, ...]]) -> RuleRecord:
     )
 
 
-async def put(conn: AsyncConnection, tenant: str, rule: RuleRecord) -> tuple[RuleRecord, bool]:
+async def put(conn: Connection, tenant: str, rule: RuleRecord) -> tuple[RuleRecord, bool]:
     """Create or replace by name; True if it was created."""
     existing = await get(conn, tenant, rule.name)
     values = {
@@ -69,14 +69,14 @@ async def put(conn: AsyncConnection, tenant: str, rule: RuleRecord) -> tuple[Rul
     return replace(rule, created_at=existing.created_at), False
 
 
-async def get(conn: AsyncConnection, tenant: str, name: str) -> RuleRecord | None:
+async def get(conn: Connection, tenant: str, name: str) -> RuleRecord | None:
     row = (
         await conn.execute(sa.select(rules).where(R.tenant_id == tenant, R.name == name))
     ).first()
     return None if row is None else _record(row)
 
 
-async def for_event(conn: AsyncConnection, tenant: str, event_type: str) -> list[RuleRecord]:
+async def for_event(conn: Connection, tenant: str, event_type: str) -> list[RuleRecord]:
     """Enabled rules of an event type, oldest first: the order their channels are merged in."""
     rows = await conn.execute(
         sa.select(rules)
@@ -87,7 +87,7 @@ async def for_event(conn: AsyncConnection, tenant: str, event_type: str) -> list
 
 
 async def list_all(
-    conn: AsyncConnection, tenant: str, event_type: str | None = None
+    conn: Connection, tenant: str, event_type: str | None = None
 ) -> list[RuleRecord]:
     query = sa.select(rules).where(R.tenant_id == tenant).order_by(R.name)
     if event_type is not None:
@@ -95,6 +95,6 @@ async def list_all(
     return [_record(r) for r in await conn.execute(query)]
 
 
-async def delete(conn: AsyncConnection, tenant: str, name: str) -> bool:
+async def delete(conn: Connection, tenant: str, name: str) -> bool:
     result = await conn.execute(sa.delete(rules).where(R.tenant_id == tenant, R.name == name))
     return bool(result.rowcount)

@@ -9,10 +9,9 @@ from __future__ import annotations
 import secrets
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.clock import utcnow
-from herald.store.database import Database
+from herald.store.database import Connection, Database
 from herald.store.dialect import insert_if_absent
 from herald.store.tables import server_secrets
 
@@ -21,7 +20,7 @@ S = server_secrets.c
 UNSUBSCRIBE_KEY = "unsubscribe-links"
 
 
-async def get(conn: AsyncConnection, name: str) -> bytes | None:
+async def get(conn: Connection, name: str) -> bytes | None:
     value: str | None = await conn.scalar(sa.select(S.value).where(S.name == name))
     return None if value is None else value.encode()
 

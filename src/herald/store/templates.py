@@ -7,8 +7,8 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from herald.store.database import Connection
 from herald.store.tables import templates
 
 T = templates.c
@@ -32,7 +32,7 @@ def _record(row: sa.Row[tuple[object, ...]]) -> TemplateRecord:
 
 
 async def add_version(
-    conn: AsyncConnection,
+    conn: Connection,
     tenant: str,
     name: str,
     *,
@@ -62,7 +62,7 @@ async def add_version(
 
 
 async def get(
-    conn: AsyncConnection, tenant: str, name: str, version: int | None = None
+    conn: Connection, tenant: str, name: str, version: int | None = None
 ) -> TemplateRecord | None:
     query = sa.select(templates).where(T.tenant_id == tenant, T.name == name)
     query = (
@@ -74,7 +74,7 @@ async def get(
     return None if row is None else _record(row)
 
 
-async def versions(conn: AsyncConnection, tenant: str, name: str) -> list[TemplateRecord]:
+async def versions(conn: Connection, tenant: str, name: str) -> list[TemplateRecord]:
     rows = await conn.execute(
         sa.select(templates).where(T.tenant_id == tenant, T.name == name).order_by(T.version)
     )
@@ -82,7 +82,7 @@ async def versions(conn: AsyncConnection, tenant: str, name: str) -> list[Templa
 
 
 async def latest_all(
-    conn: AsyncConnection, tenant: str, *, limit: int, after: str | None
+    conn: Connection, tenant: str, *, limit: int, after: str | None
 ) -> list[TemplateRecord]:
     """The newest version of each template, by name."""
     newest = (
@@ -103,6 +103,6 @@ async def latest_all(
     return [_record(r) for r in await conn.execute(query)]
 
 
-async def delete(conn: AsyncConnection, tenant: str, name: str) -> int:
+async def delete(conn: Connection, tenant: str, name: str) -> int:
     result = await conn.execute(sa.delete(templates).where(T.tenant_id == tenant, T.name == name))
     return int(result.rowcount)

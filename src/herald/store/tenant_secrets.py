@@ -17,9 +17,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from herald.store.database import Database
+from herald.store.database import Connection, Database
 from herald.store.dialect import insert_if_absent, lock_until_commit
 from herald.store.tables import tenant_webhook_secrets as table
 from herald.store.users import new_secret
@@ -51,7 +50,7 @@ class TenantSecrets:
         ]
 
 
-async def get(conn: AsyncConnection, tenant: str) -> TenantSecrets | None:
+async def get(conn: Connection, tenant: str) -> TenantSecrets | None:
     row = (await conn.execute(sa.select(table).where(T.tenant_id == tenant))).first()
     if row is None:
         return None
@@ -59,7 +58,7 @@ async def get(conn: AsyncConnection, tenant: str) -> TenantSecrets | None:
     return TenantSecrets(tenant, list(m["secrets"]), m["created_at"], m["rotated_at"])
 
 
-async def ensure(conn: AsyncConnection, tenant: str, *, now: datetime) -> TenantSecrets:
+async def ensure(conn: Connection, tenant: str, *, now: datetime) -> TenantSecrets:
     """The tenant's secrets, a new one made (and stored) if it has none. Safe to race: the
     first insert wins and everyone reads that one."""
     values = {"tenant_id": tenant, "secrets": [_entry(new_secret())], "created_at": now}
@@ -85,7 +84,7 @@ async def current(
 
 
 async def rotate(
-    conn: AsyncConnection,
+    conn: Connection,
     tenant: str,
     *,
     grace: timedelta,

@@ -10,10 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from herald.domain.models import DeliveryStatus
 from herald.store import deadletters, deliveries, journal, notifications
+from herald.store.database import Connection
 from herald.store.notifications import NotificationRecord
 
 
@@ -33,7 +32,7 @@ class Entry:
 
 
 async def timeline(
-    conn: AsyncConnection, tenant: str, notification_id: str
+    conn: Connection, tenant: str, notification_id: str
 ) -> tuple[NotificationRecord, list[Entry]] | None:
     record = await notifications.get(conn, tenant, notification_id)
     if record is None:

@@ -18,11 +18,11 @@ from datetime import datetime
 from typing import Final
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.domain.models import DeliveryStatus, NotificationStatus
 from herald.domain.states import CANCELLABLE, aggregate_status
 from herald.store import inbox, journal, notifications, users
+from herald.store.database import Connection
 from herald.store.tables import deliveries
 from herald.store.tables import notifications as notifications_table
 
@@ -32,7 +32,7 @@ N = notifications_table.c
 _OPEN = [NotificationStatus.SCHEDULED, NotificationStatus.PENDING]
 
 
-async def delete_user(conn: AsyncConnection, tenant: str, user_id: str, now: datetime) -> bool:
+async def delete_user(conn: Connection, tenant: str, user_id: str, now: datetime) -> bool:
     """False if there is no such user (nothing is changed then)."""
     if not await users.delete(conn, tenant, user_id):
         return False
@@ -41,9 +41,7 @@ async def delete_user(conn: AsyncConnection, tenant: str, user_id: str, now: dat
     return True
 
 
-async def _cancel_deliveries(
-    conn: AsyncConnection, tenant: str, user_id: str, now: datetime
-) -> None:
+async def _cancel_deliveries(conn: Connection, tenant: str, user_id: str, now: datetime) -> None:
     open_ids = (
         (
             await conn.execute(
@@ -94,7 +92,7 @@ async def _cancel_deliveries(
             await notifications.set_status(conn, notification_id, status, now)
 
 
-async def _mark_cancelled(conn: AsyncConnection, notification_id: str, now: datetime) -> None:
+async def _mark_cancelled(conn: Connection, notification_id: str, now: datetime) -> None:
     await conn.execute(
         sa.update(notifications_table)
         .where(N.id == notification_id)

@@ -9,8 +9,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from herald.store.database import Connection
 from herald.store.tables import users
 
 U = users.c
@@ -92,16 +92,14 @@ def _profile_values(profile: Profile) -> dict[str, Any]:
     }
 
 
-async def get(conn: AsyncConnection, tenant: str, user_id: str) -> UserRecord | None:
+async def get(conn: Connection, tenant: str, user_id: str) -> UserRecord | None:
     row = (
         await conn.execute(sa.select(users).where(U.tenant_id == tenant, U.id == user_id))
     ).first()
     return None if row is None else _record(row)
 
 
-async def get_many(
-    conn: AsyncConnection, tenant: str, user_ids: Sequence[str]
-) -> dict[str, UserRecord]:
+async def get_many(conn: Connection, tenant: str, user_ids: Sequence[str]) -> dict[str, UserRecord]:
     if not user_ids:
         return {}
     rows = await conn.execute(
@@ -111,7 +109,7 @@ async def get_many(
 
 
 async def put(
-    conn: AsyncConnection, tenant: str, user_id: str, profile: Profile, now: datetime
+    conn: Connection, tenant: str, user_id: str, profile: Profile, now: datetime
 ) -> tuple[UserRecord, str | None, bool]:
     """Create or replace a user's profile. Returns the user; when a webhook signing secret
     was made just now (the first webhook URL), that secret, shown to the caller once; and
@@ -148,7 +146,7 @@ async def put(
     return found, fresh_secret, existing is None
 
 
-async def delete(conn: AsyncConnection, tenant: str, user_id: str) -> bool:
+async def delete(conn: Connection, tenant: str, user_id: str) -> bool:
     """The user's row: contact points, preferences, webhook secrets. What else goes with
     it is store/user_deletion's job."""
     result = await conn.execute(sa.delete(users).where(U.tenant_id == tenant, U.id == user_id))
@@ -156,7 +154,7 @@ async def delete(conn: AsyncConnection, tenant: str, user_id: str) -> bool:
 
 
 async def set_preferences(
-    conn: AsyncConnection, tenant: str, user_id: str, preferences: dict[str, Any], now: datetime
+    conn: Connection, tenant: str, user_id: str, preferences: dict[str, Any], now: datetime
 ) -> bool:
     result = await conn.execute(
         sa.update(users)
@@ -167,7 +165,7 @@ async def set_preferences(
 
 
 async def rotate_secret(
-    conn: AsyncConnection, tenant: str, user_id: str, *, grace: timedelta, now: datetime
+    conn: Connection, tenant: str, user_id: str, *, grace: timedelta, now: datetime
 ) -> str | None:
     """A new signing secret; the old ones keep signing until ``grace`` has passed, so a
     receiver can switch over without dropping a delivery. None if there is no such user."""
