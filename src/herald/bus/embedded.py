@@ -32,6 +32,7 @@ from herald.errors import BusError
 from herald.observability.logging import get_logger
 from herald.store.database import Connection, Database
 from herald.store.dialect import insert_ignore, upsert
+from herald.store.purge import delete_in_chunks
 from herald.store.tables import bus_group_leases, bus_group_offsets, bus_messages, bus_partitions
 from herald.wakeup import Wakeup, wait_for_event
 
@@ -150,11 +151,7 @@ class EmbeddedBus(Bus):
 
     async def delete_older_than(self, cutoff: datetime) -> int:
         """Retention: drop messages older than ``cutoff`` (as Kafka's retention.ms does)."""
-        async with self.db.write() as conn:
-            result = await conn.execute(
-                sa.delete(bus_messages).where(bus_messages.c.created_at < cutoff)
-            )
-        return result.rowcount or 0
+        return await delete_in_chunks(self.db, bus_messages, bus_messages.c.created_at < cutoff)
 
     async def positions(self, group: str, topics: Sequence[str]) -> dict[TopicPartition, Position]:
         ends = await self.end_offsets()

@@ -45,10 +45,9 @@ class Maintenance:
 
     async def run_once(self) -> dict[str, int]:
         now = utcnow()
-        async with self.db.write() as conn:
-            keys = await idempotency.purge_expired(conn, now)
-            events = await outbox.purge_published(conn, now - self.outbox_retention)
-            counts_purged = await recipient_caps.purge_before(conn, now.date())  # days are UTC
+        keys = await idempotency.purge_expired(self.db, now)
+        events = await outbox.purge_published(self.db, now - self.outbox_retention)
+        counts_purged = await recipient_caps.purge_before(self.db, now.date())  # days are UTC
         messages = 0
         if isinstance(self.bus, EmbeddedBus):
             messages = await self.bus.delete_older_than(now - self.log_retention)

@@ -8,7 +8,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from herald.store.database import Connection
+from herald.store.database import Connection, Database
+from herald.store.purge import delete_in_chunks
 from herald.store.tables import idempotency_keys
 
 K = idempotency_keys.c
@@ -84,6 +85,5 @@ async def save(
     )
 
 
-async def purge_expired(conn: Connection, now: datetime) -> int:
-    result = await conn.execute(sa.delete(idempotency_keys).where(K.expires_at <= now))
-    return result.rowcount or 0
+async def purge_expired(db: Database, now: datetime) -> int:
+    return await delete_in_chunks(db, idempotency_keys, K.expires_at <= now)

@@ -11,7 +11,8 @@ import sqlalchemy as sa
 from herald.bus.base import OutgoingMessage
 from herald.bus.partitioner import partition_for
 from herald.domain.models import OutboxStatus
-from herald.store.database import Connection
+from herald.store.database import Connection, Database
+from herald.store.purge import delete_in_chunks
 from herald.store.tables import outbox_events, outbox_shards
 
 E = outbox_events.c
@@ -183,11 +184,9 @@ async def has_backlog(conn: Connection, *, older_than: datetime) -> bool:
     return waiting is not None
 
 
-async def purge_published(conn: Connection, before: datetime) -> int:
-    result = await conn.execute(
-        sa.delete(outbox_events).where(E.status == OutboxStatus.PUBLISHED, E.published_at < before)
-    )
-    return result.rowcount or 0
+async def purge_published(db: Database, before: datetime) -> int:
+    published = sa.and_(E.status == OutboxStatus.PUBLISHED, E.published_at < before)
+    return await delete_in_chunks(db, outbox_events, published)
 
 
 async def backlog(conn: Connection, now: datetime) -> tuple[int, float]:

@@ -12,8 +12,9 @@ from datetime import date, datetime
 
 import sqlalchemy as sa
 
-from herald.store.database import Connection
+from herald.store.database import Connection, Database
 from herald.store.dialect import insert_if_absent, lock_until_commit
+from herald.store.purge import delete_in_chunks
 from herald.store.tables import recipient_sends
 
 S = recipient_sends.c
@@ -54,6 +55,5 @@ async def admit(
     return True
 
 
-async def purge_before(conn: Connection, day: date) -> int:
-    result = await conn.execute(sa.delete(recipient_sends).where(S.day < day))
-    return int(result.rowcount)
+async def purge_before(db: Database, day: date) -> int:
+    return await delete_in_chunks(db, recipient_sends, S.day < day)
