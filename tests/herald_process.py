@@ -24,8 +24,10 @@ class HeraldProcess:
         command: tuple[str, ...] = ("serve",),
         port: int | None = None,
         name: str = "herald",
+        python: str = sys.executable,  # another virtualenv's, to run what is installed there
     ) -> None:
         self.workdir = workdir
+        self.python = python
         self.port = port or free_port()
         self.command = command
         self.name = name
@@ -42,7 +44,7 @@ class HeraldProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, *, wait: bool = True) -> HeraldProcess:
-        args = [sys.executable, "-m", "herald", *self.command]
+        args = [self.python, "-m", "herald", *self.command]
         if self.command[0] in ("serve", "api"):
             args += ["--host", "127.0.0.1", "--port", str(self.port)]
         with self.log_path.open("ab") as log:

@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 from herald.bus import build_bus
 from herald.bus.topics import Topics
-from herald.channels import Dependencies, available_channels, build_provider, providers_for
+from herald.channels import (
+    Dependencies,
+    available_channels,
+    build_provider,
+    providers_for,
+    unavailable_channels,
+)
 from herald.channels.base import OutboundMessage, Provider
 from herald.clock import utcnow
 from herald.config import Settings
@@ -72,6 +78,8 @@ class Runtime:
         self.dead_letters = DeadLetterOffice(self.units, self.topics)
         self.replayer = Replayer(self.units, self.topics, per_second=settings.dlq_replay_per_second)
         self._background: set[asyncio.Task[None]] = set()
+        # Built-in channels whose library an extra brings, left out without it.
+        self.unavailable_channels = unavailable_channels(settings)
         self.intake = Intake(
             self.units,
             self.topics,
@@ -81,6 +89,7 @@ class Runtime:
             else IdempotencyCache(self.redis, prefix=settings.redis_prefix),
             planner=Planner(
                 channels=self.channels(),
+                unavailable=self.unavailable_channels,
                 critical_categories=frozenset(settings.critical_categories),
                 public_url=settings.public_url,
                 outbound=settings.outbound_policy(),
@@ -100,6 +109,8 @@ class Runtime:
             await load_rules_file(self.db, self.settings.rules_file)
         await self.bus.start()
         await self.bus.ensure_topics(self.topics.all(CHANNELS))
+        for channel, why in self.unavailable_channels.items():
+            log.warning("channel.unavailable", channel=channel, reason=why)
         log.info("runtime.started", database=self.db.dialect, bus=self.bus.name)
 
     def channels(self) -> list[str]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -50,7 +50,8 @@ async def readyz(request: Request) -> JSONResponse:
     elif runtime.stall_watch.watching:
         checks["consumers"] = "ok"
     ready = all(v == "ok" for v in checks.values())
-    return JSONResponse(
-        {"status": "ready" if ready else "unavailable", "checks": checks},
-        status_code=200 if ready else 503,
-    )
+    body: dict[str, Any] = {"status": "ready" if ready else "unavailable", "checks": checks}
+    if runtime.unavailable_channels:
+        # Not a reason to take the process out of rotation: what it can send, it sends.
+        body["unavailable_channels"] = runtime.unavailable_channels
+    return JSONResponse(body, status_code=200 if ready else 503)

@@ -10,6 +10,7 @@ imported lazily: an extra that is not installed only matters to the channel that
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +45,9 @@ TYPES: dict[str, ProviderType] = {
 
 # Built-in providers that need no configuration, by channel.
 BUILT_IN = {"inapp": "inbox", "webhook": "webhook", "apprise": "apprise"}
+# Built-in providers whose library comes with an extra: (module to import, extra). Without it
+# the provider is left out, and with it its channel, unless configured explicitly.
+_NEEDS_EXTRA = {"apprise": ("apprise", "apprise")}
 # Every built-in provider's channel (smtp when HERALD_SMTP_URL is set).
 _BUILT_IN_CHANNEL = {"smtp": "email", "console": "email", **{v: k for k, v in BUILT_IN.items()}}
 
@@ -89,9 +93,26 @@ def providers_for(channel: str, settings: Settings) -> list[str]:
             builtin = "smtp"
         elif not configured:
             builtin = "console"
-    if builtin is not None and builtin not in configured:
+    if builtin is not None and builtin not in configured and _installed(builtin):
         return [builtin, *configured]
     return configured
+
+
+def _installed(builtin: str) -> bool:
+    needed = _NEEDS_EXTRA.get(builtin)
+    return needed is None or importlib.util.find_spec(needed[0]) is not None
+
+
+def unavailable_channels(settings: Settings) -> dict[str, str]:
+    """Channels left out because their built-in provider's library is not installed (and
+    nothing else sends on them), with why."""
+    return {
+        channel: f"the {needed[0]} library is not installed: pip install 'herald[{needed[1]}]'"
+        for channel, builtin in BUILT_IN.items()
+        if (needed := _NEEDS_EXTRA.get(builtin)) is not None
+        and not _installed(builtin)
+        and not providers_for(channel, settings)
+    }
 
 
 def _channel_of(name: str, settings: Settings) -> str | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -150,6 +150,8 @@ class Planner:
     outbound: OutboundPolicy = field(default_factory=OutboundPolicy)
     # Signs the unsubscribe links of email (see domain/unsubscribe); None: no links.
     unsubscribe_key: ServerSecret | None = None
+    # Channels left out because their library is not installed, with why.
+    unavailable: Mapping[str, str] = field(default_factory=dict)
 
     async def outbound_refusal(self, spec: NotificationSpec) -> PlanningError | None:
         """Why an inline URL of the request may not be reached, if one may not. Resolves host
@@ -237,6 +239,10 @@ class Planner:
         if spec.channels is not None:
             for i, channel in enumerate(spec.channels):
                 where = f"channels[{i}]"
+                if channel in self.unavailable:
+                    raise PlanningError(
+                        where, f"{channel} is unavailable: {self.unavailable[channel]}"
+                    )
                 if channel not in self.channels:
                     raise PlanningError(where, f"no provider is configured for {channel}")
                 if not _addresses(channel, contacts, spec.user_id):
