@@ -3,8 +3,9 @@
 Every POST with a key first looks for a response stored under it. Thirty-two clients posting
 at once would make thirty-two reads; here a look-up is queued, and one reader takes every
 look-up queued so far into one statement per tenant, while the next ones queue up (as the
-group commit does for writes). An expired response is forgotten in a write of its own, so the
-key can be used again.
+group commit does for writes). With a Redis cache, the queued keys are looked for there first,
+in one MGET, and only those it lacks are read from the database. An expired response is
+forgotten in a write of its own, so the key can be used again.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ from herald.clock import utcnow
 from herald.store import idempotency
 from herald.store.database import Database
 from herald.store.idempotency import StoredResponse
-
-Key = tuple[str, str]  # (scope, key)
+from herald.store.idempotency_cache import IdempotencyCache, Key
 
 
 class IdempotencyReads:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, cache: IdempotencyCache | None = None) -> None:
         self.db = db
+        self.cache = cache
         self._queued: dict[Key, list[asyncio.Future[StoredResponse | None]]] = {}
         self._reader: asyncio.Task[None] | None = None
 
@@ -52,11 +53,16 @@ class IdempotencyReads:
             raise
 
     async def _read(self, keys: list[Key]) -> dict[Key, StoredResponse]:
+        found: dict[Key, StoredResponse] = {}
+        if self.cache is not None:
+            found = await self.cache.get_many(keys)
+            keys = [key for key in keys if key not in found]
+            if not keys:
+                return found
         by_scope: dict[str, list[str]] = {}
         for scope, key in keys:
             by_scope.setdefault(scope, []).append(key)
         now = utcnow()
-        found: dict[Key, StoredResponse] = {}
         expired: dict[str, list[str]] = {}
         async with self.db.read() as conn:
             for scope, scoped in by_scope.items():

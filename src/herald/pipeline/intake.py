@@ -71,7 +71,7 @@ class Intake:
         self.db = units.db
         # Concurrent requests share a transaction (see group_commit).
         self.group = GroupCommit(units)
-        self.reads = IdempotencyReads(units.db)  # and their look-ups share a read
+        self.reads = IdempotencyReads(units.db, cache)  # and their look-ups share a read
         self.topics = topics
         self.idempotency_ttl = idempotency_ttl
         self.cache = cache
@@ -119,10 +119,6 @@ class Intake:
         raise RuntimeError("idempotency key kept conflicting")  # pragma: no cover
 
     async def _stored(self, idem: IdempotencyRequest) -> idempotency.StoredResponse | None:
-        if self.cache is not None:
-            cached = await self.cache.get(idem.scope, idem.key)
-            if cached is not None:
-                return cached
         return await self.reads.find(idem.scope, idem.key)
 
     async def _accept_once(
