@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lint bench clean
+.PHONY: run test install tools lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,14 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+## Programs some tests run: promtool (Debian package prometheus) checks the alert rules.
+## Installed when missing and root; otherwise those tests skip (and fail under CI=true).
+tools:
+	@command -v promtool >/dev/null || [ "$$(id -u)" != 0 ] || $(APT_INSTALL) prometheus \
+		|| (apt-get update -qq && $(APT_INSTALL) prometheus)
+
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends
+
 ## Run Herald: API on http://127.0.0.1:8000, SQLite in ./herald.db, email to the log.
 run: $(STAMP)
 	$(BIN)/herald serve
@@ -24,7 +32,7 @@ run: $(STAMP)
 ## two processes (each has its own databases, topics and key prefixes); tests that start Herald
 ## processes and break things run one at a time, so that their timing is their own.
 TEST_PROCESSES ?= 2
-test: $(STAMP) lint
+test: $(STAMP) tools lint
 	$(BIN)/pytest -n $(TEST_PROCESSES) tests/unit tests/integration
 	$(BIN)/pytest tests/e2e tests/faults
 

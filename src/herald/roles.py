@@ -60,6 +60,7 @@ def api(rt: Runtime, host: str, port: int, *, open_by_default: bool = False) -> 
 
 def relay(rt: Runtime) -> Role:
     s = rt.settings
+    metrics.zero_relay()
     outbox_relay = OutboxRelay(
         rt.db,
         rt.bus,
@@ -160,6 +161,7 @@ def channel_worker(rt: Runtime, channel: str) -> Role:
             for provider in rt.providers(channel)
         ]
     )
+    metrics.zero_channel(channel, [slot.name for slot in chain.slots])
     watchers: set[asyncio.Task[None]] = set()
     for slot in chain.slots:
         slot.breaker.on_change = _and_watch_reachable(slot, slot.breaker.on_change, watchers)
@@ -333,6 +335,7 @@ def relay_roles(rt: Runtime) -> dict[str, Role]:
 
 
 def _consumers(rt: Runtime, channels: list[str]) -> dict[str, Role]:
+    metrics.zero_consumers(rt.channels())  # the router routes to every configured channel
     roles = {"router": router(rt), "status": status(rt)}
     if rt.bus.name == "kafka":
         roles["retry"] = retry_scheduler(rt)

@@ -56,6 +56,36 @@ async def send_and_wait(url: str, sink: SmtpSink, count: int, body: str) -> list
     return ids
 
 
+async def test_the_series_herald_knows_are_at_zero_before_the_first_event(
+    deployment: Deployment,
+) -> None:
+    """increase() and rate() miss a series that first appears at 1: the first dead letters
+    would not alert (HeraldDeadLettersGrowing; tests/unit/test_alert_rules.py)."""
+    herald = deployment.process().start()
+    try:
+        scraped = await scrape(herald.url)
+    finally:
+        herald.stop()
+
+    def labels(**pairs: str) -> tuple[tuple[str, str], ...]:
+        return tuple(sorted(pairs.items()))
+
+    expected = [
+        ("herald_dead_letters_total", labels(kind="delivery", reason="exhausted", channel="email")),
+        ("herald_dead_letters_total", labels(kind="delivery", reason="permanent", channel="email")),
+        ("herald_dead_letters_total", labels(kind="message", reason="poison", channel="")),
+        ("herald_dead_letters_total", labels(kind="event", reason="refused", channel="")),
+        ("herald_deliveries_total", labels(channel="email", provider="smtp", status="SENT")),
+        (
+            "herald_delivery_attempts_total",
+            labels(channel="email", provider="smtp", outcome="RETRY_PENDING"),
+        ),
+        ("herald_delivery_retries_total", labels(channel="email", provider="smtp")),
+        ("herald_daily_cap_skips_total", labels(channel="email")),
+    ]
+    assert {series: scraped.get(series) for series in expected} == dict.fromkeys(expected, 0.0)
+
+
 async def test_serve_exports_metrics_and_logs_json_without_bodies(
     deployment: Deployment, smtp_sink: SmtpSink
 ) -> None:

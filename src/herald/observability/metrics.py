@@ -11,6 +11,7 @@ reference names from ``CATALOG`` (a test checks).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -153,6 +154,41 @@ rate_limit_wait_seconds = Counter(
     "Time sends spent waiting for a provider's rate limit",
     ["provider"],
 )
+
+# What a delivery attempt ends in, and which of those are a delivery's final status
+# (pipeline/worker.py); the reasons a delivery is dead-lettered (reliability/retry.py).
+_ATTEMPT_OUTCOMES = ("SENT", "RETRY_PENDING", "DEAD_LETTERED")
+_FINAL_STATUSES = ("SENT", "DEAD_LETTERED")
+_GIVE_UP_REASONS = ("permanent", "exhausted")
+
+
+def zero_channel(channel: str, providers: Sequence[str]) -> None:
+    """Create a channel worker's series at 0 when it starts. A counter that first appears at 1
+    is invisible to increase() and rate(): the first failures of a new series would not alert."""
+    for provider in providers:
+        for outcome in _ATTEMPT_OUTCOMES:
+            delivery_attempts.labels(channel, provider, outcome)
+        for status in _FINAL_STATUSES:
+            deliveries.labels(channel, provider, status)
+        delivery_retries.labels(channel, provider)
+        rate_limit_waits.labels(provider)
+        rate_limit_wait_seconds.labels(provider)
+    deliveries_postponed.labels(channel)
+    for reason in _GIVE_UP_REASONS:
+        dead_letters.labels("delivery", reason, channel)
+
+
+def zero_consumers(channels: Sequence[str]) -> None:
+    """The series of a process that consumes the bus (router, status), at 0 (see zero_channel)."""
+    dead_letters.labels("message", "poison", "")
+    for channel in channels:
+        daily_cap_skips.labels(channel)
+
+
+def zero_relay() -> None:
+    """The outbox relay's series at 0 (see zero_channel)."""
+    dead_letters.labels("event", "refused", "")
+
 
 _SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
 
