@@ -7,6 +7,7 @@ Failures become typed errors: 4xx replies, timeouts and lost connections are tra
 from __future__ import annotations
 
 import asyncio
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -38,13 +39,16 @@ class SmtpTarget:
     use_tls: bool = False  # implicit TLS (smtps://)
     start_tls: bool | None = None  # None: upgrade when the server offers STARTTLS
     validate_certs: bool = True
+    ca_file: str | None = None  # CA certificates (PEM) to trust instead of the system's
 
     def __str__(self) -> str:  # never shows the password
         return f"{'smtps' if self.use_tls else 'smtp'}://{self.host}:{self.port}"
 
 
 def parse_smtp_url(url: str) -> SmtpTarget:
-    """``smtp://[user:pass@]host[:port][?starttls=auto|require|off][&verify=false]``, or smtps://."""
+    """``smtp://[user:pass@]host[:port][?starttls=auto|require|off][&verify=false]
+    [&ca_file=/path/ca.pem]``, or smtps://. ``ca_file``: a relay whose certificate a private
+    CA signed."""
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -55,13 +59,16 @@ def parse_smtp_url(url: str) -> SmtpTarget:
     if not parts.hostname:
         raise ConfigError("HERALD_SMTP_URL has no host")
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    unknown = set(query) - {"starttls", "verify"}
+    unknown = set(query) - {"starttls", "verify", "ca_file"}
     if unknown:
         raise ConfigError(f"HERALD_SMTP_URL: unknown option(s) {sorted(unknown)}")
     starttls = query.get("starttls", "auto")
     if starttls not in _STARTTLS:
         raise ConfigError("HERALD_SMTP_URL: starttls must be auto, require or off")
     implicit_tls = parts.scheme == "smtps"
+    ca_file = query.get("ca_file")
+    if ca_file is not None and not os.access(ca_file, os.R_OK):
+        raise ConfigError(f"HERALD_SMTP_URL: ca_file {ca_file!r} is not a readable file")
     return SmtpTarget(
         host=parts.hostname,
         port=port or (465 if implicit_tls else 25),
@@ -70,6 +77,7 @@ def parse_smtp_url(url: str) -> SmtpTarget:
         use_tls=implicit_tls,
         start_tls=False if implicit_tls else _STARTTLS[starttls],
         validate_certs=query.get("verify", "true").lower() not in ("false", "0", "no"),
+        ca_file=ca_file,
     )
 
 
@@ -149,6 +157,7 @@ class SmtpProvider:
             use_tls=t.use_tls,
             start_tls=t.start_tls,
             validate_certs=t.validate_certs,
+            cert_bundle=t.ca_file,
             timeout=self.timeout,
         )
 
