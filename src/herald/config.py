@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     smtp_timeout_seconds: float = Field(default=20.0, gt=0)
     smtp_pool_size: int = Field(default=4, ge=1, le=64)
     email_from: str = "Herald <herald@localhost>"
+    # Special-use domains (RFC 6761: test, local, ...) recipients may be at, for staging.
+    email_special_use_domains: list[str] = Field(default_factory=list)
     # The SMTP relays take SMTPUTF8 (RFC 6531): addresses with non-ASCII before the @ are
     # accepted (and sent with it); without it the API refuses them, as no relay would take them.
     smtp_utf8: bool = False
@@ -157,6 +159,16 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("email_special_use_domains")
+    @classmethod
+    def _special_use(cls, value: list[str]) -> list[str]:
+        from email_validator import SPECIAL_USE_DOMAIN_NAMES
+
+        unknown = sorted(set(value) - set(SPECIAL_USE_DOMAIN_NAMES))
+        if unknown:
+            raise ValueError(f"not special-use domains: {unknown}")
+        return value
 
     @field_validator("outbound_allow")
     @classmethod

@@ -130,3 +130,38 @@ async def test_the_smtp_provider_sends_non_ascii_local_parts_with_smtputf8(
         await provider.close()
     assert mail.rcpt_tos == ["josé@example.com"]
     assert mail.message["To"] == "josé@example.com"
+
+
+async def app_client(database_url: str, **settings: object) -> tuple[Runtime, httpx.AsyncClient]:
+    runtime = Runtime(settings_for(database_url, **settings))
+    await runtime.start(migrate=False)
+    transport = httpx.ASGITransport(app=create_app(runtime, open_access=True))
+    return runtime, httpx.AsyncClient(transport=transport, base_url="http://localhost")
+
+
+async def test_special_use_domains_are_accepted_only_where_the_setting_names_them(
+    fresh_sqlite_url: str,
+) -> None:
+    """Staging mail to .test or .local: refused by default, accepted when named."""
+    local = {"subject": "Hi", "message": "x", "contacts": {"email": "qa@printer.local"}}
+    runtime, http = await app_client(fresh_sqlite_url)
+    async with http:
+        refused = await http.post(URL, json={**SEED, "recipient": "qa@shop.test"})
+    await runtime.close()
+    runtime, http = await app_client(fresh_sqlite_url, email_special_use_domains=["test", "local"])
+    async with http:
+        accepted = [
+            await http.post(URL, json={**SEED, "recipient": "qa@shop.test"}),
+            await http.post(URL, json=local),
+        ]
+        still_refused = await http.post(URL, json={**SEED, "recipient": "qa@host.invalid"})
+    await runtime.close()
+
+    assert fields(refused) == ["recipient"]
+    assert [r.status_code for r in accepted] == [202, 202]
+    assert fields(still_refused) == ["recipient"]  # only the names given
+
+
+def test_only_special_use_domains_can_be_named() -> None:
+    with pytest.raises(ValueError, match="not special-use domains"):
+        settings_for("sqlite:///x.db", email_special_use_domains=["example.com"])

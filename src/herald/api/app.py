@@ -25,6 +25,7 @@ from herald.api.auth import Authenticator
 from herald.api.input_safety import InputSafety, check_path
 from herald.api.limits import BodySizeLimit
 from herald.api.observe import RequestMetrics
+from herald.api.schemas import accept_special_use_domains
 from herald.runtime import Runtime
 
 # Herald traces its own stages (observability/tracing.py). FastAPI's own OpenTelemetry support
@@ -46,6 +47,7 @@ def create_app(
         telemetry=NO_FASTAPI_TELEMETRY,
     )
     app.state.runtime = runtime
+    accept_special_use_domains(runtime.settings.email_special_use_domains)
     app.state.authenticator = Authenticator(
         runtime.db, open_access=open_access, until_first_key=until_first_key
     )

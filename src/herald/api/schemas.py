@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 
+import email_validator
 from email_validator import EmailNotValidError, validate_email
 from pydantic import (
     AfterValidator,
@@ -35,6 +36,16 @@ def _email_address(value: str) -> str:
     if problem is not None:
         raise ValueError(f"not a valid email address: {problem}")
     return normalized
+
+
+_SPECIAL_USE = tuple(email_validator.SPECIAL_USE_DOMAIN_NAMES)
+
+
+def accept_special_use_domains(names: list[str]) -> None:
+    """Let recipients be at these special-use domains (HERALD_EMAIL_SPECIAL_USE_DOMAINS):
+    email_validator refuses the names left in its list, which is global to the process."""
+    email_validator.SPECIAL_USE_DOMAIN_NAMES = [d for d in _SPECIAL_USE if d not in names]
+    _checked_email.cache_clear()
 
 
 @lru_cache(maxsize=8192)
