@@ -25,6 +25,8 @@ app = typer.Typer(
     help="Herald: fault-tolerant, event-driven notifications.",
     no_args_is_help=True,
     add_completion=False,
+    # Plain help: the rich one labels flags <bool>, as if they took a value.
+    rich_markup_mode=None,
 )
 log = get_logger("herald.cli")
 

@@ -16,7 +16,9 @@ from herald.runtime import Runtime
 from herald.store import deadletters
 from herald.store.deadletters import DeadLetter, Filters
 
-app = typer.Typer(help="Inspect, replay and purge dead letters.", no_args_is_help=True)
+app = typer.Typer(
+    help="Inspect, replay and purge dead letters.", no_args_is_help=True, rich_markup_mode=None
+)
 T = TypeVar("T")
 
 Status = Annotated[str | None, typer.Option(help="DEAD (default) or REPLAYED; 'any' for both.")]

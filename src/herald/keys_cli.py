@@ -17,7 +17,9 @@ from herald.store.api_keys import ApiKey
 from herald.store.database import Connection, Database
 from herald.tenancy import DEFAULT_TENANT, TENANT_PATTERN, valid_tenant
 
-app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+app = typer.Typer(
+    help="Create, list and revoke API keys.", no_args_is_help=True, rich_markup_mode=None
+)
 T = TypeVar("T")
 
 

@@ -130,3 +130,16 @@ def test_dlq_commands(fresh_sqlite_url: str, tmp_path: Path) -> None:
     refused = herald("dlq", "replay", env=env, cwd=tmp_path)
     assert refused.returncode == 2
     assert "give dead letter ids, or --all" in refused.stderr
+
+
+@pytest.mark.parametrize(
+    "command", [(), ("serve",), ("dlq", "replay"), ("keys", "create")], ids=" ".join
+)
+def test_help_names_a_type_only_where_an_option_takes_a_value(
+    command: tuple[str, ...], tmp_path: Path
+) -> None:
+    done = herald(*command, "--help", env={}, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "<bool>" not in done.stdout  # flags take no value
+    help_line = next(line for line in done.stdout.splitlines() if "--help" in line)
+    assert help_line.split() == ["--help", "Show", "this", "message", "and", "exit."]
