@@ -363,6 +363,13 @@ def test_compose_runs_the_right_herald_command() -> None:
     assert any(port.endswith(":8000") for port in services()["api"]["ports"])
 
 
+def test_compose_publishes_every_port_on_loopback_only() -> None:
+    """Nothing of the stack, the API and its keyless /metrics included, on all interfaces."""
+    for name, service in services().items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port}"
+
+
 def test_herald_variables_in_compose_are_settings() -> None:
     for name, service in herald_services().items():
         env = environment(service)

@@ -15,3 +15,20 @@ def test_every_setting_is_in_the_configuration_table() -> None:
     settings = {f"HERALD_{name.upper()}" for name in Settings.model_fields}
     assert settings - documented == set(), "settings missing from the README"
     assert documented - settings == set(), "the README documents settings that do not exist"
+
+
+def test_every_field_of_a_webhook_is_documented() -> None:
+    """A receiver written from the README alone knows every field it gets."""
+    import json
+
+    from herald.channels.base import OutboundMessage
+    from herald.channels.webhook import payload
+
+    paragraph = README[README.index("**Webhooks** are POSTed") :].split("\n\n")[0]
+    fields = paragraph.split("with headers")[0]
+    # A field opens the list or follows a separator: `id` = …; `type` = …; `tenant`, …
+    documented = set(re.findall(r"(?:\(|; |, |\n)`([a-z_]+)`", fields))
+    message = OutboundMessage("d", "n", "webhook", "https://example.com/h", "S", "B", attempt=1)
+    sent = set(json.loads(payload(message)))
+    assert sent - documented == set(), "webhook fields missing from the README"
+    assert documented - sent == set(), "the README names webhook fields that are not sent"
