@@ -15,6 +15,7 @@ from herald.api import (
     keys,
     notifications,
     observe,
+    openapi,
     providers,
     rules,
     templates,
@@ -45,7 +46,10 @@ def create_app(
         summary="Fault-tolerant, event-driven notifications",
         dependencies=[Depends(check_path)],
         telemetry=NO_FASTAPI_TELEMETRY,
+        docs_url=None,  # served by openapi.install, from the package
+        redoc_url=None,
     )
+    openapi.install(app)
     app.state.runtime = runtime
     accept_special_use_domains(runtime.settings.email_special_use_domains)
     app.state.authenticator = Authenticator(

@@ -18,7 +18,8 @@ import time
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from herald.clock import utcnow
 from herald.errors import ConfigError, ForbiddenError, HostNotAllowedError, UnauthorizedError
@@ -190,8 +191,18 @@ async def authenticate(request: Request) -> Principal:
     return found
 
 
+# Declares the scheme in the OpenAPI document (an Authorize button in /docs, auth in generated
+# clients); authenticate() reads the header itself, as it must for the open mode too.
+_BEARER = HTTPBearer(
+    auto_error=False,
+    scheme_name="apiKey",
+    description="An API key (`herald keys create`): `Authorization: Bearer <key>`.",
+)
+Declared = Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)]
+
+
 def _require(scope: str) -> object:
-    async def dependency(request: Request) -> Principal:
+    async def dependency(request: Request, _declared: Declared) -> Principal:
         found = await authenticate(request)
         if not found.allows(scope):
             raise ForbiddenError(f"this API key lacks the {scope!r} scope")

@@ -37,8 +37,25 @@ _HTTP_CODES = {
 
 # What every /api/v1 route may answer besides its own results, declared once (app.py) so the
 # OpenAPI schema says so; a route adds 404 where it names a resource.
+RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before trying again",
+        "schema": {"type": "integer"},
+    }
+}
+_HEADERS: dict[int, dict[str, Any]] = {
+    401: {
+        "WWW-Authenticate": {
+            "description": 'The scheme to authenticate with: `Bearer realm="herald"`',
+            "schema": {"type": "string"},
+        }
+    },
+    429: RETRY_AFTER,
+    503: RETRY_AFTER,
+}
 API_ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorOut, "description": description}
+    | ({"headers": _HEADERS[status]} if status in _HEADERS else {})
     for status, description in {
         400: "Content-Length is not a number",
         401: "No API key, or one that is unknown, revoked or expired",

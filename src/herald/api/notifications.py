@@ -126,11 +126,22 @@ def accepted_response(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+REPLAYED = {
+    "Idempotent-Replayed": {
+        "description": "`true` when this is the stored answer to an earlier request with the "
+        "same Idempotency-Key (nothing new was created)",
+        "schema": {"type": "string", "enum": ["true"]},
+    }
+}
+LOCATION = {"Location": {"description": "The notification's URL", "schema": {"type": "string"}}}
+
+
 @router.post(
     "",
     status_code=202,
     response_model=NotificationOut,
     summary="Accept a notification for delivery",
+    responses={202: {"description": "Stored for delivery", "headers": LOCATION | REPLAYED}},
 )
 async def create_notification(
     payload: NotificationCreate,
@@ -160,6 +171,7 @@ async def create_notification(
     status_code=202,
     response_model=BatchOut,
     summary="Accept up to 1,000 notifications at once, with a result per item",
+    responses={202: {"description": "Each item stored or refused", "headers": REPLAYED}},
 )
 async def create_batch(
     payload: BatchCreate,

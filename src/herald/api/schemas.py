@@ -280,6 +280,24 @@ class DeliveryOut(BaseModel):
         )
 
 
+class WebhookPayload(BaseModel):
+    """What Herald POSTs to a webhook (channels/webhook.py builds it; the OpenAPI document
+    declares it under ``webhooks``)."""
+
+    id: str = Field(description="The delivery id, the same on every retry: deduplicate on it")
+    type: Literal["notification"]
+    tenant: str = Field(description="The sending tenant: refuse a message meant for another")
+    notification_id: str
+    user_id: str | None
+    channel: Literal["webhook"]
+    category: str | None
+    priority: Priority
+    subject: str | None
+    body: str
+    data: dict[str, Any]
+    attempt: int = Field(description="1 on the first try, then 2, 3, … on retries")
+
+
 class NotificationOut(BaseModel):
     id: str
     status: NotificationStatus

@@ -24,7 +24,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel
 
 from herald.api.context import runtime_of
-from herald.api.errors import API_ERRORS, FieldError
+from herald.api.errors import API_ERRORS, RETRY_AFTER, FieldError
 from herald.api.schemas import ErrorOut
 from herald.clock import utcnow
 from herald.domain import unsubscribe
@@ -71,7 +71,9 @@ _ONE_CLICK_BODY: dict[str, Any] = {
 }
 _HTML: Final = {"text/html": {"schema": {"type": "string"}}}
 _TOO_MANY: Final = "Too many wrong or expired tokens from this address"
-_LIMITED: dict[int | str, dict[str, Any]] = {429: {"model": ErrorOut, "description": _TOO_MANY}}
+_LIMITED: dict[int | str, dict[str, Any]] = {
+    429: {"model": ErrorOut, "description": _TOO_MANY, "headers": RETRY_AFTER}
+}
 # The page's errors stay JSON, as everywhere: declared without "model", which FastAPI would
 # document in the route's media type (HTML).
 _JSON_ERRORS: dict[int | str, dict[str, Any]] = {
@@ -79,6 +81,7 @@ _JSON_ERRORS: dict[int | str, dict[str, Any]] = {
         "description": description,
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}},
     }
+    | ({"headers": RETRY_AFTER} if status in (429, 503) else {})
     for status, description in [
         *((s, API_ERRORS[s]["description"]) for s in (400, 413, 422, 503)),
         (429, _TOO_MANY),
