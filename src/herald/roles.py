@@ -176,6 +176,7 @@ def channel_worker(rt: Runtime, channel: str) -> Role:
         retries=RetrySchedule(rt.topics, retry_topic=rt.bus.name == "kafka"),
         owner=f"{rt.worker_id}:{channel}",
         destinations=CircuitTable(lambda key: _destination_breaker(rt, channel, key)),
+        unsubscribe_links=rt.unsubscribe_links,
     )
     consume = _consumer(
         rt, f"worker.{channel}", [rt.topics.deliveries(channel)], lambda _stop: worker.handle

@@ -30,6 +30,7 @@ from herald.pipeline.planning import Planner
 from herald.pipeline.replay import Replayer
 from herald.pipeline.stall import StallWatch
 from herald.pipeline.unit import Units
+from herald.pipeline.unsubscribe_links import UnsubscribeLinks
 from herald.reliability.ratelimit import (
     LocalPacer,
     LocalTokenBucket,
@@ -78,6 +79,10 @@ class Runtime:
         self.dead_letters = DeadLetterOffice(self.units, self.topics)
         self.replayer = Replayer(self.units, self.topics, per_second=settings.dlq_replay_per_second)
         self._background: set[asyncio.Task[None]] = set()
+        # Signs email's one-click unsubscribe links when they are sent.
+        self.unsubscribe_links = UnsubscribeLinks(
+            self.db, ServerSecret(self.db, UNSUBSCRIBE_KEY), settings.public_url
+        )
         # Built-in channels whose library an extra brings, left out without it.
         self.unavailable_channels = unavailable_channels(settings)
         self.intake = Intake(
@@ -93,7 +98,7 @@ class Runtime:
                 critical_categories=frozenset(settings.critical_categories),
                 public_url=settings.public_url,
                 outbound=settings.outbound_policy(),
-                unsubscribe_key=ServerSecret(self.db, UNSUBSCRIBE_KEY),
+                unsubscribe_links=True,
             ),
         )
 

@@ -152,3 +152,22 @@ async def test_the_callers_trace_follows_the_notification_through_every_message(
     }
     assert {headers["traceparent"][3:35] for _, headers in mine} == {trace}
     assert len({headers["traceparent"] for _, headers in mine}) == len(mine)  # a span each
+
+
+async def test_a_dead_letter_carries_the_trace_of_what_failed(pipeline: Pipeline) -> None:
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    pipeline.sink.rcpt_replies["gone@example.com"] = "550 5.1.1 No such mailbox"
+    response = await pipeline.http.post(
+        "/api/v1/notifications",
+        json={"recipient": "gone@example.com", "subject": "Traced", "message": "x"},
+        headers={"traceparent": f"00-{trace}-b7ad6b7169203331-01"},
+    )
+    await pipeline.wait_until_done(response.json()["id"])
+    events = await pipeline.published()
+    [(_, headers)] = [
+        (topic, headers)
+        for topic, headers in events
+        if topic.endswith("deadletter")
+        and headers.get("herald-notification-id") == response.json()["id"]
+    ]
+    assert headers["traceparent"][3:35] == trace

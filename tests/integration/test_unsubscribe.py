@@ -20,7 +20,7 @@ from herald.domain import unsubscribe
 from herald.runtime import Runtime
 from herald.store import api_keys, server_secrets, users
 from herald.store.server_secrets import UNSUBSCRIBE_KEY
-from herald.store.tables import deliveries
+from herald.store.tables import deliveries, notifications
 from herald.tenancy import DEFAULT_TENANT
 from tests.pipeline_harness import PipelineFactory
 
@@ -46,8 +46,8 @@ async def emailed_link(
     category: str,
     headers: dict[str, str] | None = None,
 ) -> str:
-    """The List-Unsubscribe link of an email Herald accepted for ``user``: its path and query,
-    as a mail client would call it."""
+    """The List-Unsubscribe link of an email Herald accepted for ``user``, as the worker signs
+    it when sending: its path and query, as a mail client would call it."""
     sent = await client.post(
         "/api/v1/notifications",
         json={
@@ -61,11 +61,18 @@ async def emailed_link(
     )
     assert sent.status_code == 202, sent.text
     async with runtime.db.read() as conn:
-        content = await conn.scalar(
-            sa.select(deliveries.c.content).where(deliveries.c.notification_id == sent.json()["id"])
-        )
-    assert content["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-    link = content["headers"]["List-Unsubscribe"]
+        content, tenant = (
+            await conn.execute(
+                sa.select(deliveries.c.content, notifications.c.tenant_id)
+                .join(notifications, notifications.c.id == deliveries.c.notification_id)
+                .where(deliveries.c.notification_id == sent.json()["id"])
+            )
+        ).one()
+    assert content["unsubscribe"] is True
+    assert "List-Unsubscribe" not in content["headers"]  # no token stored or on the bus
+    headers = await runtime.unsubscribe_links.headers(tenant, user, category)
+    assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    link = headers["List-Unsubscribe"]
     assert link.startswith("<http://127.0.0.1:8000/api/v1/unsubscribe?")
     assert link.endswith(">")
     parts = urlsplit(link[1:-1])
@@ -351,3 +358,20 @@ async def test_the_email_carries_rfc_8058_headers_whose_link_works(
             headers={"Content-Type": "application/x-www-form-urlencoded"},
         )
         assert response.json() == {"status": "unsubscribed", "category": "news"}
+
+
+async def test_email_to_an_inline_recipient_gets_no_link(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    """No registered user, no preferences to change: nothing to unsubscribe from."""
+    sent = await client.post(
+        "/api/v1/notifications",
+        json={"recipient": "a@example.com", "subject": "S", "message": "M", "category": "news"},
+    )
+    assert sent.status_code == 202, sent.text
+    async with runtime.db.read() as conn:
+        content = await conn.scalar(
+            sa.select(deliveries.c.content).where(deliveries.c.notification_id == sent.json()["id"])
+        )
+    assert content["unsubscribe"] is False
+    assert "List-Unsubscribe" not in content["headers"]

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from herald.runtime import Runtime
 from herald.store.tables import deliveries
+from herald.tenancy import DEFAULT_TENANT
 from tests.conftest import settings_for
 
 
@@ -59,7 +60,8 @@ async def test_email_of_an_opt_out_able_category_carries_a_working_unsubscribe_l
     assert sent.status_code == 202, sent.text
     async with runtime.db.read() as conn:
         content = await conn.scalar(sa.select(deliveries.c.content))
-    headers = content["headers"]
+    assert content["unsubscribe"] is True  # signed by the worker when it sends
+    headers = await runtime.unsubscribe_links.headers(DEFAULT_TENANT, "n1", "news")
     assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     link = headers["List-Unsubscribe"].strip("<>")
     query = urlsplit(link).query

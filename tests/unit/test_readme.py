@@ -32,3 +32,34 @@ def test_every_field_of_a_webhook_is_documented() -> None:
     sent = set(json.loads(payload(message)))
     assert sent - documented == set(), "webhook fields missing from the README"
     assert documented - sent == set(), "the README names webhook fields that are not sent"
+
+
+def test_every_field_of_a_bus_message_is_documented() -> None:
+    """Teams reading the topics learn every field from the README's table, and only those."""
+    from pydantic import BaseModel
+
+    from herald.domain.messages import (
+        Content,
+        DeadLettered,
+        DeliveryJob,
+        DeliveryPlan,
+        DeliveryStatusChanged,
+        NotificationRequested,
+    )
+
+    rows: dict[str, list[type[BaseModel]]] = {
+        "notifications.requested": [NotificationRequested, DeliveryPlan],
+        "deliveries.<channel>": [DeliveryJob],
+        "notifications.status": [DeliveryStatusChanged],
+        "deadletter": [DeadLettered],
+    }
+    for topic, models in rows.items():
+        row = next(line for line in README.splitlines() if line.startswith(f"| `{topic}` |"))
+        message = row.rsplit("|", 2)[1]
+        documented = set(re.findall(r'"([a-z_]+)"', re.sub(r'"type": "[a-z_.]+"', "", message)))
+        fields = {name for model in models for name in model.model_fields} - {"type"}
+        assert documented == fields, topic
+    legend = README[README.index("The fields: `tenant_id`") :].split("\n\n")[0]
+    content = re.search(r"`content`\s+is `\{([^}]*)\}`", legend)
+    assert content is not None
+    assert set(re.findall(r'"([a-z_]+)"', content.group(1))) == set(Content.model_fields)

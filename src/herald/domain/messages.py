@@ -33,7 +33,9 @@ class Content(BaseModel):
     body: str
     html: str | None = None
     data: dict[str, Any] = Field(default_factory=dict)
-    headers: dict[str, str] = Field(default_factory=dict)  # e.g. List-Unsubscribe on email
+    headers: dict[str, str] = Field(default_factory=dict)  # extra email headers
+    # Email: a one-click List-Unsubscribe link is signed when it is sent (unsubscribe_links).
+    unsubscribe: bool = False
 
 
 class DeliveryPlan(BaseModel):

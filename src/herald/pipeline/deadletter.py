@@ -16,7 +16,7 @@ from herald.bus.topics import Topics
 from herald.clock import utcnow
 from herald.domain.messages import DeadLettered
 from herald.ids import uuid7
-from herald.observability import metrics
+from herald.observability import metrics, tracing
 from herald.observability.logging import get_logger
 from herald.pipeline.envelope import envelope
 from herald.pipeline.unit import Unit, Units
@@ -51,7 +51,10 @@ class DeadLetterOffice:
             attempts=letter.attempts,
             occurred_at=letter.last_failed_at,
         )
-        unit.publish([envelope(self.topics.deadletter, letter.key or letter.id, event)])
+        # The failed message's trace goes on with its dead letter, as with every message.
+        trace = letter.headers.get(tracing.HEADER)
+        extra = {tracing.HEADER: trace} if trace else None
+        unit.publish([envelope(self.topics.deadletter, letter.key or letter.id, event, extra)])
         # Counted inside the caller's transaction: a rollback retried later counts twice,
         # which errs towards an alert rather than away from one.
         metrics.dead_letters.labels(letter.kind, letter.reason, letter.channel or "").inc()

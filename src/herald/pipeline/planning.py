@@ -16,18 +16,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlencode
 
 import anyio
 
-from herald.clock import utcnow
 from herald.domain import render_pool, unsubscribe
 from herald.domain import templates as rendering
 from herald.domain.messages import Content
 from herald.errors import HeraldError
 from herald.outbound import OutboundPolicy
 from herald.pipeline.lookups import Lookups
-from herald.store.server_secrets import ServerSecret
 from herald.store.templates import TemplateRecord
 from herald.store.users import Profile, UserRecord
 from herald.tenancy import DEFAULT_TENANT
@@ -148,8 +145,8 @@ class Planner:
     # Where inline webhook URLs, Web Push endpoints and Apprise URLs may point
     # (HERALD_OUTBOUND_ALLOW).
     outbound: OutboundPolicy = field(default_factory=OutboundPolicy)
-    # Signs the unsubscribe links of email (see domain/unsubscribe); None: no links.
-    unsubscribe_key: ServerSecret | None = None
+    # Whether emails get one-click unsubscribe links (signed when sent: unsubscribe_links).
+    unsubscribe_links: bool = False
     # Channels left out because their library is not installed, with why.
     unavailable: Mapping[str, str] = field(default_factory=dict)
 
@@ -191,8 +188,8 @@ class Planner:
         deliveries: list[PlannedDelivery] = []
         for channel in draft.channels:
             content = await self._content(spec, channel, chosen.get(channel), user)
-            if channel == "email":
-                content = await self._unsubscribe_headers(spec, content, user, category)
+            if channel == "email" and self._unsubscribable(user, category):
+                content = content.model_copy(update={"unsubscribe": True})
             deliveries.extend(
                 PlannedDelivery(channel, address, content)
                 for address in _addresses(channel, draft.contacts, spec.user_id)
@@ -302,38 +299,17 @@ class Planner:
         subject, body, html = rendering.to_content(channel, rendered)
         return Content(subject=subject, body=body, html=html, data=spec.data)
 
-    async def _unsubscribe_headers(
-        self,
-        spec: NotificationSpec,
-        content: Content,
-        user: UserRecord | None,
-        category: str | None,
-    ) -> Content:
-        """RFC 2369 and RFC 8058 one-click unsubscribe, where there is something to leave:
-        a link that opts this user out of this category only, and only by POST."""
-        if (
-            self.unsubscribe_key is None
-            or user is None
-            or category is None
-            or category in self.critical_categories
-            # A template's category may be any text; a link carries only names the API takes.
-            or not unsubscribe.valid_category(category)
-        ):
-            return content
-        link_of = unsubscribe.Link(
-            spec.tenant_id, user.id, category, unsubscribe.expiry(spec.send_at or utcnow())
+    def _unsubscribable(self, user: UserRecord | None, category: str | None) -> bool:
+        """Whether there is something to leave by RFC 8058 one-click unsubscribe: a registered
+        user and a category that is not critical. A template's category may be any text; a
+        link carries only names the API takes."""
+        return (
+            self.unsubscribe_links
+            and user is not None
+            and category is not None
+            and category not in self.critical_categories
+            and unsubscribe.valid_category(category)
         )
-        token = unsubscribe.sign(
-            await self.unsubscribe_key.value(), link_of, user.unsubscribe_token
-        )
-        query = urlencode({"token": token})
-        link = f"{self.public_url.rstrip('/')}/api/v1/unsubscribe?{query}"
-        headers = {
-            **content.headers,
-            "List-Unsubscribe": f"<{link}>",
-            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-        }
-        return content.model_copy(update={"headers": headers})
 
 
 async def check_outbound(contacts: Profile, policy: OutboundPolicy, *, prefix: str = "") -> None:

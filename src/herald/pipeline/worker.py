@@ -47,6 +47,7 @@ from herald.pipeline.envelope import envelope
 from herald.pipeline.failover import FailoverChain, ProviderSlot
 from herald.pipeline.retries import RetrySchedule
 from herald.pipeline.unit import Unit, Units
+from herald.pipeline.unsubscribe_links import UnsubscribeLinks
 from herald.reliability.circuit import CircuitBreaker, CircuitState, CircuitTable
 from herald.reliability.retry import RetryPolicy
 from herald.store import deadletters, deliveries, journal
@@ -93,8 +94,10 @@ class ChannelWorker:
         retries: RetrySchedule,
         owner: str = "worker",
         destinations: CircuitTable | None = None,
+        unsubscribe_links: UnsubscribeLinks | None = None,
     ) -> None:
         self.units = units
+        self.unsubscribe_links = unsubscribe_links
         self.db = units.db
         self.topics = topics
         if not isinstance(providers, FailoverChain):
@@ -306,6 +309,12 @@ class ChannelWorker:
         _settle_circuits(sent, slot, job.circuit)
         return sent
 
+    async def _unsubscribe_headers(self, job: DeliveryJob) -> dict[str, str]:
+        links, user, category = self.unsubscribe_links, job.user_id, job.category
+        if not job.content.unsubscribe or links is None or user is None or category is None:
+            return {}
+        return await links.headers(job.tenant_id, user, category)
+
     async def _call(
         self,
         job: DeliveryJob,
@@ -328,7 +337,7 @@ class ChannelWorker:
             attempt=attempt,
             html=job.content.html,
             data=dict(job.content.data),
-            headers=dict(job.content.headers),
+            headers={**job.content.headers, **await self._unsubscribe_headers(job)},
             user_id=job.user_id,
             category=job.category,
             priority=job.priority,
