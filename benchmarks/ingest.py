@@ -24,7 +24,8 @@ SINGLE_CONCURRENCY, BATCH_CONCURRENCY = 32, 4
 
 def measure(kind: str, count: int, batch: int) -> list[dict[str, Any]]:
     runs = []
-    with deployment(kind) as d:
+    # One client posting as fast as it can: the per-caller rate limit would measure itself.
+    with deployment(kind, env={"HERALD_RATE_LIMIT_PER_SECOND": "0"}) as d:
         loadgen(d.api_url, "--count", "50", "--concurrency", "8")  # warm-up
         batched = ["--count", str(count * 5), "--batch", str(batch)]
         for mode, args in (
