@@ -129,22 +129,30 @@ async def test_poison_message_is_dead_lettered_and_does_not_block(pipeline: Pipe
     assert letter.source.startswith(f"{topics.deliveries('email')}[")
 
 
+async def published_for_traced(
+    pipeline: Pipeline, recipient: str, trace: str
+) -> list[tuple[str, dict[str, str]]]:
+    """POST one notification continuing the caller's ``trace``; once it is done, the topic and
+    headers of every message published for it."""
+    response = await pipeline.http.post(
+        "/api/v1/notifications",
+        json={"recipient": recipient, "subject": "Traced", "message": "x"},
+        headers={"traceparent": f"00-{trace}-b7ad6b7169203331-01"},
+    )
+    notification_id = response.json()["id"]
+    await pipeline.wait_until_done(notification_id)
+    return [
+        (topic, headers)
+        for topic, headers in await pipeline.published()
+        if headers.get("herald-notification-id") == notification_id
+    ]
+
+
 async def test_the_callers_trace_follows_the_notification_through_every_message(
     pipeline: Pipeline,
 ) -> None:
     trace = "0af7651916cd43dd8448eb211c80319c"
-    response = await pipeline.http.post(
-        "/api/v1/notifications",
-        json={"recipient": "a@example.com", "subject": "Traced", "message": "x"},
-        headers={"traceparent": f"00-{trace}-b7ad6b7169203331-01"},
-    )
-    await pipeline.wait_until_done(response.json()["id"])
-    events = await pipeline.published()
-    mine = [
-        (topic, headers)
-        for topic, headers in events
-        if headers.get("herald-notification-id") == response.json()["id"]
-    ]
+    mine = await published_for_traced(pipeline, "a@example.com", trace)
     assert {topic.rsplit(".", 2)[-2] + "." + topic.rsplit(".", 1)[-1] for topic, _ in mine} == {
         "notifications.requested",
         "deliveries.email",
@@ -157,17 +165,6 @@ async def test_the_callers_trace_follows_the_notification_through_every_message(
 async def test_a_dead_letter_carries_the_trace_of_what_failed(pipeline: Pipeline) -> None:
     trace = "4bf92f3577b34da6a3ce929d0e0e4736"
     pipeline.sink.rcpt_replies["gone@example.com"] = "550 5.1.1 No such mailbox"
-    response = await pipeline.http.post(
-        "/api/v1/notifications",
-        json={"recipient": "gone@example.com", "subject": "Traced", "message": "x"},
-        headers={"traceparent": f"00-{trace}-b7ad6b7169203331-01"},
-    )
-    await pipeline.wait_until_done(response.json()["id"])
-    events = await pipeline.published()
-    [(_, headers)] = [
-        (topic, headers)
-        for topic, headers in events
-        if topic.endswith("deadletter")
-        and headers.get("herald-notification-id") == response.json()["id"]
-    ]
+    mine = await published_for_traced(pipeline, "gone@example.com", trace)
+    [headers] = [headers for topic, headers in mine if topic.endswith("deadletter")]
     assert headers["traceparent"][3:35] == trace

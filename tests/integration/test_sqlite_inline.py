@@ -96,7 +96,7 @@ async def test_a_failed_transaction_rolls_back_and_the_next_one_commits(db: Data
 
 async def test_commits_run_off_the_loop(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
     slow = _SlowCommits(0.3)
-    monkeypatch.setattr(db._sqlite, "_committer", slow)  # type: ignore[union-attr]
+    monkeypatch.setattr(db._backend, "_committer", slow)
     writing = asyncio.create_task(add(db, "slow"))
     assert await ticks_during(0.2, writing) >= 10
     await writing
@@ -108,7 +108,7 @@ async def test_a_write_cancelled_while_committing_frees_the_connection_only_when
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     slow = _SlowCommits(0.3)
-    monkeypatch.setattr(db._sqlite, "_committer", slow)  # type: ignore[union-attr]
+    monkeypatch.setattr(db._backend, "_committer", slow)
     first = asyncio.create_task(add(db, "first"))
     await asyncio.sleep(0.1)  # the first is committing now
     assert slow.calls == 1

@@ -11,13 +11,13 @@ through asyncpg.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Dialect, ExceptionContext
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from herald.errors import ConfigError
 from herald.observability import metrics
@@ -105,6 +105,28 @@ class Connection(Protocol):
     async def run_sync(self, fn: Callable[..., T], *args: Any) -> T: ...
 
 
+class _Postgres:
+    """PostgreSQL through asyncpg: a pool of connections, each transaction on one of them."""
+
+    def __init__(self, url: sa.URL, pool_size: int) -> None:
+        # No pre-ping: it costs a round trip per transaction. A connection that died with a
+        # database restart fails once, SQLAlchemy then invalidates the pool, and callers
+        # retry (the API answers 503, consumers retry the message).
+        self.engine = create_async_engine(
+            url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=3600
+        )
+        event.listen(self.engine.sync_engine, "handle_error", _unavailable_as_operational)
+        self.read_engine = self.engine.sync_engine
+
+    def write(self) -> AbstractAsyncContextManager[Connection]:
+        return self.engine.begin()
+
+    read = write  # READ COMMITTED: each statement sees the latest commit
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
 class Database:
     """Owns the engines; ``write()`` and ``read()`` hand out connections inside a transaction."""
 
@@ -112,18 +134,11 @@ class Database:
         self.url = driver_url(url)
         self.dialect = self.url.get_backend_name()
         self.commits = 0  # write transactions committed by this process
-        self._sqlite: SqliteDatabase | None = None
-        self._engine: AsyncEngine | None = None
-        if self.dialect == "sqlite":
-            self._sqlite = SqliteDatabase(self.url, sqlite_synchronous)
-        else:
-            # No pre-ping: it costs a round trip per transaction. A connection that died with a
-            # database restart fails once, SQLAlchemy then invalidates the pool, and callers
-            # retry (the API answers 503, consumers retry the message).
-            self._engine = create_async_engine(
-                self.url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=3600
-            )
-            event.listen(self._engine.sync_engine, "handle_error", _unavailable_as_operational)
+        self._backend: SqliteDatabase | _Postgres = (
+            SqliteDatabase(self.url, sqlite_synchronous)
+            if self.dialect == "sqlite"
+            else _Postgres(self.url, pool_size)
+        )
 
     @property
     def is_sqlite(self) -> bool:
@@ -132,42 +147,24 @@ class Database:
     @property
     def read_engine(self) -> sa.Engine:
         """The engine reads go through (for event hooks that watch statements)."""
-        if self._sqlite is not None:
-            return self._sqlite.read_engine
-        assert self._engine is not None
-        return self._engine.sync_engine
+        return self._backend.read_engine
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[Connection]:
         """A transaction that may write; commits on exit, rolls back on error."""
-        if self._sqlite is not None:
-            async with self._sqlite.write() as conn:
-                yield conn
-        else:
-            assert self._engine is not None
-            async with self._engine.begin() as pg:
-                yield pg
+        async with self._backend.write() as conn:
+            yield conn
         # Counted where commits happen: what batching saves shows here (and is tested).
         self.commits += 1
         metrics.db_commits.inc()
 
-    @asynccontextmanager
-    async def read(self) -> AsyncIterator[Connection]:
+    def read(self) -> AbstractAsyncContextManager[Connection]:
         """A connection for reading; each statement sees the latest committed data."""
-        if self._sqlite is not None:
-            async with self._sqlite.read() as conn:
-                yield conn
-        else:
-            assert self._engine is not None
-            async with self._engine.begin() as pg:
-                yield pg
+        return self._backend.read()
 
     async def ping(self) -> None:
         async with self.read() as conn:
             await conn.execute(sa.text("SELECT 1"))
 
     async def close(self) -> None:
-        if self._sqlite is not None:
-            await self._sqlite.close()
-        if self._engine is not None:
-            await self._engine.dispose()
+        await self._backend.close()

@@ -129,14 +129,19 @@ class SqliteDatabase:
             raise
 
     def _writing(self) -> sa.Connection:
-        if self._writer is None or self._writer.closed or self._writer.invalidated:
-            self._writer = self.write_engine.connect()
+        self._writer = _live(self._writer, self.write_engine)
         return self._writer
 
     def _reading(self) -> sa.Connection:
-        if self._reader is None or self._reader.closed or self._reader.invalidated:
-            self._reader = self.read_engine.connect()
+        self._reader = _live(self._reader, self.read_engine)
         return self._reader
+
+
+def _live(conn: sa.Connection | None, engine: sa.Engine) -> sa.Connection:
+    """``conn``, or a new connection if there is none or it broke."""
+    if conn is None or conn.closed or conn.invalidated:
+        return engine.connect()
+    return conn
 
 
 def _locked(exc: sa.exc.OperationalError) -> bool:
