@@ -12,7 +12,7 @@ import typer
 
 from herald.cli_errors import fail
 from herald.cli_settings import settings_or_exit
-from herald.config import Settings
+from herald.config import Settings, usable_cpus
 from herald.errors import ConfigError
 from herald.observability.logging import get_logger
 
@@ -74,6 +74,7 @@ def _run_roles(
     migrate: bool,
     service: str,
     load_rules: bool = False,
+    warn: bool = True,
 ) -> None:
     from herald.observability import otel
     from herald.supervisor import hold_stop_signals
@@ -90,7 +91,7 @@ def _run_roles(
         from herald.runtime import running
         from herald.supervisor import supervise
 
-        async with running(settings, migrate=migrate, load_rules=load_rules) as rt:
+        async with running(settings, migrate=migrate, load_rules=load_rules, warn=warn) as rt:
             return await supervise(build(rt), shutdown_timeout=settings.shutdown_timeout_seconds)
 
     _run(main(), exit_when_done=True)
@@ -115,9 +116,12 @@ def serve(host: HostOption = None, port: PortOption = None) -> None:
     _check_auth(settings, listen[0])
     # SQLite is this process's own; a shared PostgreSQL is migrated on purpose (`herald migrate`).
     on_sqlite = settings.database_url.startswith("sqlite")
+    split = settings.serve_consumer_process == "on" or (
+        settings.serve_consumer_process == "auto" and usable_cpus() > 1
+    )
     _run_roles(
         settings,
-        lambda rt: roles.all_roles(rt, *listen),
+        lambda rt: roles.all_roles(rt, *listen, consumer_process=split),
         migrate=on_sqlite,
         service="herald",
         load_rules=True,
@@ -156,6 +160,10 @@ def worker(
         str | None,
         typer.Option(help="Comma-separated channels this worker delivers [all configured]."),
     ] = None,
+    # Given by `herald serve` when it starts this process as its consumer process.
+    parent_pid: Annotated[int | None, typer.Option(hidden=True)] = None,
+    link_fd: Annotated[int | None, typer.Option(hidden=True)] = None,
+    probe_fd: Annotated[int | None, typer.Option(hidden=True)] = None,
 ) -> None:
     """Run the router, the status consumer and channel workers; scale by running more."""
     settings = settings_or_exit()
@@ -176,11 +184,20 @@ def worker(
     unconfigured = sorted(set(chosen) - set(configured))
     if unconfigured:
         fail(f"--channels: no provider configured for {', '.join(unconfigured)} (HERALD_PROVIDERS)")
+    parent = None
+    if parent_pid is not None and link_fd is not None and probe_fd is not None:
+        from herald.consumer_process import ParentLink, die_with_parent
+        from herald.observability.logging import tag_every_line
+
+        die_with_parent(parent_pid)
+        tag_every_line(process="consumers")
+        parent = ParentLink(link_fd, probe_fd)
     _run_roles(
         settings,
-        lambda rt: roles.worker_roles(rt, chosen),
+        lambda rt: roles.worker_roles(rt, chosen, parent),
         migrate=False,
         service="herald-worker",
+        warn=parent is None,
     )
 
 

@@ -5,6 +5,7 @@ Each field is documented in the README's configuration table; keep the two in st
 
 from __future__ import annotations
 
+import os
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -62,6 +63,8 @@ class Settings(BaseSettings):
     auth: Literal["open", "required"] | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    # `herald serve`: run the consumers in a second process (auto: when more than one core).
+    serve_consumer_process: Literal["auto", "on", "off"] = "auto"
     max_request_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_message_bytes: int = Field(default=256 * 1024, ge=1)
     idempotency_ttl_seconds: float = Field(default=24 * 3600, gt=0)
@@ -237,3 +240,10 @@ class Settings(BaseSettings):
         if backend == "smtp" and not self.smtp_url:
             raise ConfigError("HERALD_EMAIL_BACKEND=smtp needs HERALD_SMTP_URL")
         return backend
+
+
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
@@ -12,6 +13,7 @@ from herald.api.auth import check_auth_setting, decide_open_access
 from herald.api.server import bind, serve
 from herald.bus.base import Message
 from herald.clock import utcnow
+from herald.consumer_process import ConsumerProcess, ParentLink, link_role
 from herald.observability import metrics
 from herald.observability.logging import get_logger
 from herald.observability.sampler import Sampler
@@ -41,12 +43,22 @@ Handler = Callable[[Message], Awaitable[None]]
 RETRY_SCHEDULER_IN_FLIGHT = 10_000
 
 
-def api(rt: Runtime, host: str, port: int, *, open_by_default: bool = False) -> Role:
-    """``open_by_default``: `herald serve` on loopback needs no key until one is created."""
+def api(
+    rt: Runtime,
+    host: str,
+    port: int,
+    *,
+    open_by_default: bool = False,
+    after: asyncio.Event | None = None,
+) -> Role:
+    """``open_by_default``: `herald serve` on loopback needs no key until one is created.
+    ``after``: serve only once this is set (the consumer process is up)."""
     check_auth_setting(rt.settings.auth, host)
     sock = bind(host, port)  # now, so a taken port fails before anything else starts
 
     async def run(stop: asyncio.Event) -> None:
+        if after is not None and not await _first(after, stop):
+            return
         open_access = await decide_open_access(
             rt.settings.auth, host, rt.db, open_by_default=open_by_default
         )
@@ -56,6 +68,17 @@ def api(rt: Runtime, host: str, port: int, *, open_by_default: bool = False) -> 
         await serve(app, sock, stop, rt.settings.shutdown_timeout_seconds)
 
     return run
+
+
+async def _first(wanted: asyncio.Event, stop: asyncio.Event) -> bool:
+    """Wait for ``wanted`` or ``stop``; whether ``wanted`` came."""
+    waits = [asyncio.ensure_future(wanted.wait()), asyncio.ensure_future(stop.wait())]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+    return wanted.is_set() and not stop.is_set()
 
 
 def relay(rt: Runtime) -> Role:
@@ -312,12 +335,14 @@ def sampler(rt: Runtime, *, stored_state: bool, channels: list[str]) -> Role:
     ).run
 
 
-def metrics_endpoint(rt: Runtime) -> dict[str, Role]:
-    """/metrics (and the health probes) for a process without the API, if a port is set."""
+def metrics_endpoint(rt: Runtime, sock: socket.socket | None = None) -> dict[str, Role]:
+    """/metrics (and the health probes) for a process without the API, if a port is set (or
+    on ``sock``, the one `herald serve` opened for its consumer process)."""
     s = rt.settings
-    if s.metrics_port is None:
-        return {}
-    sock = bind(s.metrics_host, s.metrics_port)
+    if sock is None:
+        if s.metrics_port is None:
+            return {}
+        sock = bind(s.metrics_host, s.metrics_port)
 
     async def run(stop: asyncio.Event) -> None:
         await serve(create_metrics_app(rt), sock, stop, s.shutdown_timeout_seconds)
@@ -345,21 +370,41 @@ def _consumers(rt: Runtime, channels: list[str]) -> dict[str, Role]:
     return roles
 
 
-def worker_roles(rt: Runtime, channels: list[str]) -> dict[str, Role]:
-    """`herald worker`: router, status consumer, a worker per channel (and retries on Kafka)."""
-    return {
+def worker_roles(
+    rt: Runtime, channels: list[str], parent: ParentLink | None = None
+) -> dict[str, Role]:
+    """`herald worker`: router, status consumer, a worker per channel (and retries on Kafka).
+    ``parent``: started by `herald serve` as its consumer process."""
+    roles = {
         **_consumers(rt, channels),
         "sampler": sampler(rt, stored_state=False, channels=channels),
-        **metrics_endpoint(rt),
     }
+    if parent is None:
+        return {**roles, **metrics_endpoint(rt)}
+    probe = socket.socket(fileno=parent.probe_fd)
+    return {**roles, "link": link_role(rt, parent.link_fd), **metrics_endpoint(rt, probe)}
 
 
-def all_roles(rt: Runtime, host: str, port: int) -> dict[str, Role]:
-    """Everything in one process: what `herald serve` runs; the API serves /metrics."""
+def all_roles(rt: Runtime, host: str, port: int, *, consumer_process: bool) -> dict[str, Role]:
+    """What `herald serve` runs: everything in one process, or (``consumer_process``) the
+    consumers in a second one it starts (herald.consumer_process). The API serves /metrics."""
+    roles = {"relay": relay(rt), "maintenance": maintenance(rt)}
+    if consumer_process:
+        for channel in rt.channels():
+            rt.providers(
+                channel
+            )  # a provider's bad setting stops the start here, as in one process
+        child = ConsumerProcess(rt)
+        rt.consumer_process_url = child.url
+        return {
+            "api": api(rt, host, port, open_by_default=True, after=child.up),
+            **roles,
+            "consumers": child.run,
+            "sampler": sampler(rt, stored_state=True, channels=[]),
+        }
     return {
         "api": api(rt, host, port, open_by_default=True),
-        "relay": relay(rt),
-        "maintenance": maintenance(rt),
+        **roles,
         **_consumers(rt, rt.channels()),
         "sampler": sampler(rt, stored_state=True, channels=rt.channels()),
     }

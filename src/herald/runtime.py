@@ -74,6 +74,9 @@ class Runtime:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         # Whether this process's consumers are stuck (readiness, herald_consumer_stalled).
         self.stall_watch = StallWatch(settings.consumer_stall_seconds)
+        # `herald serve` with its consumers in a second process: that process's /metrics and
+        # /readyz, which this one's include.
+        self.consumer_process_url: str | None = None
         # Every stage writes through units of work: what it publishes commits with it.
         self.units = Units(self.db, self.outbox_wakeup, bus=self.bus)
         self.dead_letters = DeadLetterOffice(self.units, self.topics)
@@ -102,7 +105,7 @@ class Runtime:
             ),
         )
 
-    async def start(self, *, migrate: bool, load_rules: bool = False) -> None:
+    async def start(self, *, migrate: bool, load_rules: bool = False, warn: bool = True) -> None:
         """``load_rules``: the API's processes load HERALD_RULES_FILE (only they read rules)."""
         if migrate:
             await upgrade(self.db)
@@ -114,7 +117,7 @@ class Runtime:
             await load_rules_file(self.db, self.settings.rules_file)
         await self.bus.start()
         await self.bus.ensure_topics(self.topics.all(CHANNELS))
-        for channel, why in self.unavailable_channels.items():
+        for channel, why in self.unavailable_channels.items() if warn else ():
             log.warning("channel.unavailable", channel=channel, reason=why)
         log.info("runtime.started", database=self.db.dialect, bus=self.bus.name)
 
@@ -214,11 +217,13 @@ def _rate_limiter(settings: Settings, redis: Redis | None) -> RateLimiter | None
 
 @asynccontextmanager
 async def running(
-    settings: Settings, *, migrate: bool, load_rules: bool = False
+    settings: Settings, *, migrate: bool, load_rules: bool = False, warn: bool = True
 ) -> AsyncIterator[Runtime]:
+    """``warn``: log what the configuration leaves out (not again in `herald serve`'s
+    consumer process: its parent did)."""
     runtime = Runtime(settings)
     try:
-        await runtime.start(migrate=migrate, load_rules=load_rules)
+        await runtime.start(migrate=migrate, load_rules=load_rules, warn=warn)
         yield runtime
     finally:
         await runtime.close()

@@ -1,14 +1,16 @@
-"""Wake a waiting loop in this process at once instead of at its next poll.
+"""Wake a waiting loop at once instead of at its next poll.
 
-Roles in other processes still poll; this only removes the poll delay when the writer and
-the reader share a process (``herald serve``).
+In this process directly; in `herald serve`'s consumer process through a link
+(``consumer_process.WakeupLink`` forwards every notify). Roles in other processes still poll.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
+
+Forward = Callable[[Collection[str] | None], None]
 
 
 class Wakeup:
@@ -16,6 +18,11 @@ class Wakeup:
 
     def __init__(self) -> None:
         self._interests: dict[asyncio.Event, frozenset[str] | None] = {}
+        self._forwards: list[Forward] = []
+
+    def forward(self, to: Forward) -> None:
+        """Pass every notify on to ``to`` as well (another process's waiters)."""
+        self._forwards.append(to)
 
     def subscribe(self, topics: Iterable[str] | None = None) -> asyncio.Event:
         event = asyncio.Event()
@@ -26,6 +33,12 @@ class Wakeup:
         self._interests.pop(event, None)
 
     def notify(self, topics: Collection[str] | None = None) -> None:
+        self.notify_here(topics)
+        for forward in self._forwards:
+            forward(topics)
+
+    def notify_here(self, topics: Collection[str] | None = None) -> None:
+        """Wake the waiters of this process only (what a link received from another)."""
         for event, interests in self._interests.items():
             if topics is None or interests is None or not interests.isdisjoint(topics):
                 event.set()

@@ -2,20 +2,37 @@
 
 from __future__ import annotations
 
+import os
 import time
 
-from fastapi import APIRouter
-from fastapi.responses import Response
+import httpx
+from fastapi import APIRouter, Request
+from fastapi.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from herald.observability import metrics
+from herald.observability.merge import merge_expositions
+
+# A consumer process that does not answer this fast fails the scrape rather than halve it.
+_CONSUMER_PROCESS_TIMEOUT = 5.0
 
 router = APIRouter(tags=["observability"])
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def prometheus_metrics() -> Response:
+async def prometheus_metrics(request: Request) -> Response:
     body, content_type = metrics.exposition()
+    child = request.app.state.runtime.consumer_process_url
+    if child is not None and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # `herald serve`'s consumers run in a process of their own: serve the sum of both.
+        try:
+            async with httpx.AsyncClient(timeout=_CONSUMER_PROCESS_TIMEOUT) as client:
+                answer = await client.get(f"{child}/metrics")
+                answer.raise_for_status()
+        except httpx.HTTPError as exc:
+            why = f"the consumer process's metrics are unavailable: {type(exc).__name__}: {exc}"
+            return PlainTextResponse(why, status_code=503)
+        body = merge_expositions([body.decode(), answer.text])
     return Response(body, media_type=content_type)
 
 

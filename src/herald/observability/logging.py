@@ -106,3 +106,15 @@ def configure_logging(level: str, fmt: str = "auto") -> None:
     # httpx logs each request's full URL at INFO: webhook URLs may carry tokens.
     for noisy in ("uvicorn.access", "alembic", "mail.log", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def tag_every_line(**fields: Any) -> None:
+    """Add ``fields`` to every line this process logs from now on (`herald serve`'s consumer
+    process names itself, its lines sharing the parent's output)."""
+
+    def tag(record: logging.LogRecord) -> bool:
+        setattr(record, _CONTEXT, {**fields, **getattr(record, _CONTEXT, {})})
+        return True
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(tag)

@@ -110,7 +110,7 @@ class SqliteDatabase:
                 if not _locked(exc) or time.monotonic() >= deadline:
                     raise
             await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.05)
+            pause = min(pause * 2, 0.004)
 
     async def _commit(self, conn: sa.Connection) -> None:
         committing = asyncio.get_running_loop().run_in_executor(self._committer, conn.commit)

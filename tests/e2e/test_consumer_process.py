@@ -1,0 +1,163 @@
+"""`herald serve` with its consumers in a second process (HERALD_SERVE_CONSUMER_PROCESS):
+one service to the outside (one port, one /metrics, one /readyz, one log), two cores inside;
+neither process outlives the other."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import Deployment
+from tests.herald_process import HeraldProcess
+from tests.smtp_sink import SmtpSink
+
+pytestmark = pytest.mark.slow
+
+URL = "/api/v1/notifications"
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _gone_within(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+@pytest.fixture
+def split(deployment: Deployment) -> Iterator[tuple[HeraldProcess, int]]:
+    # A long poll: a notification only arrives quickly if the link wakes the consumers.
+    env = {"HERALD_SERVE_CONSUMER_PROCESS": "on", "HERALD_POLL_INTERVAL_SECONDS": "30"}
+    herald = deployment.process(**env).start()
+    assert herald.proc is not None
+    herald.wait_for_log("consumer_process.started")
+    [child] = _children(herald.proc.pid)
+    yield herald, child
+    herald.stop()
+    if _alive(child):
+        os.kill(child, signal.SIGKILL)
+
+
+async def test_one_service_outside_two_processes_inside(
+    split: tuple[HeraldProcess, int], smtp_sink: SmtpSink
+) -> None:
+    herald, _child = split
+    async with httpx.AsyncClient(base_url=herald.url, timeout=10) as http:
+        for _ in range(100):  # ready once the consumer process answers too
+            ready = await http.get("/readyz")
+            if ready.status_code == 200:
+                break
+            await asyncio.sleep(0.1)
+        # Like one process's: the consumers' check comes from the consumer process.
+        assert ready.json()["checks"] == {"database": "ok", "bus": "ok", "consumers": "ok"}
+        sent = [
+            await http.post(
+                URL, json={"recipient": f"u{i}@example.com", "subject": "s", "message": "hi"}
+            )
+            for i in range(20)
+        ]
+        assert {r.status_code for r in sent} == {202}
+        mails = await smtp_sink.wait_for(20, timeout=20)  # woken, not polled (30 s)
+        metrics = await http.get("/metrics")
+
+    assert sorted(m.notification_id for m in mails) == sorted(r.json()["id"] for r in sent)
+    assert metrics.status_code == 200
+    # From the API's process and from the consumer process, in one text.
+    assert _metric(metrics.text, "herald_http_requests_total", route=URL, code="202") == 20
+    assert _metric(metrics.text, "herald_notifications_accepted_total") == 20
+    assert _metric(metrics.text, "herald_deliveries_total", channel="email", status="SENT") == 20
+    assert "herald_consumer_lag" in metrics.text
+    events = herald.events()
+    consumers = [e for e in events if e.get("process") == "consumers"]
+    assert {e["event"] for e in consumers} >= {"runtime.started", "supervisor.started"}
+    assert [e["roles"] for e in events if e["event"] == "supervisor.started"] == [
+        "api,relay,maintenance,consumers,sampler",
+        consumers[[e["event"] for e in consumers].index("supervisor.started")]["roles"],
+    ]
+
+
+def test_sigterm_stops_both_gracefully(split: tuple[HeraldProcess, int]) -> None:
+    herald, child = split
+
+    assert herald.terminate() == 0
+
+    assert _gone_within(child, 5)
+    stopped = [e for e in herald.events() if e["event"] == "supervisor.stopped"]
+    assert sorted((str(e.get("process", "serve")), e["exit_code"]) for e in stopped) == [
+        ("consumers", 0),
+        ("serve", 0),
+    ]
+
+
+def test_the_consumer_process_dies_with_herald_serve(split: tuple[HeraldProcess, int]) -> None:
+    herald, child = split
+
+    herald.kill()  # kill -9: no chance to stop its child
+
+    assert _gone_within(child, 10)
+
+
+def test_herald_serve_stops_when_its_consumer_process_dies(
+    split: tuple[HeraldProcess, int],
+) -> None:
+    herald, child = split
+
+    os.kill(child, signal.SIGKILL)
+
+    assert herald.proc is not None
+    assert herald.proc.wait(timeout=40) == 1  # exit 1, for the process manager to restart it
+    assert any(
+        e["event"] == "supervisor.role_failed" or "consumer process ended" in str(e)
+        for e in herald.events()
+    )
+
+
+async def test_off_keeps_everything_in_one_process(
+    deployment: Deployment, smtp_sink: SmtpSink
+) -> None:
+    herald = deployment.process(HERALD_SERVE_CONSUMER_PROCESS="off").start()
+    try:
+        assert herald.proc is not None
+        async with httpx.AsyncClient(base_url=herald.url, timeout=10) as http:
+            posted = await http.post(
+                URL, json={"recipient": "a@example.com", "subject": "s", "message": "hi"}
+            )
+            assert posted.status_code == 202
+            await smtp_sink.wait_for(1, timeout=20)
+            assert (await http.get("/readyz")).json()["checks"]["consumers"] == "ok"
+        assert _children(herald.proc.pid) == []
+    finally:
+        herald.stop()
