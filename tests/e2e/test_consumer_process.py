@@ -15,7 +15,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import Deployment
+from tests.conftest import Deployment, _deployment
 from tests.herald_process import HeraldProcess
 from tests.smtp_sink import SmtpSink
 
@@ -58,9 +58,21 @@ def _metric(text: str, name: str, **labels: str) -> float:
 
 
 @pytest.fixture
+def embedded_split(
+    request: pytest.FixtureRequest, smtp_sink: SmtpSink, tmp_path: Path
+) -> Iterator[tuple[HeraldProcess, int]]:
+    """How the two processes start and stop does not depend on the bus: SQLite only."""
+    yield from _split(_deployment("embedded", request, smtp_sink, tmp_path))
+
+
+@pytest.fixture
 def split(deployment: Deployment) -> Iterator[tuple[HeraldProcess, int]]:
+    yield from _split(deployment)
+
+
+def _split(deployment: Deployment) -> Iterator[tuple[HeraldProcess, int]]:
     # A long poll: a notification only arrives quickly if the link wakes the consumers.
-    env = {"HERALD_SERVE_CONSUMER_PROCESS": "on", "HERALD_POLL_INTERVAL_SECONDS": "30"}
+    env = {"HERALD_SERVE_CONSUMER_PROCESS": "on", "HERALD_POLL_INTERVAL_SECONDS": "10"}
     herald = deployment.process(**env).start()
     assert herald.proc is not None
     herald.wait_for_log("consumer_process.started")
@@ -90,7 +102,7 @@ async def test_one_service_outside_two_processes_inside(
             for i in range(20)
         ]
         assert {r.status_code for r in sent} == {202}
-        mails = await smtp_sink.wait_for(20, timeout=20)  # woken, not polled (30 s)
+        mails = await smtp_sink.wait_for(20, timeout=20)  # woken, not polled (10 s)
         metrics = await http.get("/metrics")
 
     assert sorted(m.notification_id for m in mails) == sorted(r.json()["id"] for r in sent)
@@ -109,8 +121,8 @@ async def test_one_service_outside_two_processes_inside(
     ]
 
 
-def test_sigterm_stops_both_gracefully(split: tuple[HeraldProcess, int]) -> None:
-    herald, child = split
+def test_sigterm_stops_both_gracefully(embedded_split: tuple[HeraldProcess, int]) -> None:
+    herald, child = embedded_split
 
     assert herald.terminate() == 0
 
@@ -122,8 +134,10 @@ def test_sigterm_stops_both_gracefully(split: tuple[HeraldProcess, int]) -> None
     ]
 
 
-def test_the_consumer_process_dies_with_herald_serve(split: tuple[HeraldProcess, int]) -> None:
-    herald, child = split
+def test_the_consumer_process_dies_with_herald_serve(
+    embedded_split: tuple[HeraldProcess, int],
+) -> None:
+    herald, child = embedded_split
 
     herald.kill()  # kill -9: no chance to stop its child
 
@@ -131,9 +145,9 @@ def test_the_consumer_process_dies_with_herald_serve(split: tuple[HeraldProcess,
 
 
 def test_herald_serve_stops_when_its_consumer_process_dies(
-    split: tuple[HeraldProcess, int],
+    embedded_split: tuple[HeraldProcess, int],
 ) -> None:
-    herald, child = split
+    herald, child = embedded_split
 
     os.kill(child, signal.SIGKILL)
 

@@ -70,8 +70,10 @@ async def test_twenty_concurrent_requests_with_one_key(
 async def test_sigterm_stops_gracefully(herald: HeraldProcess) -> None:
     assert herald.terminate() == 0
     stopped = [e for e in herald.events() if e["event"] == "supervisor.stopped"]
-    assert stopped == [stopped[0]]
-    assert stopped[0]["exit_code"] == 0
+    # `herald serve`'s own, and on more than one core its consumer process's (process=consumers)
+    ours = [e for e in stopped if "process" not in e]
+    assert ours == [ours[0]]
+    assert {e["exit_code"] for e in stopped} == {0}
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
@@ -93,6 +95,6 @@ def test_a_stop_signal_is_graceful_even_with_a_thread_started_before_herald(
         assert process.proc.wait(timeout=30) == 0, process.log()[-2000:]
     finally:
         process.stop()
-    assert [e["signal"] for e in process.events() if e["event"] == "supervisor.stopping"] == [
-        signal.Signals(signum).name
-    ]
+    stopping = [e for e in process.events() if e["event"] == "supervisor.stopping"]
+    # Not its consumer process's (process=consumers), which `herald serve` stops with SIGTERM.
+    assert [e["signal"] for e in stopping if "process" not in e] == [signal.Signals(signum).name]

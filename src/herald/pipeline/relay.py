@@ -91,6 +91,9 @@ class OutboxRelay:
 
     async def run(self, stop: asyncio.Event) -> None:
         woken = self.wakeup.subscribe()
+        # A stop ends the wait for work at once, not a poll interval later.
+        stopping = asyncio.ensure_future(stop.wait())
+        stopping.add_done_callback(lambda _: woken.set())
         failures = 0
         try:
             while not stop.is_set():
@@ -106,6 +109,7 @@ class OutboxRelay:
                 if handled < self.batch_size:
                     await wait_for_event(woken, self.poll_interval)
         finally:
+            stopping.cancel()
             self.wakeup.unsubscribe(woken)
 
     async def relay_once(self) -> int:
