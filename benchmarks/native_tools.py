@@ -38,7 +38,9 @@ class CSink:
     """`smtp-sink -c` on a free loopback port: answers 250 to everything, keeps nothing, and
     prints a running count of delivered messages, which a thread reads."""
 
-    def __init__(self) -> None:
+    def __init__(self, dump: Path | None = None) -> None:
+        """``dump``: a directory where each message is written to a file of its own."""
+        self.dump = dump
         self.host = "127.0.0.1"
         self.port = free_port()
         self._count = 0
@@ -51,8 +53,9 @@ class CSink:
 
     def start(self) -> CSink:
         user = ["-u", "nobody"] if os.geteuid() == 0 else []
+        dump = [] if self.dump is None else ["-d", f"{self.dump}/m."]
         self._proc = subprocess.Popen(
-            [SMTP_SINK, "-c", *user, f"{self.host}:{self.port}", "1024"],
+            [SMTP_SINK, "-c", *user, *dump, f"{self.host}:{self.port}", "1024"],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
         )
@@ -92,9 +95,13 @@ class CSink:
             self._proc.wait(10)
 
 
-def drive(url: str, seconds: float, connections: int, *, tag: str) -> dict[str, float]:
+def drive(
+    url: str, seconds: float, connections: int, *, tag: str, gap_ms: int | None = None
+) -> dict[str, float]:
     """POST notifications for `seconds` over `connections` keep-alive connections (2 wrk
-    threads); wrk's report: requests, accepted (202), seconds, latency p50/p99 in ms."""
+    threads); wrk's report: requests, accepted (202), seconds, latency p50/p99 in ms.
+    ``gap_ms``: each connection waits this long after each answer, and each message carries
+    its send time (see the Lua script)."""
     threads = min(2, connections)
     done = subprocess.run(
         [
@@ -109,6 +116,7 @@ def drive(url: str, seconds: float, connections: int, *, tag: str) -> dict[str, 
             url,
             "--",
             tag,
+            *([] if gap_ms is None else [str(gap_ms)]),
         ],
         capture_output=True,
         text=True,

@@ -1,6 +1,19 @@
 -- wrk: POST notifications, each with a body and an Idempotency-Key of its own
--- (wrk -s this.lua URL -- TAG). Prints one JSON line: requests, accepted (202), seconds,
--- POST latency p50/p99 in ms.
+-- (wrk -s this.lua URL -- TAG [GAP_MS]). Prints one JSON line: requests, accepted (202),
+-- seconds, POST latency p50/p99 in ms. With GAP_MS, each connection waits that long after each
+-- answer on average (a paced load) and each message carries its send time, "sent_us=<Unix time in µs>",
+-- for the sink's side to measure POST -> arrival.
+local ffi = require("ffi")
+ffi.cdef[[
+typedef struct { long tv_sec; long tv_nsec; } herald_timespec;
+int clock_gettime(int clock_id, herald_timespec *tp);
+]]
+local clock = ffi.new("herald_timespec")
+
+local function now_us()
+  ffi.C.clock_gettime(0, clock)  -- CLOCK_REALTIME: what file times on the sink's side use
+  return tonumber(clock.tv_sec) * 1000000 + math.floor(tonumber(clock.tv_nsec) / 1000)
+end
 local threads = {}
 local next_id = 0
 
@@ -12,14 +25,24 @@ end
 
 function init(args)
   tag = args[1] or "bench"
+  gap_ms = tonumber(args[2])
+  if gap_ms then
+    -- Only when pacing (wrk times every request then). Random pauses averaging GAP_MS: equal
+    -- ones would keep the connections in step, sending bursts of one request each.
+    math.randomseed(id * 7919 + os.time())
+    delay = function() return math.random() * 2 * gap_ms end
+  end
   sent, accepted, limited, failed = 0, 0, 0, 0
 end
 
 function request()
   sent = sent + 1
   local key = tag .. "-" .. id .. "-" .. sent
+  local stamp = ""
+  if gap_ms then stamp = " sent_us=" .. string.format("%d", now_us()) end
   local body = '{"recipient":"user' .. (sent % 1000) .. '-' .. id .. '@example.com",'
-    .. '"subject":"Your code","message":"Hello, your request ' .. key .. ' is ready."}'
+    .. '"subject":"Your code","message":"Hello, your request ' .. key .. ' is ready.'
+    .. stamp .. '"}'
   return wrk.format("POST", "/api/v1/notifications",
     {["Content-Type"] = "application/json", ["Idempotency-Key"] = key}, body)
 end
