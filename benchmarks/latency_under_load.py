@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/latency_under_load.py [--share 0.5] [--seconds 20]
                                                       [--connections 32] [--kind embedded]
+                                                      [--env HERALD_X=value ...]
 
 Needs `apt-get install wrk postfix`. One `herald serve` (or the distributed deployment) and one
 Postfix `smtp-sink` that writes each message to a file. First the peak: `wrk` posts as fast as
@@ -9,8 +10,9 @@ Postfix `smtp-sink` that writes each message to a file. First the peak: `wrk` po
 the sink has them all. Then a paced load at `share` of that peak: each connection pauses
 between its requests (wrk's `delay()`; 3 s of trial find the pause that gives the rate), and
 each message carries the time it was posted (`sent_us=`, taken by wrk's Lua through
-clock_gettime); a message's latency is its file's modification time minus that. Both clocks are CLOCK_REALTIME on this machine. Prints the
-distribution and writes benchmarks/results/latency_under_load.json.
+clock_gettime); a message's latency is its file's modification time minus that. Both clocks are
+CLOCK_REALTIME on this machine. Prints the distribution and writes
+benchmarks/results/latency_under_load.json.
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--kind", choices=["embedded", "distributed"], default="embedded")
+    parser.add_argument("--env", nargs="*", default=[], help="HERALD_X=value settings to add")
     args = parser.parse_args()
     if missing := missing_tools():
         raise SystemExit(f"missing: {', '.join(missing)} (apt-get install wrk postfix)")
@@ -82,7 +85,7 @@ def main() -> None:
     os.chmod(dump, 0o777)  # smtp-sink runs as nobody when started as root
     sink = CSink(dump=dump).start()
     try:
-        env = {"HERALD_RATE_LIMIT_PER_SECOND": "0"}
+        env = {"HERALD_RATE_LIMIT_PER_SECOND": "0", **dict(e.split("=", 1) for e in args.env)}
         with deployment(args.kind, env=env, sink=sink) as d:
             warm = drive(d.api_url, 2, 8, tag=f"warm-{uuid.uuid4().hex[:6]}")
             sink.wait_for(int(warm["accepted"]), 600)
@@ -114,6 +117,7 @@ def main() -> None:
 
     result: dict[str, Any] = {
         "kind": args.kind,
+        "env": args.env,
         "machine": platform.platform(),
         "cpus": os.cpu_count(),
         "peak_per_second": round(peak, 1),
