@@ -35,7 +35,7 @@ import httpx
 from herald.api.server import bind
 from herald.observability.logging import get_logger
 from herald.runtime import Runtime
-from herald.wakeup import Wakeup
+from herald.wakeup import Wakeup, came_before_stop
 
 log = get_logger(__name__)
 
@@ -184,14 +184,7 @@ def link_role(rt: Runtime, fd: int) -> Callable[[asyncio.Event], Coroutine[Any, 
     async def run(stop: asyncio.Event) -> None:
         link = WakeupLink(socket.socket(fileno=fd), linked_wakeups(rt))
         link.start()
-        closed = asyncio.ensure_future(link.closed.wait())
-        stopping = asyncio.ensure_future(stop.wait())
-        try:
-            await asyncio.wait({closed, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            closed.cancel()
-            stopping.cancel()
-        if not stop.is_set():
+        if await came_before_stop(link.closed, stop):
             raise RuntimeError("herald serve, which started this process, is gone")
         link.close()
 

@@ -33,6 +33,7 @@ from herald.runtime import Runtime
 from herald.store import circuits
 from herald.store.database import UNAVAILABLE_ERRORS
 from herald.store.outbox import NOTIFY_CHANNEL
+from herald.wakeup import came_before_stop
 
 log = get_logger(__name__)
 
@@ -57,7 +58,7 @@ def api(
     sock = bind(host, port)  # now, so a taken port fails before anything else starts
 
     async def run(stop: asyncio.Event) -> None:
-        if after is not None and not await _first(after, stop):
+        if after is not None and not await came_before_stop(after, stop):
             return
         open_access = await decide_open_access(
             rt.settings.auth, host, rt.db, open_by_default=open_by_default
@@ -68,17 +69,6 @@ def api(
         await serve(app, sock, stop, rt.settings.shutdown_timeout_seconds)
 
     return run
-
-
-async def _first(wanted: asyncio.Event, stop: asyncio.Event) -> bool:
-    """Wait for ``wanted`` or ``stop``; whether ``wanted`` came."""
-    waits = [asyncio.ensure_future(wanted.wait()), asyncio.ensure_future(stop.wait())]
-    try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for wait in waits:
-            wait.cancel()
-    return wanted.is_set() and not stop.is_set()
 
 
 def relay(rt: Runtime) -> Role:
@@ -390,10 +380,9 @@ def all_roles(rt: Runtime, host: str, port: int, *, consumer_process: bool) -> d
     consumers in a second one it starts (herald.consumer_process). The API serves /metrics."""
     roles = {"relay": relay(rt), "maintenance": maintenance(rt)}
     if consumer_process:
+        # A provider's bad setting stops the start here, as it does in one process.
         for channel in rt.channels():
-            rt.providers(
-                channel
-            )  # a provider's bad setting stops the start here, as in one process
+            rt.providers(channel)
         child = ConsumerProcess(rt)
         rt.consumer_process_url = child.url
         return {

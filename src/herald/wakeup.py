@@ -59,3 +59,14 @@ async def sleep_unless(stop: asyncio.Event, seconds: float) -> bool:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), seconds)
     return stop.is_set()
+
+
+async def came_before_stop(wanted: asyncio.Event, stop: asyncio.Event) -> bool:
+    """Wait until ``wanted`` or ``stop`` is set; True if ``wanted`` came and no stop."""
+    waits = [asyncio.ensure_future(wanted.wait()), asyncio.ensure_future(stop.wait())]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+    return wanted.is_set() and not stop.is_set()
