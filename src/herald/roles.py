@@ -18,14 +18,14 @@ from herald.observability import metrics
 from herald.observability.logging import get_logger
 from herald.observability.sampler import Sampler
 from herald.pipeline.failover import FailoverChain, ProviderSlot, probe_when_reachable
-from herald.pipeline.maintenance import Maintenance
-from herald.pipeline.recovery import Recovery
-from herald.pipeline.relay import OutboxRelay
+from herald.pipeline.operations.maintenance import Maintenance
+from herald.pipeline.operations.recovery import Recovery
 from herald.pipeline.retries import RetrySchedule, RetryScheduler
-from herald.pipeline.router import Router
 from herald.pipeline.runner import BatchHandler, ConsumerRunner, one_at_a_time
-from herald.pipeline.status import StatusUpdater
-from herald.pipeline.worker import ChannelWorker
+from herald.pipeline.stages.deliver import ChannelWorker
+from herald.pipeline.stages.relay import OutboxRelay
+from herald.pipeline.stages.route import Router
+from herald.pipeline.stages.status import StatusUpdater
 from herald.reliability.backoff import Backoff
 from herald.reliability.circuit import CircuitBreaker, CircuitState, CircuitTable
 from herald.reliability.retry import RetryPolicy

@@ -25,9 +25,9 @@ from herald.domain.models import Channel
 from herald.errors import ConfigError
 from herald.observability.logging import get_logger
 from herald.pipeline.deadletter import DeadLetterOffice
-from herald.pipeline.intake import Intake
+from herald.pipeline.operations.replay import Replayer
 from herald.pipeline.planning import Planner
-from herald.pipeline.replay import Replayer
+from herald.pipeline.stages.intake import Intake
 from herald.pipeline.stall import StallWatch
 from herald.pipeline.unit import Units
 from herald.pipeline.unsubscribe_links import UnsubscribeLinks

@@ -10,7 +10,7 @@ from herald.bus.base import OutgoingMessage
 from herald.bus.embedded import EmbeddedBus
 from herald.clock import utcnow
 from herald.domain.models import OutboxStatus
-from herald.pipeline.maintenance import Maintenance
+from herald.pipeline.operations.maintenance import Maintenance
 from herald.store import idempotency, outbox, recipient_caps
 from herald.store.database import Database
 from herald.store.idempotency import StoredResponse

@@ -9,8 +9,8 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from herald.observability.sampler import Sampler
-from herald.pipeline.intake import Intake
 from herald.pipeline.planning import NotificationSpec
+from herald.pipeline.stages.intake import Intake
 from herald.pipeline.unit import Units
 from herald.runtime import Runtime
 from herald.wakeup import Wakeup

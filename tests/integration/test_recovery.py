@@ -9,9 +9,9 @@ import sqlalchemy as sa
 from herald.bus.topics import Topics
 from herald.clock import utcnow
 from herald.domain.messages import DeliveryJob, decode
-from herald.pipeline.intake import Intake
+from herald.pipeline.operations.recovery import Recovery
 from herald.pipeline.planning import NotificationSpec
-from herald.pipeline.recovery import Recovery
+from herald.pipeline.stages.intake import Intake
 from herald.pipeline.unit import Units
 from herald.store.database import Database
 from herald.store.tables import deliveries, notifications, outbox_events

@@ -18,7 +18,7 @@ from herald.bus.topics import Topics
 from herald.clock import utcnow
 from herald.errors import BusError, BusUnavailableError
 from herald.pipeline.deadletter import DeadLetterOffice
-from herald.pipeline.relay import OutboxRelay
+from herald.pipeline.stages.relay import OutboxRelay
 from herald.pipeline.unit import Units
 from herald.reliability.backoff import Backoff
 from herald.store import deadletters, outbox

@@ -17,11 +17,11 @@ from herald.clock import utcnow
 from herald.domain.messages import Content, DeliveryJob, encode
 from herald.pipeline.deadletter import DeadLetterOffice
 from herald.pipeline.failover import FailoverChain, ProviderSlot
-from herald.pipeline.intake import Intake
 from herald.pipeline.planning import NotificationSpec
 from herald.pipeline.retries import RetrySchedule
+from herald.pipeline.stages.deliver import ChannelWorker
+from herald.pipeline.stages.intake import Intake
 from herald.pipeline.unit import Units
-from herald.pipeline.worker import ChannelWorker
 from herald.reliability.backoff import Backoff
 from herald.reliability.circuit import CircuitBreaker, CircuitState
 from herald.reliability.retry import RetryPolicy

@@ -30,8 +30,8 @@ from herald.api.schemas import (
 from herald.domain.models import NotificationStatus
 from herald.errors import NotFoundError
 from herald.observability import tracing
-from herald.pipeline.intake import IdempotencyRequest
 from herald.pipeline.planning import NotificationSpec, PlanningError
+from herald.pipeline.stages.intake import IdempotencyRequest
 from herald.store import deliveries, notifications
 from herald.store.notifications import NotificationRecord
 from herald.store.timeline import timeline

@@ -4,10 +4,10 @@
     log.info("delivery.sent", delivery_id=d.id, channel="email", attempt=2)
 
 renders, as JSON (for machines: one object per line)
-``{"ts": "2026-11-21T10:00:00.123Z", "level": "INFO", "logger": "herald.pipeline.worker",
+``{"ts": "2026-11-21T10:00:00.123Z", "level": "INFO", "logger": "herald.pipeline.stages.deliver",
 "event": "delivery.sent", "delivery_id": "…", "channel": "email", "attempt": 2}``
 or as text (for people at a terminal)
-``2026-11-21T10:00:00.123Z INFO herald.pipeline.worker delivery.sent delivery_id=… …``.
+``2026-11-21T10:00:00.123Z INFO herald.pipeline.stages.deliver delivery.sent delivery_id=… …``.
 
 What goes into the context is chosen at the call site: ids, channels, attempts, error
 classes; never message bodies or credentials.

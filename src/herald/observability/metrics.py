@@ -156,7 +156,7 @@ rate_limit_wait_seconds = Counter(
 )
 
 # What a delivery attempt ends in, and which of those are a delivery's final status
-# (pipeline/worker.py); the reasons a delivery is dead-lettered (reliability/retry.py).
+# (pipeline/stages/deliver.py); the reasons a delivery is dead-lettered (reliability/retry.py).
 _ATTEMPT_OUTCOMES = ("SENT", "RETRY_PENDING", "DEAD_LETTERED")
 _FINAL_STATUSES = ("SENT", "DEAD_LETTERED")
 _GIVE_UP_REASONS = ("permanent", "exhausted")

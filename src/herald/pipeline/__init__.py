@@ -1,1 +1,3 @@
-"""The pipeline stages: intake, outbox relay, router, channel workers, status, housekeeping."""
+"""The pipeline: its stages (``stages/``), the machinery they share (the unit of work, the
+consumer runner, group commit, planning, failover, retries, dead letters) and the operations
+that keep it whole (``operations/``)."""

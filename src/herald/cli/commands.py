@@ -1,24 +1,17 @@
-"""The `herald` command."""
+"""The `herald` command and its subcommands: serve, api, relay, worker, migrate, dlq, keys."""
 
 from __future__ import annotations
 
-import asyncio
 import sys
-from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated
 
-import sqlalchemy.exc
 import typer
 
-from herald.cli_errors import fail
-from herald.cli_settings import settings_or_exit
+from herald.cli.errors import fail
+from herald.cli.running import run, run_roles
+from herald.cli.settings import settings_or_exit
 from herald.config import Settings, usable_cpus
 from herald.errors import ConfigError
-from herald.observability.logging import get_logger
-
-if TYPE_CHECKING:
-    from herald.roles import Role
-    from herald.runtime import Runtime
 
 app = typer.Typer(
     name="herald",
@@ -28,93 +21,10 @@ app = typer.Typer(
     # Plain help: the rich one labels flags <bool>, as if they took a value.
     rich_markup_mode=None,
 )
-log = get_logger("herald.cli")
-
-
-def _run(coro: Coroutine[Any, Any, int], *, exit_when_done: bool = False) -> None:
-    try:
-        import uvloop
-
-        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
-    except ImportError:
-        runner = asyncio.Runner()
-    try:
-        with runner:
-            code = runner.run(coro)
-            if exit_when_done:
-                _exit_after_stop(code)
-    except ConfigError as exc:
-        fail(str(exc))
-    except (OSError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as exc:
-        fail(f"cannot reach the database: {exc}")
-    raise typer.Exit(code)
-
-
-def _exit_after_stop(code: int) -> None:
-    """Every role has stopped and the runtime is closed: all that matters is committed. What
-    would remain is the interpreter's teardown, which joins executor threads (one stuck in a
-    native call, a Kafka client leaving a group that never rebalances, would hold the exit
-    for ever) and runs native destructors. None of it is ours to wait for: export buffered
-    traces, flush the logs and end the process."""
-    from herald.observability import otel
-    from herald.supervisor import exit_now
-
-    otel.shutdown()
-    exit_now(code)
 
 
 HostOption = Annotated[str | None, typer.Option(help="Address to listen on [HERALD_HOST].")]
 PortOption = Annotated[int | None, typer.Option(help="Port to listen on [HERALD_PORT].")]
-
-
-def _run_roles(
-    settings: Settings,
-    build: Callable[[Runtime], dict[str, Role]],
-    *,
-    migrate: bool,
-    service: str,
-    load_rules: bool = False,
-    warn: bool = True,
-) -> None:
-    from herald.observability import otel
-    from herald.supervisor import hold_stop_signals
-
-    # Before any thread starts (OpenTelemetry's exporter has one): SIGTERM and SIGINT go to
-    # the supervisor's signal thread only.
-    hold_stop_signals()
-    try:
-        otel.configure(settings.otel_exporter, service)
-    except ConfigError as exc:
-        fail(str(exc))
-
-    async def main() -> int:
-        from herald.runtime import running
-        from herald.supervisor import supervise
-
-        async with running(settings, migrate=migrate, load_rules=load_rules, warn=warn) as rt:
-            roles = build(rt)
-            _settle_garbage_collection()
-            return await supervise(roles, shutdown_timeout=settings.shutdown_timeout_seconds)
-
-    _run(main(), exit_when_done=True)
-
-
-# Objects allocated between young-generation collections (CPython's default: 2000). A
-# service's requests allocate many short-lived objects; collecting less often costs a little
-# memory and saves CPU and, above all, the long pauses of full collections under load.
-_GC_YOUNG_THRESHOLD = 50_000
-
-
-def _settle_garbage_collection() -> None:
-    """Everything allocated at start-up (modules, the app, compiled statements) lives as long as
-    the process: move it out of the collector's sight (gc.freeze), so full collections walk only
-    what was allocated since, and collect the young generation less often."""
-    import gc
-
-    gc.collect()
-    gc.freeze()
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(_GC_YOUNG_THRESHOLD, middle, old)
 
 
 def _check_auth(settings: Settings, host: str) -> None:
@@ -128,7 +38,8 @@ def _check_auth(settings: Settings, host: str) -> None:
 
 @app.command()
 def serve(host: HostOption = None, port: PortOption = None) -> None:
-    """Run every role in one process: API, relay, router, channel workers, status."""
+    """Run every role: API, relay, router, channel workers, status (the consumers in a second
+    process when more than one core is usable)."""
     settings = settings_or_exit()
     from herald import roles
 
@@ -139,7 +50,7 @@ def serve(host: HostOption = None, port: PortOption = None) -> None:
     split = settings.serve_consumer_process == "on" or (
         settings.serve_consumer_process == "auto" and usable_cpus() > 1
     )
-    _run_roles(
+    run_roles(
         settings,
         lambda rt: roles.all_roles(rt, *listen, consumer_process=split),
         migrate=on_sqlite,
@@ -156,7 +67,7 @@ def api(host: HostOption = None, port: PortOption = None) -> None:
 
     listen = host or settings.host, settings.port if port is None else port
     _check_auth(settings, listen[0])
-    _run_roles(
+    run_roles(
         settings,
         lambda rt: {"api": roles.api(rt, *listen)},
         migrate=False,
@@ -171,7 +82,7 @@ def relay() -> None:
     settings = settings_or_exit()
     from herald import roles
 
-    _run_roles(settings, roles.relay_roles, migrate=False, service="herald-relay")
+    run_roles(settings, roles.relay_roles, migrate=False, service="herald-relay")
 
 
 @app.command()
@@ -212,7 +123,7 @@ def worker(
         die_with_parent(parent_pid)
         tag_every_line(process="consumers")
         parent = ParentLink(link_fd, probe_fd)
-    _run_roles(
+    run_roles(
         settings,
         lambda rt: roles.worker_roles(rt, chosen, parent),
         migrate=False,
@@ -238,12 +149,12 @@ def migrate() -> None:
             await db.close()
         return 0
 
-    _run(main())
+    run(main())
 
 
 def _add_subcommands() -> None:
-    from herald.dlq_cli import app as dlq
-    from herald.keys_cli import app as keys
+    from herald.cli.dlq import app as dlq
+    from herald.cli.keys import app as keys
 
     app.add_typer(dlq, name="dlq")
     app.add_typer(keys, name="keys")

@@ -9,7 +9,7 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from herald.cli_errors import fail
+from herald.cli.errors import fail
 from herald.clock import utcnow
 from herald.errors import ConfigError
 from herald.store import api_keys
@@ -24,7 +24,7 @@ T = TypeVar("T")
 
 
 def _with_db(work: Callable[[Connection], Awaitable[T]]) -> T:
-    from herald.cli_settings import settings_or_exit
+    from herald.cli.settings import settings_or_exit
     from herald.store.migrate import require_current, upgrade
 
     settings = settings_or_exit()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
-from herald.cli_errors import fail
+from herald.cli.errors import fail
 from herald.config import Settings
 from herald.observability.logging import configure_logging
 

@@ -52,7 +52,7 @@ def _filters(
 
 
 def _with_runtime(work: Callable[[Runtime], Awaitable[T]]) -> T:
-    from herald.cli_settings import settings_or_exit
+    from herald.cli.settings import settings_or_exit
 
     settings: Settings = settings_or_exit()
 

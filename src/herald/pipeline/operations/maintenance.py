@@ -10,7 +10,7 @@ from herald.bus.base import Bus
 from herald.bus.embedded import EmbeddedBus
 from herald.clock import utcnow
 from herald.observability.logging import get_logger
-from herald.pipeline.recovery import Recovery
+from herald.pipeline.operations.recovery import Recovery
 from herald.store import idempotency, outbox, recipient_caps
 from herald.store.database import Database
 from herald.wakeup import sleep_unless
