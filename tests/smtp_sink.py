@@ -45,6 +45,16 @@ class _Handler:
     def __init__(self, sink: SmtpSink) -> None:
         self.sink = sink
 
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        with self.sink.lock:
+            self.sink.hellos += 1
+        if self.sink.pipelining:  # as Postfix and the big relays do (RFC 2920)
+            responses.insert(-1, "250-PIPELINING")
+        return responses
+
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
     ) -> str:
@@ -81,6 +91,8 @@ class SmtpSink:
         self.data_failures = 0
         self.data_failure_reply = "451 4.3.0 Try again later"
         self.delay = 0.0
+        self.pipelining = True  # offered in EHLO's reply
+        self.hellos = 0  # EHLO commands: one per connection (without STARTTLS)
         self.data_started = 0  # DATA commands begun, answered or not
         self._controller: Controller | None = None
 

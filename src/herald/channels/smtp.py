@@ -1,4 +1,5 @@
-"""Email over SMTP with aiosmtplib: a small pool of reused connections per worker.
+"""Email over SMTP: a small pool of reused connections per worker, each sending one message
+after another, pipelined where the relay allows (``smtp_client``).
 
 Failures become typed errors: 4xx replies, timeouts and lost connections are transient;
 5xx replies to the message or recipient are permanent.
@@ -8,15 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import aiosmtplib
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from herald.channels.base import OutboundMessage, SendResult
 from herald.channels.email_message import Email, build_email
+from herald.channels.smtp_client import (
+    Endpoint,
+    SmtpConnection,
+    SmtpConnectionLost,
+    SmtpReplyError,
+    SmtpUnsupported,
+)
 from herald.domain.headers import is_single_line
 from herald.errors import ConfigError, DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from herald.observability.logging import get_logger
@@ -82,21 +90,32 @@ def parse_smtp_url(url: str) -> SmtpTarget:
 
 
 def classify(exc: Exception) -> DeliveryError:
-    """Map an aiosmtplib or socket failure to a transient or permanent delivery error."""
-    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
-        codes = [r.code for r in exc.recipients]
-        detail = "; ".join(f"{r.code} {r.message}" for r in exc.recipients)
-        if any(code >= 500 for code in codes):
-            return PermanentDeliveryError(f"recipient refused: {detail}")
-        # The relay is up; the recipient's domain (or its policy) defers this one.
-        return TransientDeliveryError(f"recipient deferred: {detail}", destination=True)
-    if isinstance(exc, aiosmtplib.SMTPAuthenticationError | aiosmtplib.SMTPHeloError):
-        # Our configuration or the server is wrong, not the message: worth retrying later.
-        return TransientDeliveryError(f"SMTP {exc.code} {exc.message}")
-    if isinstance(exc, aiosmtplib.SMTPResponseException):
-        kind = PermanentDeliveryError if exc.code >= 500 else TransientDeliveryError
-        return kind(f"SMTP {exc.code} {exc.message}")
+    """Map an SMTP or socket failure to a transient or permanent delivery error."""
+    if isinstance(exc, SmtpReplyError):
+        detail = f"{exc.code} {exc.text}"
+        if exc.command == "RCPT":
+            if exc.code >= 500:
+                return PermanentDeliveryError(f"recipient refused: {detail}")
+            # The relay is up; the recipient's domain (or its policy) defers this one.
+            return TransientDeliveryError(f"recipient deferred: {detail}", destination=True)
+        if exc.command in ("MAIL", "DATA"):
+            kind = PermanentDeliveryError if exc.code >= 500 else TransientDeliveryError
+            return kind(f"SMTP {detail}")
+        # Greeting, EHLO, STARTTLS, AUTH: our configuration or the relay is wrong, not the
+        # message: worth retrying later.
+        return TransientDeliveryError(f"SMTP {exc.command}: {detail}")
+    if isinstance(exc, SmtpUnsupported):
+        kind = PermanentDeliveryError if exc.permanent else TransientDeliveryError
+        return kind(str(exc))
     return TransientDeliveryError(f"{type(exc).__name__}: {exc}")
+
+
+def tls_context(target: SmtpTarget) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=target.ca_file)
+    if not target.validate_certs:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 class SmtpConfig(BaseModel):
@@ -143,46 +162,37 @@ class SmtpProvider:
         self.sender = sender
         self.timeout = timeout
         self.concurrency = pool_size
-        self._idle: asyncio.LifoQueue[aiosmtplib.SMTP] = asyncio.LifoQueue()
-        for _ in range(pool_size):
-            self._idle.put_nowait(self._client())
-
-    def _client(self) -> aiosmtplib.SMTP:
-        t = self.target
-        return aiosmtplib.SMTP(
-            hostname=t.host,
+        t = target
+        self.endpoint = Endpoint(
+            host=t.host,
             port=t.port,
             username=t.username,
             password=t.password,
-            use_tls=t.use_tls,
+            implicit_tls=t.use_tls,
             start_tls=t.start_tls,
-            validate_certs=t.validate_certs,
-            cert_bundle=t.ca_file,
-            timeout=self.timeout,
+            tls=tls_context(t) if t.use_tls or t.start_tls is not False else None,
         )
+        # Connections, LIFO so the warm ones are reused; None: a slot not connected yet.
+        self._idle: asyncio.LifoQueue[SmtpConnection | None] = asyncio.LifoQueue()
+        for _ in range(pool_size):
+            self._idle.put_nowait(None)
 
     async def start(self) -> None:
         log.info("smtp.configured", server=str(self.target), pool_size=self._idle.qsize())
 
     async def close(self) -> None:
         while not self._idle.empty():
-            client = self._idle.get_nowait()
-            if client.is_connected:
-                try:
-                    await client.quit()
-                except (aiosmtplib.SMTPException, OSError):
-                    client.close()
+            conn = self._idle.get_nowait()
+            if conn is not None and not conn.closed:
+                await conn.quit(self.timeout)
 
     async def reachable(self) -> bool:
         """Whether the relay greets a new connection: a cheap look while its circuit is open."""
-        client = self._client()
         try:
-            async with asyncio.timeout(self.timeout):
-                await client.connect()
-                await client.quit()
-        except (aiosmtplib.SMTPException, OSError, TimeoutError):
-            client.close()
+            conn = await SmtpConnection.open(self.endpoint, self.timeout)
+        except (SmtpReplyError, SmtpConnectionLost, SmtpUnsupported, OSError, TimeoutError):
             return False
+        await conn.quit(self.timeout)
         return True
 
     async def send(self, message: OutboundMessage) -> SendResult:
@@ -190,32 +200,39 @@ class SmtpProvider:
             mail = build_email(message, self.sender)  # refuses header injection, permanently
         except ValueError as exc:
             raise PermanentDeliveryError(f"cannot build email: {exc}") from exc
-        client = await self._idle.get()
+        conn = await self._idle.get()
         try:
-            reused = client.is_connected
-            try:
-                await self._send(client, mail)
-            except aiosmtplib.SMTPServerDisconnected:
-                if not reused:
-                    raise
-                # The server dropped a connection that sat idle in the pool: that says
-                # nothing about this message, so reconnect once instead of burning an attempt.
-                client.close()
-                await self._send(client, mail)
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            client.close()
+            if conn is not None and not conn.closed:
+                try:
+                    await self._send(conn, mail)
+                    return SendResult(self.name, mail.message_id)
+                except SmtpConnectionLost as exc:
+                    if not exc.before_reply:
+                        raise
+                    # The relay dropped a connection that sat idle in the pool before this
+                    # message's first reply: it took nothing, so reconnect once instead of
+                    # burning an attempt.
+            conn = None  # should connecting fail, the slot stays empty
+            conn = await SmtpConnection.open(self.endpoint, self.timeout)
+            await self._send(conn, mail)
+        except SmtpReplyError as exc:
+            raise classify(exc) from exc  # the connection stays usable (closed if it is not)
+        except (SmtpConnectionLost, SmtpUnsupported, OSError, TimeoutError) as exc:
+            _close(conn)
             raise classify(exc) from exc
         except BaseException:
-            client.close()  # cancelled mid-conversation: the connection's state is unknown
+            _close(conn)  # cancelled mid-conversation: the connection's state is unknown
             raise
         finally:
-            self._idle.put_nowait(client)
+            self._idle.put_nowait(conn)
         return SendResult(self.name, mail.message_id)
 
-    @staticmethod
-    async def _send(client: aiosmtplib.SMTP, mail: Email) -> None:
-        if not client.is_connected:
-            await client.connect()
-        # SMTPUTF8 for an address that needs it: aiosmtplib refuses a relay without it.
-        options = ["SMTPUTF8"] if mail.utf8 else None
-        await client.sendmail(mail.sender, [mail.recipient], mail.data, mail_options=options)
+    async def _send(self, conn: SmtpConnection, mail: Email) -> None:
+        data, utf8 = mail.data, mail.utf8
+        await conn.send(mail.sender, mail.recipient, data, utf8=utf8, timeout=self.timeout)
+
+
+def _close(conn: SmtpConnection | None) -> None:
+    """A closed connection goes back to the pool as an empty slot."""
+    if conn is not None:
+        conn.close()
