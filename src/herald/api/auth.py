@@ -12,6 +12,7 @@ process (each looks again at most every :data:`OPEN_RECHECK_SECONDS`), and stays
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 import time
@@ -115,6 +116,7 @@ class Authenticator:
         return key
 
 
+@functools.lru_cache(maxsize=256)  # asked on every request of an open API; few Hosts recur
 def names_loopback(host: str | None) -> bool:
     """Whether a ``Host`` header names this machine's loopback: ``localhost`` (and names
     under it, RFC 6761), or a loopback address, with or without a port."""
