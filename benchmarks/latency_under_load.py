@@ -82,7 +82,7 @@ def main() -> None:
         raise SystemExit(f"missing: {', '.join(missing)} (apt-get install wrk postfix)")
 
     # In memory where there is a tmpfs: on a disk, the sink's writing a file per message cost
-    # it (and the two cores) enough to triple the p99 it measured (153 -> 325 ms at 760/s).
+    # it (and the two cores) enough to double the p99 it measured (153 -> 325 ms at ~750/s).
     shm = Path("/dev/shm")
     dump = Path(tempfile.mkdtemp(prefix="herald-sink-", dir=shm if shm.is_dir() else None))
     os.chmod(dump, 0o777)  # smtp-sink runs as nobody when started as root
