@@ -7,11 +7,11 @@
 Needs `apt-get install wrk postfix`. One `herald serve` (or the distributed deployment) and one
 Postfix `smtp-sink` that writes each message to a file (in /dev/shm when there is one). First
 the peak: `wrk` posts as fast as 32 connections can for 10 s, and the peak is the accepted
-notifications over the time until the sink has them all. Then a paced load at `share` of that peak: each connection pauses
-between its requests (wrk's `delay()`; 3 s of trial find the pause that gives the rate), and
-each message carries the time it was posted (`sent_us=`, taken by wrk's Lua through
-clock_gettime); a message's latency is its file's modification time minus that. Both clocks are
-CLOCK_REALTIME on this machine. Prints the distribution and writes
+notifications over the time until the sink has them all. Then a paced load at `share` of that
+peak: each connection pauses between its requests (wrk's `delay()`; 3 s of trial find the pause
+that gives the rate), and each message carries the time it was posted (`sent_us=`, taken by
+wrk's Lua through clock_gettime); a message's latency is its file's modification time minus
+that. Both clocks are CLOCK_REALTIME on this machine. Prints the distribution and writes
 benchmarks/results/latency_under_load.json.
 """
 
