@@ -2,7 +2,7 @@
 `smtp-sink` receives. Neither is Python, so the two cores go to the system under test.
 
     .venv/bin/python benchmarks/native.py [--seconds 10] [--connections 32] [--only NAME ...]
-                                          [--before REV]
+                                          [--before REV] [--env HERALD_X=value ...]
 
 Needs `apt-get install wrk postfix` (smtp-sink and smtp-source come with postfix). For each
 configuration, in one run: a fresh smtp-sink, the system, 2 s of warm-up POSTs (all delivered
@@ -46,13 +46,17 @@ def celery(sink: CSink) -> Iterator[tuple[str, list[int]]]:
         yield app.api_url, [p.pid for p in app.processes]
 
 
+# HERALD_X=value settings for every Herald configuration (--env).
+SETTINGS: dict[str, str] = {}
+
+
 def herald(kind: str, workers: int = 1, source: Path | None = None) -> System:
     """``source``: a checkout whose code to run instead of this one's."""
 
     @contextmanager
     def start(sink: CSink) -> Iterator[tuple[str, list[int]]]:
         # One client posting as fast as it can: the per-caller limit would measure itself.
-        env = {"HERALD_RATE_LIMIT_PER_SECOND": "0"}
+        env = {"HERALD_RATE_LIMIT_PER_SECOND": "0", **SETTINGS}
         if source is not None:
             env["PYTHONPATH"] = str(source / "src")
         with deployment(kind, workers=workers, env=env, sink=sink) as d:
@@ -135,7 +139,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--only", nargs="*", choices=list(SYSTEMS), default=list(SYSTEMS))
     parser.add_argument("--before", help="git revision to compare with, in the same run")
+    parser.add_argument("--env", nargs="*", default=[], help="HERALD_X=value settings to add")
     args = parser.parse_args()
+    SETTINGS.update(e.split("=", 1) for e in args.env)
     os.environ.pop("PYTHONPATH", None)
     if missing := missing_tools():
         sys.exit(f"missing {', '.join(missing)}: apt-get install wrk postfix")
@@ -174,6 +180,7 @@ def main() -> None:
                 "seconds": args.seconds,
                 "connections": args.connections,
                 "before": args.before,
+                "env": args.env,
                 "sink_limit_per_second": round(limit, 1),
                 "runs": runs,
             },
