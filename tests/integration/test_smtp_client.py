@@ -188,10 +188,12 @@ async def test_a_relay_that_wants_auth_gets_the_user_and_password_of_the_url(
 
 
 class _RecordingRelay(asyncio.Protocol):
-    """A minimal relay that records each chunk it reads, and answers only whole commands."""
+    """A minimal relay that records each chunk it reads, and answers only whole commands. It
+    refuses recipients at ``gone.example`` and then, as some relays do, hangs up after DATA."""
 
     def __init__(self, pipelining: bool, reads: list[bytes]) -> None:
         self.pipelining, self.reads, self.buffer, self.in_data = pipelining, reads, b"", False
+        self.refused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -217,6 +219,16 @@ class _RecordingRelay(asyncio.Protocol):
             if verb == b"EHLO":
                 extra = b"250-PIPELINING\r\n" if self.pipelining else b""
                 self.transport.write(b"250-relay\r\n" + extra + b"250 8BITMIME\r\n")
+            elif verb == b"MAIL":
+                self.refused = False
+                self.transport.write(b"250 ok\r\n")
+            elif verb == b"RCPT" and b"@gone.example" in line:
+                self.refused = True
+                self.transport.write(b"550 5.1.1 no such user\r\n")
+            elif verb == b"DATA" and self.refused:
+                self.transport.write(b"503 5.5.1 no valid recipients\r\n")
+                self.transport.close()
+                return
             elif verb == b"DATA":
                 self.in_data = True
                 self.transport.write(b"354 go ahead\r\n")
@@ -253,3 +265,26 @@ async def test_with_pipelining_the_envelope_and_data_go_in_one_write(pipelining:
         assert len(second) == 4
     assert second[-1].startswith(b"From: Herald <herald@example.com>\r\n")
     assert second[-1].endswith(b"\r\n.\r\n")
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "one-by-one"])
+async def test_a_refusal_is_reported_as_such_when_the_relay_hangs_up_after_it(
+    pipelining: bool,
+) -> None:
+    reads: list[bytes] = []
+    port = free_port()
+    server = await asyncio.get_running_loop().create_server(
+        lambda: _RecordingRelay(pipelining, reads), "127.0.0.1", port
+    )
+    smtp = SmtpProvider(parse_smtp_url(f"smtp://127.0.0.1:{port}"), sender=SENDER, pool_size=1)
+    try:
+        with pytest.raises(PermanentDeliveryError, match=re.escape("recipient refused: 550")):
+            await smtp.send(message(1, recipient="someone@gone.example"))
+        await smtp.send(message(2))
+    finally:
+        await smtp.close()
+        server.close()
+        await server.wait_closed()
+    # Pipelined, DATA went out and the relay hung up: the next message took a new connection.
+    # One by one, DATA never went out, and RSET kept the connection.
+    assert sum(r.startswith(b"EHLO") for r in reads) == (2 if pipelining else 1)

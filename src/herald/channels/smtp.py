@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -19,10 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from herald.channels.base import OutboundMessage, SendResult
 from herald.channels.email_message import Email, build_email
 from herald.channels.smtp_client import (
-    Endpoint,
     SmtpConnection,
     SmtpConnectionLost,
     SmtpReplyError,
+    SmtpTarget,
     SmtpUnsupported,
 )
 from herald.domain.headers import is_single_line
@@ -36,21 +35,6 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 _STARTTLS = {"auto": None, "require": True, "off": False}
-
-
-@dataclass(frozen=True, slots=True)
-class SmtpTarget:
-    host: str
-    port: int
-    username: str | None = None
-    password: str | None = None
-    use_tls: bool = False  # implicit TLS (smtps://)
-    start_tls: bool | None = None  # None: upgrade when the server offers STARTTLS
-    validate_certs: bool = True
-    ca_file: str | None = None  # CA certificates (PEM) to trust instead of the system's
-
-    def __str__(self) -> str:  # never shows the password
-        return f"{'smtps' if self.use_tls else 'smtp'}://{self.host}:{self.port}"
 
 
 def parse_smtp_url(url: str) -> SmtpTarget:
@@ -162,16 +146,7 @@ class SmtpProvider:
         self.sender = sender
         self.timeout = timeout
         self.concurrency = pool_size
-        t = target
-        self.endpoint = Endpoint(
-            host=t.host,
-            port=t.port,
-            username=t.username,
-            password=t.password,
-            implicit_tls=t.use_tls,
-            start_tls=t.start_tls,
-            tls=tls_context(t) if t.use_tls or t.start_tls is not False else None,
-        )
+        self.tls = tls_context(target)  # built once: loading the CAs is not cheap
         # Connections, LIFO so the warm ones are reused; None: a slot not connected yet.
         self._idle: asyncio.LifoQueue[SmtpConnection | None] = asyncio.LifoQueue()
         for _ in range(pool_size):
@@ -189,7 +164,7 @@ class SmtpProvider:
     async def reachable(self) -> bool:
         """Whether the relay greets a new connection: a cheap look while its circuit is open."""
         try:
-            conn = await SmtpConnection.open(self.endpoint, self.timeout)
+            conn = await SmtpConnection.open(self.target, self.tls, self.timeout)
         except (SmtpReplyError, SmtpConnectionLost, SmtpUnsupported, OSError, TimeoutError):
             return False
         await conn.quit(self.timeout)
@@ -213,7 +188,7 @@ class SmtpProvider:
                     # message's first reply: it took nothing, so reconnect once instead of
                     # burning an attempt.
             conn = None  # should connecting fail, the slot stays empty
-            conn = await SmtpConnection.open(self.endpoint, self.timeout)
+            conn = await SmtpConnection.open(self.target, self.tls, self.timeout)
             await self._send(conn, mail)
         except SmtpReplyError as exc:
             raise classify(exc) from exc  # the connection stays usable (closed if it is not)

@@ -61,16 +61,20 @@ class Reply:
 
 
 @dataclass(frozen=True, slots=True)
-class Endpoint:
-    """Where and how to connect (from ``HERALD_SMTP_URL``)."""
+class SmtpTarget:
+    """Where and how to connect (from ``HERALD_SMTP_URL``, see ``smtp.parse_smtp_url``)."""
 
     host: str
     port: int
     username: str | None = None
     password: str | None = None
-    implicit_tls: bool = False
-    start_tls: bool | None = None  # None: when offered; True: required; False: never
-    tls: ssl.SSLContext | None = None  # None: the system's CAs, hostnames checked
+    use_tls: bool = False  # implicit TLS (smtps://)
+    start_tls: bool | None = None  # None: upgrade when the server offers STARTTLS
+    validate_certs: bool = True
+    ca_file: str | None = None  # CA certificates (PEM) to trust instead of the system's
+
+    def __str__(self) -> str:  # never shows the password
+        return f"{'smtps' if self.use_tls else 'smtp'}://{self.host}:{self.port}"
 
 
 class SmtpConnection:
@@ -83,22 +87,21 @@ class SmtpConnection:
         self.closed = False
 
     @classmethod
-    async def open(cls, endpoint: Endpoint, timeout: float) -> SmtpConnection:
-        """Connect, greet, secure and log in; raises SmtpReplyError, SmtpConnectionLost,
-        SmtpUnsupported, OSError or TimeoutError."""
-        context = endpoint.tls or ssl.create_default_context()
+    async def open(cls, target: SmtpTarget, tls: ssl.SSLContext, timeout: float) -> SmtpConnection:
+        """Connect, greet, secure (``tls``: for implicit TLS or STARTTLS) and log in; raises
+        SmtpReplyError, SmtpConnectionLost, SmtpUnsupported, OSError or TimeoutError."""
         async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(endpoint.host, endpoint.port)
+            reader, writer = await asyncio.open_connection(target.host, target.port)
             conn = cls(reader, writer)
             try:
-                if endpoint.implicit_tls:
-                    await writer.start_tls(context, server_hostname=endpoint.host)
+                if target.use_tls:
+                    await writer.start_tls(tls, server_hostname=target.host)
                 await conn._expect(await conn._reply(), 220, "greeting")
                 await conn._hello()
-                if not endpoint.implicit_tls:
-                    await conn._secure(endpoint, context)
-                if endpoint.username is not None:
-                    await conn._login(endpoint.username, endpoint.password or "")
+                if not target.use_tls:
+                    await conn._secure(target, tls)
+                if target.username is not None:
+                    await conn._login(target.username, target.password or "")
             except BaseException:
                 await conn._abort()
                 raise
@@ -128,12 +131,7 @@ class SmtpConnection:
                 replies = await self._one_by_one(mail, rcpt)
             refused = _refusal(replies)
             if refused is not None:
-                if len(replies) == 3 and replies[2].code == 354:
-                    # DATA was accepted although a command before it was not: end the empty
-                    # message (the relay rejects it: no valid recipient) and go on.
-                    self._write(b".\r\n")
-                    await self._reply()
-                await self._reset()
+                await self._after_refusal(replies)
                 raise refused
             self._write(text + b".\r\n")
             done = await self._reply()
@@ -182,19 +180,29 @@ class SmtpConnection:
         except SmtpConnectionLost as exc:
             raise SmtpConnectionLost(str(exc), before_reply=True) from exc
 
-    async def _reset(self) -> None:
-        self._write(b"RSET\r\n")
-        reply = await self._reply()
-        if reply.code != 250:
-            self.close()  # state unknown: a fresh connection next time
+    async def _after_refusal(self, replies: list[Reply]) -> None:
+        """A clean slate for the next message (RSET), or a closed connection: never an error
+        of its own, so the caller reports the refusal itself, not what followed it."""
+        try:
+            if len(replies) == 3 and replies[2].code == 354:
+                # DATA was accepted although a command before it was not: end the empty
+                # message (the relay rejects it: no valid recipient).
+                self._write(b".\r\n")
+                await self._reply()
+            self._write(b"RSET\r\n")
+            if (await self._reply()).code == 250:
+                return
+        except SmtpConnectionLost:
+            pass
+        self.close()  # state unknown, or gone: a fresh connection next time
 
-    async def _secure(self, endpoint: Endpoint, context: ssl.SSLContext) -> None:
+    async def _secure(self, target: SmtpTarget, tls: ssl.SSLContext) -> None:
         offered = "starttls" in self.extensions
-        if endpoint.start_tls and not offered:
+        if target.start_tls and not offered:
             raise SmtpUnsupported("the relay does not offer STARTTLS, which the URL requires")
-        if offered and endpoint.start_tls is not False:
+        if offered and target.start_tls is not False:
             await self._command(b"STARTTLS", 220, "STARTTLS")
-            await self._writer.start_tls(context, server_hostname=endpoint.host)
+            await self._writer.start_tls(tls, server_hostname=target.host)
             await self._hello()  # what it offers may differ once encrypted (AUTH)
 
     async def _hello(self) -> None:
