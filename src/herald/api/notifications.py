@@ -6,13 +6,14 @@ import hashlib
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from herald.api.auth import Reader, Sender
 from herald.api.context import runtime_of
 from herald.api.deliverable import check_notification
 from herald.api.errors import FieldError
+from herald.api.idempotency_key import IdempotencyKey
 from herald.api.limits import enforce_rate_limit
 from herald.api.pages import decode_cursor, encode_cursor
 from herald.api.quick_accept import QuickAcceptRoute
@@ -43,18 +44,6 @@ router = APIRouter(
     tags=["notifications"],
     dependencies=[Depends(enforce_rate_limit)],
 )
-
-# Stripe's limit; a UUID fits with room to spare.
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        min_length=1,
-        max_length=255,
-        pattern=r"^[\x20-\x7e]+$",
-        description="Repeats with the same key and body return the first response.",
-    ),
-]
 
 
 def _render(record: NotificationRecord) -> dict[str, Any]:

@@ -16,7 +16,6 @@ still comes from the endpoint's signature.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -24,13 +23,11 @@ from fastapi import Request, Response
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
 
+from herald.api import idempotency_key
 from herald.api.auth import authenticate
 from herald.api.limits import enforce_rate_limit
 from herald.api.schemas import NotificationCreate
 from herald.errors import HeraldError
-
-# What the endpoint's Idempotency-Key parameter accepts (1-255 printable ASCII characters).
-_IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,255}")
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 
@@ -62,7 +59,7 @@ async def _arguments(request: Request) -> dict[str, Any] | None:
     if content_type.partition(";")[0].strip().lower() != "application/json":
         return None
     key = request.headers.get("idempotency-key")
-    if key is not None and _IDEMPOTENCY_KEY.fullmatch(key) is None:
+    if key is not None and not idempotency_key.is_valid(key):
         return None
     try:
         # As FastAPI does: JSON decoded by the json module, the model validated in Python mode.

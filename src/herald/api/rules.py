@@ -12,12 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from herald.api.auth import Admin, Reader, Sender
 from herald.api.context import runtime_of
 from herald.api.errors import FieldError
+from herald.api.idempotency_key import IdempotencyKey
 from herald.api.limits import enforce_rate_limit
-from herald.api.notifications import (
-    IdempotencyKey,
-    accepted_response,
-    idempotency_of,
-)
+from herald.api.notifications import accepted_response, idempotency_of
 from herald.api.rules_file import rule_record
 from herald.api.schemas import (
     Category,
