@@ -147,6 +147,24 @@ async def test_paused_partitions_are_not_read(bus: Bus, topic: str, group: str) 
     await consumer.close()
 
 
+async def test_a_poll_returns_what_is_there_without_waiting_for_more(
+    bus: Bus, topic: str, group: str
+) -> None:
+    """Fewer messages than asked for: the poll hands them over, not after its whole timeout
+    (librdkafka's consume() waits for all it was asked for)."""
+    await bus.ensure_topics([topic])
+    consumer = bus.consumer(group, [topic])
+    await joined(consumer)
+    await bus.publish(_messages(topic, users=3, per_user=1))
+    loop = asyncio.get_running_loop()
+    received: list[Message] = []
+    started = loop.time()
+    while len(received) < 3:
+        received += await consumer.poll(1000, 30)
+    assert loop.time() - started < 15, "the poll waited for its timeout"
+    await consumer.close()
+
+
 # -- the embedded bus only ---------------------------------------------------------------
 
 

@@ -134,6 +134,41 @@ async def test_in_flight_work_is_bounded(bus: EmbeddedBus) -> None:
     assert await committed_total(bus) == 100
 
 
+async def test_a_full_runner_stops_reading_and_pauses_its_partitions_only_when_full_for_long(
+    bus: EmbeddedBus,
+) -> None:
+    """A pause makes Kafka's client drop what it fetched and fetch it again on resume (every
+    max_in_flight messages, the delivery stage waited for that): a runner full for a moment
+    only stops reading; one full for pause_after pauses, and polls to stay in its group."""
+    await publish(bus, users=50, per_user=2)
+    release = asyncio.Event()
+
+    async def handler(message: Message) -> None:
+        await release.wait()
+
+    stop = asyncio.Event()
+    consumer = bus.consumer("g", [TOPIC])
+    runner = ConsumerRunner(
+        consumer,
+        one_at_a_time(handler),
+        name="t",
+        max_in_flight=8,
+        pause_after=1.0,
+        commit_interval=0.05,
+    )
+    task = asyncio.create_task(runner.run(stop))
+    await wait_until(lambda: runner.in_flight == 8)
+    await asyncio.sleep(0.3)
+    assert not consumer._paused, "paused as soon as it was full"
+    await wait_until(lambda: bool(consumer._paused), timeout=5)
+    assert runner.in_flight == 8
+    release.set()
+    await wait_until(lambda: not consumer._paused)
+    stop.set()
+    await task
+    assert await committed_total(bus) == 100
+
+
 async def test_a_failing_handler_is_retried_and_nothing_is_skipped(bus: EmbeddedBus) -> None:
     await publish(bus, users=1, per_user=3)
     calls: list[int] = []

@@ -433,8 +433,15 @@ class KafkaConsumer(Consumer):
         if resume:
             client.resume([confluent_kafka.TopicPartition(tp.topic, tp.partition) for tp in resume])
         self._paused = (self._paused | pause) - resume
+        # consume() waits until it has all num_messages or the timeout ends: take what is
+        # fetched already, and only when that is nothing, wait for the first message.
+        raws = client.consume(num_messages=max(1, max_messages), timeout=0)
+        if not raws and timeout > 0:
+            raws = client.consume(num_messages=1, timeout=timeout)
+            if raws and max_messages > 1:
+                raws += client.consume(num_messages=max_messages - 1, timeout=0)
         messages = []
-        for raw in client.consume(num_messages=max(1, max_messages), timeout=timeout):
+        for raw in raws:
             error = raw.error()
             if error is None:
                 messages.append(_message(raw))

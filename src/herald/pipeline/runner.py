@@ -6,8 +6,9 @@ concurrent across keys.
   users' messages share batches. Batches are up to ``batch_size`` messages; a batch that is
   not full waits up to ``linger`` seconds for more; up to ``concurrency`` batches run at once.
   (``batch_size=1`` with a high concurrency is a task per key, for handlers that wait long.)
-- In-flight work is bounded: when ``max_in_flight`` messages are waiting, the runner pauses
-  its partitions (backpressure) and resumes them once half have finished.
+- In-flight work is bounded: when ``max_in_flight`` messages are waiting, the runner stops
+  reading (backpressure) until half have finished; full for ``pause_after`` seconds, it pauses
+  its partitions and polls them, so the bus keeps it in its group.
 - Only contiguous finished offsets are committed: a slow message holds back the commit point
   of its partition, never the work, and after a crash everything from it on is read again.
 - A handler that raises fails its whole batch, which is then split: each message is handled
@@ -116,6 +117,7 @@ class ConsumerRunner:
         linger: float = 0.0,
         concurrency: int | None = None,
         commit_interval: float = 0.5,
+        pause_after: float = 5.0,
         drain_timeout: float = 20.0,
         retry_backoff: Backoff = _BACKOFF,
         stall_watch: StallWatch | None = None,
@@ -128,6 +130,7 @@ class ConsumerRunner:
         self.linger = linger
         self.concurrency = concurrency or max_in_flight
         self.commit_interval = commit_interval
+        self.pause_after = pause_after
         self.drain_timeout = drain_timeout
         self.retry_backoff = retry_backoff
         self._tracker = OffsetTracker()
@@ -167,16 +170,25 @@ class ConsumerRunner:
     async def _consume(self) -> None:
         next_commit = time.monotonic() + self.commit_interval
         failures = 0
+        full_since: float | None = None
         while not self._stop.is_set():
             self._raise_if_crashed()
             room = self.max_in_flight - self._in_flight
             try:
-                # Pause when full; resume only once half has drained (no flapping).
-                if room <= 0 or (self._paused and self._in_flight > self.max_in_flight // 2):
-                    self._set_paused(True)
+                # When full, stop reading until half has drained (no flapping). Only a runner
+                # full for long pauses its partitions and polls, to stay in its group: a pause
+                # makes Kafka's client drop what it has fetched and fetch it again on resume.
+                if room <= 0 or (full_since and self._in_flight > self.max_in_flight // 2):
+                    full_since = full_since or time.monotonic()
                     await wait_for_event(self._capacity, self.commit_interval)
-                    await self.consumer.poll(0, 0)  # keeps group membership alive
+                    if time.monotonic() - full_since >= self.pause_after:
+                        self._set_paused(True)
+                        # Paused partitions give nothing, but one assigned during this poll
+                        # may: such messages are taken, not dropped (that would skip them).
+                        for message in await self.consumer.poll(0, 0):
+                            self._enqueue(message)
                 else:
+                    full_since = None
                     self._set_paused(False)
                     for message in await self._poll_unless_stopped(room):
                         self._enqueue(message)
