@@ -26,6 +26,7 @@ from herald.api.auth import Authenticator
 from herald.api.input_safety import InputSafety, check_path
 from herald.api.limits import BodySizeLimit
 from herald.api.observe import RequestMetrics
+from herald.api.quick_accept import QuickAccept
 from herald.api.schemas import accept_special_use_domains
 from herald.runtime import Runtime
 
@@ -55,6 +56,7 @@ def create_app(
     app.state.authenticator = Authenticator(
         runtime.db, open_access=open_access, until_first_key=until_first_key
     )
+    app.add_middleware(QuickAccept)  # innermost: after every check, before FastAPI's layers
     app.add_middleware(InputSafety)  # inside BodySizeLimit: reads only bounded bodies
     app.add_middleware(BodySizeLimit, max_bytes=runtime.settings.max_request_bytes)
     app.add_middleware(RequestMetrics)  # outermost: sees 413s and errors too

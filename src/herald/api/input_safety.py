@@ -24,8 +24,9 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from herald.api.asgi_body import replaying
 from herald.api.errors import FieldError, error_response, field_name
 
 MAX_DEPTH = 64  # far beyond any template's data; well within Python's recursion limit
@@ -162,7 +163,7 @@ class InputSafety:
                     problem = body_problem(parse_json(body))
                 except ValueError as exc:
                     problem = "body", f"not valid JSON: {exc}"
-            receive = _replay(body, receive)
+            receive = replaying(body, receive)
         if problem is not None:
             field, message = problem
             response = error_response(422, "invalid_request", f"{field}: {message}", [problem])
@@ -180,16 +181,3 @@ async def _read(receive: Receive) -> tuple[bytes, bool]:
         body += message.get("body", b"")
         if not message.get("more_body", False):
             return bytes(body), False
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    replayed = False
-
-    async def replay() -> Message:
-        nonlocal replayed
-        if not replayed:
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay

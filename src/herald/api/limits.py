@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from fastapi import Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from herald.api.asgi_body import replaying
 from herald.api.auth import authenticate
 from herald.api.errors import error_response
 from herald.errors import RateLimitedError, UnauthorizedError
@@ -69,16 +70,7 @@ class BodySizeLimit:
             if not message.get("more_body", False):
                 break
 
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": bytes(body), "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replaying(bytes(body), receive), send)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._refuse(

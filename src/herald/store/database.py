@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from herald.errors import ConfigError
 from herald.observability import metrics
+from herald.store.json_text import json_text
 from herald.store.sqlite_inline import SqliteDatabase
 
 T = TypeVar("T")
@@ -113,7 +114,11 @@ class _Postgres:
         # database restart fails once, SQLAlchemy then invalidates the pool, and callers
         # retry (the API answers 503, consumers retry the message).
         self.engine = create_async_engine(
-            url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=3600
+            url,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_recycle=3600,
+            json_serializer=json_text,
         )
         event.listen(self.engine.sync_engine, "handle_error", _unavailable_as_operational)
         self.read_engine = self.engine.sync_engine

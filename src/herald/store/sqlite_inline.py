@@ -28,6 +28,8 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import sqlalchemy as sa
 from sqlalchemy import event
 
+from herald.store.json_text import json_text
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -154,6 +156,7 @@ def _engine(url: sa.URL, synchronous: str, *, busy_ms: int, immediate: bool) -> 
         poolclass=sa.pool.StaticPool,  # one connection, kept (see SqliteDatabase)
         connect_args={"check_same_thread": False},  # commits run on the committer thread
         pool_reset_on_return=None,  # transactions are ended by their owner
+        json_serializer=json_text,
     )
 
     @event.listens_for(engine, "connect")
