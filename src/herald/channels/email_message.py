@@ -15,6 +15,7 @@ import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -191,6 +192,12 @@ def _text_part(subtype: str, text: str) -> bytes:
     ).encode("ascii") + data
 
 
+@lru_cache(maxsize=2)
+def _date(second: int) -> str:
+    """The Date header's value (whole seconds), made once per second rather than per email."""
+    return format_datetime(datetime.fromtimestamp(second, UTC))
+
+
 def build_email(message: OutboundMessage, sender: str) -> Email:
     """Raises PermanentDeliveryError for any header value that could inject headers, before
     anything is sent; ValueError for an address that is not a bare address."""
@@ -212,7 +219,7 @@ def build_email(message: OutboundMessage, sender: str) -> Email:
     head = [
         f"To: {recipient}\r\n" if utf8 else _header("To", recipient),
         _header("Subject", message.subject or ""),
-        f"Date: {format_datetime(utcnow())}\r\n",
+        f"Date: {_date(int(utcnow().timestamp()))}\r\n",
         f"Message-ID: {mid}\r\n",
         _header("X-Herald-Notification-Id", message.notification_id),
         _header("X-Herald-Delivery-Id", message.delivery_id),
