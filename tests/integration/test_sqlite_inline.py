@@ -1,6 +1,7 @@
 """SQLite statements run on the event loop (store/sqlite_inline.py): what may wait — another
-process's write lock, the commit's fsync — must not stop the loop, and a transaction that
-failed or was cancelled must leave the one connection ready for the next."""
+process's write lock, a slow commit's fsync — must not stop the loop, a fast commit runs on it,
+and a transaction that failed or was cancelled must leave the one connection ready for the
+next."""
 
 from __future__ import annotations
 
@@ -94,9 +95,37 @@ async def test_a_failed_transaction_rolls_back_and_the_next_one_commits(db: Data
     assert await words(db) == ["kept"]
 
 
-async def test_commits_run_off_the_loop(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
-    slow = _SlowCommits(0.3)
+def slow_disk(db: Database, monkeypatch: pytest.MonkeyPatch, seconds: float) -> _SlowCommits:
+    """Commits on the committer thread, each ``seconds`` long, as after slow ones."""
+    slow = _SlowCommits(seconds)
     monkeypatch.setattr(db._backend, "_committer", slow)
+    monkeypatch.setattr(db._backend, "commit_seconds", seconds)
+    return slow
+
+
+async def test_fast_commits_run_on_the_loop_and_slow_ones_off_it(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    committer = _SlowCommits(0)
+    monkeypatch.setattr(db._backend, "_committer", committer)
+    await add(db, "fast")
+    assert committer.calls == 0  # an fsync of this disk: on the loop
+    timed_commit = sqlite_inline._timed_commit
+
+    def slow_commit(conn: sa.Connection) -> float:
+        time.sleep(0.05)  # the disk slows down
+        return timed_commit(conn) + 0.05
+
+    monkeypatch.setattr(sqlite_inline, "_timed_commit", slow_commit)
+    await add(db, "slow")  # still on the loop: the average said fast
+    assert committer.calls == 0
+    await add(db, "after")  # the average moved past INLINE_COMMIT_SECONDS: off the loop
+    assert committer.calls == 1
+    assert await words(db) == ["fast", "slow", "after"]
+
+
+async def test_slow_commits_run_off_the_loop(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    slow = slow_disk(db, monkeypatch, 0.3)
     writing = asyncio.create_task(add(db, "slow"))
     assert await ticks_during(0.2, writing) >= 10
     await writing
@@ -107,8 +136,7 @@ async def test_commits_run_off_the_loop(db: Database, monkeypatch: pytest.Monkey
 async def test_a_write_cancelled_while_committing_frees_the_connection_only_when_done(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    slow = _SlowCommits(0.3)
-    monkeypatch.setattr(db._backend, "_committer", slow)
+    slow = slow_disk(db, monkeypatch, 0.3)
     first = asyncio.create_task(add(db, "first"))
     await asyncio.sleep(0.1)  # the first is committing now
     assert slow.calls == 1

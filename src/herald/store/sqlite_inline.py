@@ -6,8 +6,11 @@ statement: a transaction of three statements took 2.7 ms of CPU that way and 0.5
 directly through SQLAlchemy's plain pysqlite dialect. So statements run on the loop thread,
 and only what may wait on the disk or on another process leaves it or yields:
 
-- COMMIT (an fsync with ``synchronous=FULL``) runs on a thread of its own: one hop per
-  transaction, and the loop goes on serving meanwhile;
+- COMMIT (an fsync with ``synchronous=FULL``) runs on the loop while commits are fast (under
+  ``INLINE_COMMIT_SECONDS`` on average: an SSD's fsync, or ``synchronous=NORMAL``), and on a
+  thread of its own while they are slow, so the loop goes on serving meanwhile. The hop costs
+  more than a fast commit: the thread's result waits for the loop, busy with other work, and
+  the one writing connection (with the database's write lock) waits with it;
 - BEGIN IMMEDIATE never waits inside SQLite (the writer's ``busy_timeout`` is 0): while another
   process (a CLI command) holds the write lock, the transaction sleeps on the loop and tries
   again, for up to ``LOCK_WAIT_SECONDS``.
@@ -37,6 +40,9 @@ T = TypeVar("T")
 LOCK_WAIT_SECONDS = 30.0
 # A reader waits inside SQLite only in rare moments (WAL recovery); it blocks the loop then.
 _READER_BUSY_MS = 1000
+# Commits faster than this on average run on the loop; slower ones on the committer thread.
+INLINE_COMMIT_SECONDS = 0.002
+_LEARNING_RATE = 0.2  # of the average's moving, per commit
 
 
 class SqliteConnection:
@@ -71,6 +77,7 @@ class SqliteDatabase:
         self._reader: sa.Connection | None = None
         self._write_turn = asyncio.Lock()
         self._committer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-commit")
+        self.commit_seconds = 0.0  # a moving average of how long commits take
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[SqliteConnection]:
@@ -115,9 +122,18 @@ class SqliteDatabase:
             pause = min(pause * 2, 0.004)
 
     async def _commit(self, conn: sa.Connection) -> None:
-        committing = asyncio.get_running_loop().run_in_executor(self._committer, conn.commit)
+        if self.commit_seconds < INLINE_COMMIT_SECONDS:
+            try:
+                self._learn(_timed_commit(conn))
+            except BaseException:
+                conn.rollback()
+                raise
+            return
+        committing = asyncio.get_running_loop().run_in_executor(
+            self._committer, _timed_commit, conn
+        )
         try:
-            await asyncio.shield(committing)
+            self._learn(await asyncio.shield(committing))
         except asyncio.CancelledError:
             # The commit goes on in its thread; the connection is not free until it ends.
             while not committing.done():
@@ -130,6 +146,9 @@ class SqliteDatabase:
             conn.rollback()
             raise
 
+    def _learn(self, seconds: float) -> None:
+        self.commit_seconds += (seconds - self.commit_seconds) * _LEARNING_RATE
+
     def _writing(self) -> sa.Connection:
         self._writer = _live(self._writer, self.write_engine)
         return self._writer
@@ -137,6 +156,13 @@ class SqliteDatabase:
     def _reading(self) -> sa.Connection:
         self._reader = _live(self._reader, self.read_engine)
         return self._reader
+
+
+def _timed_commit(conn: sa.Connection) -> float:
+    """Commit; how long it took."""
+    started = time.perf_counter()
+    conn.commit()
+    return time.perf_counter() - started
 
 
 def _live(conn: sa.Connection | None, engine: sa.Engine) -> sa.Connection:
