@@ -124,6 +124,25 @@ async def test_fast_commits_run_on_the_loop_and_slow_ones_off_it(
     assert await words(db) == ["fast", "slow", "after"]
 
 
+async def test_a_loop_of_writes_lets_other_tasks_run(db: Database) -> None:
+    """A commit on the loop does not wait, so a write must still yield: a relay retrying in a
+    loop of writes starved the task that reads Kafka's acknowledgements (a test timed out)."""
+    turns = 0
+
+    async def other() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(other())
+    await asyncio.sleep(0)
+    for i in range(20):
+        await add(db, f"w{i}")
+    task.cancel()
+    assert turns >= 20
+
+
 async def test_slow_commits_run_off_the_loop(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
     slow = slow_disk(db, monkeypatch, 0.3)
     writing = asyncio.create_task(add(db, "slow"))

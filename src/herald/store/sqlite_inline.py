@@ -89,6 +89,9 @@ class SqliteDatabase:
                 conn.rollback()
                 raise
             await self._commit(conn)
+        # A commit on the loop never waits: other tasks still get their turn here, as they
+        # did while the commit was on the thread (a loop of writes would starve them).
+        await asyncio.sleep(0)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[SqliteConnection]:
