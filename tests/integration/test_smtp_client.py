@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -239,23 +241,32 @@ class _RecordingRelay(asyncio.Protocol):
                 self.transport.write(b"250 ok\r\n")
 
 
-@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "one-by-one"])
-async def test_with_pipelining_the_envelope_and_data_go_in_one_write(pipelining: bool) -> None:
-    reads: list[bytes] = []
+@asynccontextmanager
+async def recording_relay(
+    pipelining: bool, reads: list[bytes], **provider: Any
+) -> AsyncIterator[SmtpProvider]:
+    """A _RecordingRelay on a free port, and a provider sending to it."""
     port = free_port()
     server = await asyncio.get_running_loop().create_server(
         lambda: _RecordingRelay(pipelining, reads), "127.0.0.1", port
     )
-    smtp = SmtpProvider(parse_smtp_url(f"smtp://127.0.0.1:{port}"), sender=SENDER, timeout=5)
+    smtp = SmtpProvider(parse_smtp_url(f"smtp://127.0.0.1:{port}"), sender=SENDER, **provider)
     try:
-        await smtp.send(message(1))
-        before = len(reads)
-        await smtp.send(message(2))
-        second = reads[before:]
+        yield smtp
     finally:
         await smtp.close()
         server.close()
         await server.wait_closed()
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "one-by-one"])
+async def test_with_pipelining_the_envelope_and_data_go_in_one_write(pipelining: bool) -> None:
+    reads: list[bytes] = []
+    async with recording_relay(pipelining, reads, timeout=5) as smtp:
+        await smtp.send(message(1))
+        before = len(reads)
+        await smtp.send(message(2))
+        second = reads[before:]
     envelope = b"MAIL FROM:<herald@example.com>\r\nRCPT TO:<a@example.com>\r\nDATA\r\n"
     if pipelining:
         assert second[0] == envelope
@@ -272,19 +283,10 @@ async def test_a_refusal_is_reported_as_such_when_the_relay_hangs_up_after_it(
     pipelining: bool,
 ) -> None:
     reads: list[bytes] = []
-    port = free_port()
-    server = await asyncio.get_running_loop().create_server(
-        lambda: _RecordingRelay(pipelining, reads), "127.0.0.1", port
-    )
-    smtp = SmtpProvider(parse_smtp_url(f"smtp://127.0.0.1:{port}"), sender=SENDER, pool_size=1)
-    try:
+    async with recording_relay(pipelining, reads, pool_size=1) as smtp:
         with pytest.raises(PermanentDeliveryError, match=re.escape("recipient refused: 550")):
             await smtp.send(message(1, recipient="someone@gone.example"))
         await smtp.send(message(2))
-    finally:
-        await smtp.close()
-        server.close()
-        await server.wait_closed()
     # Pipelined, DATA went out and the relay hung up: the next message took a new connection.
     # One by one, DATA never went out, and RSET kept the connection.
     assert sum(r.startswith(b"EHLO") for r in reads) == (2 if pipelining else 1)
