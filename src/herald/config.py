@@ -109,6 +109,8 @@ class Settings(BaseSettings):
 
     # Pipeline
     relay_batch_size: int = Field(default=500, ge=1)
+    # After a wake-up the relay waits this long for more commits to publish with (0: none).
+    relay_linger_seconds: float = Field(default=0.01, ge=0, le=1)
     relay_max_attempts: int = Field(default=10, ge=1)
     relay_shard_lease_seconds: float = Field(default=30.0, gt=0)
     poll_interval_seconds: float = Field(default=0.2, gt=0)

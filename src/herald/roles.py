@@ -79,6 +79,7 @@ def relay(rt: Runtime) -> Role:
         rt.bus,
         rt.outbox_wakeup,
         batch_size=s.relay_batch_size,
+        linger=s.relay_linger_seconds,
         poll_interval=s.poll_interval_seconds,
         max_attempts=s.relay_max_attempts,
         dead_letters=rt.dead_letters,

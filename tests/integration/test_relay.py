@@ -221,3 +221,43 @@ async def test_concurrent_relays_share_the_work_and_keep_each_key_in_order(
         by_user[message.key or ""].append(int(message.value))
     assert by_user == {f"user-{u}": list(range(per_user)) for u in range(users)}
     assert all(handled), f"one relay did all the work: {handled}"
+
+
+class CountingEmbeddedBus(EmbeddedBus):
+    """The real embedded bus, counting how many messages each publish carried."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(db, partitions=2)
+        self.batches: list[int] = []
+
+    async def publish_in(self, conn: Connection, messages: Sequence[OutgoingMessage]) -> None:
+        self.batches.append(len(messages))
+        await super().publish_in(conn, messages)
+
+
+@pytest.mark.parametrize("linger", [0.0, 0.6])
+async def test_after_a_wake_up_the_relay_lingers_for_more(
+    db: Database, topic: str, linger: float
+) -> None:
+    """Commits arriving within the linger go out in one publish (one transaction, one produce
+    request); without a linger the first wake-up publishes the first commit alone."""
+    bus = CountingEmbeddedBus(db)
+    await bus.start()
+    await bus.ensure_topics([topic])
+    relay = make_relay(db, bus, linger=linger, poll_interval=5.0)
+    stop = asyncio.Event()
+    running = asyncio.create_task(relay.run(stop))
+    await asyncio.sleep(0.1)  # its first look found nothing; now it waits to be woken
+    for i in range(3):
+        await add(db, OutgoingMessage(topic, "user", str(i).encode()))
+        relay.wakeup.notify()
+        await asyncio.sleep(0.05)
+    received = await read(bus, topic, 3)
+    stop.set()
+    await running
+    await bus.close()
+    assert [m.value for m in received] == [b"0", b"1", b"2"]
+    if linger:
+        assert bus.batches == [3]
+    else:
+        assert len(bus.batches) > 1, bus.batches
