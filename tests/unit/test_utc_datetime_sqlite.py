@@ -42,3 +42,19 @@ def test_none_stays_none_and_a_naive_value_is_refused() -> None:
     assert OURS(None) is None
     with pytest.raises(ValueError, match="naive"):
         OURS(datetime(2026, 1, 1))
+
+
+@given(st.lists(AWARE, min_size=1, max_size=6), st.lists(st.integers(0, 5), max_size=20))
+def test_values_written_again_and_again_keep_their_own_text(
+    values: list[datetime], picks: list[int]
+) -> None:
+    """The processor keeps the last value's text (a batch's rows share one `now`): the same
+    object again, or another one after it, each still gets its own."""
+    process = UTCDateTime().dialect_impl(DIALECT).bind_processor(DIALECT)
+    assert process is not None
+    assert SQLALCHEMYS is not None
+    for value in [values[i % len(values)] for i in picks] + [None, values[0], values[0]]:
+        expected = (
+            None if value is None else SQLALCHEMYS(value.astimezone(UTC).replace(tzinfo=None))
+        )
+        assert process(value) == expected

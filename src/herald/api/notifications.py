@@ -19,15 +19,14 @@ from herald.api.limits import enforce_rate_limit
 from herald.api.pages import decode_cursor, encode_cursor
 from herald.api.schemas import (
     BatchCreate,
-    BatchItemOut,
     BatchOut,
     ErrorOut,
-    FieldProblem,
     NotificationCreate,
     NotificationOut,
     NotificationPage,
     TimelineOut,
     TimelineStepOut,
+    notification_json,
 )
 from herald.domain.models import NotificationStatus
 from herald.errors import NotFoundError
@@ -47,7 +46,7 @@ router = APIRouter(
 
 
 def _render(record: NotificationRecord) -> dict[str, Any]:
-    return NotificationOut.of(record).model_dump(mode="json")
+    return notification_json(record)
 
 
 def request_hash(method: str, path: str, body: dict[str, Any]) -> str:
@@ -168,6 +167,27 @@ router.add_api_route(
 )
 
 
+def batch_json(outcomes: list[NotificationRecord | PlanningError]) -> dict[str, Any]:
+    """BatchOut's JSON, built as dicts (a model per item cost a tenth of a batch's time)."""
+    items = [
+        {"index": i, "status": 202, "notification": notification_json(o), "error": None}
+        if isinstance(o, NotificationRecord)
+        else {
+            "index": i,
+            "status": 422,
+            "notification": None,
+            "error": {
+                "code": "invalid_request",
+                "message": str(o),
+                "errors": [{"field": f"items[{i}].{o.field}", "message": o.message}],
+            },
+        }
+        for i, o in enumerate(outcomes)
+    ]
+    accepted = sum(item["status"] == 202 for item in items)
+    return {"accepted": accepted, "refused": len(items) - accepted, "items": items}
+
+
 @router.post(
     "/batch",
     status_code=202,
@@ -191,28 +211,9 @@ async def create_batch(
     tenant = principal.tenant
     idem = idempotency_of(idempotency_key, tenant, request, payload.model_dump(mode="json"))
 
-    def render(outcomes: list[NotificationRecord | PlanningError]) -> dict[str, Any]:
-        items = [
-            BatchItemOut(index=i, status=202, notification=NotificationOut.of(o))
-            if isinstance(o, NotificationRecord)
-            else BatchItemOut(
-                index=i,
-                status=422,
-                error=ErrorOut(
-                    code="invalid_request",
-                    message=str(o),
-                    errors=[FieldProblem(field=f"items[{i}].{o.field}", message=o.message)],
-                ),
-            )
-            for i, o in enumerate(outcomes)
-        ]
-        accepted = sum(item.status == 202 for item in items)
-        out = BatchOut(accepted=accepted, refused=len(items) - accepted, items=items)
-        return out.model_dump(mode="json")
-
     with tracing.span("notification.accept", request.headers.get(tracing.HEADER)) as traceparent:
         specs = [spec_of(item, tenant, traceparent, principal.key_id) for item in payload.items]
-        accepted = await runtime.intake.submit_batch(specs, render, idem)
+        accepted = await runtime.intake.submit_batch(specs, batch_json, idem)
     return accepted_response(accepted.body, accepted.status, accepted.replayed, None)
 
 

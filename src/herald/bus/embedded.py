@@ -30,6 +30,7 @@ from herald.bus.partitioner import partition_for
 from herald.clock import seconds_from_now, utcnow
 from herald.errors import BusError
 from herald.observability.logging import get_logger
+from herald.store.bulk_insert import insert_rows
 from herald.store.database import Connection, Database
 from herald.store.dialect import insert_ignore, upsert
 from herald.store.purge import delete_in_chunks
@@ -104,7 +105,7 @@ class EmbeddedBus(Bus):
                 }
                 for i, m in enumerate(batch)
             )
-        await conn.execute(sa.insert(bus_messages), rows)
+        await insert_rows(conn, bus_messages, rows)
 
     async def _advance(
         self, conn: Connection, counts: dict[TopicPartition, int]

@@ -33,6 +33,7 @@ from herald.bus.base import Bus, OutgoingMessage
 from herald.clock import utcnow
 from herald.observability import metrics
 from herald.store import journal, outbox
+from herald.store.bulk_insert import insert_rows
 from herald.store.database import Connection, Database
 from herald.wakeup import Wakeup
 
@@ -57,8 +58,7 @@ class Unit:
     async def write_rows(self) -> None:
         """Write the buffered rows now: before reading what they would change."""
         for table, rows in self.rows.items():
-            if rows:
-                await self.conn.execute(sa.insert(table), rows)
+            await insert_rows(self.conn, table, rows)
         self.rows = {}
 
     def publish(

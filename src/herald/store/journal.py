@@ -7,6 +7,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
+from herald.store.bulk_insert import insert_rows
 from herald.store.database import Connection
 from herald.store.tables import notification_events
 
@@ -30,9 +31,8 @@ class Step:
 async def record(conn: Connection, steps: list[Step]) -> None:
     if steps:
         fields = Step.__dataclass_fields__
-        await conn.execute(
-            sa.insert(notification_events), [{f: getattr(s, f) for f in fields} for s in steps]
-        )
+        rows = [{f: getattr(s, f) for f in fields} for s in steps]
+        await insert_rows(conn, notification_events, rows)
 
 
 async def steps_of(conn: Connection, notification_id: str) -> list[Step]:

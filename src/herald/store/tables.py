@@ -40,9 +40,18 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 
         # SQLite's DATETIME text (SQLAlchemy's format, microseconds always) made here: chained
         # with SQLAlchemy's own processor it cost twice as much, on every timestamp written.
+        # The last value's text is kept: a batch's rows share one `now` (datetimes are
+        # immutable; the pair is replaced in one assignment, so threads cannot mix two).
+        last: list[tuple[datetime | None, str | None]] = [(None, None)]
+
         def process(value: datetime | None) -> str | None:
+            seen, text = last[0]
+            if value is seen:
+                return text
             naive = self.process_bind_param(value, dialect)
-            return None if naive is None else naive.isoformat(" ", "microseconds")
+            text = None if naive is None else naive.isoformat(" ", "microseconds")
+            last[0] = (value, text)
+            return text
 
         return process
 

@@ -164,11 +164,21 @@ class Intake:
         metrics.notifications_accepted.inc(len(accepted))
         if idem is not None and response is not None and self.cache is not None:
             await self.cache.put(idem.scope, idem.key, response, self.idempotency_ttl)
-        for record in accepted:
+        if len(accepted) == 1:
+            (record,) = accepted
             log.info(
                 "notification.accepted",
                 notification_id=record.id,
                 channels=",".join(sorted({d.channel for d in record.deliveries})),
+            )
+        elif accepted:
+            # One line for a batch (a line each cost it a tenth of its time); each notification's
+            # acceptance is in its timeline, and its ids (time-ordered) lie between these two.
+            log.info(
+                "notifications.accepted",
+                count=len(accepted),
+                first_id=accepted[0].id,
+                last_id=accepted[-1].id,
             )
         return Accepted(202, body, replayed=False)
 

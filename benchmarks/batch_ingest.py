@@ -1,0 +1,116 @@
+"""Batch ingest measured with wrk: notifications stored per second, and the API's CPU per item.
+
+    .venv/bin/python benchmarks/batch_ingest.py [--seconds 10] [--batch 1000]
+                                                [--connections 4] [--before REV] [--rounds 2]
+
+`herald serve` (embedded, the consumers in their own process, delivering to Postfix's
+smtp-sink) takes `POST /api/v1/notifications/batch` requests of `batch` items from `wrk`
+(benchmarks/wrk_batch.lua), `connections` at a time, for `seconds`. Reported: items stored
+per second (202 requests times batch), request p50/p99, and the CPU (user+sys, from /proc) of
+the API's process and of the consumers' per stored item. `--before REV` alternates with the
+code of git revision REV (a temporary worktree, same virtualenv), `rounds` times each: the
+VM's speed drifts, so only runs side by side compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from harness import ROOT, deployment  # first: puts the repo root on sys.path
+from hotpath import worktree
+from native_tools import CSink, ProcessTree, missing_tools
+
+WRK_SCRIPT = ROOT / "benchmarks" / "wrk_batch.lua"
+
+
+def post_batches(url: str, seconds: float, connections: int, batch: int) -> dict[str, float]:
+    done = subprocess.run(
+        [
+            *("wrk", "-t1", f"-c{connections}", f"-d{round(seconds)}s", "--timeout", "60s"),
+            *("-s", str(WRK_SCRIPT), url, "--", str(batch)),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    report: dict[str, float] = json.loads(next(x for x in done.stdout.splitlines() if "{" in x))
+    return report
+
+
+def measure(args: argparse.Namespace, source: Path | None) -> dict[str, Any]:
+    env = {"HERALD_RATE_LIMIT_PER_SECOND": "0", "HERALD_SERVE_CONSUMER_PROCESS": "on"}
+    if source is not None:
+        env["PYTHONPATH"] = str(source / "src")
+    sink = CSink().start()
+    try:
+        with deployment("embedded", env=env, sink=sink) as d:
+            api = d.processes[0].proc
+            assert api is not None
+            post_batches(d.api_url, 2, 2, args.batch)  # warm-up
+            time.sleep(1)
+            whole = ProcessTree([api.pid])
+            consumers = [pid for pid in whole.pids() if pid != api.pid]
+            trees = {"api": _Own([api.pid]), "consumers": ProcessTree(consumers)}
+            before = {name: tree.cpu_seconds() for name, tree in trees.items()}
+            report = post_batches(d.api_url, args.seconds, args.connections, args.batch)
+            stored = int(report["accepted"]) * args.batch
+            cpu = {name: tree.cpu_seconds() - before[name] for name, tree in trees.items()}
+    finally:
+        sink.stop()
+    return {
+        "stored_per_second": round(stored / report["seconds"], 1),
+        "request_p50_ms": report["p50_ms"],
+        "request_p99_ms": report["p99_ms"],
+        "api_us_per_item": round(cpu["api"] * 1e6 / stored, 1),
+        "consumers_us_per_item": round(cpu["consumers"] * 1e6 / stored, 1),
+    }
+
+
+class _Own(ProcessTree):
+    """One process's CPU, without its children's (the API's, not the consumers')."""
+
+    def pids(self) -> list[int]:
+        return list(self.roots)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--before", help="git revision to alternate with")
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    if missing := missing_tools():
+        raise SystemExit(f"missing: {', '.join(missing)} (apt-get install wrk postfix)")
+    with ExitStack() as stack:
+        before = worktree(args.before, stack) if args.before else None
+        runs: list[tuple[str, dict[str, Any]]] = []
+        for _ in range(args.rounds if before else 1):
+            if before is not None:
+                runs.append((f"@{args.before}", measure(args, before)))
+            runs.append(("this checkout", measure(args, None)))
+    header = ("code", "stored/s", "p50 ms", "p99 ms", "API us/item", "consumers")
+    print(f"{header[0]:<16}" + "".join(f"{h:>13}" for h in header[1:]))
+    for name, run in runs:
+        columns = ("stored_per_second", "request_p50_ms", "request_p99_ms", "api_us_per_item")
+        columns += ("consumers_us_per_item",)
+        print(f"{name:<16}" + "".join(f"{run[c]:>13}" for c in columns))
+    out = {
+        "benchmark": "batch_ingest",
+        "batch": args.batch,
+        "runs": [dict(r, code=n) for n, r in runs],
+    }
+    (ROOT / "benchmarks" / "results" / "batch_ingest.json").write_text(
+        json.dumps(out, indent=2) + "\n"
+    )
+
+
+if __name__ == "__main__":
+    main()
