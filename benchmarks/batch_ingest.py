@@ -27,6 +27,13 @@ from hotpath import worktree
 from native_tools import CSink, ProcessTree, missing_tools
 
 WRK_SCRIPT = ROOT / "benchmarks" / "wrk_batch.lua"
+COLUMNS = {  # printed heading: key of a run's figures
+    "stored/s": "stored_per_second",
+    "p50 ms": "request_p50_ms",
+    "p99 ms": "request_p99_ms",
+    "API us/item": "api_us_per_item",
+    "consumers": "consumers_us_per_item",
+}
 
 
 def post_batches(url: str, seconds: float, connections: int, batch: int) -> dict[str, float]:
@@ -96,12 +103,9 @@ def main() -> None:
             if before is not None:
                 runs.append((f"@{args.before}", measure(args, before)))
             runs.append(("this checkout", measure(args, None)))
-    header = ("code", "stored/s", "p50 ms", "p99 ms", "API us/item", "consumers")
-    print(f"{header[0]:<16}" + "".join(f"{h:>13}" for h in header[1:]))
+    print(f"{'code':<16}" + "".join(f"{heading:>13}" for heading in COLUMNS))
     for name, run in runs:
-        columns = ("stored_per_second", "request_p50_ms", "request_p99_ms", "api_us_per_item")
-        columns += ("consumers_us_per_item",)
-        print(f"{name:<16}" + "".join(f"{run[c]:>13}" for c in columns))
+        print(f"{name:<16}" + "".join(f"{run[key]:>13}" for key in COLUMNS.values()))
     out = {
         "benchmark": "batch_ingest",
         "batch": args.batch,
