@@ -149,6 +149,44 @@ async def test_claiming_many_at_once_decides_each_as_claiming_it_alone_would(
     ]
 
 
+async def test_finishing_many_as_sent_changes_only_the_attempts_still_under_way(
+    env: Fixture,
+) -> None:
+    """One statement for all of them on PostgreSQL (arrays unnest-ed), one per row on SQLite:
+    the same rows change, each with its own provider message id."""
+    ids = [(await accept(env)).deliveries[0].id for _ in range(4)]
+    now = utcnow()
+    async with env.db.write() as conn:
+        claims = await deliveries.claim_many(
+            conn, [(i, 0) for i in ids], now=now, lease_until=now + timedelta(minutes=1), owner="w"
+        )
+    assert [c.outcome for c in claims] == [deliveries.ClaimOutcome.CLAIMED] * 4
+    async with env.db.write() as conn:  # the last one taken back: no longer under way
+        await conn.execute(
+            sa.update(deliveries_table)
+            .where(deliveries_table.c.id == ids[3])
+            .values(status="RETRY_PENDING")
+        )
+    sent = [
+        deliveries.Sent(ids[0], 1, "smtp", "<m0@x>"),
+        deliveries.Sent(ids[1], 1, "smtp", None),
+        deliveries.Sent(ids[2], 2, "smtp", "<stale@x>"),  # not the attempt under way
+        deliveries.Sent(ids[3], 1, "smtp", "<m3@x>"),
+    ]
+    async with env.db.write() as conn:
+        await deliveries.finish_sent(conn, sent, now)
+    rows = [await delivery_row(env, i) for i in ids]
+    assert [(r.status, r.provider, r.provider_message_id) for r in rows] == [
+        ("SENT", "smtp", "<m0@x>"),
+        ("SENT", "smtp", None),
+        ("PROCESSING", None, None),
+        ("RETRY_PENDING", None, None),
+    ]
+    assert rows[0].sent_at == now
+    assert rows[0].lease_owner is None
+    assert rows[2].sent_at is None
+
+
 async def test_a_worker_takes_back_its_own_claim_at_once(env: Fixture) -> None:
     # This worker claimed it, then could not record the outcome (the database went away);
     # retrying the job must not wait out its own 10-minute lease.

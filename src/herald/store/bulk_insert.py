@@ -2,12 +2,19 @@
 
 SQLAlchemy's executemany takes every row's parameters through its compiled statement (a dict
 per row, each key's bind processor looked up on the way): for the rows of a batch of a
-thousand notifications that was a seventh of the API's time on SQLite. Here, on SQLite, the
-statement is built once per table and set of columns, each row becomes a tuple with its
-columns' own bind processors applied, and the driver's executemany runs it (through
-SQLAlchemy's exec_driver_sql, so event hooks still see it). On PostgreSQL, and for a table
-with a default computed in Python, it is SQLAlchemy's insert. Rows must all have the same
-columns (SQLAlchemy would silently drop what the first row lacks).
+thousand notifications that was a seventh of the API's time on SQLite. Here the statement is
+built once per table and set of columns and each value goes through its column's own bind
+processor, then (through SQLAlchemy's exec_driver_sql, so event hooks still see it):
+
+- on SQLite, each row is a tuple for the driver's executemany;
+- on PostgreSQL, each column is one array and the rows are ``unnest``-ed from them:
+  ``INSERT ... SELECT * FROM unnest($1::VARCHAR(36)[], ...)``. asyncpg's executemany sends
+  a Bind and an Execute per row, which PostgreSQL runs as that many statements (ten per
+  notification through the distributed pipeline); this is one, whatever the number of rows,
+  and its text does not depend on it, so it stays prepared.
+
+For a table with a default computed in Python it is SQLAlchemy's insert. Rows must all have
+the same columns (SQLAlchemy would silently drop what the first row lacks).
 """
 
 from __future__ import annotations
@@ -40,6 +47,14 @@ class _Plan:
             *self.defaults,
         )
 
+    def columns(self, rows: Sequence[dict[str, Any]]) -> tuple[list[Any], ...]:
+        """The rows' values, one list per column (PostgreSQL's arrays)."""
+        given = (
+            [row[key] for row in rows] if process is None else [process(row[key]) for row in rows]
+            for key, process in zip(self.keys, self.processors, strict=True)
+        )
+        return (*given, *([default] * len(rows) for default in self.defaults))
+
 
 async def insert_rows(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
     if not rows:
@@ -48,11 +63,13 @@ async def insert_rows(conn: Connection, table: sa.Table, rows: Sequence[dict[str
     if any(row.keys() != keys for row in rows):
         # SQLAlchemy's executemany would take the first row's columns and drop the others'.
         raise ValueError(f"rows for {table.name} must all have the same columns")
-    plan = _plan(table, conn.dialect, tuple(keys)) if conn.dialect.name == "sqlite" else None
+    plan = _plan(table, conn.dialect, tuple(keys))
     if plan is None:
         await conn.execute(sa.insert(table), list(rows))
-        return
-    await conn.exec_driver_sql(plan.sql, [plan.values(row) for row in rows])
+    elif conn.dialect.name == "postgresql":
+        await conn.exec_driver_sql(plan.sql, plan.columns(rows))
+    else:
+        await conn.exec_driver_sql(plan.sql, [plan.values(row) for row in rows])
 
 
 @lru_cache(maxsize=256)
@@ -69,11 +86,16 @@ def _plan(table: sa.Table, dialect: sa.Dialect, keys: tuple[str, ...]) -> _Plan 
         defaulted.append(column)
     columns = [table.c[key] for key in keys] + defaulted
     quote = dialect.identifier_preparer.quote
-    sql = "INSERT INTO {} ({}) VALUES ({})".format(
+    into = "INSERT INTO {} ({})".format(
         dialect.identifier_preparer.format_table(table),
         ", ".join(quote(c.name) for c in columns),
-        ", ".join("?" for _ in columns),
     )
+    if dialect.name == "postgresql":
+        type_name = dialect.type_compiler_instance.process
+        arrays = (f"${i}::{type_name(c.type)}[]" for i, c in enumerate(columns, 1))
+        sql = f"{into} SELECT * FROM unnest({', '.join(arrays)})"
+    else:
+        sql = f"{into} VALUES ({', '.join('?' for _ in columns)})"
     processors = tuple(table.c[key].type._cached_bind_processor(dialect) for key in keys)
     defaults = tuple(
         _processed(c.type._cached_bind_processor(dialect), c.default.arg)  # type: ignore[union-attr]

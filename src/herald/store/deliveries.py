@@ -16,8 +16,10 @@ from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from herald.domain.models import DeliveryStatus
+from herald.store.bulk_insert import insert_rows
 from herald.store.database import Connection
 from herald.store.tables import deliveries, delivery_attempts, notifications
 
@@ -276,7 +278,7 @@ async def record_attempts(conn: Connection, attempts: list[Attempt]) -> None:
         if values["error"] is not None:
             values["error"] = values["error"][:2000]
         rows.append(values)
-    await conn.execute(sa.insert(delivery_attempts), rows)
+    await insert_rows(conn, delivery_attempts, rows)
 
 
 _OWNED = (
@@ -296,6 +298,15 @@ async def owned(conn: Connection, attempts: list[tuple[str, int]]) -> set[tuple[
     return {attempt for attempt in attempts if attempt in under_way}
 
 
+_SENT_VALUES = dict(
+    status=DeliveryStatus.SENT,
+    lease_until=None,
+    lease_owner=None,
+    updated_at=sa.bindparam("now", type_=D.updated_at.type),
+    sent_at=sa.bindparam("now", type_=D.updated_at.type),
+    next_attempt_at=None,
+    skip_reason=None,  # a cancellation asked for during the attempt came too late
+)
 _FINISH_SENT = (
     sa.update(deliveries)
     .where(
@@ -304,15 +315,34 @@ _FINISH_SENT = (
         D.attempts == sa.bindparam("attempt"),
     )
     .values(
-        status=DeliveryStatus.SENT,
-        lease_until=None,
-        lease_owner=None,
-        updated_at=sa.bindparam("now", type_=D.updated_at.type),
-        sent_at=sa.bindparam("now", type_=D.updated_at.type),
-        next_attempt_at=None,
         provider=sa.bindparam("provider"),
         provider_message_id=sa.bindparam("provider_message_id"),
-        skip_reason=None,  # a cancellation asked for during the attempt came too late
+        **_SENT_VALUES,
+    )
+)
+# PostgreSQL: the same for every row at once, from one array per field. Executed for each row,
+# the statement above is that many statements to run for PostgreSQL.
+_SENT_ROWS = (
+    sa.func.unnest(
+        sa.bindparam("delivery_ids", type_=postgresql.ARRAY(sa.String)),
+        sa.bindparam("attempt_numbers", type_=postgresql.ARRAY(sa.Integer)),
+        sa.bindparam("providers", type_=postgresql.ARRAY(sa.String)),
+        sa.bindparam("provider_message_ids", type_=postgresql.ARRAY(sa.String)),
+    )
+    .table_valued("delivery_id", "attempt", "provider", "provider_message_id")
+    .render_derived("sent")
+)
+_FINISH_ALL_SENT = (
+    sa.update(deliveries)
+    .where(
+        D.id == _SENT_ROWS.c.delivery_id,
+        D.status == DeliveryStatus.PROCESSING,
+        D.attempts == _SENT_ROWS.c.attempt,
+    )
+    .values(
+        provider=_SENT_ROWS.c.provider,
+        provider_message_id=_SENT_ROWS.c.provider_message_id,
+        **_SENT_VALUES,
     )
 )
 
@@ -326,22 +356,35 @@ class Sent:
 
 
 async def finish_sent(conn: Connection, sent: list[Sent], now: datetime) -> None:
-    """End these attempts as SENT, in one statement executed for each (see ``owned``: only
-    attempts still under way are changed)."""
-    if sent:
+    """End these attempts as SENT, in one statement (see ``owned``: only attempts still under
+    way are changed)."""
+    if not sent:
+        return
+    if conn.dialect.name == "postgresql":
         await conn.execute(
-            _FINISH_SENT,
-            [
-                {
-                    "delivery_id": s.delivery_id,
-                    "attempt": s.attempt,
-                    "provider": s.provider,
-                    "provider_message_id": s.provider_message_id,
-                    "now": now,
-                }
-                for s in sent
-            ],
+            _FINISH_ALL_SENT,
+            {
+                "delivery_ids": [s.delivery_id for s in sent],
+                "attempt_numbers": [s.attempt for s in sent],
+                "providers": [s.provider for s in sent],
+                "provider_message_ids": [s.provider_message_id for s in sent],
+                "now": now,
+            },
         )
+        return
+    await conn.execute(
+        _FINISH_SENT,
+        [
+            {
+                "delivery_id": s.delivery_id,
+                "attempt": s.attempt,
+                "provider": s.provider,
+                "provider_message_id": s.provider_message_id,
+                "now": now,
+            }
+            for s in sent
+        ],
+    )
 
 
 async def attempts_of(conn: Connection, delivery_ids: list[str]) -> dict[str, list[Attempt]]:

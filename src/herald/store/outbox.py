@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from herald.bus.base import OutgoingMessage
 from herald.bus.partitioner import partition_for
 from herald.domain.models import OutboxStatus
+from herald.store.bulk_insert import insert_rows
 from herald.store.database import Connection, Database
 from herald.store.purge import delete_in_chunks
 from herald.store.tables import outbox_events, outbox_shards
@@ -59,8 +60,9 @@ async def add_many(
     """Queue messages for the relay, each due at its time (None: now), in one statement."""
     if not messages:
         return
-    await conn.execute(
-        sa.insert(outbox_events),
+    await insert_rows(
+        conn,
+        outbox_events,
         [
             {
                 "topic": m.topic,
