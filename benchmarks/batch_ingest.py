@@ -2,12 +2,15 @@
 
     .venv/bin/python benchmarks/batch_ingest.py [--seconds 10] [--batch 1000]
                                                 [--connections 4] [--before REV] [--rounds 2]
+                                                [--deployment embedded|distributed]
 
-`herald serve` (embedded, the consumers in their own process, delivering to Postfix's
-smtp-sink) takes `POST /api/v1/notifications/batch` requests of `batch` items from `wrk`
+`herald serve` (embedded, the consumers in their own process) or the distributed deployment
+(`herald api`, relay and a worker on PostgreSQL and Kafka), delivering to Postfix's
+smtp-sink, takes `POST /api/v1/notifications/batch` requests of `batch` items from `wrk`
 (benchmarks/wrk_batch.lua), `connections` at a time, for `seconds`. Reported: items stored
 per second (202 requests times batch), request p50/p99, and the CPU (user+sys, from /proc) of
-the API's process and of the consumers' per stored item. `--before REV` alternates with the
+the API's process and of the consumers' (the relay's and the worker's, distributed) per
+stored item; PostgreSQL's and the broker's are not counted. `--before REV` alternates with the
 code of git revision REV (a temporary worktree, same virtualenv), `rounds` times each: the
 VM's speed drifts, so only runs side by side compare.
 """
@@ -56,12 +59,13 @@ def measure(args: argparse.Namespace, source: Path | None) -> dict[str, Any]:
         env["PYTHONPATH"] = str(source / "src")
     sink = CSink().start()
     try:
-        with deployment("embedded", env=env, sink=sink) as d:
+        with deployment(args.deployment, env=env, sink=sink) as d:
             api = d.processes[0].proc
             assert api is not None
             post_batches(d.api_url, 2, 2, args.batch)  # warm-up
             time.sleep(1)
-            whole = ProcessTree([api.pid])
+            others = [p.proc.pid for p in d.processes[1:] if p.proc is not None]
+            whole = ProcessTree([api.pid, *others])
             consumers = [pid for pid in whole.pids() if pid != api.pid]
             trees = {"api": _Own([api.pid]), "consumers": ProcessTree(consumers)}
             before = {name: tree.cpu_seconds() for name, tree in trees.items()}
@@ -93,6 +97,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--before", help="git revision to alternate with")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--deployment", choices=["embedded", "distributed"], default="embedded")
     args = parser.parse_args()
     if missing := missing_tools():
         raise SystemExit(f"missing: {', '.join(missing)} (apt-get install wrk postfix)")
@@ -109,11 +114,11 @@ def main() -> None:
     out = {
         "benchmark": "batch_ingest",
         "batch": args.batch,
+        "deployment": args.deployment,
         "runs": [dict(r, code=n) for n, r in runs],
     }
-    (ROOT / "benchmarks" / "results" / "batch_ingest.json").write_text(
-        json.dumps(out, indent=2) + "\n"
-    )
+    name = "batch_ingest" if args.deployment == "embedded" else "batch_ingest_distributed"
+    (ROOT / "benchmarks" / "results" / f"{name}.json").write_text(json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from herald.domain.models import DeliveryStatus, NotificationStatus
 from herald.store import journal
 from herald.store.database import Connection
+from herald.store.dialect import one_of
 from herald.store.tables import deliveries, notifications
 
 
@@ -258,20 +259,38 @@ async def delivery_statuses(conn: Connection, notification_id: str) -> list[Deli
     return [DeliveryStatus(s) for (s,) in rows]
 
 
+_DELIVERY_STATUSES = sa.select(deliveries.c.notification_id, deliveries.c.status).where(
+    one_of(deliveries.c.notification_id, "ids")
+)
+
+
 async def delivery_statuses_of(
     conn: Connection, notification_ids: Collection[str]
 ) -> dict[str, list[DeliveryStatus]]:
     """Each notification's delivery statuses, in one query."""
     found: dict[str, list[DeliveryStatus]] = {i: [] for i in notification_ids}
     if found:
-        rows = await conn.execute(
-            sa.select(deliveries.c.notification_id, deliveries.c.status).where(
-                deliveries.c.notification_id.in_(found)
-            )
-        )
+        rows = await conn.execute(_DELIVERY_STATUSES, {"ids": list(found)})
         for notification_id, status in rows:
             found[notification_id].append(DeliveryStatus(status))
     return found
+
+
+_SET_STATUS = (
+    sa.update(notifications)
+    .where(
+        one_of(notifications.c.id, "ids"),
+        notifications.c.status != sa.bindparam("new_status", type_=sa.String),
+        # Cancelled by a newer notification: nothing of it is left to change.
+        notifications.c.status != NotificationStatus.CANCELLED,
+    )
+    .values(
+        status=sa.bindparam("new_status", type_=sa.String),
+        updated_at=sa.bindparam("now", type_=notifications.c.updated_at.type),
+        completed_at=sa.bindparam("completed", type_=notifications.c.completed_at.type),
+    )
+    .returning(notifications.c.id)
+)
 
 
 async def set_statuses(
@@ -284,18 +303,8 @@ async def set_statuses(
     changed: list[str] = []
     for status, ids in by_status.items():
         completed_at = None if status == NotificationStatus.PENDING else now
-        rows = await conn.execute(
-            sa.update(notifications)
-            .where(
-                notifications.c.id.in_(ids),
-                notifications.c.status != status,
-                # Cancelled by a newer notification: nothing of it is left to change.
-                notifications.c.status != NotificationStatus.CANCELLED,
-            )
-            .values(status=status, updated_at=now, completed_at=completed_at)
-            .returning(notifications.c.id)
-        )
-        changed += rows.scalars().all()
+        values = {"ids": ids, "new_status": status, "now": now, "completed": completed_at}
+        changed += (await conn.execute(_SET_STATUS, values)).scalars().all()
     return changed
 
 

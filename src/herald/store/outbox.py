@@ -13,6 +13,7 @@ from herald.bus.partitioner import partition_for
 from herald.domain.models import OutboxStatus
 from herald.store.bulk_insert import insert_rows
 from herald.store.database import Connection, Database
+from herald.store.dialect import one_of
 from herald.store.purge import delete_in_chunks
 from herald.store.tables import outbox_events, outbox_shards
 
@@ -102,19 +103,26 @@ async def due(
         .limit(limit)
     )
     if shards is not None:
-        query = query.where(E.shard.in_(shards))
+        query = query.where(one_of(E.shard, "shards"))
     if only is not None:
         query = query.where(E.id == only)
-    rows = await conn.execute(query)
+    rows = await conn.execute(query, None if shards is None else {"shards": list(shards)})
     return [OutboxEvent(r.id, r.topic, r.key, r.payload, r.headers, r.attempts) for r in rows]
 
 
-async def mark_published(conn: Connection, ids: Sequence[int], now: datetime) -> None:
-    await conn.execute(
-        sa.update(outbox_events)
-        .where(E.id.in_(ids))
-        .values(status=OutboxStatus.PUBLISHED, published_at=now, locked_until=None)
+_MARK_PUBLISHED = (
+    sa.update(outbox_events)
+    .where(one_of(E.id, "ids"))
+    .values(
+        status=OutboxStatus.PUBLISHED,
+        published_at=sa.bindparam("now", type_=E.published_at.type),
+        locked_until=None,
     )
+)
+
+
+async def mark_published(conn: Connection, ids: Sequence[int], now: datetime) -> None:
+    await conn.execute(_MARK_PUBLISHED, {"ids": list(ids), "now": now})
 
 
 async def claim_shards(
