@@ -20,6 +20,7 @@ import email.message
 import json
 import math
 import re
+from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -34,6 +35,9 @@ MAX_DIGITS = 4300  # Python's own limit for int(str) (sys.get_int_max_str_digits
 _BAD_CHARACTER = re.compile("[\x00\ud800-\udfff]")
 
 Problem = tuple[str, str]  # (field, message)
+# Where InputSafety leaves the JSON body it parsed and found safe, for QuickAccept not to parse
+# it again (the same values: json.loads with checks that only refuse).
+PARSED_BODY = "herald.parsed_body"
 
 
 def character_problem(text: str) -> str | None:
@@ -117,6 +121,11 @@ def _is_json(scope: Scope) -> bool:
     value = dict(scope["headers"]).get(b"content-type")
     if not value:
         return False  # FastAPI's strict content type: no header, no JSON
+    return _is_json_type(value)
+
+
+@lru_cache(maxsize=64)  # a few distinct values in practice; parsing one costs an email Message
+def _is_json_type(value: bytes) -> bool:
     parsed = email.message.Message()
     parsed["content-type"] = value.decode("latin-1")
     subtype = parsed.get_content_subtype()
@@ -160,9 +169,12 @@ class InputSafety:
                 return
             if body and _is_json(scope):
                 try:
-                    problem = body_problem(parse_json(body))
+                    parsed = parse_json(body)
                 except ValueError as exc:
                     problem = "body", f"not valid JSON: {exc}"
+                else:
+                    problem = body_problem(parsed)
+                    scope[PARSED_BODY] = parsed
             receive = replaying(body, receive)
         if problem is not None:
             field, message = problem

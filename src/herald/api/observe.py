@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import time
+from functools import lru_cache
 
 import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
+from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from herald.observability import metrics
@@ -60,8 +62,15 @@ class RequestMetrics:
             await self.app(scope, receive, send_and_record)
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
-            method = scope["method"]
-            metrics.http_requests.labels(method, route, str(code)).inc()
-            metrics.http_request_seconds.labels(method, route).observe(
-                time.perf_counter() - started
-            )
+            count, seconds = _series(scope["method"], route, code)
+            count.inc()
+            seconds.observe(time.perf_counter() - started)
+
+
+@lru_cache(maxsize=1024)  # routes x methods x codes: bounded, and every request asks
+def _series(method: str, route: str, code: int) -> tuple[Counter, Histogram]:
+    """The request's counter and histogram (labels() locks and builds a key on each call)."""
+    return (
+        metrics.http_requests.labels(method, route, str(code)),
+        metrics.http_request_seconds.labels(method, route),
+    )

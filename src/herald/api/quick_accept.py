@@ -31,6 +31,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from herald.api import idempotency_key
 from herald.api.asgi_body import replaying
 from herald.api.auth import authenticate
+from herald.api.input_safety import PARSED_BODY
 from herald.api.limits import enforce_rate_limit
 from herald.api.schemas import NotificationCreate
 from herald.errors import HeraldError
@@ -85,7 +86,10 @@ async def _arguments(request: Request) -> dict[str, Any] | None:
         return None
     try:
         # As FastAPI does: JSON decoded by the json module, the model validated in Python mode.
-        payload = NotificationCreate.model_validate(json.loads(await request.body()))
+        # InputSafety (outside) has parsed it already, as the json module does.
+        scope = request.scope
+        body = scope[PARSED_BODY] if PARSED_BODY in scope else json.loads(await request.body())
+        payload = NotificationCreate.model_validate(body)
     except (ValueError, ValidationError):  # bad JSON or UTF-8 (ValueErrors), or a bad field
         return None
     try:
