@@ -16,12 +16,10 @@ from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 
 from herald.domain.models import DeliveryStatus
 from herald.store.bulk_insert import insert_rows
 from herald.store.database import Connection
-from herald.store.dialect import one_of
 from herald.store.tables import deliveries, delivery_attempts, notifications
 
 D = deliveries.c
@@ -72,7 +70,7 @@ _CLAIM = (
     # A skip reason on a delivery not yet SKIPPED: cancelled while under way (its user was
     # deleted). It is never started again; below, it becomes SKIPPED instead.
     .where(
-        one_of(D.id, "ids"),
+        D.id.in_(sa.bindparam("ids", expanding=True)),
         D.skip_reason.is_(None),
         _claimable(
             sa.bindparam("job_attempt", type_=sa.Integer),
@@ -93,7 +91,7 @@ _CLAIM = (
     .returning(D.id, D.attempts)
 )
 _CLAIM_MISSED = sa.select(D.id, D.status, D.attempts, D.lease_until, D.skip_reason).where(
-    one_of(D.id, "ids")
+    D.id.in_(sa.bindparam("ids", expanding=True))
 )
 _MISSED = {
     DeliveryStatus.PROCESSING: ClaimOutcome.BUSY,
@@ -284,7 +282,7 @@ async def record_attempts(conn: Connection, attempts: list[Attempt]) -> None:
 
 _OWNED = (
     sa.select(D.id, D.attempts)
-    .where(one_of(D.id, "ids"), D.status == DeliveryStatus.PROCESSING)
+    .where(D.id.in_(sa.bindparam("ids", expanding=True)), D.status == DeliveryStatus.PROCESSING)
     .with_for_update()
 )
 
@@ -299,15 +297,6 @@ async def owned(conn: Connection, attempts: list[tuple[str, int]]) -> set[tuple[
     return {attempt for attempt in attempts if attempt in under_way}
 
 
-_SENT_VALUES = dict(
-    status=DeliveryStatus.SENT,
-    lease_until=None,
-    lease_owner=None,
-    updated_at=sa.bindparam("now", type_=D.updated_at.type),
-    sent_at=sa.bindparam("now", type_=D.updated_at.type),
-    next_attempt_at=None,
-    skip_reason=None,  # a cancellation asked for during the attempt came too late
-)
 _FINISH_SENT = (
     sa.update(deliveries)
     .where(
@@ -316,36 +305,20 @@ _FINISH_SENT = (
         D.attempts == sa.bindparam("attempt"),
     )
     .values(
+        status=DeliveryStatus.SENT,
+        lease_until=None,
+        lease_owner=None,
+        updated_at=sa.bindparam("now", type_=D.updated_at.type),
+        sent_at=sa.bindparam("now", type_=D.updated_at.type),
+        next_attempt_at=None,
         provider=sa.bindparam("provider"),
         provider_message_id=sa.bindparam("provider_message_id"),
-        **_SENT_VALUES,
+        skip_reason=None,  # a cancellation asked for during the attempt came too late
     )
 )
-# PostgreSQL: the same for every row at once, from one array per field. Executed for each row,
-# the statement above is that many statements to run for PostgreSQL.
-_SENT_ROWS = (
-    sa.func.unnest(
-        sa.bindparam("delivery_ids", type_=postgresql.ARRAY(sa.String)),
-        sa.bindparam("attempt_numbers", type_=postgresql.ARRAY(sa.Integer)),
-        sa.bindparam("providers", type_=postgresql.ARRAY(sa.String)),
-        sa.bindparam("provider_message_ids", type_=postgresql.ARRAY(sa.String)),
-    )
-    .table_valued("delivery_id", "attempt", "provider", "provider_message_id")
-    .render_derived("sent")
-)
-_FINISH_ALL_SENT = (
-    sa.update(deliveries)
-    .where(
-        D.id == _SENT_ROWS.c.delivery_id,
-        D.status == DeliveryStatus.PROCESSING,
-        D.attempts == _SENT_ROWS.c.attempt,
-    )
-    .values(
-        provider=_SENT_ROWS.c.provider,
-        provider_message_id=_SENT_ROWS.c.provider_message_id,
-        **_SENT_VALUES,
-    )
-)
+# Not one UPDATE ... FROM unnest(arrays) on PostgreSQL (tried): asyncpg keeps it prepared, and
+# the generic plan PostgreSQL settles on while the table is young (a hash join over a
+# sequential scan) stays until the next ANALYZE. Executed per row, each is a primary-key lookup.
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,35 +330,22 @@ class Sent:
 
 
 async def finish_sent(conn: Connection, sent: list[Sent], now: datetime) -> None:
-    """End these attempts as SENT, in one statement (see ``owned``: only attempts still under
-    way are changed)."""
-    if not sent:
-        return
-    if conn.dialect.name == "postgresql":
+    """End these attempts as SENT, in one statement executed for each (see ``owned``: only
+    attempts still under way are changed)."""
+    if sent:
         await conn.execute(
-            _FINISH_ALL_SENT,
-            {
-                "delivery_ids": [s.delivery_id for s in sent],
-                "attempt_numbers": [s.attempt for s in sent],
-                "providers": [s.provider for s in sent],
-                "provider_message_ids": [s.provider_message_id for s in sent],
-                "now": now,
-            },
+            _FINISH_SENT,
+            [
+                {
+                    "delivery_id": s.delivery_id,
+                    "attempt": s.attempt,
+                    "provider": s.provider,
+                    "provider_message_id": s.provider_message_id,
+                    "now": now,
+                }
+                for s in sent
+            ],
         )
-        return
-    await conn.execute(
-        _FINISH_SENT,
-        [
-            {
-                "delivery_id": s.delivery_id,
-                "attempt": s.attempt,
-                "provider": s.provider,
-                "provider_message_id": s.provider_message_id,
-                "now": now,
-            }
-            for s in sent
-        ],
-    )
 
 
 async def attempts_of(conn: Connection, delivery_ids: list[str]) -> dict[str, list[Attempt]]:

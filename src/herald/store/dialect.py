@@ -8,47 +8,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.visitors import InternalTraversal
 
 from herald.store.database import Connection
-
-
-class OneOf(sa.ColumnElement[bool]):
-    """``column IN (...)`` with the values given at execution as the parameter ``name`` (a
-    list). On PostgreSQL it is ``column = ANY($n)`` with one array parameter: SQLAlchemy renders
-    an expanding IN anew at every execution (a seventh of the worker's statement time) and each
-    number of values is another statement for PostgreSQL to parse and plan; this text is the
-    same whatever the number. Elsewhere it is the expanding IN."""
-
-    inherit_cache = True
-    type = sa.Boolean()
-    _is_implicitly_boolean = True  # a condition as it is: not "(...) = 1" on SQLite
-    _traverse_internals = [
-        ("column", InternalTraversal.dp_clauseelement),
-        ("name", InternalTraversal.dp_string),
-    ]
-
-    def __init__(self, column: sa.ColumnElement[Any], name: str) -> None:
-        self.column = column
-        self.name = name
-
-
-def one_of(column: sa.ColumnElement[Any], name: str) -> OneOf:
-    return OneOf(column, name)
-
-
-@compiles(OneOf)
-def _in_list(element: OneOf, compiler: SQLCompiler, **kw: Any) -> str:
-    values: sa.BindParameter[Any] = sa.bindparam(element.name, expanding=True)
-    return compiler.process(element.column.in_(values), **kw)
-
-
-@compiles(OneOf, "postgresql")
-def _any_array(element: OneOf, compiler: SQLCompiler, **kw: Any) -> str:
-    values = sa.bindparam(element.name, type_=postgresql.ARRAY(element.column.type))
-    return compiler.process(element.column == sa.any_(values), **kw)
 
 
 def _insert(conn: Connection, table: sa.Table) -> Any:

@@ -12,7 +12,6 @@ import sqlalchemy as sa
 from herald.domain.models import DeliveryStatus, NotificationStatus
 from herald.store import journal
 from herald.store.database import Connection
-from herald.store.dialect import one_of
 from herald.store.tables import deliveries, notifications
 
 
@@ -260,7 +259,7 @@ async def delivery_statuses(conn: Connection, notification_id: str) -> list[Deli
 
 
 _DELIVERY_STATUSES = sa.select(deliveries.c.notification_id, deliveries.c.status).where(
-    one_of(deliveries.c.notification_id, "ids")
+    deliveries.c.notification_id.in_(sa.bindparam("ids", expanding=True))
 )
 
 
@@ -279,7 +278,7 @@ async def delivery_statuses_of(
 _SET_STATUS = (
     sa.update(notifications)
     .where(
-        one_of(notifications.c.id, "ids"),
+        notifications.c.id.in_(sa.bindparam("ids", expanding=True)),
         notifications.c.status != sa.bindparam("new_status", type_=sa.String),
         # Cancelled by a newer notification: nothing of it is left to change.
         notifications.c.status != NotificationStatus.CANCELLED,

@@ -13,7 +13,6 @@ from herald.bus.partitioner import partition_for
 from herald.domain.models import OutboxStatus
 from herald.store.bulk_insert import insert_rows
 from herald.store.database import Connection, Database
-from herald.store.dialect import one_of
 from herald.store.purge import delete_in_chunks
 from herald.store.tables import outbox_events, outbox_shards
 
@@ -103,7 +102,7 @@ async def due(
         .limit(limit)
     )
     if shards is not None:
-        query = query.where(one_of(E.shard, "shards"))
+        query = query.where(E.shard.in_(sa.bindparam("shards", expanding=True)))
     if only is not None:
         query = query.where(E.id == only)
     rows = await conn.execute(query, None if shards is None else {"shards": list(shards)})
@@ -112,7 +111,7 @@ async def due(
 
 _MARK_PUBLISHED = (
     sa.update(outbox_events)
-    .where(one_of(E.id, "ids"))
+    .where(E.id.in_(sa.bindparam("ids", expanding=True)))
     .values(
         status=OutboxStatus.PUBLISHED,
         published_at=sa.bindparam("now", type_=E.published_at.type),
