@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from herald.domain.models import DeliveryStatus, NotificationStatus
-from herald.store.bulk_insert import insert_rows
+from herald.store.bulk_insert import insert_many, insert_rows
 from herald.store.database import Database
 from herald.store.tables import bus_messages, deliveries, notifications
 
@@ -90,3 +90,42 @@ async def test_binary_values_and_empty_headers_go_in(db: Database) -> None:
     async with db.read() as conn:
         found = (await conn.execute(sa.select(bus_messages.c.value, bus_messages.c.headers))).all()
     assert found == [(b"\x00\xff", {}), (b"\x00\xff", {})]
+
+
+async def test_several_tables_go_in_one_statement_on_postgresql(db: Database) -> None:
+    """A notification and its deliveries (which refer to it) in one statement: the same rows
+    as one insert per table; on PostgreSQL one statement, NOTIFY included."""
+    statements: list[str] = []
+    postgres = db.dialect == "postgresql"
+
+    def seen(*args: Any) -> None:
+        statements.append(args[2])
+
+    async with db.write() as conn:
+        sync = conn.sync_connection if postgres else conn.sync
+        sa.event.listen(sync, "before_cursor_execute", seen)
+        await insert_many(
+            conn,
+            [
+                (notifications, [notification(0), notification(1)]),
+                (deliveries, []),  # nothing: left out
+                (deliveries, [delivery(0), delivery(1)]),
+            ],
+            notify="herald_test" if postgres else None,
+        )
+        sa.event.remove(sync, "before_cursor_execute", seen)
+    async with db.write() as conn:
+        await insert_rows(conn, notifications, [notification(2, 0), notification(3, 1)])
+        await insert_rows(conn, deliveries, [delivery(2), delivery(3)])
+    mine = await stored(db, notifications)
+    assert mine[:2] == mine[2:]
+    mine = await stored(db, deliveries)
+    assert [row[1:] for row in mine[:2]] == [row[1:] for row in mine[2:]]
+    inserts = [s for s in statements if "INSERT" in s]
+    assert len(inserts) == (1 if postgres else 2)
+    if postgres:
+        assert "pg_notify" in inserts[0]
+    else:
+        async with db.write() as conn:
+            with pytest.raises(ValueError, match="PostgreSQL"):
+                await insert_many(conn, [], notify="herald_test")

@@ -33,8 +33,9 @@ from herald.bus.base import Bus, OutgoingMessage
 from herald.clock import utcnow
 from herald.observability import metrics
 from herald.store import journal, outbox
-from herald.store.bulk_insert import insert_rows
+from herald.store.bulk_insert import insert_many, insert_rows
 from herald.store.database import Connection, Database
+from herald.store.tables import notification_events, outbox_events
 from herald.wakeup import Wakeup
 
 
@@ -96,17 +97,22 @@ class Units:
             self.outbox_wakeup.notify()
 
     async def _flush(self, unit: Unit) -> set[str]:
-        """Write what ``unit`` buffered; the topics appended to the bus directly."""
-        await unit.write_rows()
+        """Write what ``unit`` buffered; the topics appended to the bus directly. The rows go
+        in one statement where the database can (PostgreSQL: see ``insert_many``)."""
         conn, appended = unit.conn, set[str]()
         queued: list[tuple[OutgoingMessage, datetime | None]] = [(m, due) for m, due in unit.later]
         if unit.messages and self.bus is not None and self.bus.transactional:
+            await unit.write_rows()  # before the log's rows, which may refer to them
             await self.bus.publish_in(conn, unit.messages)
             appended = {m.topic for m in unit.messages}
         else:
             queued += [(m, None) for m in unit.messages]
-        await outbox.add_many(conn, queued, now=unit.now)
-        await journal.record(conn, unit.steps)
+        batches = [*unit.rows.items()]
+        unit.rows = {}
+        if queued:
+            batches.append((outbox_events, outbox.rows(queued, unit.now)))
+        batches.append((notification_events, journal.rows(unit.steps)))
+        await insert_many(conn, batches, notify=outbox.notify(conn) if queued else None)
         return appended
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -30,9 +31,12 @@ class Step:
 
 async def record(conn: Connection, steps: list[Step]) -> None:
     if steps:
-        fields = Step.__dataclass_fields__
-        rows = [{f: getattr(s, f) for f in fields} for s in steps]
-        await insert_rows(conn, notification_events, rows)
+        await insert_rows(conn, notification_events, rows(steps))
+
+
+def rows(steps: list[Step]) -> list[dict[str, Any]]:
+    fields = Step.__dataclass_fields__
+    return [{f: getattr(s, f) for f in fields} for s in steps]
 
 
 async def steps_of(conn: Connection, notification_id: str) -> list[Step]:

@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 
 from herald.bus.base import OutgoingMessage
 from herald.bus.partitioner import partition_for
 from herald.domain.models import OutboxStatus
-from herald.store.bulk_insert import insert_rows
+from herald.store.bulk_insert import insert_many
 from herald.store.database import Connection, Database
 from herald.store.purge import delete_in_chunks
 from herald.store.tables import outbox_events, outbox_shards
@@ -58,29 +59,34 @@ async def add_many(
     now: datetime,
 ) -> None:
     """Queue messages for the relay, each due at its time (None: now), in one statement."""
-    if not messages:
-        return
-    await insert_rows(
-        conn,
-        outbox_events,
-        [
-            {
-                "topic": m.topic,
-                "key": m.key,
-                "shard": shard_of(m.key),
-                "payload": m.value,
-                "headers": dict(m.headers),
-                "status": OutboxStatus.PENDING,
-                "attempts": 0,
-                "available_at": available_at or now,
-                "created_at": now,
-            }
-            for m, available_at in messages
-        ],
-    )
-    if conn.dialect.name == "postgresql":
-        # Delivered when the transaction commits; wakes relays in other processes at once.
-        await conn.execute(sa.text(f"NOTIFY {NOTIFY_CHANNEL}"))
+    if messages:
+        await insert_many(conn, [(outbox_events, rows(messages, now))], notify=notify(conn))
+
+
+def rows(
+    messages: Sequence[tuple[OutgoingMessage, datetime | None]], now: datetime
+) -> list[dict[str, Any]]:
+    """The outbox's rows for these messages, each due at its time (None: now)."""
+    return [
+        {
+            "topic": m.topic,
+            "key": m.key,
+            "shard": shard_of(m.key),
+            "payload": m.value,
+            "headers": dict(m.headers),
+            "status": OutboxStatus.PENDING,
+            "attempts": 0,
+            "available_at": available_at or now,
+            "created_at": now,
+        }
+        for m, available_at in messages
+    ]
+
+
+def notify(conn: Connection) -> str | None:
+    """The channel to NOTIFY with a write to the outbox: on PostgreSQL, delivered when the
+    transaction commits, it wakes relays in other processes at once."""
+    return NOTIFY_CHANNEL if conn.dialect.name == "postgresql" else None
 
 
 async def due(
