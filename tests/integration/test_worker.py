@@ -152,8 +152,8 @@ async def test_claiming_many_at_once_decides_each_as_claiming_it_alone_would(
 async def test_finishing_many_as_sent_changes_only_the_attempts_still_under_way(
     env: Fixture,
 ) -> None:
-    """One statement for all of them on PostgreSQL (arrays unnest-ed), one per row on SQLite:
-    the same rows change, each with its own provider message id."""
+    """One statement executed per row: the rows still under way at that attempt change, each
+    with its own provider message id; the others stay as they are."""
     ids = [(await accept(env)).deliveries[0].id for _ in range(4)]
     now = utcnow()
     async with env.db.write() as conn:

@@ -106,11 +106,16 @@ def _together(inserts: tuple[tuple[str, tuple[str, ...]], ...], notify: bool) ->
     clause, the parameters numbered on from one to the next; the channel to notify last."""
     clauses, number = [], 0
     for i, (into, casts) in enumerate(inserts):
-        arrays = ", ".join(f"${number + n}::{cast}[]" for n, cast in enumerate(casts, 1))
-        clauses.append(f"w{i} AS ({into} SELECT * FROM unnest({arrays}))")
+        clauses.append(f"w{i} AS ({_unnest_insert(into, casts, number)})")
         number += len(casts)
     last = f"SELECT pg_notify(${number + 1}::text, '')" if notify else "SELECT 1"
     return f"WITH {', '.join(clauses)} {last}"
+
+
+def _unnest_insert(into: str, casts: tuple[str, ...], before: int = 0) -> str:
+    """PostgreSQL's insert of the rows of one array per column, parameters $before+1 on."""
+    arrays = ", ".join(f"${before + n}::{cast}[]" for n, cast in enumerate(casts, 1))
+    return f"{into} SELECT * FROM unnest({arrays})"
 
 
 def _keys(table: sa.Table, rows: Rows) -> tuple[str, ...]:
@@ -141,8 +146,7 @@ def _plan(table: sa.Table, dialect: sa.Dialect, keys: tuple[str, ...]) -> _Plan 
     )
     casts = tuple(dialect.type_compiler_instance.process(c.type) for c in columns)
     if dialect.name == "postgresql":
-        arrays = (f"${i}::{cast}[]" for i, cast in enumerate(casts, 1))
-        sql = f"{into} SELECT * FROM unnest({', '.join(arrays)})"
+        sql = _unnest_insert(into, casts)
     else:
         sql = f"{into} VALUES ({', '.join('?' for _ in columns)})"
     processors = tuple(table.c[key].type._cached_bind_processor(dialect) for key in keys)
