@@ -94,10 +94,16 @@ async def test_serve_exports_metrics_and_logs_json_without_bodies(
     try:
         [notification_id] = await send_and_wait(herald.url, smtp_sink, 1, body)
         scraped: Scraped = {}
-        for _ in range(100):  # the status consumer and the sampler catch up
+        for _ in range(100):  # the status consumer, the relay's count and the sampler catch up
             scraped = await scrape(herald.url)
-            if value(scraped, "herald_outbox_pending") == 0 and value(
-                scraped, "herald_messages_handled_total", group=f"{_prefix(deployment)}status"
+            # The relay counts an event once its marking commits, which may come after the
+            # status consumer has handled it: wait for the count too.
+            if (
+                value(scraped, "herald_outbox_pending") == 0
+                and value(scraped, "herald_events_published_total") >= 3
+                and value(
+                    scraped, "herald_messages_handled_total", group=f"{_prefix(deployment)}status"
+                )
             ):
                 break
             await asyncio.sleep(0.1)
