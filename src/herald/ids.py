@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 
 
 def uuid7(now_ms: int | None = None) -> str:
-    """A version-7 UUID: 48 bits of Unix milliseconds, then 74 random bits."""
+    """A version-7 UUID: 48 bits of Unix milliseconds, then 74 random bits. Spelled out from
+    bytes (not through uuid.UUID, a third of the cost: a batch makes thousands)."""
     ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
-    rand = int.from_bytes(os.urandom(10), "big")
-    rand_a = rand >> 68  # 12 bits
-    rand_b = rand & ((1 << 62) - 1)
-    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b
-    return str(uuid.UUID(int=value))
+    rand = bytearray(os.urandom(10))
+    rand[0] = 0x70 | (rand[0] & 0x0F)  # version 7, then 12 random bits
+    rand[2] = 0x80 | (rand[2] & 0x3F)  # variant 0b10, then 62 random bits
+    h = ((ms & 0xFFFF_FFFF_FFFF).to_bytes(6, "big") + rand).hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

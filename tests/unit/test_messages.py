@@ -1,15 +1,26 @@
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from herald.bus.topics import Topics
-from herald.domain.messages import Content, DeliveryJob, DeliveryStatusChanged, decode, encode
+from herald.domain.messages import (
+    Content,
+    DeliveryJob,
+    DeliveryStatusChanged,
+    NotificationRequested,
+    decode,
+    encode,
+    encode_fields,
+)
 from herald.domain.models import DeliveryStatus
 from herald.errors import PoisonMessageError
 from herald.ids import uuid7
-from herald.pipeline.envelope import envelope
+from herald.pipeline.envelope import envelope, envelope_fields
 
 
 def _job(**changes: object) -> DeliveryJob:
@@ -71,3 +82,59 @@ def test_uuid7_is_time_ordered_and_versioned() -> None:
     assert all(i[14] == "7" for i in ids)  # version nibble
     assert all(i[19] in "89ab" for i in ids)  # RFC 9562 variant
     assert len({uuid7() for _ in range(1000)}) == 1000
+    parsed = uuid.UUID(ids[1])
+    assert (str(parsed), parsed.version, parsed.int >> 80) == (ids[1], 7, 2_000)
+    assert parsed.variant == uuid.RFC_4122
+
+
+contents = st.builds(
+    Content,
+    subject=st.none() | st.text(max_size=10),
+    body=st.text(max_size=20),
+    data=st.dictionaries(st.text(max_size=5), st.integers() | st.text(max_size=5), max_size=2),
+)
+requested = st.fixed_dictionaries(
+    {
+        "notification_id": st.text(max_size=10),
+        "user_key": st.text(max_size=10),
+        # Nested messages as dicts in their model's order (as Herald builds them).
+        "deliveries": st.lists(
+            st.builds(
+                lambda i, c, r, content: {
+                    "delivery_id": i,
+                    "channel": c,
+                    "recipient": r,
+                    "content": content,
+                },
+                st.text(max_size=10),
+                st.sampled_from(["email", "sms"]),
+                st.text(max_size=10),
+                st.none() | contents,
+            ),
+            max_size=3,
+        ),
+        "content": contents,
+        "created_at": st.datetimes(timezones=st.just(UTC)),
+    },
+    optional={
+        "tenant_id": st.text(max_size=5),
+        "user_id": st.none() | st.text(max_size=5),
+        "category": st.none() | st.text(max_size=5),
+        "priority": st.sampled_from(["low", "high"]),
+        "send_at": st.none() | st.datetimes(timezones=st.just(UTC)),
+    },
+)
+
+
+@given(requested)
+def test_messages_encoded_from_their_fields_are_the_models_bytes(fields: dict) -> None:
+    """encode_fields skips validation, not a byte: defaults, order and nested models alike."""
+    model = NotificationRequested(**fields)
+    assert encode_fields(NotificationRequested, fields) == encode(model)
+    built = envelope_fields("t", "k", NotificationRequested, fields, {"traceparent": "x"})
+    assert built == envelope("t", "k", model, {"traceparent": "x"})
+
+
+def test_a_message_encoded_from_its_fields_needs_the_required_ones() -> None:
+    with pytest.raises(KeyError, match="notification_id"):
+        encode_fields(NotificationRequested, {"user_key": "u"})

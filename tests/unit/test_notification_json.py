@@ -3,7 +3,7 @@ the models would make."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pydantic_core
 from hypothesis import given
@@ -16,8 +16,10 @@ from herald.pipeline.planning import PlanningError
 from herald.store.notifications import DeliveryRecord, NotificationRecord
 
 times = st.datetimes(
-    min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
-)
+    min_value=datetime(2000, 1, 1),
+    max_value=datetime(2100, 1, 1),
+    timezones=st.sampled_from([UTC, timezone(timedelta(hours=2))]),
+)  # UTC times are remembered as JSON, others not
 text = st.text(max_size=20)
 maybe_text, maybe_time = st.none() | text, st.none() | times
 

@@ -178,7 +178,7 @@ async def post_event(
         high=payload.priority == Priority.HIGH,
         category=payload.category,
     )
-    idem = idempotency_of(idempotency_key, tenant, request, payload.model_dump(mode="json"))
+    idem = idempotency_of(idempotency_key, tenant, request, payload)
     if decision is None:
         nothing = EventOut(type=payload.type, matched_rules=[], notification=None)
         body = nothing.model_dump(mode="json")

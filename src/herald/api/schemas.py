@@ -350,47 +350,62 @@ class NotificationOut(BaseModel):
 
 def notification_json(n: NotificationRecord) -> dict[str, Any]:
     """``NotificationOut.of(n).model_dump(mode="json")`` without building the models (a batch
-    answers with a thousand): the same keys in the same order, values converted by pydantic's
-    own encoder (tests/unit/test_notification_json.py holds them equal)."""
-    body: dict[str, Any] = to_jsonable_python(
-        {
-            "id": n.id,
-            "status": n.status,
-            "recipient": n.recipient,
-            "user_id": n.user_id,
-            "subject": n.subject,
-            "channels": list(dict.fromkeys(d.channel for d in n.deliveries)),
-            "category": n.category,
-            "priority": n.priority,
-            "template": n.template,
-            "event_type": n.event_type,
-            "send_at": n.send_at,
-            "collapse_key": n.collapse_key,
-            "created_at": n.created_at,
-            "updated_at": n.updated_at,
-            "completed_at": n.completed_at,
-            "deliveries": [
-                {
-                    "id": d.id,
-                    "channel": d.channel,
-                    "recipient": d.recipient,
-                    "status": d.status,
-                    "attempts": d.attempts,
-                    "last_error": d.last_error,
-                    "provider": d.provider,
-                    "created_at": d.created_at,
-                    "updated_at": d.updated_at,
-                    "last_attempt_at": d.last_attempt_at,
-                    "next_attempt_at": d.next_attempt_at,
-                    "sent_at": d.sent_at,
-                    "skip_reason": d.skip_reason,
-                    "history": None,
-                }
-                for d in n.deliveries
-            ],
-        }
-    )
-    return body
+    answers with a thousand): the same keys in the same order and the same values, converted
+    here as pydantic would (tests/unit/test_notification_json.py holds them equal) — its
+    to_jsonable_python over the whole dict cost 18 µs a notification."""
+    return {
+        "id": n.id,
+        "status": n.status.value,
+        "recipient": n.recipient,
+        "user_id": n.user_id,
+        "subject": n.subject,
+        "channels": list(dict.fromkeys(d.channel for d in n.deliveries)),
+        "category": n.category,
+        "priority": n.priority,
+        "template": n.template,
+        "event_type": n.event_type,
+        "send_at": _json_time(n.send_at),
+        "collapse_key": n.collapse_key,
+        "created_at": _json_time(n.created_at),
+        "updated_at": _json_time(n.updated_at),
+        "completed_at": _json_time(n.completed_at),
+        "deliveries": [
+            {
+                "id": d.id,
+                "channel": d.channel,
+                "recipient": d.recipient,
+                "status": d.status.value,
+                "attempts": d.attempts,
+                "last_error": d.last_error,
+                "provider": d.provider,
+                "created_at": _json_time(d.created_at),
+                "updated_at": _json_time(d.updated_at),
+                "last_attempt_at": _json_time(d.last_attempt_at),
+                "next_attempt_at": _json_time(d.next_attempt_at),
+                "sent_at": _json_time(d.sent_at),
+                "skip_reason": d.skip_reason,
+                "history": None,
+            }
+            for d in n.deliveries
+        ],
+    }
+
+
+def _json_time(value: datetime | None) -> str | None:
+    """pydantic's JSON for a datetime; a batch's notifications share their times, so UTC ones
+    are remembered (only UTC: equal times in other offsets are written differently)."""
+    if value is None:
+        return None
+    if value.tzinfo is UTC:
+        return _utc_json(value)
+    text: str = to_jsonable_python(value)
+    return text
+
+
+@lru_cache(maxsize=256)
+def _utc_json(value: datetime) -> str:
+    text: str = to_jsonable_python(value)
+    return text
 
 
 class NotificationPage(BaseModel):

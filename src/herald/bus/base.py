@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
 from herald.observability.logging import get_logger
+from herald.records import record
 
 if TYPE_CHECKING:
     from herald.store.database import Connection
@@ -32,7 +33,7 @@ class TopicPartition:
         return f"{self.topic}[{self.partition}]"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class OutgoingMessage:
     topic: str
     key: str
@@ -40,7 +41,7 @@ class OutgoingMessage:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Message:
     topic: str
     partition: int

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from typing import Any
+
 from herald.bus.base import OutgoingMessage
 from herald.domain.messages import (
     DeadLettered,
@@ -9,6 +12,7 @@ from herald.domain.messages import (
     DeliveryStatusChanged,
     NotificationRequested,
     encode,
+    encode_fields,
 )
 
 AnyMessage = NotificationRequested | DeliveryJob | DeliveryStatusChanged | DeadLettered
@@ -17,19 +21,41 @@ AnyMessage = NotificationRequested | DeliveryJob | DeliveryStatusChanged | DeadL
 def envelope(
     topic: str, key: str, message: AnyMessage, extra: dict[str, str] | None = None
 ) -> OutgoingMessage:
+    headers = _headers(type(message), lambda name: getattr(message, name, None), extra)
+    return OutgoingMessage(topic=topic, key=key, value=encode(message), headers=headers)
+
+
+def envelope_fields(
+    topic: str,
+    key: str,
+    model: type[AnyMessage],
+    values: Mapping[str, Any],
+    extra: dict[str, str] | None = None,
+) -> OutgoingMessage:
+    """``envelope(topic, key, model(**values), extra)`` for values Herald built itself, of the
+    fields' types, without validating them (see encode_fields)."""
+    fields = model.model_fields
+
+    def get(name: str) -> Any:
+        return values[name] if name in values else getattr(fields.get(name), "default", None)
+
+    value = encode_fields(model, values)
+    return OutgoingMessage(topic=topic, key=key, value=value, headers=_headers(model, get, extra))
+
+
+def _headers(
+    model: type[AnyMessage], get: Callable[[str], Any], extra: dict[str, str] | None
+) -> dict[str, str]:
     headers = {
         "content-type": "application/json",
-        "herald-type": message.type,
-        "herald-schema-version": str(message.schema_version),
+        "herald-type": get("type"),
+        "herald-schema-version": str(get("schema_version")),
     }
-    if message.notification_id is not None:
-        headers["herald-notification-id"] = message.notification_id
-    if (
-        isinstance(message, DeliveryJob | DeliveryStatusChanged | DeadLettered)
-        and message.delivery_id
-    ):
-        headers["herald-delivery-id"] = message.delivery_id
-    if isinstance(message, DeliveryJob):
-        headers["herald-attempt"] = str(message.attempt)
+    if get("notification_id") is not None:
+        headers["herald-notification-id"] = get("notification_id")
+    if issubclass(model, DeliveryJob | DeliveryStatusChanged | DeadLettered) and get("delivery_id"):
+        headers["herald-delivery-id"] = get("delivery_id")
+    if issubclass(model, DeliveryJob):
+        headers["herald-attempt"] = str(get("attempt"))
     headers.update(extra or {})
-    return OutgoingMessage(topic=topic, key=key, value=encode(message), headers=headers)
+    return headers

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
 from herald.domain.models import DeliveryStatus, NotificationStatus
+from herald.records import record
 from herald.store import journal
 from herald.store.database import Connection
 from herald.store.tables import deliveries, notifications
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class DeliveryRecord:
     id: str
     notification_id: str
@@ -35,7 +36,7 @@ class DeliveryRecord:
     skip_reason: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class NotificationRecord:
     id: str
     tenant_id: str

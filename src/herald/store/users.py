@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
+from herald.records import record
 from herald.store.database import Connection
 from herald.store.tables import users
 
 U = users.c
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Profile:
     """What a caller sets with PUT /api/v1/users/{id}."""
 
@@ -29,8 +30,13 @@ class Profile:
     webhook_url: str | None = None
     apprise_urls: list[str] = field(default_factory=list)
 
+    @property
+    def reaches_out(self) -> bool:
+        """Whether it names URLs Herald would connect to (checked by herald.outbound)."""
+        return bool(self.webhook_url or self.web_push or self.apprise_urls)
 
-@dataclass(frozen=True, slots=True)
+
+@record
 class UserRecord:
     tenant_id: str
     id: str

@@ -7,7 +7,6 @@ one transaction for all the items that could be planned; the others are reported
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,13 +16,13 @@ from sqlalchemy.exc import IntegrityError
 
 from herald.bus.base import OutgoingMessage
 from herald.bus.topics import Topics
-from herald.domain.messages import Content, DeliveryPlan, NotificationRequested
+from herald.domain.messages import Content, NotificationRequested
 from herald.domain.models import DeliveryStatus, NotificationStatus
 from herald.errors import IdempotencyKeyReusedError
 from herald.ids import uuid7
 from herald.observability import metrics, tracing
 from herald.observability.logging import get_logger
-from herald.pipeline.envelope import envelope
+from herald.pipeline.envelope import envelope_fields
 from herald.pipeline.group_commit import GroupCommit
 from herald.pipeline.idempotency_reads import IdempotencyReads
 from herald.pipeline.lookups import Lookups
@@ -128,7 +127,7 @@ class Intake:
         idem: IdempotencyRequest | None,
     ) -> Accepted:
         # Inline URLs are resolved (DNS) first, all at once, and without holding a connection.
-        refusals = await asyncio.gather(*(self.planner.outbound_refusal(s) for s in specs))
+        refusals = await self.planner.outbound_refusals(specs)
         drafts: list[Draft | PlanningError] = []
         async with Lookups.reading(self.db) as lookups:
             for tenant in {s.tenant_id for s in specs}:
@@ -229,30 +228,34 @@ class Intake:
         return body, accepted, response
 
     def _requested(self, record: NotificationRecord, plan: Plan) -> OutgoingMessage:
+        """The NotificationRequested event, encoded without validating what was just built."""
         spec = plan.spec
-        event = NotificationRequested(
-            notification_id=record.id,
-            tenant_id=record.tenant_id,
-            user_key=plan.user_key,
-            user_id=spec.user_id,
-            deliveries=[
-                # The record's deliveries were made from the plan's, in its order.
-                DeliveryPlan(
-                    delivery_id=d.id,
-                    channel=d.channel,
-                    recipient=d.recipient,
-                    content=planned.content,
-                )
+        event = {
+            "notification_id": record.id,
+            "tenant_id": record.tenant_id,
+            "user_key": plan.user_key,
+            "user_id": spec.user_id,
+            "deliveries": [
+                # DeliveryPlan's fields, in its order. The record's deliveries were made from
+                # the plan's, in its order.
+                {
+                    "delivery_id": d.id,
+                    "channel": d.channel,
+                    "recipient": d.recipient,
+                    "content": planned.content,
+                }
                 for d, planned in zip(record.deliveries, plan.deliveries, strict=True)
             ],
-            content=Content(subject=record.subject, body=record.body),
-            created_at=record.created_at,
-            category=plan.category,
-            priority=spec.priority,
-            send_at=spec.send_at,
-        )
+            "content": Content(subject=record.subject, body=record.body),
+            "created_at": record.created_at,
+            "category": plan.category,
+            "priority": spec.priority,
+            "send_at": spec.send_at,
+        }
         extra = {tracing.HEADER: spec.traceparent} if spec.traceparent else None
-        return envelope(self.topics.requested, plan.user_key, event, extra)
+        return envelope_fields(
+            self.topics.requested, plan.user_key, NotificationRequested, event, extra
+        )
 
 
 def _replay(stored: idempotency.StoredResponse, idem: IdempotencyRequest) -> Accepted:
