@@ -122,11 +122,15 @@ class _Postgres:
         )
         event.listen(self.engine.sync_engine, "handle_error", _unavailable_as_operational)
         self.read_engine = self.engine.sync_engine
+        # Reads run each statement in its own transaction, as READ COMMITTED would see it
+        # anyway, without the BEGIN and COMMIT round trips (the same pool).
+        self._reads = self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     def write(self) -> AbstractAsyncContextManager[Connection]:
         return self.engine.begin()
 
-    read = write  # READ COMMITTED: each statement sees the latest commit
+    def read(self) -> AbstractAsyncContextManager[Connection]:
+        return self._reads.connect()
 
     async def close(self) -> None:
         await self.engine.dispose()
