@@ -126,29 +126,33 @@ def encode(message: _Message) -> bytes:
 def encode_fields(model: type[_Message], values: Mapping[str, Any]) -> bytes:
     """``encode(model(**values))`` for values Herald built itself, of the fields' types: the
     same bytes without validating them first (5 µs instead of 13 for a NotificationRequested;
-    a batch makes a thousand). Fields left out take their defaults; a missing required one
-    raises KeyError. A nested message is a model, or a dict in its model's field order.
-    tests/unit/test_messages.py holds the bytes equal."""
-    defaults = _defaults(model)
-    return to_json({name: values[name] if name in values else defaults[name] for name in defaults})
+    a batch makes a thousand). A nested message is a model, or a dict in its model's field
+    order. tests/unit/test_messages.py holds the bytes equal."""
+    return to_json(fields_of(model, values))
+
+
+def fields_of(model: type[_Message], values: Mapping[str, Any]) -> dict[str, Any]:
+    """Every field of ``model`` in its order: the value given, else the default; KeyError for
+    a required field left out."""
+    fields: dict[str, Any] = {}
+    for name, default in _defaults(model).items():
+        if name in values:
+            fields[name] = values[name]
+        elif default is PydanticUndefined:
+            raise KeyError(f"{name} is required")
+        else:
+            fields[name] = default
+    return fields
 
 
 @cache
 def _defaults(model: type[_Message]) -> dict[str, Any]:
-    """Each field's default (a copy is not needed: the dict is only read to encode it), in
-    the model's order; KeyError on reading a required one."""
-    return _Defaults(
-        (name, info.get_default(call_default_factory=True))
+    """Each field's default in the model's order (PydanticUndefined: required). Not copied
+    per use: the values are only read, to be encoded."""
+    return {
+        name: info.get_default(call_default_factory=True)
         for name, info in model.model_fields.items()
-    )
-
-
-class _Defaults(dict[str, Any]):
-    def __getitem__(self, name: str) -> Any:
-        value = super().__getitem__(name)
-        if value is PydanticUndefined:
-            raise KeyError(f"{name} is required")
-        return value
+    }
 
 
 def decode(model: type[M], raw: bytes) -> M:

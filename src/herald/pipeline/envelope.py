@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from pydantic_core import to_json
+
 from herald.bus.base import OutgoingMessage
 from herald.domain.messages import (
     DeadLettered,
@@ -12,7 +14,7 @@ from herald.domain.messages import (
     DeliveryStatusChanged,
     NotificationRequested,
     encode,
-    encode_fields,
+    fields_of,
 )
 
 AnyMessage = NotificationRequested | DeliveryJob | DeliveryStatusChanged | DeadLettered
@@ -34,13 +36,11 @@ def envelope_fields(
 ) -> OutgoingMessage:
     """``envelope(topic, key, model(**values), extra)`` for values Herald built itself, of the
     fields' types, without validating them (see encode_fields)."""
-    fields = model.model_fields
-
-    def get(name: str) -> Any:
-        return values[name] if name in values else getattr(fields.get(name), "default", None)
-
-    value = encode_fields(model, values)
-    return OutgoingMessage(topic=topic, key=key, value=value, headers=_headers(model, get, extra))
+    fields = fields_of(model, values)
+    value = to_json(fields)  # encode_fields(model, values), the fields worked out once
+    return OutgoingMessage(
+        topic=topic, key=key, value=value, headers=_headers(model, fields.get, extra)
+    )
 
 
 def _headers(
