@@ -78,16 +78,30 @@ class Pipeline:
         """(topic, headers) of every message the stages published: on the embedded bus they
         appended to the log in their own transactions; with Kafka they went through the
         outbox, and this also checks that the relay published every one of them."""
-        async with self.runtime.db.read() as conn:
-            if self.runtime.bus.transactional:
-                rows = await conn.execute(sa.select(bus_messages.c.topic, bus_messages.c.headers))
-                return [(r.topic, r.headers) for r in rows]
-            rows = await conn.execute(
-                sa.select(outbox_events.c.topic, outbox_events.c.headers, outbox_events.c.status)
-            )
-            found = rows.all()
-        assert {r.status for r in found} <= {"PUBLISHED"}, "the relay left events behind"
-        return [(r.topic, r.headers) for r in found]
+        return [(topic, headers) for topic, headers, _ in await self._published()]
+
+    async def published_values(self) -> list[tuple[str, bytes]]:
+        """(topic, value) of every message the stages published (see published)."""
+        return [(topic, value) for topic, _, value in await self._published()]
+
+    async def _published(self) -> list[tuple[str, dict[str, str], bytes]]:
+        if self.runtime.bus.transactional:
+            async with self.runtime.db.read() as conn:
+                b = bus_messages.c
+                rows = await conn.execute(sa.select(b.topic, b.headers, b.value))
+                return [(r.topic, r.headers, r.value) for r in rows]
+        # A notification is done in the transaction that queued its last events: the relay
+        # publishes them a moment later.
+        deadline = asyncio.get_running_loop().time() + 10
+        while True:
+            async with self.runtime.db.read() as conn:
+                o = outbox_events.c
+                query = sa.select(o.topic, o.headers, o.payload, o.status)
+                found = (await conn.execute(query)).all()
+            if {r.status for r in found} <= {"PUBLISHED"}:
+                return [(r.topic, r.headers, r.payload) for r in found]
+            assert asyncio.get_running_loop().time() < deadline, "the relay left events behind"
+            await asyncio.sleep(0.05)
 
     async def dead_letters(self, **filters: Any) -> list[DeadLetter]:
         async with self.runtime.db.read() as conn:

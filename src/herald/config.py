@@ -109,6 +109,9 @@ class Settings(BaseSettings):
 
     # Pipeline
     relay_batch_size: int = Field(default=500, ge=1)
+    # Publish every delivery status change on the status topic, for consumers outside Herald
+    # (Herald settles a notification's status in the transaction that changed a delivery).
+    status_events: bool = False
     # After a wake-up the relay waits this long for more commits to publish with (0: none).
     relay_linger_seconds: float = Field(default=0.01, ge=0, le=1)
     relay_max_attempts: int = Field(default=10, ge=1)

@@ -144,6 +144,7 @@ def router(rt: Runtime) -> Role:
         retries=RetrySchedule(rt.topics, retry_topic=rt.bus.name == "kafka"),
         critical_categories=rt.settings.critical_categories,
         daily_caps=rt.settings.daily_caps,
+        status_changes=rt.status_changes,
     ).handle
     return _consumer(rt, "router", [rt.topics.requested], lambda _stop: handle)
 
@@ -191,6 +192,7 @@ def channel_worker(rt: Runtime, channel: str) -> Role:
         owner=f"{rt.worker_id}:{channel}",
         destinations=CircuitTable(lambda key: _destination_breaker(rt, channel, key)),
         unsubscribe_links=rt.unsubscribe_links,
+        status_changes=rt.status_changes,
     )
     consume = _consumer(
         rt, f"worker.{channel}", [rt.topics.deliveries(channel)], lambda _stop: worker.handle

@@ -29,6 +29,7 @@ from herald.pipeline.operations.replay import Replayer
 from herald.pipeline.planning import Planner
 from herald.pipeline.stages.intake import Intake
 from herald.pipeline.stall import StallWatch
+from herald.pipeline.status_changes import StatusChanges
 from herald.pipeline.unit import Units
 from herald.pipeline.unsubscribe_links import UnsubscribeLinks
 from herald.reliability.ratelimit import (
@@ -80,7 +81,14 @@ class Runtime:
         # Every stage writes through units of work: what it publishes commits with it.
         self.units = Units(self.db, self.outbox_wakeup, bus=self.bus)
         self.dead_letters = DeadLetterOffice(self.units, self.topics)
-        self.replayer = Replayer(self.units, self.topics, per_second=settings.dlq_replay_per_second)
+        # What follows a delivery's status change, wherever it is made.
+        self.status_changes = StatusChanges(self.topics, publish=settings.status_events)
+        self.replayer = Replayer(
+            self.units,
+            self.topics,
+            per_second=settings.dlq_replay_per_second,
+            status_changes=self.status_changes,
+        )
         self._background: set[asyncio.Task[None]] = set()
         # Signs email's one-click unsubscribe links when they are sent.
         self.unsubscribe_links = UnsubscribeLinks(

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from herald.domain.messages import Content, DeliveryJob
+from herald.domain.messages import Content, DeliveryJob, DeliveryStatusChanged, decode
+from herald.domain.models import DeliveryStatus
 from herald.pipeline.envelope import envelope
-from tests.pipeline_harness import Pipeline
+from tests.pipeline_harness import Pipeline, PipelineFactory
 
 
 async def test_seed_request_arrives_as_one_email_and_turns_sent(pipeline: Pipeline) -> None:
@@ -30,7 +31,28 @@ async def test_seed_request_arrives_as_one_email_and_turns_sent(pipeline: Pipeli
         topic.rsplit(".", 2)[-2] + "." + topic.rsplit(".", 1)[-1]
         for topic, _ in await pipeline.published()
     }
-    assert published == {"notifications.requested", "deliveries.email", "notifications.status"}
+    # The notification's status was settled with its delivery's: no status event is needed.
+    assert published == {"notifications.requested", "deliveries.email"}
+
+
+async def test_status_events_go_out_when_asked_for_and_the_status_is_settled_either_way(
+    start_pipeline: PipelineFactory,
+) -> None:
+    async with start_pipeline(status_events=True) as pipeline:
+        pipeline.sink.rcpt_replies["gone@example.com"] = "550 5.1.1 No such mailbox"
+        sent = await pipeline.send()
+        failed = await pipeline.send(recipient="gone@example.com")
+        assert (await pipeline.wait_until_done(sent["id"]))["status"] == "SENT"
+        assert (await pipeline.wait_until_done(failed["id"]))["status"] == "FAILED"
+        events = [
+            decode(DeliveryStatusChanged, value)
+            for topic, value in await pipeline.published_values()
+            if topic.endswith("notifications.status")
+        ]
+    assert {(e.notification_id, e.status) for e in events} == {
+        (sent["id"], DeliveryStatus.SENT),
+        (failed["id"], DeliveryStatus.DEAD_LETTERED),
+    }
 
 
 async def test_transient_failures_are_retried_until_sent(pipeline: Pipeline) -> None:
@@ -156,7 +178,6 @@ async def test_the_callers_trace_follows_the_notification_through_every_message(
     assert {topic.rsplit(".", 2)[-2] + "." + topic.rsplit(".", 1)[-1] for topic, _ in mine} == {
         "notifications.requested",
         "deliveries.email",
-        "notifications.status",
     }
     assert {headers["traceparent"][3:35] for _, headers in mine} == {trace}
     assert len({headers["traceparent"] for _, headers in mine}) == len(mine)  # a span each

@@ -7,6 +7,7 @@ it, written together at commit, and whoever waits for it woken after the commit.
         unit.publish([retry], available_at=due)    # later: through the outbox
         unit.record([journal step, ...])
         unit.insert({table: [row, ...]})             # new rows, written at commit
+        unit.settle([notification_id, ...])         # deliveries changed: status follows
 
 What a stage publishes for now goes where the bus lets it join the transaction: on the
 embedded bus (a log in the same database) it is appended to the log itself, so no relay hop
@@ -16,7 +17,8 @@ Buffered rows are written with one multi-row statement per table (so the writes 
 commit, each inserting a notification, make one statement between them), PostgreSQL's ``NOTIFY``
 (waking relays in other processes) is sent once per transaction, and this process's waiting
 relay and consumers are woken only once the transaction has committed: never for something
-that rolled back.
+that rolled back. A notification whose deliveries the unit changed has its status brought in
+step last, in the same transaction (see ``notifications.settle``): no status event to wait for.
 """
 
 from __future__ import annotations
@@ -31,12 +33,16 @@ import sqlalchemy as sa
 
 from herald.bus.base import Bus, OutgoingMessage
 from herald.clock import utcnow
+from herald.domain.models import NotificationStatus
 from herald.observability import metrics
-from herald.store import journal, outbox
+from herald.observability.logging import get_logger
+from herald.store import journal, notifications, outbox
 from herald.store.bulk_insert import insert_many, insert_rows
 from herald.store.database import Connection, Database
 from herald.store.tables import notification_events, outbox_events
 from herald.wakeup import Wakeup
+
+log = get_logger(__name__)
 
 
 class Unit:
@@ -49,6 +55,8 @@ class Unit:
         self.later: list[tuple[OutgoingMessage, datetime]] = []  # to publish when due
         self.steps: list[journal.Step] = []
         self.rows: dict[sa.Table, list[dict[str, Any]]] = {}  # to insert, by table
+        self.unsettled: set[str] = set()  # notifications whose deliveries changed
+        self.settled: dict[str, NotificationStatus] = {}  # their new statuses, once written
 
     def insert(self, rows: dict[sa.Table, list[dict[str, Any]]]) -> None:
         """Buffer new rows; tables are written in the order first given (a row referring to
@@ -73,6 +81,10 @@ class Unit:
     def record(self, steps: Iterable[journal.Step]) -> None:
         self.steps.extend(steps)
 
+    def settle(self, notification_ids: Iterable[str]) -> None:
+        """These notifications' deliveries changed: their statuses follow at commit."""
+        self.unsettled.update(notification_ids)
+
 
 class Units:
     """Begins units of work on ``db``, publishing to ``bus`` (see the module docstring); with
@@ -90,6 +102,8 @@ class Units:
             yield unit
             appended = await self._flush(unit)
         # Committed: wake whoever waits for what it wrote.
+        for notification_id, status in unit.settled.items():
+            log.info("notification.status", notification_id=notification_id, status=status)
         if appended and self.bus is not None:
             self.bus.after_commit(appended)
             count_published(m.topic for m in unit.messages)
@@ -113,6 +127,8 @@ class Units:
             batches.append((outbox_events, outbox.rows(queued, unit.now)))
         batches.append((notification_events, journal.rows(unit.steps)))
         await insert_many(conn, batches, notify=outbox.notify(conn) if queued else None)
+        # Last: the notification rows are taken after every delivery row (see settle).
+        unit.settled = await notifications.settle(conn, unit.unsettled, unit.now)
         return appended
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from herald.domain.models import DeliveryStatus, NotificationStatus
+from herald.domain.states import aggregate_status
 from herald.records import record
 from herald.store import journal
 from herald.store.database import Connection
@@ -306,6 +307,39 @@ async def set_statuses(
         values = {"ids": ids, "new_status": status, "now": now, "completed": completed_at}
         changed += (await conn.execute(_SET_STATUS, values)).scalars().all()
     return changed
+
+
+_LOCK = (
+    sa.select(notifications.c.id)
+    .where(notifications.c.id.in_(sa.bindparam("ids", expanding=True)))
+    .order_by(notifications.c.id)
+    # NO KEY UPDATE, as an UPDATE of the status takes: a row that refers to the notification
+    # (its deliveries' key share) does not wait for it, nor it for such a row.
+    .with_for_update(key_share=True)
+)
+
+
+async def settle(
+    conn: Connection, notification_ids: Collection[str], now: datetime
+) -> dict[str, NotificationStatus]:
+    """Bring each notification's status in step with its deliveries, in the transaction that
+    changed them; the statuses that changed.
+
+    Two transactions changing deliveries of one notification (its email and its SMS, recorded
+    by two workers) take turns on its row here: the second reads the deliveries only once the
+    first has committed (READ COMMITTED reads afresh at each statement), so neither leaves a
+    status that the other's change made stale. Every writer changes delivery rows before it
+    settles, and takes the notification rows in id order, so the turns cannot deadlock.
+    SQLite has one writer at a time: nothing to take turns on."""
+    ids = sorted(set(notification_ids))
+    if not ids:
+        return {}
+    if conn.dialect.name != "sqlite":
+        await conn.execute(_LOCK, {"ids": ids})
+    found = await delivery_statuses_of(conn, ids)
+    statuses = {i: aggregate_status(s) for i, s in found.items()}
+    changed = await set_statuses(conn, statuses, now)
+    return {i: statuses[i] for i in changed}
 
 
 async def set_status(

@@ -15,11 +15,12 @@ from datetime import datetime, timedelta
 from herald.bus.base import OutgoingMessage
 from herald.bus.topics import Topics
 from herald.clock import utcnow
-from herald.domain.messages import DeliveryJob, DeliveryStatusChanged, decode
+from herald.domain.messages import DeliveryJob, decode
 from herald.domain.models import DeliveryStatus
 from herald.errors import PoisonMessageError
 from herald.observability.logging import get_logger
 from herald.pipeline.envelope import envelope
+from herald.pipeline.status_changes import StatusChanges
 from herald.pipeline.unit import Unit, Units
 from herald.store import deadletters, deliveries, journal
 from herald.store.deadletters import DeadLetter, Filters
@@ -36,8 +37,16 @@ class ReplayOutcome:
 
 
 class Replayer:
-    def __init__(self, units: Units, topics: Topics, *, per_second: float) -> None:
+    def __init__(
+        self,
+        units: Units,
+        topics: Topics,
+        *,
+        per_second: float,
+        status_changes: StatusChanges | None = None,
+    ) -> None:
         self.units = units
+        self.status_changes = status_changes or StatusChanges(topics)
         self.db = units.db
         self.topics = topics
         self.per_second = per_second
@@ -96,16 +105,15 @@ class Replayer:
             conn,
             Attempt(letter.delivery_id, 0, None, DeliveryStatus.PENDING, now, now, error=marker),
         )
-        event = DeliveryStatusChanged(
+        self.status_changes.changed(
+            unit,
             notification_id=job.notification_id,
             delivery_id=job.delivery_id,
             channel=job.channel,
             user_key=job.user_key,
             status=DeliveryStatus.PENDING,
             attempts=0,
-            occurred_at=now,
         )
-        unit.publish([envelope(self.topics.status, job.user_key, event)])
         unit.publish([envelope(letter.topic, job.user_key, job)], available_at=due)
         return None
 

@@ -36,16 +36,16 @@ from herald.bus.topics import Topics
 from herald.channels.base import OutboundMessage, Provider, SendResult
 from herald.clock import seconds_from_now, utcnow
 from herald.domain.destinations import CALLER_CHOSEN, circuit_key, destination
-from herald.domain.messages import DeliveryJob, DeliveryStatusChanged, decode, encode
+from herald.domain.messages import DeliveryJob, decode, encode
 from herald.domain.models import DeliveryStatus
 from herald.errors import DeliveryError, PoisonMessageError, TransientDeliveryError
 from herald.ids import uuid7
 from herald.observability import metrics, tracing
 from herald.observability.logging import get_logger
 from herald.pipeline.deadletter import DeadLetterOffice, describe
-from herald.pipeline.envelope import envelope
 from herald.pipeline.failover import FailoverChain, ProviderSlot
 from herald.pipeline.retries import RetrySchedule
+from herald.pipeline.status_changes import StatusChanges
 from herald.pipeline.unit import Unit, Units
 from herald.pipeline.unsubscribe_links import UnsubscribeLinks
 from herald.reliability.circuit import CircuitBreaker, CircuitState, CircuitTable
@@ -95,8 +95,10 @@ class ChannelWorker:
         owner: str = "worker",
         destinations: CircuitTable | None = None,
         unsubscribe_links: UnsubscribeLinks | None = None,
+        status_changes: StatusChanges | None = None,
     ) -> None:
         self.units = units
+        self.status_changes = status_changes or StatusChanges(topics)
         self.unsubscribe_links = unsubscribe_links
         self.db = units.db
         self.topics = topics
@@ -473,7 +475,8 @@ class ChannelWorker:
         self, unit: Unit, sent: _Sent, status: DeliveryStatus, error: str | None = None
     ) -> None:
         job = sent.job
-        event = DeliveryStatusChanged(
+        self.status_changes.changed(
+            unit,
             notification_id=job.notification_id,
             delivery_id=job.delivery_id,
             channel=job.channel,
@@ -481,9 +484,8 @@ class ChannelWorker:
             status=status,
             attempts=sent.attempt,
             error=error,
-            occurred_at=unit.now,
+            trace=sent.trace,
         )
-        unit.publish([envelope(self.topics.status, job.user_key, event, sent.trace)])
 
     def _report(self, sent: _Sent, now: datetime) -> None:
         """Metrics and the log line of an outcome, once it is recorded."""

@@ -16,13 +16,12 @@ from datetime import datetime
 
 from pydantic import ValidationError
 
-from herald.bus.base import Message, OutgoingMessage
+from herald.bus.base import Message
 from herald.bus.topics import Topics
 from herald.clock import utcnow
 from herald.domain.messages import (
     DeliveryJob,
     DeliveryPlan,
-    DeliveryStatusChanged,
     NotificationRequested,
     decode,
 )
@@ -34,6 +33,7 @@ from herald.observability.logging import get_logger
 from herald.pipeline.deadletter import DeadLetterOffice
 from herald.pipeline.envelope import envelope
 from herald.pipeline.retries import RetrySchedule
+from herald.pipeline.status_changes import StatusChanges
 from herald.pipeline.unit import Unit, Units
 from herald.store import deliveries, journal, recipient_caps, users
 from herald.store.database import Connection
@@ -65,8 +65,10 @@ class Router:
         retries: RetrySchedule,
         critical_categories: Collection[str] = (),
         daily_caps: Mapping[str, int] | None = None,
+        status_changes: StatusChanges | None = None,
     ) -> None:
         self.units = units
+        self.status_changes = status_changes or StatusChanges(topics)
         self.db = units.db
         self.topics = topics
         self.dead_letters = dead_letters
@@ -197,7 +199,17 @@ class Router:
         )
         for plan, reason in skipped:
             if await deliveries.skip(conn, plan.delivery_id, reason, now):
-                jobs.append(self._skipped_event(event, plan, reason, now, trace))
+                self.status_changes.changed(
+                    unit,
+                    notification_id=event.notification_id,
+                    delivery_id=plan.delivery_id,
+                    channel=plan.channel,
+                    user_key=event.user_key,
+                    status=DeliveryStatus.SKIPPED,
+                    attempts=0,
+                    error=reason,
+                    trace=trace,
+                )
         for job, due in route.later:
             await deliveries.defer(conn, job.delivery_id, due, now)
             self.retries.schedule(unit, job, due, trace)
@@ -228,26 +240,6 @@ class Router:
                 over.add(job.delivery_id)
                 metrics.daily_cap_skips.labels(channel=job.channel).inc()
         return over
-
-    def _skipped_event(
-        self,
-        event: NotificationRequested,
-        plan: DeliveryPlan,
-        reason: str,
-        now: datetime,
-        trace: dict[str, str],
-    ) -> OutgoingMessage:
-        status = DeliveryStatusChanged(
-            notification_id=event.notification_id,
-            delivery_id=plan.delivery_id,
-            channel=plan.channel,
-            user_key=event.user_key,
-            status=DeliveryStatus.SKIPPED,
-            attempts=0,
-            error=reason,
-            occurred_at=now,
-        )
-        return envelope(self.topics.status, event.user_key, status, trace)
 
 
 def _preferences(user: UserRecord | None) -> Preferences | None:

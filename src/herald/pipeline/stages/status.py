@@ -1,8 +1,11 @@
-"""The status consumer: keeps each notification's status in step with its deliveries.
+"""The status consumer: applies status events that builds before this one published.
 
-It recomputes the status from the delivery rows rather than applying the event, so repeated
-or reordered events cannot leave a wrong status behind. A batch of events is one transaction:
-one read of the deliveries of every notification named, one update per new status.
+Stages now settle a notification's status in the transaction that changed its deliveries
+(see pipeline/status_changes); events still on the status topic from an earlier build (a
+rolling upgrade) are applied here the same way: the status is recomputed from the delivery
+rows, so repeated or reordered events cannot leave a wrong status behind, and an event for a
+change already settled changes nothing (so do this build's own events, published with
+HERALD_STATUS_EVENTS=on). A batch of events is one transaction.
 """
 
 from __future__ import annotations
@@ -11,13 +14,8 @@ from collections.abc import Sequence
 
 from herald.bus.base import Message
 from herald.domain.messages import DeliveryStatusChanged, decode
-from herald.domain.states import aggregate_status
 from herald.errors import PoisonMessageError
-from herald.observability.logging import get_logger
 from herald.pipeline.deadletter import DeadLetterOffice
-from herald.store import notifications
-
-log = get_logger(__name__)
 
 
 class StatusUpdater:
@@ -27,20 +25,12 @@ class StatusUpdater:
 
     async def handle(self, batch: Sequence[Message]) -> None:
         async with self.units.begin() as unit:
-            named: list[str] = []
             for message in batch:
                 try:
-                    named.append(decode(DeliveryStatusChanged, message.value).notification_id)
+                    event = decode(DeliveryStatusChanged, message.value)
                 except PoisonMessageError as exc:
                     await self.dead_letters.file(
                         unit, self.dead_letters.poison_letter(message, exc)
                     )
-            found = await notifications.delivery_statuses_of(unit.conn, set(named))
-            statuses = {i: aggregate_status(found[i]) for i in found}
-            changed = await notifications.set_statuses(unit.conn, statuses, unit.now)
-        for notification_id in changed:
-            log.info(
-                "notification.status",
-                notification_id=notification_id,
-                status=statuses[notification_id],
-            )
+                    continue
+                unit.settle([event.notification_id])

@@ -1,0 +1,94 @@
+"""A notification's status is settled in the transaction that changed its deliveries; two such
+transactions at once (its email and its SMS, recorded by two workers) take turns, so neither
+leaves a status the other made stale."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import sqlalchemy as sa
+
+from herald.clock import utcnow
+from herald.pipeline.unit import Units
+from herald.store.database import Database
+from herald.store.notifications import settle
+from herald.store.tables import deliveries, notifications
+from herald.wakeup import Wakeup
+
+
+async def a_notification_being_sent(db: Database, channels: list[str]) -> list[str]:
+    """Notification "n" with a delivery per channel, each PROCESSING; the deliveries' ids."""
+    now = utcnow()
+    async with db.write() as conn:
+        await conn.execute(
+            sa.insert(notifications).values(
+                id="n", body="B", status="PENDING", created_at=now, updated_at=now
+            )
+        )
+        await conn.execute(
+            sa.insert(deliveries),
+            [
+                {
+                    "id": f"d-{channel}",
+                    "notification_id": "n",
+                    "channel": channel,
+                    "recipient": "r",
+                    "status": "PROCESSING",
+                    "attempts": 1,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for channel in channels
+            ],
+        )
+    return [f"d-{channel}" for channel in channels]
+
+
+SENT = sa.update(deliveries).where(deliveries.c.id == sa.bindparam("d")).values(status="SENT")
+
+
+async def status_of(db: Database) -> str:
+    async with db.read() as conn:
+        status: str = await conn.scalar(sa.select(notifications.c.status))
+    return status
+
+
+async def test_a_unit_settles_the_status_of_what_it_changed(db: Database) -> None:
+    [delivery] = await a_notification_being_sent(db, ["email"])
+    units = Units(db, Wakeup())
+    async with units.begin() as unit:
+        await unit.conn.execute(SENT, {"d": delivery})
+        unit.settle(["n"])
+    assert unit.settled == {"n": "SENT"}
+    assert await status_of(db) == "SENT"
+
+
+@pytest.mark.postgres
+async def test_two_units_settling_one_notification_take_turns(fresh_pg_url: str) -> None:
+    db = Database(fresh_pg_url)
+    try:
+        email, sms = await a_notification_being_sent(db, ["email", "sms"])
+        first_settled, first_may_commit = asyncio.Event(), asyncio.Event()
+
+        async def record(delivery: str, hold: bool) -> None:
+            async with db.write() as conn:
+                await conn.execute(SENT, {"d": delivery})
+                await settle(conn, ["n"], utcnow())
+                if hold:
+                    first_settled.set()
+                    await first_may_commit.wait()
+
+        first = asyncio.create_task(record(email, hold=True))
+        await first_settled.wait()
+        # The second changes its delivery and settles while the first has not committed: had
+        # it read the deliveries then, it would have seen the email still PROCESSING (and the
+        # first saw the SMS PROCESSING): both would have left the notification PENDING.
+        second = asyncio.create_task(record(sms, hold=False))
+        await asyncio.sleep(0.3)
+        assert not second.done(), "the second did not wait for the first's turn"
+        first_may_commit.set()
+        await asyncio.gather(first, second)
+        assert await status_of(db) == "SENT"
+    finally:
+        await db.close()
