@@ -111,6 +111,8 @@ class Runtime:
                 outbound=settings.outbound_policy(),
                 unsubscribe_links=True,
             ),
+            # The router counts these channels' sends per recipient and day: theirs go to it.
+            capped_channels=settings.daily_caps,
         )
 
     async def start(self, *, migrate: bool, load_rules: bool = False, warn: bool = True) -> None:

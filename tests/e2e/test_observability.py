@@ -94,16 +94,15 @@ async def test_serve_exports_metrics_and_logs_json_without_bodies(
     try:
         [notification_id] = await send_and_wait(herald.url, smtp_sink, 1, body)
         scraped: Scraped = {}
-        for _ in range(100):  # the status consumer, the relay's count and the sampler catch up
+        worker = f"{_prefix(deployment)}worker.email"
+        for _ in range(100):  # the worker's count, the relay's and the sampler catch up
             scraped = await scrape(herald.url)
             # The relay counts an event once its marking commits, which may come after the
-            # status consumer has handled it: wait for the count too.
+            # worker has handled it: wait for the count too.
             if (
                 value(scraped, "herald_outbox_pending") == 0
-                and value(scraped, "herald_events_published_total") >= 3
-                and value(
-                    scraped, "herald_messages_handled_total", group=f"{_prefix(deployment)}status"
-                )
+                and value(scraped, "herald_events_published_total") >= 1
+                and value(scraped, "herald_messages_handled_total", group=worker)
             ):
                 break
             await asyncio.sleep(0.1)
@@ -115,8 +114,8 @@ async def test_serve_exports_metrics_and_logs_json_without_bodies(
     assert value(scraped, "herald_end_to_end_seconds_count", channel="email") == 1
     assert value(scraped, "herald_notifications_accepted_total") == 1
     assert value(scraped, "herald_http_requests_total", route=URL, code="202") == 1
-    # requested, job (the status is settled with the delivery: no status event)
-    assert value(scraped, "herald_events_published_total") >= 2
+    # the job: intake routed it (nothing left to decide) and settled the status with it
+    assert value(scraped, "herald_events_published_total") >= 1
     assert value(scraped, "herald_circuit_state", provider="smtp") == 0
     assert value(scraped, "herald_build_info") == 1
 
@@ -161,9 +160,10 @@ async def test_roles_apart_share_their_metrics_through_the_multiprocess_director
         await send_and_wait(api.url, smtp_sink, 5, "hello")
         for _ in range(100):
             from_api = await scrape(api.url)
-            # The relay publishes the last status events a moment after the worker's SENT.
+            # The relay counts an event once its marking commits, which may come after the
+            # worker's SENT.
             sent = value(from_api, "herald_deliveries_total", status="SENT")
-            if sent == 5 and value(from_api, "herald_events_published_total") >= 15:
+            if sent == 5 and value(from_api, "herald_events_published_total") >= 5:
                 break
             await asyncio.sleep(0.1)
         from_worker = await scrape(f"http://127.0.0.1:{worker_metrics}")
@@ -173,7 +173,7 @@ async def test_roles_apart_share_their_metrics_through_the_multiprocess_director
 
     # The API process sends nothing itself: these come from the worker's and relay's files.
     assert value(from_api, "herald_deliveries_total", status="SENT") == 5
-    assert value(from_api, "herald_events_published_total") >= 10  # requested, job: 2 each
+    assert value(from_api, "herald_events_published_total") >= 5  # a job each
     assert value(from_api, "herald_notifications_accepted_total") == 5
     # The worker's own endpoint serves the same view, lag included.
     assert value(from_worker, "herald_deliveries_total", status="SENT") == 5

@@ -66,9 +66,8 @@ async def test_seed_request_is_accepted_with_its_event_in_one_transaction(
     assert detail == body
 
     events = await published(runtime)
-    assert [(e.topic, e.key) for e in events] == [
-        ("herald.notifications.requested", "a@example.com")
-    ]
+    # Nothing left to route (an inline recipient, now): its job, not a notification.requested.
+    assert [(e.topic, e.key) for e in events] == [("herald.deliveries.email", "a@example.com")]
     assert body["id"].encode() in events[0].value
     assert await count(runtime, outbox_events) == 0  # no relay hop on the embedded bus
 

@@ -199,7 +199,15 @@ async def test_a_rendered_subject_with_crlf_never_reaches_the_smtp_server(
         async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
             assert (await http.put("/api/v1/templates/greeting", json=GREETING)).status_code == 201
             hostile = {"name": f"Ann\r\n{BCC}"}
-            request = {"recipient": "a@example.com", "template": "greeting", "data": hostile}
+            # A user's notification: it waits for the router, which is not running yet.
+            user = await http.put("/api/v1/users/ann", json={"email": "a@example.com"})
+            assert user.is_success
+            request = {
+                "user_id": "ann",
+                "channels": ["email"],
+                "template": "greeting",
+                "data": hostile,
+            }
 
             # The API renders at planning time, and refuses: nothing is stored.
             refused = await http.post(URL, json=request)
@@ -208,8 +216,8 @@ async def test_a_rendered_subject_with_crlf_never_reaches_the_smtp_server(
 
             # The last line of defence: a job that carries such a subject anyway (written by
             # another producer, or by a build without the check) reaches the real worker
-            # before the notification's own job. The relay is not running yet, so the
-            # hostile job is first on the delivery's partition.
+            # before the notification's own job. The router and the relay are not running yet,
+            # so the hostile job is first on the delivery's partition.
             accepted = await http.post(URL, json={**request, "data": {"name": "Ann"}})
             assert accepted.status_code == 202, accepted.text
             notification = accepted.json()
@@ -219,7 +227,7 @@ async def test_a_rendered_subject_with_crlf_never_reaches_the_smtp_server(
                 notification_id=notification["id"],
                 channel="email",
                 recipient="a@example.com",
-                user_key="a@example.com",
+                user_key="ann",
                 content=Content(subject=f"Hi Ann\r\n{BCC}", body="Hello Ann"),
             )
             await rt.bus.publish([envelope(rt.topics.deliveries("email"), job.user_key, job)])
@@ -241,7 +249,8 @@ async def test_a_rendered_subject_with_crlf_never_reaches_the_smtp_server(
 
             # A clean notification after it arrives alone, to its one recipient.
             clean = await http.post(
-                URL, json={**request, "recipient": "b@example.com", "data": {"name": "Bo"}}
+                URL,
+                json={"recipient": "b@example.com", "template": "greeting", "data": {"name": "Bo"}},
             )
             assert (await wait_until_done(http, clean.json()["id"]))["status"] == "SENT"
             [mail] = await smtp_sink.wait_for(1)

@@ -41,8 +41,7 @@ async def test_timeline_of_a_delivery_retried_until_sent(pipeline: Pipeline) -> 
 
     assert [s["step"] for s in timeline] == [
         "accepted",
-        "published",
-        "routed",
+        "routed",  # at intake: nothing was left to decide (see the timeline through the router)
         "attempt_failed",
         "retry_scheduled",
         "attempt_failed",
@@ -58,6 +57,16 @@ async def test_timeline_of_a_delivery_retried_until_sent(pipeline: Pipeline) -> 
     assert timeline[-1]["status"] == "SENT"
     times = [s["at"] for s in timeline]
     assert times == sorted(times)
+
+
+async def test_timeline_through_the_router(pipeline: Pipeline) -> None:
+    """A user's notification goes to the router, which applies the user's preferences when
+    it is sent: its timeline has the event's publication before the routing."""
+    assert (await pipeline.http.put("/api/v1/users/u1", json={"email": "u1@x.io"})).is_success
+    accepted = await pipeline.send(recipient=None, user_id="u1", channels=["email"])
+    await pipeline.wait_until_done(accepted["id"])
+    names = [s["step"] for s in await steps(pipeline, accepted["id"])]
+    assert names == ["accepted", "published", "routed", "sent", "completed"]
 
 
 async def test_timeline_shows_the_dead_letter_and_its_replay(pipeline: Pipeline) -> None:
@@ -76,9 +85,9 @@ async def test_timeline_shows_the_dead_letter_and_its_replay(pipeline: Pipeline)
             break
         await asyncio.sleep(0.05)
     names = [s["step"] for s in timeline]
-    assert names[:5] == ["accepted", "published", "routed", "attempt_failed", "dead_lettered"]
+    assert names[:4] == ["accepted", "routed", "attempt_failed", "dead_lettered"]
     assert names[-3:] == ["replayed", "sent", "completed"]
-    dead = timeline[4]
+    dead = timeline[3]
     assert (dead["status"], dead["error_class"]) == ("permanent", "PermanentDeliveryError")
     assert letter.id in dead["detail"]
 

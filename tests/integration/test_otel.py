@@ -28,12 +28,25 @@ def spans() -> Iterator[InMemorySpanExporter]:
         provider.shutdown()
 
 
+ROUTED = ["notification.accept", "notification.route", "delivery.attempt", "provider.send"]
+
+
+@pytest.mark.parametrize(
+    ("to", "chain"),
+    [
+        # A user's notification goes through the router (their preferences apply when sent).
+        ({"user_id": "u1", "channels": ["email"]}, ROUTED),
+        # Nothing left to decide: routed at intake, no span of the router's.
+        ({"recipient": "a@example.com"}, [n for n in ROUTED if n != "notification.route"]),
+    ],
+)
 async def test_a_notification_is_one_trace_from_the_caller_to_the_provider(
-    pipeline: Pipeline, spans: InMemorySpanExporter
+    pipeline: Pipeline, spans: InMemorySpanExporter, to: dict[str, object], chain: list[str]
 ) -> None:
+    assert (await pipeline.http.put("/api/v1/users/u1", json={"email": "a@example.com"})).is_success
     response = await pipeline.http.post(
         URL,
-        json={"recipient": "a@example.com", "subject": "Hi", "message": "traced"},
+        json={**to, "subject": "Hi", "message": "traced"},
         headers={tracing.HEADER: CALLER},
     )
     assert response.status_code == 202
@@ -45,7 +58,6 @@ async def test_a_notification_is_one_trace_from_the_caller_to_the_provider(
         assert span.context is not None
         if f"{span.context.trace_id:032x}" == CALLER_TRACE:
             by_name[span.name] = span
-    chain = ["notification.accept", "notification.route", "delivery.attempt", "provider.send"]
     assert set(chain) <= by_name.keys(), sorted(by_name)
     parent_ids = [int(CALLER[36:52], 16)] + [by_name[n].context.span_id for n in chain[:-1]]  # type: ignore[union-attr]
     for name, parent_id in zip(chain, parent_ids, strict=True):

@@ -31,8 +31,9 @@ async def test_seed_request_arrives_as_one_email_and_turns_sent(pipeline: Pipeli
         topic.rsplit(".", 2)[-2] + "." + topic.rsplit(".", 1)[-1]
         for topic, _ in await pipeline.published()
     }
-    # The notification's status was settled with its delivery's: no status event is needed.
-    assert published == {"notifications.requested", "deliveries.email"}
+    # Nothing left to route (an inline recipient, now): intake published the job itself; and
+    # the notification's status was settled with its delivery's: no status event either.
+    assert published == {"deliveries.email"}
 
 
 async def test_status_events_go_out_when_asked_for_and_the_status_is_settled_either_way(
@@ -176,7 +177,6 @@ async def test_the_callers_trace_follows_the_notification_through_every_message(
     trace = "0af7651916cd43dd8448eb211c80319c"
     mine = await published_for_traced(pipeline, "a@example.com", trace)
     assert {topic.rsplit(".", 2)[-2] + "." + topic.rsplit(".", 1)[-1] for topic, _ in mine} == {
-        "notifications.requested",
         "deliveries.email",
     }
     assert {headers["traceparent"][3:35] for _, headers in mine} == {trace}

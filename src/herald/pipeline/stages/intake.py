@@ -1,13 +1,18 @@
 """Accept notifications: store each, its deliveries and its outbox event in one transaction.
 
-Nothing is published from here; the relay does that. With an Idempotency-Key, the stored
+Nothing is published from here; the relay does that (or the embedded bus, in the same
+transaction). A notification with something left to decide when it is sent (its user's
+preferences and quiet hours, a schedule, a channel with a daily cap) goes to the router as a
+``notification.requested`` event; a delivery with nothing left to decide (to an inline
+recipient, now, on a channel without a cap) is routed here: its job goes straight to its
+channel's topic, a hop through the bus and the router fewer. With an Idempotency-Key, the stored
 response of the first request is returned for every repeat with the same body. A batch is
 one transaction for all the items that could be planned; the others are reported per item.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 
 from herald.bus.base import OutgoingMessage
 from herald.bus.topics import Topics
-from herald.domain.messages import Content, NotificationRequested
+from herald.domain.messages import Content, DeliveryJob, NotificationRequested
 from herald.domain.models import DeliveryStatus, NotificationStatus
 from herald.errors import IdempotencyKeyReusedError
 from herald.ids import uuid7
@@ -26,7 +31,14 @@ from herald.pipeline.envelope import envelope_fields
 from herald.pipeline.group_commit import GroupCommit
 from herald.pipeline.idempotency_reads import IdempotencyReads
 from herald.pipeline.lookups import Lookups
-from herald.pipeline.planning import Draft, NotificationSpec, Plan, Planner, PlanningError
+from herald.pipeline.planning import (
+    Draft,
+    NotificationSpec,
+    Plan,
+    PlannedDelivery,
+    Planner,
+    PlanningError,
+)
 from herald.pipeline.unit import Unit, Units
 from herald.store import idempotency, journal, notifications
 from herald.store.idempotency_cache import IdempotencyCache
@@ -38,6 +50,9 @@ log = get_logger(__name__)
 Render = Callable[[NotificationRecord], dict[str, Any]]
 # A batch's response body from each item's outcome: a record, or the error that refused it.
 RenderBatch = Callable[[list[NotificationRecord | PlanningError]], dict[str, Any]]
+
+# A notification's deliveries, each with what planning made of it.
+_Pairs = list[tuple[DeliveryRecord, PlannedDelivery]]
 
 EMAIL_ONLY = Planner(channels=("email",), critical_categories=frozenset(), public_url="")
 
@@ -65,6 +80,7 @@ class Intake:
         idempotency_ttl: float,
         cache: IdempotencyCache | None = None,
         planner: Planner = EMAIL_ONLY,
+        capped_channels: Collection[str] = (),
     ) -> None:
         self.units = units
         self.db = units.db
@@ -75,6 +91,7 @@ class Intake:
         self.idempotency_ttl = idempotency_ttl
         self.cache = cache
         self.planner = planner
+        self.capped_channels = frozenset(capped_channels)  # the router counts their sends
 
     async def submit(
         self, spec: NotificationSpec, render: Render, idem: IdempotencyRequest | None = None
@@ -210,7 +227,13 @@ class Intake:
                     now=now,
                 )
             outcomes.append(record)
-            events.append(self._requested(record, plan))
+            here, later = self._split(record, plan)
+            if here:
+                events += self._jobs(record, plan, here)
+                routed = ",".join(d.channel for d, _ in here)
+                steps.append(journal.Step(record.id, journal.ROUTED, now, detail=f"to {routed}"))
+            if later:
+                events.append(self._requested(record, plan, later))
         accepted = [o for o in outcomes if isinstance(o, NotificationRecord)]
         unit.insert(notifications.rows_of(accepted))
         unit.publish(events)
@@ -227,8 +250,48 @@ class Intake:
             unit.insert({idempotency_keys: [row]})
         return body, accepted, response
 
-    def _requested(self, record: NotificationRecord, plan: Plan) -> OutgoingMessage:
-        """The NotificationRequested event, encoded without validating what was just built."""
+    def _split(self, record: NotificationRecord, plan: Plan) -> tuple[_Pairs, _Pairs]:
+        """The deliveries routed here, and those left to the router: a delivery has nothing
+        left to decide when it is sent if its notification has no user (whose preferences and
+        quiet hours apply then) and no schedule, and its channel has no daily cap (which the
+        router counts). By channel, never by notification, so a key's jobs on one channel
+        always take the same way, in order. (A check added to routing must be added here.)"""
+        pairs = list(zip(record.deliveries, plan.deliveries, strict=True))
+        if plan.spec.user_id is not None or record.status != NotificationStatus.PENDING:
+            return [], pairs
+        here = [p for p in pairs if p[0].channel not in self.capped_channels]
+        return here, [p for p in pairs if p[0].channel in self.capped_channels]
+
+    def _jobs(self, record: NotificationRecord, plan: Plan, pairs: _Pairs) -> list[OutgoingMessage]:
+        """These deliveries' jobs, as the router would make them (route._job)."""
+        spec = plan.spec
+        extra = {tracing.HEADER: spec.traceparent} if spec.traceparent else None
+        return [
+            envelope_fields(
+                self.topics.deliveries(d.channel),
+                plan.user_key,
+                DeliveryJob,
+                {  # DeliveryJob's fields, in its order
+                    "delivery_id": d.id,
+                    "tenant_id": record.tenant_id,
+                    "notification_id": record.id,
+                    "channel": d.channel,
+                    "recipient": d.recipient,
+                    "user_key": plan.user_key,
+                    "content": planned.content,
+                    "accepted_at": record.created_at,
+                    "user_id": spec.user_id,
+                    "category": plan.category,
+                    "priority": spec.priority,
+                },
+                extra,
+            )
+            for d, planned in pairs
+        ]
+
+    def _requested(self, record: NotificationRecord, plan: Plan, pairs: _Pairs) -> OutgoingMessage:
+        """The NotificationRequested event of these deliveries, encoded without validating
+        what was just built."""
         spec = plan.spec
         event = {
             "notification_id": record.id,
@@ -244,7 +307,7 @@ class Intake:
                     "recipient": d.recipient,
                     "content": planned.content,
                 }
-                for d, planned in zip(record.deliveries, plan.deliveries, strict=True)
+                for d, planned in pairs
             ],
             "content": Content(subject=record.subject, body=record.body),
             "created_at": record.created_at,
