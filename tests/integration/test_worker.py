@@ -29,6 +29,7 @@ from herald.store import deliveries
 from herald.store.database import Database
 from herald.store.notifications import NotificationRecord
 from herald.store.tables import deliveries as deliveries_table
+from herald.store.tables import notifications as notifications_table
 from herald.store.tables import outbox_events
 from herald.wakeup import Wakeup
 from tests.smtp_sink import SmtpSink
@@ -281,3 +282,24 @@ async def test_a_send_that_would_outlive_the_lease_is_cut_short(env: Fixture) ->
     await env.worker.handle([job_message(record, attempt=1)])  # the scheduled retry
     row = await delivery_row(env, record.deliveries[0].id)
     assert row.status == "SENT", row.last_error
+
+
+async def test_a_delivery_cancelled_under_way_ends_skipped_at_its_claim_and_the_status_follows(
+    env: Fixture,
+) -> None:
+    record = await accept(env)
+    delivery_id = record.deliveries[0].id
+    async with env.db.write() as conn:  # its user was deleted while its job was on its way
+        await conn.execute(
+            sa.update(deliveries_table)
+            .where(deliveries_table.c.id == delivery_id)
+            .values(skip_reason="user_deleted")
+        )
+    await env.worker.handle([job_message(record)])
+    assert (await delivery_row(env, delivery_id)).status == "SKIPPED"
+    async with env.db.read() as conn:
+        status = await conn.scalar(
+            sa.select(notifications_table.c.status).where(notifications_table.c.id == record.id)
+        )
+    assert status == "SKIPPED"  # settled in the claim's transaction, not left PENDING
+    assert env.sink.messages() == []

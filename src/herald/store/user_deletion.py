@@ -88,7 +88,7 @@ async def _cancel_deliveries(conn: Connection, tenant: str, user_id: str, now: d
             await _mark_cancelled(conn, notification_id, now)
             continue
         status = aggregate_status(statuses)
-        if status != NotificationStatus.PENDING:  # else the status consumer ends it later
+        if status != NotificationStatus.PENDING:  # else its worker settles it when it ends
             await notifications.set_status(conn, notification_id, status, now)
 
 

@@ -280,14 +280,21 @@ class ChannelWorker:
     async def _claim(self, jobs: list[DeliveryJob]) -> list[Claim]:
         now = utcnow()
         lease_until = seconds_from_now(self.lease_seconds, now)
-        async with self.db.write() as conn:
-            return await deliveries.claim_many(
-                conn,
+        async with self.units.begin() as unit:
+            claims = await deliveries.claim_many(
+                unit.conn,
                 [(job.delivery_id, job.attempt) for job in jobs],
                 now=now,
                 lease_until=lease_until,
                 owner=self.owner,
             )
+            # A cancellation asked for while under way ends a delivery SKIPPED here.
+            unit.settle(
+                job.notification_id
+                for job, claim in zip(jobs, claims, strict=True)
+                if claim.status == DeliveryStatus.SKIPPED
+            )
+        return claims
 
     async def _send(self, job: _Job, claim: Claim, slot: ProviderSlot, deadline: float) -> _Sent:
         """One claimed job: a free connection of the provider, a token of its rate limit, the
