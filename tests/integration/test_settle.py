@@ -5,15 +5,20 @@ leaves a status the other made stale."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 import sqlalchemy as sa
 
+from herald.bus.topics import Topics
 from herald.clock import utcnow
+from herald.pipeline.planning import NotificationSpec, Planner
+from herald.pipeline.stages.intake import Intake
 from herald.pipeline.unit import Units
 from herald.store.database import Database
 from herald.store.notifications import settle
 from herald.store.tables import deliveries, notifications
+from herald.store.users import Profile
 from herald.wakeup import Wakeup
 
 
@@ -92,3 +97,28 @@ async def test_two_units_settling_one_notification_take_turns(fresh_pg_url: str)
         assert await status_of(db) == "SENT"
     finally:
         await db.close()
+
+
+async def test_a_partly_sent_notification_superseded_by_a_newer_one_is_settled(
+    db: Database,
+) -> None:
+    planner = Planner(channels=("email", "sms"), critical_categories=frozenset(), public_url="")
+    intake = Intake(Units(db, Wakeup()), Topics(), idempotency_ttl=60, planner=planner)
+    spec = NotificationSpec(
+        contacts=Profile(email="a@example.com", phone="+15551234567"),
+        channels=("email", "sms"),
+        subject="Score",
+        body="1-0",
+        collapse_key="score",
+    )
+    first = (await intake.submit(spec, lambda r: {"id": r.id, "deliveries": r.deliveries})).body
+    email, _ = first["deliveries"]
+    async with db.write() as conn:  # its email went out; its SMS is still to be sent
+        await conn.execute(SENT, {"d": email.id})
+    await intake.submit(dataclasses.replace(spec, body="2-0"), lambda r: {"id": r.id})
+    # The SMS was superseded (SKIPPED): what is left of the first is its email, SENT.
+    async with db.read() as conn:
+        status = await conn.scalar(
+            sa.select(notifications.c.status).where(notifications.c.id == first["id"])
+        )
+    assert status == "SENT"

@@ -1,8 +1,10 @@
 """A notification's timeline: every step in order, read from where each step is recorded.
 
 The answer to "why was this (not) sent?": accepted (the notification row), published and
-routed (the journal), each attempt with its error and the retry it scheduled (attempt
-history), dead-lettered (dead letters), replayed (the journal), completed (the row again).
+routed (the journal: a delivery routed by the API itself has no published step, and a
+notification whose deliveries went both ways has a routed step from each), each attempt with
+its error and the retry it scheduled (attempt history), dead-lettered (dead letters),
+replayed (the journal), completed (the row again).
 """
 
 from __future__ import annotations

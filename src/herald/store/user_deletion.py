@@ -20,7 +20,7 @@ from typing import Final
 import sqlalchemy as sa
 
 from herald.domain.models import DeliveryStatus, NotificationStatus
-from herald.domain.states import CANCELLABLE, aggregate_status
+from herald.domain.states import CANCELLABLE
 from herald.store import inbox, journal, notifications, users
 from herald.store.database import Connection
 from herald.store.tables import deliveries
@@ -82,14 +82,14 @@ async def _cancel_deliveries(conn: Connection, tenant: str, user_id: str, now: d
             for r in cancelled
         ],
     )
-    for notification_id in open_ids:
-        statuses = await notifications.delivery_statuses(conn, notification_id)
-        if all(s == DeliveryStatus.SKIPPED for s in statuses):
-            await _mark_cancelled(conn, notification_id, now)
-            continue
-        status = aggregate_status(statuses)
-        if status != NotificationStatus.PENDING:  # else its worker settles it when it ends
-            await notifications.set_status(conn, notification_id, status, now)
+    # Those with every delivery skipped here are CANCELLED (no other writer can change them
+    # now: this transaction holds their deliveries); the others settle as every writer does,
+    # in turn with a worker ending one's attempt under way (notifications.settle).
+    found = await notifications.delivery_statuses_of(conn, open_ids)
+    all_skipped = sorted(i for i, s in found.items() if all(x == DeliveryStatus.SKIPPED for x in s))
+    for notification_id in all_skipped:
+        await _mark_cancelled(conn, notification_id, now)
+    await notifications.settle(conn, set(open_ids) - set(all_skipped), now)
 
 
 async def _mark_cancelled(conn: Connection, notification_id: str, now: datetime) -> None:

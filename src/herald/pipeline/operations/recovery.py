@@ -18,7 +18,6 @@ from herald.bus.topics import Topics
 from herald.clock import utcnow
 from herald.domain.messages import Content, DeliveryJob
 from herald.domain.models import DeliveryStatus
-from herald.domain.states import aggregate_status
 from herald.observability.logging import get_logger
 from herald.pipeline.envelope import envelope
 from herald.pipeline.unit import Units
@@ -71,12 +70,10 @@ class Recovery:
             unit.publish(jobs)
             await deliveries.touch(conn, [d.delivery_id for d in lost], now)
 
-            settled = 0
-            for notification_id in await notifications.pending_but_finished(conn, limit=BATCH):
-                status = aggregate_status(
-                    await notifications.delivery_statuses(conn, notification_id)
-                )
-                settled += await notifications.set_status(conn, notification_id, status, now)
+            # Deliveries ended but their notification not (a build before the status was
+            # settled with them): settled at commit, as every writer does (notifications.settle).
+            unit.settle(await notifications.pending_but_finished(conn, limit=BATCH))
+        settled = len(unit.settled)
         if lost:
             log.warning(
                 "recovery.requeued",

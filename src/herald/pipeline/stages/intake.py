@@ -218,7 +218,7 @@ class Intake:
             record = _new_record(plan, now)
             if plan.spec.collapse_key is not None:
                 await unit.write_rows()  # a notification buffered before this one is seen
-                steps += await notifications.supersede(
+                superseded = await notifications.supersede(
                     conn,
                     record.tenant_id,
                     plan.user_key,
@@ -226,6 +226,9 @@ class Intake:
                     by=record.id,
                     now=now,
                 )
+                steps += superseded
+                # One partly sent keeps its status from what was sent: settled at commit.
+                unit.settle(step.notification_id for step in superseded)
             outcomes.append(record)
             here, later = self._split(record, plan)
             if here:
@@ -254,8 +257,9 @@ class Intake:
         """The deliveries routed here, and those left to the router: a delivery has nothing
         left to decide when it is sent if its notification has no user (whose preferences and
         quiet hours apply then) and no schedule, and its channel has no daily cap (which the
-        router counts). By channel, never by notification, so a key's jobs on one channel
-        always take the same way, in order. (A check added to routing must be added here.)"""
+        router counts). For an inline recipient this is decided by channel, so its jobs on one
+        channel always take the same way, in order. (A check added to routing must be added
+        here.)"""
         pairs = list(zip(record.deliveries, plan.deliveries, strict=True))
         if plan.spec.user_id is not None or record.status != NotificationStatus.PENDING:
             return [], pairs
