@@ -10,7 +10,7 @@ drains what earlier builds published there).
 from __future__ import annotations
 
 from herald.bus.topics import Topics
-from herald.domain.messages import DeliveryStatusChanged
+from herald.domain.messages import DeliveryJob, DeliveryStatusChanged
 from herald.domain.models import DeliveryStatus
 from herald.pipeline.envelope import envelope
 from herald.pipeline.unit import Unit
@@ -24,27 +24,25 @@ class StatusChanges:
     def changed(
         self,
         unit: Unit,
-        *,
-        notification_id: str,
-        delivery_id: str,
-        channel: str,
-        user_key: str,
+        job: DeliveryJob,
         status: DeliveryStatus,
+        *,
         attempts: int,
         error: str | None = None,
         trace: dict[str, str] | None = None,
     ) -> None:
-        unit.settle([notification_id])
+        """``job``'s delivery is now ``status`` (changed in ``unit``)."""
+        unit.settle([job.notification_id])
         if not self.publish:
             return
         event = DeliveryStatusChanged(
-            notification_id=notification_id,
-            delivery_id=delivery_id,
-            channel=channel,
-            user_key=user_key,
+            notification_id=job.notification_id,
+            delivery_id=job.delivery_id,
+            channel=job.channel,
+            user_key=job.user_key,
             status=status,
             attempts=attempts,
             error=error,
             occurred_at=unit.now,
         )
-        unit.publish([envelope(self.topics.status, user_key, event, trace)])
+        unit.publish([envelope(self.topics.status, job.user_key, event, trace)])

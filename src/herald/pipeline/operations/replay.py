@@ -105,15 +105,7 @@ class Replayer:
             conn,
             Attempt(letter.delivery_id, 0, None, DeliveryStatus.PENDING, now, now, error=marker),
         )
-        self.status_changes.changed(
-            unit,
-            notification_id=job.notification_id,
-            delivery_id=job.delivery_id,
-            channel=job.channel,
-            user_key=job.user_key,
-            status=DeliveryStatus.PENDING,
-            attempts=0,
-        )
+        self.status_changes.changed(unit, job, DeliveryStatus.PENDING, attempts=0)
         unit.publish([envelope(letter.topic, job.user_key, job)], available_at=due)
         return None
 

@@ -411,7 +411,9 @@ class ChannelWorker:
         next attempt or a dead letter. Returns the attempt for the history."""
         job, now, conn = sent.job, unit.now, unit.conn
         if sent.result is not None:
-            self._publish_status(unit, sent, DeliveryStatus.SENT)
+            self.status_changes.changed(
+                unit, job, DeliveryStatus.SENT, attempts=sent.attempt, trace=sent.trace
+            )
             return Attempt(
                 job.delivery_id,
                 sent.attempt,
@@ -435,7 +437,9 @@ class ChannelWorker:
             next_attempt_at=retry_at,
             provider=sent.provider,
         )
-        self._publish_status(unit, sent, status, text)
+        self.status_changes.changed(
+            unit, job, status, attempts=sent.attempt, error=text, trace=sent.trace
+        )
         if retry_at is not None:
             next_job = job.model_copy(update={"attempt": sent.attempt})
             self.retries.schedule(unit, next_job, retry_at, sent.trace)
@@ -476,22 +480,6 @@ class ChannelWorker:
             error_class,
             text,
             retry_at,
-        )
-
-    def _publish_status(
-        self, unit: Unit, sent: _Sent, status: DeliveryStatus, error: str | None = None
-    ) -> None:
-        job = sent.job
-        self.status_changes.changed(
-            unit,
-            notification_id=job.notification_id,
-            delivery_id=job.delivery_id,
-            channel=job.channel,
-            user_key=job.user_key,
-            status=status,
-            attempts=sent.attempt,
-            error=error,
-            trace=sent.trace,
         )
 
     def _report(self, sent: _Sent, now: datetime) -> None:

@@ -201,11 +201,8 @@ class Router:
             if await deliveries.skip(conn, plan.delivery_id, reason, now):
                 self.status_changes.changed(
                     unit,
-                    notification_id=event.notification_id,
-                    delivery_id=plan.delivery_id,
-                    channel=plan.channel,
-                    user_key=event.user_key,
-                    status=DeliveryStatus.SKIPPED,
+                    _job(event, plan),
+                    DeliveryStatus.SKIPPED,
                     attempts=0,
                     error=reason,
                     trace=trace,
