@@ -114,6 +114,8 @@ class Settings(BaseSettings):
     status_events: bool = False
     # After a wake-up the relay waits this long for more commits to publish with (0: none).
     relay_linger_seconds: float = Field(default=0.01, ge=0, le=1)
+    # ... and up to this long after a large batch (a busy relay's batches fill further).
+    relay_linger_max_seconds: float = Field(default=0.04, ge=0, le=1)
     relay_max_attempts: int = Field(default=10, ge=1)
     relay_shard_lease_seconds: float = Field(default=30.0, gt=0)
     poll_interval_seconds: float = Field(default=0.2, gt=0)

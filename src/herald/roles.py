@@ -80,6 +80,7 @@ def relay(rt: Runtime) -> Role:
         rt.outbox_wakeup,
         batch_size=s.relay_batch_size,
         linger=s.relay_linger_seconds,
+        linger_max=s.relay_linger_max_seconds,
         poll_interval=s.poll_interval_seconds,
         max_attempts=s.relay_max_attempts,
         dead_letters=rt.dead_letters,

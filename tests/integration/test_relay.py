@@ -235,6 +235,39 @@ class CountingEmbeddedBus(EmbeddedBus):
         await super().publish_in(conn, messages)
 
 
+@pytest.mark.parametrize("first", [1, 80])
+async def test_after_a_large_batch_the_relay_lingers_longer(
+    db: Database, topic: str, first: int
+) -> None:
+    """The linger grows with the batch just published: after a lone event the relay waits its
+    0.1 s, so three commits 0.2 s apart go out apart; after 80 events (ten steps of eight) it
+    waits up to its 2 s maximum (1 s here), so the same three commits go out together."""
+    bus = CountingEmbeddedBus(db)
+    await bus.start()
+    await bus.ensure_topics([topic])
+    relay = make_relay(db, bus, linger=0.1, linger_max=2.0, poll_interval=5.0)
+    stop = asyncio.Event()
+    running = asyncio.create_task(relay.run(stop))
+    await asyncio.sleep(0.1)  # its first look found nothing; now it waits to be woken
+    await add(db, *(OutgoingMessage(topic, "user", b"first") for _ in range(first)))
+    relay.wakeup.notify()
+    await read(bus, topic, first)
+    for i in range(3):
+        await add(db, OutgoingMessage(topic, "user", str(i).encode()))
+        relay.wakeup.notify()
+        await asyncio.sleep(0.2)
+    received = await read(bus, topic, first + 3)
+    stop.set()
+    await running
+    await bus.close()
+    assert [m.value for m in received] == [b"first"] * first + [b"0", b"1", b"2"]
+    assert bus.batches[0] == first
+    if first == 1:
+        assert len(bus.batches) > 2, bus.batches
+    else:
+        assert bus.batches == [first, 3]
+
+
 @pytest.mark.parametrize("linger", [0.0, 0.6])
 async def test_after_a_wake_up_the_relay_lingers_for_more(
     db: Database, topic: str, linger: float
