@@ -109,10 +109,19 @@ async def test_with_a_cache_concurrent_writes_and_look_ups_share_round_trips(
         reads = IdempotencyReads(db, cache)
         keys = [*cached, "d", "missing"]
         found = await asyncio.gather(*(reads.find("tenant:a", key) for key in keys))
+        sent = list(commands)
     finally:
         sa.event.remove(db.read_engine, "before_cursor_execute", count)
+    try:
+        copied = await cache.get_many([("tenant:a", "d")])
+        ttl_ms = await redis.pttl(f"{redis_prefix}idempotency:tenant:a:d")
+    finally:
         await redis.aclose()
 
     assert found == [*cached.values(), only_in_db, None]
-    assert commands == ["pipeline", "mget"]  # twenty-two look-ups, one MGET
-    assert len(selects) == 1  # and one read for the two Redis lacks
+    # Twenty-two look-ups, one MGET; one read for the two Redis lacks; the repeat found in the
+    # database is copied to Redis.
+    assert sent == ["pipeline", "mget", "pipeline"]
+    assert len(selects) == 1
+    assert copied == {("tenant:a", "d"): only_in_db}
+    assert 55_000 < ttl_ms <= 60_000  # until the stored response expires

@@ -35,18 +35,20 @@ _FORGET = sa.delete(idempotency_keys).where(
 
 async def find_many(
     conn: Connection, scope: str, keys: list[str], now: datetime
-) -> tuple[dict[str, StoredResponse], list[str]]:
-    """The live responses stored under these keys of one scope, in one statement; and the
-    keys whose response has expired (to be forgotten: a new request may use them again)."""
-    found: dict[str, StoredResponse] = {}
+) -> tuple[dict[str, tuple[StoredResponse, datetime]], list[str]]:
+    """The live responses stored under these keys of one scope, each with when it expires, in
+    one statement; and the keys whose response has expired (to be forgotten: a new request
+    may use them again)."""
+    found: dict[str, tuple[StoredResponse, datetime]] = {}
     expired: list[str] = []
     for row in await conn.execute(_FIND, {"scope": scope, "keys": keys}):
         if row.expires_at <= now:
             expired.append(row.key)
         else:
-            found[row.key] = StoredResponse(
+            response = StoredResponse(
                 row.request_hash, row.resource_id, row.response_status, row.response_body
             )
+            found[row.key] = (response, row.expires_at)
     return found, expired
 
 

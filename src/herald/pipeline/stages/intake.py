@@ -89,7 +89,6 @@ class Intake:
         self.reads = IdempotencyReads(units.db, cache)  # and their look-ups share a read
         self.topics = topics
         self.idempotency_ttl = idempotency_ttl
-        self.cache = cache
         self.planner = planner
         self.capped_channels = frozenset(capped_channels)  # the router counts their sends
 
@@ -176,10 +175,8 @@ class Intake:
             # reports each item refused (even when it has only one).
             return Accepted(202, render(refused), replayed=False)
         stored = await self.group.write(lambda unit: self._store(unit, plans, render, idem))
-        body, accepted, response = stored
+        body, accepted = stored
         metrics.notifications_accepted.inc(len(accepted))
-        if idem is not None and response is not None and self.cache is not None:
-            await self.cache.put(idem.scope, idem.key, response, self.idempotency_ttl)
         if len(accepted) == 1:
             (record,) = accepted
             log.info(
@@ -204,7 +201,7 @@ class Intake:
         plans: list[Plan | PlanningError],
         render: RenderBatch,
         idem: IdempotencyRequest | None,
-    ) -> tuple[dict[str, Any], list[NotificationRecord], idempotency.StoredResponse | None]:
+    ) -> tuple[dict[str, Any], list[NotificationRecord]]:
         """Write the accepted notifications, their events and the response under the key;
         in a group commit (run again alone if the group fails)."""
         conn, now = unit.conn, unit.now
@@ -242,7 +239,6 @@ class Intake:
         unit.publish(events)
         unit.record(steps)
         body = render(outcomes)  # may raise PlanningError: nothing is stored then
-        response = None
         if idem is not None:
             response = idempotency.StoredResponse(
                 idem.request_hash, accepted[0].id if accepted else "", 202, body
@@ -251,7 +247,7 @@ class Intake:
                 idem.scope, idem.key, response, now=now, ttl_seconds=self.idempotency_ttl
             )
             unit.insert({idempotency_keys: [row]})
-        return body, accepted, response
+        return body, accepted
 
     def _split(self, record: NotificationRecord, plan: Plan) -> tuple[_Pairs, _Pairs]:
         """The deliveries routed here, and those left to the router: a delivery has nothing
