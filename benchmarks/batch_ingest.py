@@ -63,6 +63,7 @@ def measure(args: argparse.Namespace, source: Path | None) -> dict[str, Any]:
             api = d.processes[0].proc
             assert api is not None
             post_batches(d.api_url, 2, 2, args.batch)  # warm-up
+            d.analyze()  # the steady state: see harness.Deployment.analyze
             time.sleep(1)
             others = [p.proc.pid for p in d.processes[1:] if p.proc is not None]
             whole = ProcessTree([api.pid, *others])

@@ -27,6 +27,7 @@ def measure(kind: str, count: int, batch: int) -> list[dict[str, Any]]:
     # One client posting as fast as it can: the per-caller rate limit would measure itself.
     with deployment(kind, env={"HERALD_RATE_LIMIT_PER_SECOND": "0"}) as d:
         loadgen(d.api_url, "--count", "50", "--concurrency", "8")  # warm-up
+        d.analyze()  # the steady state: see harness.Deployment.analyze
         batched = ["--count", str(count * 5), "--batch", str(batch)]
         for mode, args in (
             ("single", ["--count", str(count), "--concurrency", str(SINGLE_CONCURRENCY)]),

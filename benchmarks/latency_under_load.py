@@ -92,6 +92,7 @@ def main() -> None:
         with deployment(args.kind, env=env, sink=sink) as d:
             warm = drive(d.api_url, 2, 8, tag=f"warm-{uuid.uuid4().hex[:6]}")
             sink.wait_for(int(warm["accepted"]), 600)
+            d.analyze()  # the steady state: see harness.Deployment.analyze
             before = sink.count()
             started = time.monotonic()
             flat_out = drive(d.api_url, 10, args.connections, tag=f"peak-{uuid.uuid4().hex[:6]}")

@@ -37,13 +37,15 @@ from hotpath import worktree
 from native_tools import CSink, ProcessTree, drive, missing_tools, sink_limit
 
 # A system under test, given a sink: its API URL and the pids of its processes.
-System = Callable[[CSink], AbstractContextManager[tuple[str, list[int]]]]
+# A system started: its URL, its processes, and what to do after the warm-up.
+Started = tuple[str, list[int], Callable[[], None]]
+System = Callable[[CSink], AbstractContextManager[Started]]
 
 
 @contextmanager
-def celery(sink: CSink) -> Iterator[tuple[str, list[int]]]:
+def celery(sink: CSink) -> Iterator[Started]:
     with baseline(sink=sink) as app:
-        yield app.api_url, [p.pid for p in app.processes]
+        yield app.api_url, [p.pid for p in app.processes], lambda: None
 
 
 # HERALD_X=value settings for every Herald configuration (--env).
@@ -54,13 +56,13 @@ def herald(kind: str, workers: int = 1, source: Path | None = None) -> System:
     """``source``: a checkout whose code to run instead of this one's."""
 
     @contextmanager
-    def start(sink: CSink) -> Iterator[tuple[str, list[int]]]:
+    def start(sink: CSink) -> Iterator[Started]:
         # One client posting as fast as it can: the per-caller limit would measure itself.
         env = {"HERALD_RATE_LIMIT_PER_SECOND": "0", **SETTINGS}
         if source is not None:
             env["PYTHONPATH"] = str(source / "src")
         with deployment(kind, workers=workers, env=env, sink=sink) as d:
-            yield d.api_url, [p.proc.pid for p in d.processes if p.proc is not None]
+            yield d.api_url, [p.proc.pid for p in d.processes if p.proc is not None], d.analyze
 
     return start
 
@@ -78,10 +80,11 @@ SYSTEMS: dict[str, System] = {
 def measure(system: System, seconds: float, connections: int) -> dict[str, Any]:
     sink = CSink().start()
     try:
-        with system(sink) as (url, pids):
+        with system(sink) as (url, pids, warmed_up):
             tree = ProcessTree(pids)
             warm = drive(url, 2, 8, tag=f"warm-{uuid.uuid4().hex[:6]}")
             sink.wait_for(int(warm["accepted"]), 600)
+            warmed_up()  # the steady state: see harness.Deployment.analyze
             before, cpu_before = sink.count(), tree.cpu_seconds()
             started = time.monotonic()
             posts = drive(url, seconds, connections, tag=uuid.uuid4().hex[:8])
