@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from herald.domain.models import DeliveryStatus
 from herald.store.bulk_insert import insert_rows
 from herald.store.database import Connection
+from herald.store.one_of import one_of
 from herald.store.tables import deliveries, delivery_attempts, notifications
 
 D = deliveries.c
@@ -70,7 +71,7 @@ _CLAIM = (
     # A skip reason on a delivery not yet SKIPPED: cancelled while under way (its user was
     # deleted). It is never started again; below, it becomes SKIPPED instead.
     .where(
-        D.id.in_(sa.bindparam("ids", expanding=True)),
+        one_of(D.id, "ids"),
         D.skip_reason.is_(None),
         _claimable(
             sa.bindparam("job_attempt", type_=sa.Integer),
@@ -91,7 +92,7 @@ _CLAIM = (
     .returning(D.id, D.attempts)
 )
 _CLAIM_MISSED = sa.select(D.id, D.status, D.attempts, D.lease_until, D.skip_reason).where(
-    D.id.in_(sa.bindparam("ids", expanding=True))
+    one_of(D.id, "ids")
 )
 _MISSED = {
     DeliveryStatus.PROCESSING: ClaimOutcome.BUSY,
@@ -282,7 +283,7 @@ async def record_attempts(conn: Connection, attempts: list[Attempt]) -> None:
 
 _OWNED = (
     sa.select(D.id, D.attempts)
-    .where(D.id.in_(sa.bindparam("ids", expanding=True)), D.status == DeliveryStatus.PROCESSING)
+    .where(one_of(D.id, "ids"), D.status == DeliveryStatus.PROCESSING)
     .with_for_update()
 )
 

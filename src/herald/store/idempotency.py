@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from herald.store.database import Connection, Database
+from herald.store.one_of import one_of
 from herald.store.purge import delete_in_chunks
 from herald.store.tables import idempotency_keys
 
@@ -23,12 +24,10 @@ class StoredResponse:
     body: dict[str, Any]
 
 
-_FIND = sa.select(idempotency_keys).where(
-    K.scope == sa.bindparam("scope"), K.key.in_(sa.bindparam("keys", expanding=True))
-)
+_FIND = sa.select(idempotency_keys).where(K.scope == sa.bindparam("scope"), one_of(K.key, "keys"))
 _FORGET = sa.delete(idempotency_keys).where(
     K.scope == sa.bindparam("scope"),
-    K.key.in_(sa.bindparam("keys", expanding=True)),
+    one_of(K.key, "keys"),
     K.expires_at <= sa.bindparam("now", type_=K.expires_at.type),
 )
 

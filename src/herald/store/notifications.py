@@ -14,6 +14,7 @@ from herald.domain.states import aggregate_status
 from herald.records import record
 from herald.store import journal
 from herald.store.database import Connection
+from herald.store.one_of import one_of
 from herald.store.tables import deliveries, notifications
 
 
@@ -261,7 +262,7 @@ async def delivery_statuses(conn: Connection, notification_id: str) -> list[Deli
 
 
 _DELIVERY_STATUSES = sa.select(deliveries.c.notification_id, deliveries.c.status).where(
-    deliveries.c.notification_id.in_(sa.bindparam("ids", expanding=True))
+    one_of(deliveries.c.notification_id, "ids")
 )
 
 
@@ -280,7 +281,7 @@ async def delivery_statuses_of(
 _SET_STATUS = (
     sa.update(notifications)
     .where(
-        notifications.c.id.in_(sa.bindparam("ids", expanding=True)),
+        one_of(notifications.c.id, "ids"),
         notifications.c.status != sa.bindparam("new_status", type_=sa.String),
         # Cancelled by a newer notification: nothing of it is left to change.
         notifications.c.status != NotificationStatus.CANCELLED,
@@ -311,7 +312,7 @@ async def set_statuses(
 
 _LOCK = (
     sa.select(notifications.c.id)
-    .where(notifications.c.id.in_(sa.bindparam("ids", expanding=True)))
+    .where(one_of(notifications.c.id, "ids"))
     .order_by(notifications.c.id)
     # NO KEY UPDATE, as an UPDATE of the status takes: a row that refers to the notification
     # (its deliveries' key share) does not wait for it, nor it for such a row.

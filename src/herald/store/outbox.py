@@ -14,6 +14,7 @@ from herald.bus.partitioner import partition_for
 from herald.domain.models import OutboxStatus
 from herald.store.bulk_insert import insert_many
 from herald.store.database import Connection, Database
+from herald.store.one_of import one_of
 from herald.store.purge import delete_in_chunks
 from herald.store.tables import outbox_events, outbox_shards
 
@@ -108,7 +109,7 @@ async def due(
         .limit(limit)
     )
     if shards is not None:
-        query = query.where(E.shard.in_(sa.bindparam("shards", expanding=True)))
+        query = query.where(one_of(E.shard, "shards"))
     if only is not None:
         query = query.where(E.id == only)
     rows = await conn.execute(query, None if shards is None else {"shards": list(shards)})
@@ -117,7 +118,7 @@ async def due(
 
 _MARK_PUBLISHED = (
     sa.update(outbox_events)
-    .where(E.id.in_(sa.bindparam("ids", expanding=True)))
+    .where(one_of(E.id, "ids"))
     .values(
         status=OutboxStatus.PUBLISHED,
         published_at=sa.bindparam("now", type_=E.published_at.type),

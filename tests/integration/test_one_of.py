@@ -1,0 +1,58 @@
+"""one_of: a list parameter of any length, one statement text on PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from herald.clock import utcnow
+from herald.store.database import Database
+from herald.store.one_of import one_of
+from herald.store.tables import idempotency_keys
+
+K = idempotency_keys.c
+_FIND = sa.select(K.key).where(K.scope == "s", one_of(K.key, "keys")).order_by(K.key)
+
+
+async def test_one_of_finds_the_listed_rows_with_one_statement_for_every_length(
+    db: Database,
+) -> None:
+    now = utcnow()
+    async with db.write() as conn:
+        await conn.execute(
+            sa.insert(idempotency_keys),
+            [
+                {
+                    "scope": "s",
+                    "key": f"k{i}",
+                    "request_hash": "h",
+                    "resource_id": "r",
+                    "response_status": 202,
+                    "response_body": {},
+                    "created_at": now,
+                    "expires_at": now,
+                }
+                for i in range(5)
+            ],
+        )
+    statements: list[str] = []
+
+    def seen(*args: Any) -> None:
+        statements.append(str(args[2]))
+
+    sa.event.listen(db.read_engine, "before_cursor_execute", seen)
+    try:
+        async with db.read() as conn:
+            found = [
+                list((await conn.execute(_FIND, {"keys": keys})).scalars())
+                for keys in ([], ["k1"], ["k0", "k3", "nope"], [f"k{i}" for i in range(5)])
+            ]
+    finally:
+        sa.event.remove(db.read_engine, "before_cursor_execute", seen)
+    assert found == [[], ["k1"], ["k0", "k3"], ["k0", "k1", "k2", "k3", "k4"]]
+    if db.is_sqlite:
+        assert len(set(statements)) == 4  # an IN list of each length
+    else:
+        assert len(set(statements)) == 1, statements  # one array parameter
+        assert "= ANY(" in statements[0]
