@@ -20,6 +20,7 @@ from herald.observability.sampler import Sampler
 from herald.pipeline.failover import FailoverChain, ProviderSlot, probe_when_reachable
 from herald.pipeline.operations.maintenance import Maintenance
 from herald.pipeline.operations.recovery import Recovery
+from herald.pipeline.operations.statistics import StatisticsKeeper
 from herald.pipeline.retries import RetrySchedule, RetryScheduler
 from herald.pipeline.runner import BatchHandler, ConsumerRunner, one_at_a_time
 from herald.pipeline.stages.deliver import ChannelWorker
@@ -307,6 +308,14 @@ def maintenance(rt: Runtime) -> Role:
     ).run
 
 
+def housekeeping(rt: Runtime) -> dict[str, Role]:
+    """Maintenance, and on PostgreSQL the planner's statistics of young tables kept fresh."""
+    roles = {"maintenance": maintenance(rt)}
+    if not rt.db.is_sqlite:
+        roles["statistics"] = StatisticsKeeper(rt.db).run
+    return roles
+
+
 def sampler(rt: Runtime, *, stored_state: bool, channels: list[str]) -> Role:
     """Keeps the gauges of stored state current, and the lag of the groups that a worker
     serving ``channels`` consumes (none for the relay, which consumes nothing)."""
@@ -348,7 +357,7 @@ def relay_roles(rt: Runtime) -> dict[str, Role]:
     """`herald relay`: the outbox relay, and the housekeeping that goes with the outbox."""
     return {
         "relay": relay(rt),
-        "maintenance": maintenance(rt),
+        **housekeeping(rt),
         "sampler": sampler(rt, stored_state=True, channels=[]),
         **metrics_endpoint(rt),
     }
@@ -382,7 +391,7 @@ def worker_roles(
 def all_roles(rt: Runtime, host: str, port: int, *, consumer_process: bool) -> dict[str, Role]:
     """What `herald serve` runs: everything in one process, or (``consumer_process``) the
     consumers in a second one it starts (herald.consumer_process). The API serves /metrics."""
-    roles = {"relay": relay(rt), "maintenance": maintenance(rt)}
+    roles = {"relay": relay(rt), **housekeeping(rt)}
     if consumer_process:
         # A provider's bad setting stops the start here, as it does in one process.
         for channel in rt.channels():
