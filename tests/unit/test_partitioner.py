@@ -39,3 +39,30 @@ def test_keys_spread_over_partitions() -> None:
     for i in range(8000):
         counts[partition_for(f"user-{i}", 8)] += 1
     assert min(counts) > 800  # roughly 1000 each; a broken hash piles keys into a few
+
+
+def _murmur2_word_by_word(data: bytes) -> int:
+    """Kafka's murmur2 written out as its Java source reads, a word at a time."""
+    m, mask = 0x5BD1E995, 0xFFFFFFFF
+    h = (0x9747B28C ^ len(data)) & mask
+    end = len(data) - len(data) % 4
+    for i in range(0, end, 4):
+        k = int.from_bytes(data[i : i + 4], "little")
+        k = (k * m) & mask
+        k ^= k >> 24
+        k = (k * m) & mask
+        h = ((h * m) & mask) ^ k
+    for shift, at in ((16, end + 2), (8, end + 1), (0, end)):
+        if at < len(data):
+            h ^= data[at] << shift
+    if end < len(data):
+        h = (h * m) & mask
+    h ^= h >> 13
+    h = (h * m) & mask
+    return h ^ (h >> 15)
+
+
+def test_murmur2_agrees_with_the_word_by_word_form_for_every_length() -> None:
+    data = bytes(range(7, 7 + 200))
+    for length in range(70):
+        assert murmur2(data[:length]) == _murmur2_word_by_word(data[:length]), length
