@@ -25,7 +25,7 @@ async def test_one_of_finds_the_listed_rows_with_one_statement_for_every_length(
             [
                 {
                     "scope": "s",
-                    "key": f"k{i}",
+                    "key": f"k{i}" if i != 4 else "k4" + "x" * 253,  # the column's 255
                     "request_hash": "h",
                     "resource_id": "r",
                     "response_status": 202,
@@ -46,11 +46,18 @@ async def test_one_of_finds_the_listed_rows_with_one_statement_for_every_length(
         async with db.read() as conn:
             found = [
                 list((await conn.execute(_FIND, {"keys": keys})).scalars())
-                for keys in ([], ["k1"], ["k0", "k3", "nope"], [f"k{i}" for i in range(5)])
+                for keys in (
+                    [],
+                    ["k1"],
+                    ["k0", "k3", "nope"],
+                    ["k0", "k1", "k2", "k3", "k4" + "x" * 253],
+                    ["k4" + "x" * 300],  # longer than the column: never cut down to "k4..."
+                )
             ]
     finally:
         sa.event.remove(db.read_engine, "before_cursor_execute", seen)
-    assert found == [[], ["k1"], ["k0", "k3"], ["k0", "k1", "k2", "k3", "k4"]]
+    k4 = "k4" + "x" * 253
+    assert found == [[], ["k1"], ["k0", "k3"], ["k0", "k1", "k2", "k3", k4], []]
     if db.is_sqlite:
         assert len(set(statements)) == 4  # an IN list of each length
     else:

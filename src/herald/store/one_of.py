@@ -44,7 +44,10 @@ def one_of(column: ColumnElement[Any], name: str) -> OneOf:
 
 @compiles(OneOf, "postgresql")
 def _any_array(element: OneOf, compiler: Any, **kw: Any) -> str:
-    array = sa.bindparam(element.name, type_=postgresql.ARRAY(element.column.type))
+    item = element.column.type
+    if isinstance(item, sa.String):
+        item = sa.String()  # no length: a longer value would be cut to it, then match
+    array = sa.bindparam(element.name, type_=postgresql.ARRAY(item))
     return f"{compiler.process(element.column, **kw)} = ANY({compiler.process(array, **kw)})"
 
 
