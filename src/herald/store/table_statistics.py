@@ -44,32 +44,30 @@ MIN_ROWS = 1_000
 GROWTH = 4
 LARGE = 1_000_000
 
-_GROWN = sa.text(
+_SIZES = sa.text(
     """
-    SELECT s.relname
+    SELECT s.relname, s.n_live_tup, c.reltuples
     FROM pg_stat_user_tables AS s JOIN pg_class AS c ON c.oid = s.relid
     WHERE s.schemaname = current_schema() AND s.relname = ANY(:tables)
-      AND c.reltuples < :large
-      AND s.n_live_tup >= GREATEST(c.reltuples * :growth, :min_rows)
     ORDER BY s.relname
     """
-).bindparams(
-    sa.bindparam("tables", type_=sa.ARRAY(sa.String)),
-    sa.bindparam("large", type_=sa.Integer),
-    sa.bindparam("growth", type_=sa.Integer),
-    sa.bindparam("min_rows", type_=sa.Integer),
-)
+).bindparams(sa.bindparam("tables", type_=sa.ARRAY(sa.String)))
 
 
-async def analyze_grown(conn: Connection) -> list[str]:
+async def analyze_grown(conn: Connection, analyzed: dict[str, float]) -> list[str]:
     """ANALYZE the hot tables grown past their threshold (see the module docstring); their
-    names. Run outside a transaction's other work: ANALYZE takes a lock of its own per table
-    (one that lets reads and writes go on)."""
+    names. ``analyzed``: the rows each table had when this process last analyzed it, kept by
+    the caller and updated here — if the database refuses (ANALYZE by a role that does not own
+    the table only warns), the table is not tried again until it has grown once more. On an
+    autocommit connection: ANALYZE takes a lock of its own per table (reads and writes go on)."""
     if conn.dialect.name != "postgresql":
         return []
-    values = {"tables": list(HOT_TABLES), "min_rows": MIN_ROWS, "large": LARGE, "growth": GROWTH}
-    grown = list((await conn.execute(_GROWN, values)).scalars())
-    for name in grown:
-        # A name from HOT_TABLES (the query only returns those), quoted all the same.
-        await conn.execute(sa.text(f"ANALYZE {conn.dialect.identifier_preparer.quote(name)}"))
+    grown = []
+    for name, rows, estimate in await conn.execute(_SIZES, {"tables": list(HOT_TABLES)}):
+        known = max(estimate, analyzed.get(name, -1.0))  # reltuples is -1 until analyzed
+        if rows >= max(known * GROWTH, MIN_ROWS) and known < LARGE:
+            # A name from HOT_TABLES (the query only returns those), quoted all the same.
+            await conn.execute(sa.text(f"ANALYZE {conn.dialect.identifier_preparer.quote(name)}"))
+            analyzed[name] = rows
+            grown.append(name)
     return grown

@@ -17,6 +17,7 @@ class StatisticsKeeper:
     def __init__(self, db: Database, *, interval: float = 2.0) -> None:
         self.db = db
         self.interval = interval
+        self.analyzed: dict[str, float] = {}  # rows at this process's last ANALYZE, by table
 
     async def run(self, stop: asyncio.Event) -> None:
         while not await sleep_unless(stop, self.interval):
@@ -28,7 +29,7 @@ class StatisticsKeeper:
     async def check_once(self) -> list[str]:
         """ANALYZE the hot tables that have grown enough; their names."""
         async with self.db.read() as conn:
-            analyzed = await analyze_grown(conn)
+            analyzed = await analyze_grown(conn, self.analyzed)
         if analyzed:
             log.info("statistics.analyzed", tables=",".join(analyzed))
         return analyzed
