@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from herald.clock import utcnow
@@ -63,3 +64,22 @@ async def test_one_of_finds_the_listed_rows_with_one_statement_for_every_length(
     else:
         assert len(set(statements)) == 1, statements  # one array parameter
         assert "= ANY(" in statements[0]
+
+
+def test_the_columns_table_is_in_the_from_clause_as_with_in() -> None:
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    from herald.store.tables import deliveries, notifications
+
+    query = sa.select(deliveries.c.id).where(one_of(notifications.c.id, "ids"))
+    for dialect in (postgresql.asyncpg.dialect(), sqlite.dialect()):  # type: ignore[attr-defined]
+        assert "FROM deliveries, notifications" in str(query.compile(dialect=dialect))
+
+
+def test_a_sized_string_behind_a_type_decorator_is_refused() -> None:
+    class Wrapped(sa.TypeDecorator[str]):
+        impl = sa.String(10)
+        cache_ok = True
+
+    with pytest.raises(TypeError):
+        one_of(sa.column("x", Wrapped()), "xs")

@@ -34,8 +34,18 @@ class OneOf(ColumnElement[Any]):
     ]
 
     def __init__(self, column: ColumnElement[Any], name: str) -> None:
+        item = column.type
+        if isinstance(item, sa.TypeDecorator) and isinstance(item.impl, sa.String):
+            # Its array would keep the length, and PostgreSQL's cast cuts longer values to it
+            # (see _any_array); no column of Herald's is one.
+            raise TypeError("one_of: a TypeDecorator over a String is not supported")
         self.column = column
         self.name = name
+
+    @property
+    def _from_objects(self) -> list[Any]:
+        """The column's table is in the statement's FROM, as with ``in_``."""
+        return list(self.column._from_objects)
 
 
 def one_of(column: ColumnElement[Any], name: str) -> OneOf:
@@ -45,8 +55,10 @@ def one_of(column: ColumnElement[Any], name: str) -> OneOf:
 @compiles(OneOf, "postgresql")
 def _any_array(element: OneOf, compiler: Any, **kw: Any) -> str:
     item = element.column.type
-    if isinstance(item, sa.String):
-        item = sa.String()  # no length: a longer value would be cut to it, then match
+    if isinstance(item, sa.String) and not isinstance(item, sa.Enum) and item.length:
+        # No length: PostgreSQL's explicit cast to VARCHAR(n)[] cuts a longer value to n
+        # characters, which could then match. (An Enum keeps its own type.)
+        item = sa.String(collation=item.collation)
     array = sa.bindparam(element.name, type_=postgresql.ARRAY(item))
     return f"{compiler.process(element.column, **kw)} = ANY({compiler.process(array, **kw)})"
 
