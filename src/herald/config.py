@@ -114,8 +114,9 @@ class Settings(BaseSettings):
     status_events: bool = False
     # After a wake-up the relay waits this long for more commits to publish with (0: none).
     relay_linger_seconds: float = Field(default=0.01, ge=0, le=1)
-    # ... and up to this long after a large batch (a busy relay's batches fill further).
-    relay_linger_max_seconds: float = Field(default=0.04, ge=0, le=1)
+    # ... and up to this long after a large batch (a busy relay's batches fill further);
+    # unset: four times the linger.
+    relay_linger_max_seconds: float | None = Field(default=None, ge=0, le=1)
     relay_max_attempts: int = Field(default=10, ge=1)
     relay_shard_lease_seconds: float = Field(default=30.0, gt=0)
     poll_interval_seconds: float = Field(default=0.2, gt=0)

@@ -235,6 +235,13 @@ class CountingEmbeddedBus(EmbeddedBus):
         await super().publish_in(conn, messages)
 
 
+def test_the_linger_grows_to_four_times_itself_unless_told_otherwise(db: Database) -> None:
+    bus = CountingEmbeddedBus(db)
+    assert make_relay(db, bus, linger=0.001).linger_max == pytest.approx(0.004)
+    assert make_relay(db, bus, linger=0.01, linger_max=0.1).linger_max == 0.1
+    assert make_relay(db, bus, linger=0.01, linger_max=0.001).linger_max == 0.01  # never less
+
+
 @pytest.mark.parametrize("first", [1, 80])
 async def test_after_a_large_batch_the_relay_lingers_longer(
     db: Database, topic: str, first: int

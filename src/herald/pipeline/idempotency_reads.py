@@ -80,11 +80,12 @@ class IdempotencyReads:
                 for scope, gone in expired.items():
                     await idempotency.forget_expired(conn, scope, gone, now)
         if repeats and self.cache is not None:
-            cache = self.cache
+            cache, copied_at = self.cache, utcnow()  # after the reads and any forgetting
             await asyncio.gather(
                 *(
-                    cache.put(*key, response, (expires_at - now).total_seconds())
+                    cache.put(*key, response, (expires_at - copied_at).total_seconds())
                     for key, response, expires_at in repeats
+                    if expires_at > copied_at
                 )
             )
         return found | {key: response for key, response, _ in repeats}

@@ -16,8 +16,8 @@ A relay woken by a commit waits ``linger`` (10 ms by default) before it looks: t
 that moment then go out as one batch, in one produce request and one marking transaction,
 instead of one round each (in the distributed deployment the relay and the broker each spent
 about 15 % less CPU per notification). Under load the wait grows with the batch just handled
-(see ``_linger_after``) up to ``linger_max``: a busy relay's batches fill up further, while a
-lone notification still waits only ``linger``.
+(see ``_linger_after``) up to ``linger_max`` (by default four times ``linger``): a busy relay's
+batches fill up further, while a lone notification still waits only ``linger``.
 
 When the bus refuses part of a batch, the relay retries event by event: an event the bus
 keeps refusing is marked FAILED and retried later with backoff (DEAD_LETTERED after
@@ -56,8 +56,10 @@ _PG_RELAY_LOCK = 0x72_65_6C_61_79  # any constant shared by every relay
 # backlog should start moving within seconds.
 _RELAY_BACKOFF = Backoff(base=0.5, cap=5.0)
 _EVENT_BACKOFF = Backoff(base=1.0, cap=300.0)  # one event the bus refuses
-# The linger is stretched by one step for every this many events the last batch held.
+# The linger is stretched by one step for every this many events the last batch held, up to
+# linger_max: by default this many times the linger.
 LINGER_STEP_EVENTS = 8
+LINGER_MAX_TIMES = 4
 
 _UNREACHABLE = (
     BusUnavailableError,
@@ -91,7 +93,9 @@ class OutboxRelay:
         self.wakeup = wakeup
         self.batch_size = batch_size
         self.linger = linger
-        self.linger_max = linger if linger_max is None else max(linger, linger_max)
+        self.linger_max = max(
+            linger, LINGER_MAX_TIMES * linger if linger_max is None else linger_max
+        )
         self.poll_interval = poll_interval
         self.max_attempts = max_attempts
         self.event_backoff = event_backoff
