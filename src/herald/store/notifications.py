@@ -254,13 +254,6 @@ async def list_page(
     return [_notification(r, by_id[r.id]) for r in rows]
 
 
-async def delivery_statuses(conn: Connection, notification_id: str) -> list[DeliveryStatus]:
-    rows = await conn.execute(
-        sa.select(deliveries.c.status).where(deliveries.c.notification_id == notification_id)
-    )
-    return [DeliveryStatus(s) for (s,) in rows]
-
-
 _DELIVERY_STATUSES = sa.select(deliveries.c.notification_id, deliveries.c.status).where(
     one_of(deliveries.c.notification_id, "ids")
 )
@@ -341,24 +334,6 @@ async def settle(
     statuses = {i: aggregate_status(s) for i, s in found.items()}
     changed = await set_statuses(conn, statuses, now)
     return {i: statuses[i] for i in changed}
-
-
-async def set_status(
-    conn: Connection, notification_id: str, status: NotificationStatus, now: datetime
-) -> bool:
-    """Store a new status; True if it changed."""
-    completed_at = None if status == NotificationStatus.PENDING else now
-    result = await conn.execute(
-        sa.update(notifications)
-        .where(
-            notifications.c.id == notification_id,
-            notifications.c.status != status,
-            # Cancelled by a newer notification: nothing of it is left to change.
-            notifications.c.status != NotificationStatus.CANCELLED,
-        )
-        .values(status=status, updated_at=now, completed_at=completed_at)
-    )
-    return bool(result.rowcount)
 
 
 async def pending_but_finished(conn: Connection, *, limit: int) -> list[str]:
