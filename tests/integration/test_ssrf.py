@@ -485,7 +485,10 @@ async def test_apprise_connects_where_the_name_pointed_when_checked_not_where_it
     chat = AppriseProvider(
         "apprise", AppriseConfig(timeout_seconds=2), outbound=OutboundPolicy.parse("127.0.0.2")
     )
-    await chat.start()  # installs the pinning resolver, which asks the "system" one below
+    await chat.start()
+    # The pinning resolver (installed by a send, process-wide; here before the check too, as
+    # any earlier send in the process leaves it) asks the "system" one below.
+    monkeypatch.setattr(socket, "getaddrinfo", dns_pin._getaddrinfo)
     monkeypatch.setattr(dns_pin, "_system_getaddrinfo", rebinding_dns)
     try:
         async with server:
