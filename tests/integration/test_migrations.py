@@ -51,3 +51,19 @@ async def test_primary_keys_match_the_tables(db: Database) -> None:
     assert found == {
         name: [c.name for c in table.primary_key.columns] for name, table in metadata.tables.items()
     }
+
+
+async def test_user_and_collapse_key_indexes_hold_only_rows_that_have_one(db: Database) -> None:
+    """compare_metadata does not compare an index's WHERE; read the definitions."""
+    names = ["ix_notifications_collapse_key", "ix_notifications_tenant_id_user_id_id"]
+    if db.is_sqlite:
+        query = "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND name IN ({})"
+    else:
+        query = "SELECT indexname, indexdef FROM pg_indexes WHERE indexname IN ({})"
+    async with db.read() as conn:
+        found = dict(
+            (await conn.exec_driver_sql(query.format(", ".join(f"'{n}'" for n in names)))).all()
+        )
+    assert sorted(found) == names
+    assert "collapse_key IS NOT NULL" in found["ix_notifications_collapse_key"]
+    assert "user_id IS NOT NULL" in found["ix_notifications_tenant_id_user_id_id"]
