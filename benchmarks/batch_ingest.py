@@ -9,8 +9,9 @@
 smtp-sink, takes `POST /api/v1/notifications/batch` requests of `batch` items from `wrk`
 (benchmarks/wrk_batch.lua), `connections` at a time, for `seconds`. Reported: items stored
 per second (202 requests times batch), request p50/p99, and the CPU (user+sys, from /proc) of
-the API's process and of the consumers' (the relay's and the worker's, distributed) per
-stored item; PostgreSQL's and the broker's are not counted. `--before REV` alternates with the
+the API's process, of the consumers' (the relay's and the worker's, distributed), of
+PostgreSQL's processes and of the broker (Tansu), per stored item (the machine's whole
+PostgreSQL: run nothing else meanwhile). `--before REV` alternates with the
 code of git revision REV (a temporary worktree, same virtualenv), `rounds` times each: the
 VM's speed drifts, so only runs side by side compare.
 """
@@ -27,7 +28,7 @@ from typing import Any
 
 from harness import ROOT, deployment  # first: puts the repo root on sys.path
 from hotpath import worktree
-from native_tools import CSink, ProcessTree, missing_tools
+from native_tools import CSink, ProcessTree, missing_tools, service_cpu
 
 WRK_SCRIPT = ROOT / "benchmarks" / "wrk_batch.lua"
 COLUMNS = {  # printed heading: key of a run's figures
@@ -36,6 +37,8 @@ COLUMNS = {  # printed heading: key of a run's figures
     "p99 ms": "request_p99_ms",
     "API us/item": "api_us_per_item",
     "consumers": "consumers_us_per_item",
+    "postgres": "postgres_us_per_item",
+    "broker": "broker_us_per_item",
 }
 
 
@@ -69,10 +72,14 @@ def measure(args: argparse.Namespace, source: Path | None) -> dict[str, Any]:
             whole = ProcessTree([api.pid, *others])
             consumers = [pid for pid in whole.pids() if pid != api.pid]
             trees = {"api": _Own([api.pid]), "consumers": ProcessTree(consumers)}
-            before = {name: tree.cpu_seconds() for name, tree in trees.items()}
+
+            def spent() -> dict[str, float]:
+                return {name: tree.cpu_seconds() for name, tree in trees.items()} | service_cpu()
+
+            before = spent()
             report = post_batches(d.api_url, args.seconds, args.connections, args.batch)
             stored = int(report["accepted"]) * args.batch
-            cpu = {name: tree.cpu_seconds() - before[name] for name, tree in trees.items()}
+            cpu = {name: seconds - before[name] for name, seconds in spent().items()}
     finally:
         sink.stop()
     return {
@@ -81,6 +88,8 @@ def measure(args: argparse.Namespace, source: Path | None) -> dict[str, Any]:
         "request_p99_ms": report["p99_ms"],
         "api_us_per_item": round(cpu["api"] * 1e6 / stored, 1),
         "consumers_us_per_item": round(cpu["consumers"] * 1e6 / stored, 1),
+        "postgres_us_per_item": round(cpu["postgres"] * 1e6 / stored, 1),
+        "broker_us_per_item": round(cpu["tansu"] * 1e6 / stored, 1),
     }
 
 

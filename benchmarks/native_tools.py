@@ -184,6 +184,31 @@ class ProcessTree:
         return round(total_kb / 1024, 1)
 
 
+# The services a deployment uses: their processes' command lines match these.
+SERVICES = {"postgres": "postgres", "tansu": "tansu", "redis": "redis-server"}
+
+
+def service_cpu() -> dict[str, float]:
+    """CPU seconds (user + system) of each service's processes now: the machine's whole
+    PostgreSQL and Redis, so run nothing else meanwhile."""
+    return {name: _own_cpu(_pids(pattern)) for name, pattern in SERVICES.items()}
+
+
+def _pids(pattern: str) -> list[int]:
+    found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
+    return [int(pid) for pid in found.split()]
+
+
+def _own_cpu(pids: list[int]) -> float:
+    """CPU seconds of these processes themselves (not their children)."""
+    ticks = 0
+    for pid in pids:
+        stat = _stat(pid)
+        if stat is not None:
+            ticks += int(stat[13]) + int(stat[14])
+    return ticks / TICKS
+
+
 def _stat(pid: int) -> list[str] | None:
     """/proc/PID/stat's fields, the command name (which may hold spaces) as one."""
     try:

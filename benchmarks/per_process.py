@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 import uuid
@@ -27,24 +26,7 @@ from pathlib import Path
 
 from harness import deployment  # first: puts the repo root on sys.path
 from hotpath import worktree
-from native_tools import TICKS, CSink, ProcessTree, _stat, drive, missing_tools
-
-SERVICES = {"postgres": "postgres", "tansu": "tansu", "redis": "redis-server"}
-
-
-def _pids(pattern: str) -> list[int]:
-    found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
-    return [int(pid) for pid in found.split()]
-
-
-def _own_cpu(pids: list[int]) -> float:
-    """CPU seconds of these processes themselves (not their children)."""
-    ticks = 0
-    for pid in pids:
-        stat = _stat(pid)
-        if stat is not None:
-            ticks += int(stat[13]) + int(stat[14])
-    return ticks / TICKS
+from native_tools import CSink, ProcessTree, drive, missing_tools, service_cpu
 
 
 def measure(args: argparse.Namespace, source: Path | None) -> dict[str, float]:
@@ -58,10 +40,9 @@ def measure(args: argparse.Namespace, source: Path | None) -> dict[str, float]:
             sink.wait_for(int(warm["accepted"]), 600)
             d.analyze()
             herald = {p.name: ProcessTree([p.proc.pid]) for p in d.processes if p.proc}
-            services = {name: _pids(pattern) for name, pattern in SERVICES.items()}
 
             def cpu() -> dict[str, float]:
-                own = {name: _own_cpu(pids) for name, pids in services.items()}
+                own = service_cpu()
                 return {name: tree.cpu_seconds() for name, tree in herald.items()} | own
 
             before, delivered_before = cpu(), sink.count()
