@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///./herald.db"
     bus: Literal["embedded", "kafka"] = "embedded"
     sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "FULL"
+    sqlite_cache_mb: int = Field(default=64, ge=1)  # the writing connection's page cache
     db_pool_size: int = Field(default=10, ge=1)
     embedded_partitions: int = Field(default=4, ge=1, le=256)
     topic_prefix: str = Field(default="herald.", pattern=r"^[A-Za-z0-9._-]*$")

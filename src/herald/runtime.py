@@ -62,6 +62,7 @@ class Runtime:
         self.db = Database(
             settings.database_url,
             sqlite_synchronous=settings.sqlite_synchronous,
+            sqlite_cache_mb=settings.sqlite_cache_mb,
             pool_size=settings.db_pool_size,
         )
         self.topics = Topics(settings.topic_prefix)

@@ -189,3 +189,23 @@ class _SlowCommits(ThreadPoolExecutor):
                     self.finished += 1
 
         return super().submit(slowly)
+
+
+async def test_the_writer_keeps_a_larger_page_cache_and_checkpoints_less_often(
+    fresh_sqlite_url: str,
+) -> None:
+    """A batch dirties a page per notification in the recipient index: the writer keeps its
+    indexes' pages in HERALD_SQLITE_CACHE_MB and checkpoints every CHECKPOINT_PAGES, not
+    SQLite's 2 MiB and 1 000 pages; readers keep SQLite's defaults."""
+    database = Database(fresh_sqlite_url, sqlite_cache_mb=8)
+    try:
+        async with database.write() as conn:
+            cache = await conn.scalar(sa.text("PRAGMA cache_size"))
+            checkpoint = await conn.scalar(sa.text("PRAGMA wal_autocheckpoint"))
+        async with database.read() as conn:
+            read_cache = await conn.scalar(sa.text("PRAGMA cache_size"))
+    finally:
+        await database.close()
+    assert (cache, checkpoint) == (-8 * 1024, sqlite_inline.CHECKPOINT_PAGES)
+    assert sqlite_inline.CHECKPOINT_PAGES > 1000
+    assert read_cache == -2000

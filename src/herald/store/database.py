@@ -139,12 +139,19 @@ class _Postgres:
 class Database:
     """Owns the engines; ``write()`` and ``read()`` hand out connections inside a transaction."""
 
-    def __init__(self, url: str, *, sqlite_synchronous: str = "FULL", pool_size: int = 10) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        sqlite_synchronous: str = "FULL",
+        sqlite_cache_mb: int = 64,
+        pool_size: int = 10,
+    ) -> None:
         self.url = driver_url(url)
         self.dialect = self.url.get_backend_name()
         self.commits = 0  # write transactions committed by this process
         self._backend: SqliteDatabase | _Postgres = (
-            SqliteDatabase(self.url, sqlite_synchronous)
+            SqliteDatabase(self.url, sqlite_synchronous, cache_mb=sqlite_cache_mb)
             if self.dialect == "sqlite"
             else _Postgres(self.url, pool_size)
         )
