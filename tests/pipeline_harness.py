@@ -77,7 +77,8 @@ class Pipeline:
     async def published(self) -> list[tuple[str, dict[str, str]]]:
         """(topic, headers) of every message the stages published: on the embedded bus they
         appended to the log in their own transactions; with Kafka they went through the
-        outbox, and this also checks that the relay published every one of them."""
+        outbox (kept for this: see start_pipeline), and this also checks that the relay
+        published every one of them."""
         return [(topic, headers) for topic, headers, _ in await self._published()]
 
     async def published_values(self) -> list[tuple[str, bytes]]:
@@ -128,6 +129,8 @@ def start_pipeline(request: pytest.FixtureRequest, smtp_sink: SmtpSink) -> Pipel
     if bus == "kafka":
         broker: TansuBroker = request.getfixturevalue("kafka_broker")
         base |= kafka_settings(broker.bootstrap, request.getfixturevalue("topic_prefix"))
+        # Published outbox rows kept (marked), for Pipeline.published to read back.
+        base["outbox_retention_seconds"] = 3600.0
 
     @asynccontextmanager
     async def start(

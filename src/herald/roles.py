@@ -86,6 +86,7 @@ def relay(rt: Runtime) -> Role:
         max_attempts=s.relay_max_attempts,
         dead_letters=rt.dead_letters,
         shard_lease_seconds=s.relay_shard_lease_seconds,
+        keep_published=s.outbox_retention_seconds > 0,
     )
     if rt.db.is_sqlite:
         return outbox_relay.run

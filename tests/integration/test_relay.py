@@ -113,7 +113,20 @@ async def test_each_event_is_published_once_in_order(db: Database, bus: Bus, top
     assert await relay.relay_once() == 0
     published = await read(bus, topic, 10)
     assert [m.value for m in published] == [str(i).encode() for i in range(10)]
-    assert {r.status for r in await outbox_rows(db)} == {"PUBLISHED"}
+    assert await outbox_rows(db) == []  # deleted as they were published
+
+
+async def test_published_rows_are_kept_marked_when_asked(
+    db: Database, bus: Bus, topic: str
+) -> None:
+    """HERALD_OUTBOX_RETENTION_SECONDS > 0: marked PUBLISHED, for maintenance to delete."""
+    await bus.ensure_topics([topic])
+    await add(db, *(OutgoingMessage(topic, "user", str(i).encode()) for i in range(3)))
+    relay = make_relay(db, bus, keep_published=True)
+    assert await relay.relay_once() == 3
+    assert await relay.relay_once() == 0
+    rows = await outbox_rows(db)
+    assert [(r.status, r.published_at is not None) for r in rows] == [("PUBLISHED", True)] * 3
 
 
 async def test_delayed_events_wait_until_due(db: Database, bus: Bus, topic: str) -> None:

@@ -127,8 +127,18 @@ _MARK_PUBLISHED = (
 )
 
 
-async def mark_published(conn: Connection, ids: Sequence[int], now: datetime) -> None:
-    await conn.execute(_MARK_PUBLISHED, {"ids": list(ids), "now": now})
+_DELETE = sa.delete(outbox_events).where(one_of(E.id, "ids"))
+
+
+async def mark_published(
+    conn: Connection, ids: Sequence[int], now: datetime, *, keep: bool = False
+) -> None:
+    """These events are on the bus: their rows are deleted, or with ``keep`` marked PUBLISHED
+    (and deleted by maintenance after the retention)."""
+    if keep:
+        await conn.execute(_MARK_PUBLISHED, {"ids": list(ids), "now": now})
+    else:
+        await conn.execute(_DELETE, {"ids": list(ids)})
 
 
 async def claim_shards(

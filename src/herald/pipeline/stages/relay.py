@@ -87,6 +87,7 @@ class OutboxRelay:
         dead_letters: DeadLetterOffice | None = None,
         shard_lease_seconds: float = 30.0,
         shards_per_claim: int = 8,
+        keep_published: bool = False,
     ) -> None:
         self.db = db
         self.bus = bus
@@ -104,6 +105,11 @@ class OutboxRelay:
         self.units = dead_letters.units if dead_letters is not None else Units(db, wakeup)
         self.shard_lease_seconds = shard_lease_seconds
         self.shards_per_claim = shards_per_claim
+        # Published rows kept (marked) for the retention, or deleted at once: on PostgreSQL the
+        # mark was a whole new row version (the payload with it) and an entry in each index,
+        # and maintenance's delete later another write; a third of PostgreSQL's CPU per
+        # notification stored in batches went so.
+        self.keep_published = keep_published
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -175,7 +181,9 @@ class OutboxRelay:
             events = await outbox.due(conn, now=now, limit=limit, only=only)
             if events:
                 await self.bus.publish_in(conn, [e.message() for e in events])
-                await outbox.mark_published(conn, [e.id for e in events], now)
+                await outbox.mark_published(
+                    conn, [e.id for e in events], now, keep=self.keep_published
+                )
         if events:
             self.bus.after_commit({e.topic for e in events})
             count_published(e.topic for e in events)
@@ -220,7 +228,9 @@ class OutboxRelay:
             async with self.units.begin() as unit:
                 conn = unit.conn
                 if published:
-                    await outbox.mark_published(conn, [e.id for e in published], now)
+                    await outbox.mark_published(
+                        conn, [e.id for e in published], now, keep=self.keep_published
+                    )
                 for event in events:
                     if event.id in refused:
                         await self._record_refusal(unit, event, refused[event.id])
