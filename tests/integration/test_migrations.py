@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy import event
 
+from herald.clock import utcnow
+from herald.store import notifications
 from herald.store.database import Database
 from herald.store.migrate import current_revision, head_revision, require_current, upgrade
 from herald.store.tables import metadata
@@ -55,7 +60,7 @@ async def test_primary_keys_match_the_tables(db: Database) -> None:
 
 async def test_user_and_collapse_key_indexes_hold_only_rows_that_have_one(db: Database) -> None:
     """compare_metadata does not compare an index's WHERE; read the definitions."""
-    names = ["ix_notifications_collapse_key", "ix_notifications_tenant_id_user_id_id"]
+    names = ["ix_notifications_tenant_id_collapse_key", "ix_notifications_tenant_id_user_id_id"]
     if db.is_sqlite:
         query = "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND name IN ({})"
     else:
@@ -65,5 +70,31 @@ async def test_user_and_collapse_key_indexes_hold_only_rows_that_have_one(db: Da
             (await conn.exec_driver_sql(query.format(", ".join(f"'{n}'" for n in names)))).all()
         )
     assert sorted(found) == names
-    assert "collapse_key IS NOT NULL" in found["ix_notifications_collapse_key"]
+    assert "collapse_key IS NOT NULL" in found["ix_notifications_tenant_id_collapse_key"]
     assert "user_id IS NOT NULL" in found["ix_notifications_tenant_id_user_id_id"]
+
+
+async def test_a_collapse_key_is_looked_up_through_its_tenants_index_on_sqlite(
+    fresh_sqlite_url: str,
+) -> None:
+    """Without statistics SQLite chooses an index by how many columns a look-up pins: the
+    look-up that supersedes must search (tenant, collapse key), not read all of the tenant's
+    notifications through (tenant, id) — as it did with the key indexed alone."""
+    seen: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "collapse_key" in statement and statement.lstrip().startswith("SELECT"):
+            seen.append((statement, parameters))
+
+    db = Database(fresh_sqlite_url)
+    event.listen(sa.Engine, "before_cursor_execute", capture)
+    try:
+        async with db.write() as conn:
+            await notifications.supersede(conn, "default", "a@x", "k", by="new", now=utcnow())
+    finally:
+        event.remove(sa.Engine, "before_cursor_execute", capture)
+    [(statement, parameters)] = seen
+    async with db.read() as conn:
+        plan = (await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)).all()
+    await db.close()
+    assert any("ix_notifications_tenant_id_collapse_key" in str(row) for row in plan), plan
