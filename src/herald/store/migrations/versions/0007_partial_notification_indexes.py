@@ -13,6 +13,8 @@ Revises: 0006
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -22,7 +24,7 @@ branch_labels = None
 depends_on = None
 
 
-def _present(column: str) -> dict[str, sa.TextClause]:
+def _present(column: str) -> dict[str, Any]:
     where = sa.text(f"{column} IS NOT NULL")
     return {"sqlite_where": where, "postgresql_where": where}
 
