@@ -33,8 +33,8 @@ async def test_expired_keys_old_events_and_old_messages_are_purged(db: Database)
             conn, [OutgoingMessage("t", "k", b"waiting")], now=now - timedelta(hours=3)
         )
         ids = (await conn.execute(sa.select(outbox_events.c.id).order_by("id"))).scalars().all()
-        await outbox.mark_published(conn, ids[:1], now - timedelta(hours=2), keep=True)
-        await outbox.mark_published(conn, ids[1:2], now, keep=True)
+        await outbox.published(conn, ids[:1], now - timedelta(hours=2), keep=True)
+        await outbox.published(conn, ids[1:2], now, keep=True)
         for delivery_id, when in (("yesterday", now - timedelta(days=1)), ("today", now)):
             admitted = await recipient_caps.admit(
                 conn,

@@ -130,7 +130,7 @@ _MARK_PUBLISHED = (
 _DELETE = sa.delete(outbox_events).where(one_of(E.id, "ids"))
 
 
-async def mark_published(
+async def published(
     conn: Connection, ids: Sequence[int], now: datetime, *, keep: bool = False
 ) -> None:
     """These events are on the bus: their rows are deleted, or with ``keep`` marked PUBLISHED
