@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+import sqlalchemy as sa
+
 from herald.domain.messages import Content, DeliveryJob, DeliveryStatusChanged, decode
 from herald.domain.models import DeliveryStatus
 from herald.pipeline.envelope import envelope
+from herald.store.tables import outbox_events
 from tests.pipeline_harness import Pipeline, PipelineFactory
 
 
@@ -189,3 +193,22 @@ async def test_a_dead_letter_carries_the_trace_of_what_failed(pipeline: Pipeline
     mine = await published_for_traced(pipeline, "gone@example.com", trace)
     [headers] = [headers for topic, headers in mine if topic.endswith("deadletter")]
     assert headers["traceparent"][3:35] == trace
+
+
+# Kafka's only: the embedded bus takes the job in intake's own transaction, with no outbox row.
+@pytest.mark.parametrize(
+    "start_pipeline",
+    [pytest.param("kafka-postgres", marks=[pytest.mark.kafka, pytest.mark.postgres])],
+    indirect=True,
+)
+async def test_the_relay_role_leaves_no_outbox_rows_with_the_default_retention(
+    start_pipeline: PipelineFactory,
+) -> None:
+    """HERALD_OUTBOX_RETENTION_SECONDS=0 (the default): `herald relay` deletes each outbox row
+    as it publishes it (the harness otherwise keeps them, to read them back)."""
+    async with start_pipeline(outbox_retention_seconds=0.0) as pipeline:
+        accepted = await pipeline.send()
+        assert (await pipeline.wait_until_done(accepted["id"]))["status"] == "SENT"
+        async with pipeline.runtime.db.read() as conn:
+            left = await conn.scalar(sa.select(sa.func.count()).select_from(outbox_events))
+    assert left == 0
