@@ -33,7 +33,8 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///./herald.db"
     bus: Literal["embedded", "kafka"] = "embedded"
     sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "FULL"
-    sqlite_cache_mb: int = Field(default=64, ge=1)  # the writing connection's page cache
+    # The writing connection's page cache (store.sqlite_inline.CACHE_MB, kept equal by a test).
+    sqlite_cache_mb: int = Field(default=64, ge=1)
     db_pool_size: int = Field(default=10, ge=1)
     embedded_partitions: int = Field(default=4, ge=1, le=256)
     topic_prefix: str = Field(default="herald.", pattern=r"^[A-Za-z0-9._-]*$")

@@ -209,3 +209,9 @@ async def test_the_writer_keeps_a_larger_page_cache_and_checkpoints_less_often(
     assert (cache, checkpoint) == (-8 * 1024, sqlite_inline.CHECKPOINT_PAGES)
     assert sqlite_inline.CHECKPOINT_PAGES > 1000
     assert read_cache == -2000
+
+
+def test_the_settings_default_cache_is_the_stores() -> None:
+    from herald.config import Settings
+
+    assert Settings.model_fields["sqlite_cache_mb"].default == sqlite_inline.CACHE_MB

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from herald.errors import ConfigError
 from herald.observability import metrics
+from herald.store import sqlite_inline
 from herald.store.json_text import json_text
 from herald.store.sqlite_inline import SqliteDatabase
 
@@ -144,7 +145,7 @@ class Database:
         url: str,
         *,
         sqlite_synchronous: str = "FULL",
-        sqlite_cache_mb: int = 64,
+        sqlite_cache_mb: int = sqlite_inline.CACHE_MB,
         pool_size: int = 10,
     ) -> None:
         self.url = driver_url(url)

@@ -51,6 +51,7 @@ _LEARNING_RATE = 0.2  # of the average's moving, per commit
 # pages (HERALD_SQLITE_CACHE_MB; SQLite's default is 2 MiB), SQLite's own time for a stored
 # notification at 100 MB of database went from 43 to 26 µs (a test outside Herald).
 CHECKPOINT_PAGES = 10_000
+CACHE_MB = 64  # the writer's page cache unless told (HERALD_SQLITE_CACHE_MB's default)
 
 
 class SqliteConnection:
@@ -78,7 +79,7 @@ class SqliteConnection:
 class SqliteDatabase:
     """One writing connection (its transactions one at a time) and one reading connection."""
 
-    def __init__(self, url: sa.URL, synchronous: str, *, cache_mb: int = 64) -> None:
+    def __init__(self, url: sa.URL, synchronous: str, *, cache_mb: int = CACHE_MB) -> None:
         writing = (f"cache_size=-{cache_mb * 1024}", f"wal_autocheckpoint={CHECKPOINT_PAGES}")
         self.write_engine = _engine(url, synchronous, busy_ms=0, immediate=True, more=writing)
         self.read_engine = _engine(url, synchronous, busy_ms=_READER_BUSY_MS, immediate=False)
