@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 
 from herald.bus.base import OutgoingMessage
 from herald.bus.topics import Topics
+from herald.clock import utcnow
 from herald.domain.messages import Content, DeliveryJob, NotificationRequested
 from herald.domain.models import DeliveryStatus, NotificationStatus
 from herald.errors import IdempotencyKeyReusedError
@@ -62,6 +63,20 @@ class IdempotencyRequest:
     scope: str
     key: str
     request_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A request's notifications ready to store: all but a collapse key's supersede, which
+    reads the database."""
+
+    accepted: list[NotificationRecord]
+    # Those with a collapse key, in order: each with its user key and collapse key.
+    collapsing: list[tuple[NotificationRecord, str, str]]
+    rows: notifications.Rows
+    events: list[OutgoingMessage]
+    steps: list[journal.Step]
+    body: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,8 +189,11 @@ class Intake:
             # Nothing to store: one notification's render raises its error, a batch's
             # reports each item refused (even when it has only one).
             return Accepted(202, render(refused), replayed=False)
-        stored = await self.group.write(lambda unit: self._store(unit, plans, render, idem))
-        body, accepted = stored
+        # Built before the transaction: the one writer's turn (SQLite: its write lock) is
+        # spent on what needs the database, and while it writes one request's rows the loop
+        # builds the next's.
+        prepared = self._prepare(plans, render, utcnow())
+        body, accepted = await self.group.write(lambda unit: self._store(unit, prepared, idem))
         metrics.notifications_accepted.inc(len(accepted))
         if len(accepted) == 1:
             (record,) = accepted
@@ -195,17 +213,13 @@ class Intake:
             )
         return Accepted(202, body, replayed=False)
 
-    async def _store(
-        self,
-        unit: Unit,
-        plans: list[Plan | PlanningError],
-        render: RenderBatch,
-        idem: IdempotencyRequest | None,
-    ) -> tuple[dict[str, Any], list[NotificationRecord]]:
-        """Write the accepted notifications, their events and the response under the key;
-        in a group commit (run again alone if the group fails)."""
-        conn, now = unit.conn, unit.now
+    def _prepare(
+        self, plans: list[Plan | PlanningError], render: RenderBatch, now: datetime
+    ) -> _Prepared:
+        """The accepted notifications, their rows, events and journal steps, and the response;
+        raises PlanningError if the render refuses (nothing is stored then)."""
         outcomes: list[NotificationRecord | PlanningError] = []
+        collapsing: list[tuple[NotificationRecord, str, str]] = []
         events: list[OutgoingMessage] = []
         steps: list[journal.Step] = []
         for plan in plans:
@@ -213,20 +227,9 @@ class Intake:
                 outcomes.append(plan)
                 continue
             record = _new_record(plan, now)
-            if plan.spec.collapse_key is not None:
-                await unit.write_rows()  # a notification buffered before this one is seen
-                superseded = await notifications.supersede(
-                    conn,
-                    record.tenant_id,
-                    plan.user_key,
-                    plan.spec.collapse_key,
-                    by=record.id,
-                    now=now,
-                )
-                steps += superseded
-                # One partly sent keeps its status from what was sent: settled at commit.
-                unit.settle(step.notification_id for step in superseded)
             outcomes.append(record)
+            if plan.spec.collapse_key is not None:
+                collapsing.append((record, plan.user_key, plan.spec.collapse_key))
             here, later = self._split(record, plan)
             if here:
                 events += self._jobs(record, plan, here)
@@ -235,19 +238,36 @@ class Intake:
             if later:
                 events.append(self._requested(record, plan, later))
         accepted = [o for o in outcomes if isinstance(o, NotificationRecord)]
-        unit.insert(notifications.rows_of(accepted))
-        unit.publish(events)
-        unit.record(steps)
-        body = render(outcomes)  # may raise PlanningError: nothing is stored then
+        body = render(outcomes)
+        return _Prepared(accepted, collapsing, notifications.rows_of(accepted), events, steps, body)
+
+    async def _store(
+        self, unit: Unit, prepared: _Prepared, idem: IdempotencyRequest | None
+    ) -> tuple[dict[str, Any], list[NotificationRecord]]:
+        """Store the prepared notifications, their events and the response under the key; in
+        a group commit (run again alone if the group fails)."""
+        superseded: list[journal.Step] = []
+        for record, user_key, collapse_key in prepared.collapsing:  # in order
+            await unit.write_rows()  # a notification buffered before this one is seen
+            older = await notifications.supersede(
+                unit.conn, record.tenant_id, user_key, collapse_key, by=record.id, now=unit.now
+            )
+            superseded += older
+            # One partly sent keeps its status from what was sent: settled at commit.
+            unit.settle(step.notification_id for step in older)
+        unit.insert(prepared.rows)
+        unit.publish(prepared.events)
+        unit.record([*superseded, *prepared.steps])
         if idem is not None:
+            accepted = prepared.accepted
             response = idempotency.StoredResponse(
-                idem.request_hash, accepted[0].id if accepted else "", 202, body
+                idem.request_hash, accepted[0].id if accepted else "", 202, prepared.body
             )
             row = idempotency.row(
-                idem.scope, idem.key, response, now=now, ttl_seconds=self.idempotency_ttl
+                idem.scope, idem.key, response, now=unit.now, ttl_seconds=self.idempotency_ttl
             )
             unit.insert({idempotency_keys: [row]})
-        return body, accepted
+        return prepared.body, prepared.accepted
 
     def _split(self, record: NotificationRecord, plan: Plan) -> tuple[_Pairs, _Pairs]:
         """The deliveries routed here, and those left to the router: a delivery has nothing
