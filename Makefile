@@ -16,11 +16,15 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-## Programs some tests run: promtool (Debian package prometheus) checks the alert rules.
+## Programs some tests run: promtool (Debian package prometheus) checks the alert rules;
+## chromium with chromedriver (chromium, chromium-driver) opens the console's pages.
 ## Installed when missing and root; otherwise those tests skip (and fail under CI=true).
 tools:
 	@command -v promtool >/dev/null || [ "$$(id -u)" != 0 ] || $(APT_INSTALL) prometheus \
 		|| (apt-get update -qq && $(APT_INSTALL) prometheus)
+	@command -v chromedriver >/dev/null || [ "$$(id -u)" != 0 ] \
+		|| $(APT_INSTALL) chromium chromium-driver \
+		|| (apt-get update -qq && $(APT_INSTALL) chromium chromium-driver)
 
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends
 

@@ -11,10 +11,16 @@ from herald.bus.embedded import EmbeddedBus
 from herald.clock import utcnow
 from herald.domain.models import OutboxStatus
 from herald.pipeline.operations.maintenance import Maintenance
-from herald.store import idempotency, outbox, recipient_caps
+from herald.store import api_keys, console_sessions, idempotency, outbox, recipient_caps
 from herald.store.database import Database
 from herald.store.idempotency import StoredResponse
-from herald.store.tables import bus_messages, idempotency_keys, outbox_events, recipient_sends
+from herald.store.tables import (
+    bus_messages,
+    idempotency_keys,
+    outbox_events,
+    recipient_sends,
+)
+from herald.store.tables import console_sessions as console_sessions_table
 
 
 async def test_expired_keys_old_events_and_old_messages_are_purged(db: Database) -> None:
@@ -46,6 +52,9 @@ async def test_expired_keys_old_events_and_old_messages_are_purged(db: Database)
                 now=when,
             )
             assert admitted
+        key, _ = await api_keys.create(conn, "t", "console", ["read"], now=now)
+        for lifetime in (timedelta(hours=-1), timedelta(hours=1)):  # one expired an hour ago
+            await console_sessions.start(conn, key, now=now, lifetime=lifetime)
     await bus.publish([OutgoingMessage("t", "k", b"m")])
     async with db.write() as conn:
         await conn.execute(sa.update(bus_messages).values(created_at=now - timedelta(days=8)))
@@ -61,6 +70,7 @@ async def test_expired_keys_old_events_and_old_messages_are_purged(db: Database)
         "outbox_events": 1,
         "log_messages": 1,
         "recipient_counts": 1,  # yesterday's daily-cap count
+        "console_sessions": 1,
     }
     async with db.read() as conn:
         keys = (await conn.execute(sa.select(idempotency_keys.c.key))).scalars().all()
@@ -69,6 +79,8 @@ async def test_expired_keys_old_events_and_old_messages_are_purged(db: Database)
         ).all()
         messages = (await conn.execute(sa.select(bus_messages.c.value))).scalars().all()
         counted = (await conn.execute(sa.select(recipient_sends.c.delivery_id))).scalars().all()
+        sessions = (await conn.execute(sa.select(console_sessions_table.c.expires_at))).scalars()
+        assert [expiry > now for expiry in sessions] == [True]
     assert keys == ["live"]
     assert counted == ["today"]
     assert sorted(left) == [(b"new", OutboxStatus.PUBLISHED), (b"waiting", OutboxStatus.PENDING)]

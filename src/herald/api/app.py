@@ -28,6 +28,8 @@ from herald.api.limits import BodySizeLimit
 from herald.api.observe import RequestMetrics
 from herald.api.quick_accept import QuickAccept
 from herald.api.schemas import accept_special_use_domains
+from herald.console import pages as console
+from herald.console.security import LongCachedFiles
 from herald.runtime import Runtime
 
 # Herald traces its own stages (observability/tracing.py). FastAPI's own OpenTelemetry support
@@ -81,6 +83,8 @@ def create_app(
         s: errors.API_ERRORS[s] for s in (400, 413, 422, 503)
     }
     app.include_router(users.unsubscribe_router, responses=link_errors)
+    app.include_router(console.router)
+    app.mount("/console/static", LongCachedFiles(directory=console.STATIC), name="console-static")
     return app
 
 

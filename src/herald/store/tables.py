@@ -388,6 +388,24 @@ api_keys = sa.Table(
     sa.Column("last_used_at", UTCDateTime, nullable=True),
 )
 
+# A sign-in to the operator console: its cookie holds a random token, this row the token's hash.
+# Bound to the API key it was made with: revoking the key ends it (checked on every page).
+console_sessions = sa.Table(
+    "console_sessions",
+    metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column(
+        "key_id",
+        sa.String(36),
+        sa.ForeignKey("api_keys.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("csrf_token", sa.String(64), nullable=False),  # every form of the session's
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False, index=True),
+)
+
 # What each recipient was sent per channel and day, for the daily caps (address hashed).
 recipient_sends = sa.Table(
     "recipient_sends",

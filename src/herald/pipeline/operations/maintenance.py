@@ -11,7 +11,7 @@ from herald.bus.embedded import EmbeddedBus
 from herald.clock import utcnow
 from herald.observability.logging import get_logger
 from herald.pipeline.operations.recovery import Recovery
-from herald.store import idempotency, outbox, recipient_caps
+from herald.store import console_sessions, idempotency, outbox, recipient_caps
 from herald.store.database import Database
 from herald.wakeup import sleep_unless
 
@@ -48,6 +48,7 @@ class Maintenance:
         keys = await idempotency.purge_expired(self.db, now)
         events = await outbox.purge_published(self.db, now - self.outbox_retention)
         counts_purged = await recipient_caps.purge_before(self.db, now.date())  # days are UTC
+        sessions = await console_sessions.purge_expired(self.db, now)
         messages = 0
         if isinstance(self.bus, EmbeddedBus):
             messages = await self.bus.delete_older_than(now - self.log_retention)
@@ -56,6 +57,7 @@ class Maintenance:
             "outbox_events": events,
             "log_messages": messages,
             "recipient_counts": counts_purged,
+            "console_sessions": sessions,
         }
         if any(counts.values()):
             log.info("maintenance.purged", **counts)

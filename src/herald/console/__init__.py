@@ -1,0 +1,6 @@
+"""The operator console: server-rendered pages under /console, served by the API process.
+
+Pages are Jinja2 templates (every value escaped), styles a static file; no script runs, so the
+Content-Security-Policy allows none. Signing in exchanges an API key for a server-side session
+(``store/console_sessions``); a key sees only its tenant, as through the API.
+"""
