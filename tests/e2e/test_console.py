@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +19,15 @@ from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
 
+from tests.conftest import TEST_OUTBOUND_ALLOW
 from tests.e2e.test_cli import herald
 from tests.herald_process import HeraldProcess
 from tests.services import unavailable
+from tests.smtp_sink import SmtpSink
 
 pytestmark = pytest.mark.slow
 
@@ -31,6 +37,7 @@ HOSTILE = "<img src=x onerror=alert(1)>"
 @dataclass
 class Console:
     server: HeraldProcess
+    sink: SmtpSink
     env: dict[str, str]
     workdir: Path
     keys: dict[str, str]  # name: secret
@@ -39,6 +46,23 @@ class Console:
     @property
     def url(self) -> str:
         return f"{self.server.url}/console"
+
+    def arrived(self, recipient: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(recipient in m.rcpt_tos for m in self.sink.messages()):
+            assert time.monotonic() < deadline, f"nothing arrived for {recipient}"
+            time.sleep(0.1)
+
+    def dead_letters(self, count: int, timeout: float = 30.0) -> None:
+        """Wait until the tenant has ``count`` dead letters waiting (DEAD)."""
+        deadline = time.monotonic() + timeout
+        headers = {"Authorization": f"Bearer {self.keys['admin']}"}
+        while True:
+            found = httpx.get(f"{self.server.url}/api/v1/dead-letters?status=DEAD", headers=headers)
+            if len(found.json()["items"]) >= count:
+                return
+            assert time.monotonic() < deadline, found.text
+            time.sleep(0.1)
 
     def send(self, recipient: str, subject: str) -> str:
         response = httpx.post(
@@ -62,12 +86,19 @@ def _create_key(env: dict[str, str], cwd: Path, name: str, scopes: str, tenant: 
 @pytest.fixture(scope="module")
 def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     workdir = tmp_path_factory.mktemp("console")
-    env = {"HERALD_DATABASE_URL": f"sqlite:///{workdir / 'herald.db'}"}
+    sink = SmtpSink()
+    sink.start()
+    env = {
+        "HERALD_DATABASE_URL": f"sqlite:///{workdir / 'herald.db'}",
+        "HERALD_SMTP_URL": sink.url,
+        "HERALD_OUTBOUND_ALLOW": TEST_OUTBOUND_ALLOW,
+    }
     keys = {
         "reader": _create_key(env, workdir, "reader", "read", "acme"),
         "revoked": _create_key(env, workdir, "revoked", "read", "acme"),
         "sender": _create_key(env, workdir, "sender", "send", "acme"),
         "other": _create_key(env, workdir, "other", "read", "globex"),
+        "admin": _create_key(env, workdir, "admin", "admin", "acme"),
     }
     listed = herald("keys", "list", env=env, cwd=workdir).stdout.splitlines()
     key_ids = {
@@ -76,9 +107,10 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     }
     server = HeraldProcess(workdir, env).start()
     try:
-        yield Console(server, env, workdir, keys, key_ids)
+        yield Console(server, sink, env, workdir, keys, key_ids)
     finally:
         server.stop()
+        sink.stop()
 
 
 @pytest.fixture
@@ -112,10 +144,17 @@ def _shot(browser: webdriver.Chrome, folder: Path, name: str) -> None:
     browser.save_screenshot(str(folder / f"{name}.png"))
 
 
+def _click(browser: webdriver.Chrome, element: WebElement) -> None:
+    """Click a link or a form's button and wait for the next page (a click returns before)."""
+    before = browser.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(browser, 10).until(expected_conditions.staleness_of(before))
+
+
 def _sign_in(browser: webdriver.Chrome, console: Console, key: str) -> None:
     browser.get(f"{console.url}/sign-in")
     browser.find_element(By.ID, "key").send_keys(key)
-    browser.find_element(By.CSS_SELECTOR, "form.card button[type=submit]").click()
+    _click(browser, browser.find_element(By.CSS_SELECTOR, "form.card button[type=submit]"))
 
 
 def _no_dialog(browser: webdriver.Chrome) -> None:
@@ -136,12 +175,12 @@ def test_sign_in_find_a_notification_and_read_its_timeline(
     assert "reader · tenant acme" in browser.find_element(By.CSS_SELECTOR, "form.who").text
 
     browser.find_element(By.ID, "recipient").send_keys("find-me@example.com")
-    browser.find_element(By.CSS_SELECTOR, "form.filters button").click()
+    _click(browser, browser.find_element(By.CSS_SELECTOR, "form.filters button"))
     rows = browser.find_elements(By.CSS_SELECTOR, "tbody tr")
     assert len(rows) == 1
     assert HOSTILE in rows[0].text  # the subject, as text
     _shot(browser, tmp_path, "notifications")
-    rows[0].find_element(By.TAG_NAME, "a").click()
+    _click(browser, rows[0].find_element(By.TAG_NAME, "a"))
 
     assert browser.current_url.endswith(f"/console/notifications/{wanted}")
     assert browser.find_element(By.ID, "subject").text == HOSTILE
@@ -177,7 +216,7 @@ def test_wrong_and_revoked_keys_are_refused_and_signing_out_ends_the_session(
 
     _sign_in(browser, console, console.keys["reader"])
     assert browser.current_url.endswith("/console/notifications")
-    browser.find_element(By.CSS_SELECTOR, "form.who button").click()
+    _click(browser, browser.find_element(By.CSS_SELECTOR, "form.who button"))
     assert browser.current_url.endswith("/console/sign-in")
     browser.get(f"{console.url}/notifications")
     assert browser.current_url.endswith("/console/sign-in")
@@ -255,3 +294,102 @@ def test_the_session_cookie_is_http_only_and_same_site_strict(console: Console) 
     assert "SameSite=strict" in cookie
     assert "Path=/console" in cookie
     assert "Secure" not in cookie  # plain HTTP here; behind TLS it is set
+
+
+REFUSED = "550 5.1.1 <{}>: Recipient address rejected: User unknown"
+
+
+def test_a_bounced_email_is_replayed_from_its_dead_letter_and_arrives(
+    console: Console, browser: webdriver.Chrome, tmp_path: Path
+) -> None:
+    bounced = "moved-away@example.com"
+    console.sink.rcpt_replies[bounced] = REFUSED.format(bounced)
+    notification_id = console.send(bounced, "Your receipt")
+    console.dead_letters(1)
+
+    _sign_in(browser, console, console.keys["reader"])  # reading keys see no dead letters
+    browser.get(f"{console.url}/dead-letters")
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Admin only"
+    _click(browser, browser.find_element(By.CSS_SELECTOR, "form.who button"))
+
+    _sign_in(browser, console, console.keys["admin"])
+    _click(browser, browser.find_element(By.LINK_TEXT, "Dead letters"))
+    rows = browser.find_elements(By.CSS_SELECTOR, "tbody tr")
+    assert len(rows) == 1
+    assert "permanent" in rows[0].text
+    _shot(browser, tmp_path, "dead-letters")
+    _click(browser, rows[0].find_element(By.TAG_NAME, "a"))
+    assert browser.find_element(By.ID, "letter-status").text == "DEAD"
+    assert bounced in browser.find_element(By.ID, "payload").text
+    _shot(browser, tmp_path, "dead-letter")
+
+    del console.sink.rcpt_replies[bounced]  # the mailbox is back
+    _click(browser, browser.find_element(By.ID, "replay"))
+    assert browser.find_element(By.CSS_SELECTOR, "[role=status]").text.startswith("Replayed")
+    assert browser.find_element(By.ID, "letter-status").text == "REPLAYED"
+    console.arrived(bounced)
+    _click(browser, browser.find_element(By.ID, "notification-link"))
+    assert browser.current_url.endswith(f"/console/notifications/{notification_id}")
+    timeline = browser.find_element(By.ID, "timeline").text
+    assert "Parked in the dead-letter queue" in timeline
+    assert "Replayed from the dead-letter queue" in timeline
+
+
+def test_a_selection_is_previewed_then_replayed_and_a_letter_purged(
+    console: Console, browser: webdriver.Chrome, tmp_path: Path
+) -> None:
+    bounced = [f"gone-{i}@example.com" for i in range(2)]
+    for address in bounced:
+        console.sink.rcpt_replies[address] = REFUSED.format(address)
+        console.send(address, "Your invoice")
+    console.dead_letters(2)
+    for address in bounced:
+        del console.sink.rcpt_replies[address]
+
+    waiting = httpx.get(
+        f"{console.server.url}/api/v1/dead-letters?status=DEAD",
+        headers={"Authorization": f"Bearer {console.keys['admin']}"},
+    ).json()["items"]
+    _sign_in(browser, console, console.keys["admin"])
+    browser.get(f"{console.url}/dead-letters")
+    _click(browser, browser.find_element(By.ID, "preview-replay"))
+    summary = browser.find_element(By.ID, "replay-summary").text
+    n = len(waiting)  # these two, and any an earlier test left
+    assert summary.startswith(f"{n} dead letters match; {n} (the oldest) would be replayed now.")
+    _shot(browser, tmp_path, "replay-preview")
+    time.sleep(1)
+    assert not any(set(bounced) & set(m.rcpt_tos) for m in console.sink.messages())  # a preview
+    _click(browser, browser.find_element(By.ID, "replay-selection"))
+    assert browser.find_element(By.ID, "replay-summary").text.startswith(f"{n} of {n} replayed")
+    for address in bounced:
+        console.arrived(address)
+
+    browser.get(f"{console.url}/dead-letters?status=REPLAYED")
+    first = browser.find_element(By.CSS_SELECTOR, "tbody tr a")
+    letter_url = first.get_attribute("href")
+    _click(browser, first)
+    _click(browser, browser.find_element(By.LINK_TEXT, "Purge…"))
+    _click(browser, browser.find_element(By.ID, "purge"))
+    assert browser.find_element(By.CSS_SELECTOR, "[role=status]").text == "Purged."
+    assert letter_url is not None
+    browser.get(letter_url)
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Not found"
+
+
+def test_sign_in_is_refused_after_ten_wrong_keys_from_one_address(console: Console) -> None:
+    """Counted per client address: this test signs in from 127.0.0.2, the others from
+    127.0.0.1, which stays free to sign in."""
+    transport = httpx.HTTPTransport(local_address="127.0.0.2")
+    with httpx.Client(base_url=console.server.url, transport=transport) as guesser:
+
+        def attempt(key: str) -> int:
+            form = guesser.get("/console/sign-in")
+            token = re.search(r'name="csrf" value="([^"]+)"', form.text)
+            assert token is not None
+            data = {"key": key, "csrf": token.group(1)}
+            return guesser.post("/console/sign-in", data=data).status_code
+
+        assert [attempt(f"hk_guess-{i}") for i in range(10)] == [401] * 10
+        assert attempt(console.keys["reader"]) == 429  # even the right key, for a minute
+    client, _ = _signed_in_client(console)  # another address signs in as before
+    client.close()

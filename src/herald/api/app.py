@@ -28,7 +28,8 @@ from herald.api.limits import BodySizeLimit
 from herald.api.observe import RequestMetrics
 from herald.api.quick_accept import QuickAccept
 from herald.api.schemas import accept_special_use_domains
-from herald.console import pages as console
+from herald.console import router as console_pages
+from herald.console.render import STATIC as CONSOLE_STATIC
 from herald.console.security import LongCachedFiles
 from herald.runtime import Runtime
 
@@ -83,8 +84,8 @@ def create_app(
         s: errors.API_ERRORS[s] for s in (400, 413, 422, 503)
     }
     app.include_router(users.unsubscribe_router, responses=link_errors)
-    app.include_router(console.router)
-    app.mount("/console/static", LongCachedFiles(directory=console.STATIC), name="console-static")
+    app.include_router(console_pages)
+    app.mount("/console/static", LongCachedFiles(directory=CONSOLE_STATIC), name="console-static")
     return app
 
 

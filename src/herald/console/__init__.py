@@ -4,3 +4,13 @@ Pages are Jinja2 templates (every value escaped), styles a static file; no scrip
 Content-Security-Policy allows none. Signing in exchanges an API key for a server-side session
 (``store/console_sessions``); a key sees only its tenant, as through the API.
 """
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from herald.console import deadletters, notifications, sign_in
+
+router = APIRouter(include_in_schema=False)
+for _pages in (sign_in, notifications, deadletters):
+    router.include_router(_pages.router)

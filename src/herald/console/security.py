@@ -64,25 +64,27 @@ def same_origin(request: Request) -> bool:
 
 
 class SignInLimit:
-    """At most ``attempts`` sign-ins per client address in ``seconds`` (in this process):
-    keys cannot be guessed through the form faster than through the API."""
+    """After ``attempts`` failed sign-ins from a client address within ``seconds``, refuse its
+    sign-ins until the oldest of them is that old (in this process): keys cannot be guessed
+    through the form, and a signed-in operator is never locked out by signing in."""
 
     def __init__(self, attempts: int = 10, seconds: float = 60.0) -> None:
         self.attempts = attempts
         self.seconds = seconds
-        self._seen: dict[str, deque[float]] = {}
+        self._failed: dict[str, deque[float]] = {}
 
     def allow(self, client: str) -> bool:
-        now = time.monotonic()
-        if len(self._seen) > 10_000:
-            self._seen.clear()  # many addresses must not grow it without bound
-        seen = self._seen.setdefault(client, deque())
-        while seen and now - seen[0] > self.seconds:
-            seen.popleft()
-        if len(seen) >= self.attempts:
-            return False
-        seen.append(now)
-        return True
+        failed = self._failed.get(client)
+        if not failed:
+            return True
+        while failed and time.monotonic() - failed[0] > self.seconds:
+            failed.popleft()
+        return len(failed) < self.attempts
+
+    def failed(self, client: str) -> None:
+        if len(self._failed) > 10_000:
+            self._failed.clear()  # many addresses must not grow it without bound
+        self._failed.setdefault(client, deque()).append(time.monotonic())
 
 
 class LongCachedFiles(StaticFiles):

@@ -1,0 +1,194 @@
+"""Dead letters: filter them as the API does, inspect one (payload, headers, error), replay
+one or a selection after a preview of how many and which, purge one after confirming. Changing
+anything needs an admin key, as in the API (whose dead-letter routes all need admin)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+from fastapi import APIRouter, Request, Response
+
+from herald.api.context import runtime_of
+from herald.console.render import (
+    checked_form,
+    is_admin,
+    message,
+    page,
+    redirect,
+    refused,
+    signed_in,
+)
+from herald.store import deadletters
+from herald.store.console_sessions import Session
+from herald.store.deadletters import DeadLetter, Filters
+
+router = APIRouter()
+PAGE_SIZE = 50
+REPLAY_AT_MOST = 100  # a selection replays its oldest this many (the API's default limit)
+CHOICES = {
+    "status": ("DEAD", "REPLAYED"),
+    "kind": ("delivery", "message", "event"),
+    "reason": ("permanent", "exhausted", "poison", "refused"),
+}
+NOTICES = {"replayed": "Replayed: it is on its way again.", "purged": "Purged."}
+
+
+def _filters(values: Mapping[str, str], session: Session) -> tuple[Filters, dict[str, str]]:
+    """The selection named by ``values`` (a query or a form), and what was wrong in it."""
+    errors: dict[str, str] = {}
+    chosen: dict[str, str | None] = {}
+    for name, allowed in CHOICES.items():
+        value = values.get(name, "DEAD" if name == "status" else "")
+        if value and value not in allowed:
+            errors[name] = f"is not one of {', '.join(allowed)}"
+            value = ""
+        chosen[name] = value or None
+    channel = values.get("channel", "").strip()[:32] or None
+    filters = Filters(
+        status=chosen["status"],
+        kind=chosen["kind"],
+        reason=chosen["reason"],
+        channel=channel,
+        tenant=session.key.tenant_id,
+    )
+    return filters, errors
+
+
+def _selection(filters: Filters) -> dict[str, str]:
+    """A selection as form fields (the preview's and the replay's hidden inputs)."""
+    named = {
+        "status": filters.status,
+        "kind": filters.kind,
+        "reason": filters.reason,
+        "channel": filters.channel,
+    }
+    return {name: value or "" for name, value in named.items()}
+
+
+async def _admin(request: Request) -> Session | Response:
+    session = await signed_in(request)
+    if session is None:
+        return redirect("/console/sign-in")
+    if not is_admin(session):
+        text = "Dead letters need an admin key (as through the API)."
+        return message(request, session, "Admin only", text, 403)
+    return session
+
+
+@router.get("/console/dead-letters")
+async def letter_list(request: Request) -> Response:
+    session = await _admin(request)
+    if isinstance(session, Response):
+        return session
+    filters, errors = _filters(request.query_params, session)
+    async with runtime_of(request).db.read() as conn:
+        letters = await deadletters.list_page(conn, filters, limit=PAGE_SIZE)
+        matched = await deadletters.count(conn, filters)
+    context = {
+        "session": session,
+        "letters": letters,
+        "matched": matched,
+        "selection": _selection(filters),
+        "choices": CHOICES,
+        "errors": errors,
+        "notice": NOTICES.get(request.query_params.get("notice", "")),
+    }
+    return page(request, "deadletters.html", context, 422 if errors else 200)
+
+
+@router.get("/console/dead-letters/{letter_id}")
+async def letter_page(letter_id: str, request: Request) -> Response:
+    session = await _admin(request)
+    if isinstance(session, Response):
+        return session
+    async with runtime_of(request).db.read() as conn:
+        letter = await deadletters.get(conn, letter_id, tenant=session.key.tenant_id)
+    if letter is None:
+        return message(request, session, "Not found", f"No dead letter {letter_id} here.", 404)
+    context = {
+        "session": session,
+        "letter": letter,
+        "payload": _readable(letter),
+        "notice": NOTICES.get(request.query_params.get("notice", "")),
+    }
+    return page(request, "deadletter.html", context)
+
+
+@router.post("/console/dead-letters/{letter_id}/replay")
+async def replay_one(letter_id: str, request: Request) -> Response:
+    session = await _admin(request)
+    if isinstance(session, Response):
+        return session
+    if await checked_form(request, session) is None:
+        return refused(request, session)
+    outcome = await runtime_of(request).replayer.replay(letter_id, tenant=session.key.tenant_id)
+    if outcome.detail == "not found":
+        return message(request, session, "Not found", f"No dead letter {letter_id} here.", 404)
+    return redirect(f"/console/dead-letters/{letter_id}?notice=replayed")
+
+
+@router.post("/console/dead-letters/replay")
+async def replay_selection(request: Request) -> Response:
+    """With ``preview``: how many match and which would be replayed, with a button to do it;
+    without: replay them and show what each replay did."""
+    session = await _admin(request)
+    if isinstance(session, Response):
+        return session
+    fields = await checked_form(request, session)
+    if fields is None:
+        return refused(request, session)
+    filters, errors = _filters(fields, session)
+    if errors:
+        return message(request, session, "Not replayed", "The selection is not valid.", 422)
+    preview = fields.get("preview") == "yes"
+    matched, letters, outcomes = await runtime_of(request).replayer.replay_matching(
+        filters, limit=REPLAY_AT_MOST, dry_run=preview
+    )
+    context = {
+        "session": session,
+        "preview": preview,
+        "matched": matched,
+        "letters": letters,
+        "outcomes": {o.dead_letter_id: o for o in outcomes},
+        "selection": _selection(filters),
+    }
+    return page(request, "replay.html", context)
+
+
+@router.get("/console/dead-letters/{letter_id}/purge")
+async def confirm_purge(letter_id: str, request: Request) -> Response:
+    session = await _admin(request)
+    if isinstance(session, Response):
+        return session
+    async with runtime_of(request).db.read() as conn:
+        letter = await deadletters.get(conn, letter_id, tenant=session.key.tenant_id)
+    if letter is None:
+        return message(request, session, "Not found", f"No dead letter {letter_id} here.", 404)
+    return page(request, "purge.html", {"session": session, "letter": letter})
+
+
+@router.post("/console/dead-letters/{letter_id}/purge")
+async def purge_one(letter_id: str, request: Request) -> Response:
+    session = await _admin(request)
+    if isinstance(session, Response):
+        return session
+    if await checked_form(request, session) is None:
+        return refused(request, session)
+    async with runtime_of(request).db.write() as conn:
+        if await deadletters.get(conn, letter_id, tenant=session.key.tenant_id) is None:
+            return message(request, session, "Not found", f"No dead letter {letter_id} here.", 404)
+        await deadletters.purge_ids(conn, [letter_id])
+    return redirect("/console/dead-letters?notice=purged")
+
+
+def _readable(letter: DeadLetter) -> str:
+    """The payload as an operator reads it: indented JSON, else its text, else its bytes."""
+    try:
+        text = letter.payload.decode()
+    except UnicodeDecodeError:
+        return repr(letter.payload)
+    try:
+        return json.dumps(json.loads(text), indent=2, ensure_ascii=False)
+    except ValueError:
+        return text

@@ -1,0 +1,76 @@
+"""Finding notifications, and one notification's timeline, deliveries and attempts."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from herald.api.context import runtime_of
+from herald.api.errors import FieldError
+from herald.api.pages import decode_cursor, encode_cursor
+from herald.console.render import message, page, redirect, signed_in
+from herald.console.words import describe
+from herald.domain.models import NotificationStatus
+from herald.store import deliveries, notifications
+from herald.store.timeline import timeline
+
+router = APIRouter()
+PAGE_SIZE = 50
+STATUSES = [s.value for s in NotificationStatus]
+
+
+@router.get("/console/notifications")
+async def notification_list(request: Request) -> Response:
+    session = await signed_in(request)
+    if session is None:
+        return redirect("/console/sign-in")
+    query = request.query_params
+    recipient = query.get("recipient", "").strip()[:320] or None
+    status = query.get("status") or None
+    errors: dict[str, str] = {}
+    if status is not None and status not in STATUSES:
+        errors["status"] = f"is not one of {', '.join(STATUSES)}"
+        status = None
+    before_id = None
+    if cursor := query.get("cursor"):
+        try:
+            before_id = decode_cursor(cursor)
+        except FieldError:
+            errors["cursor"] = "is not a page of this list"
+    async with runtime_of(request).db.read() as conn:
+        found = await notifications.list_page(
+            conn,
+            session.key.tenant_id,
+            limit=PAGE_SIZE + 1,
+            before_id=before_id,
+            status=NotificationStatus(status) if status else None,
+            recipient=recipient,
+        )
+    shown = found[:PAGE_SIZE]
+    context = {
+        "session": session,
+        "items": shown,
+        "recipient": recipient or "",
+        "status": status or "",
+        "statuses": STATUSES,
+        "errors": errors,
+        "next_cursor": encode_cursor(shown[-1].id) if len(found) > PAGE_SIZE else None,
+    }
+    return page(request, "notifications.html", context, 422 if errors else 200)
+
+
+@router.get("/console/notifications/{notification_id}")
+async def notification_page(notification_id: str, request: Request) -> Response:
+    session = await signed_in(request)
+    if session is None:
+        return redirect("/console/sign-in")
+    async with runtime_of(request).db.read() as conn:
+        found = await timeline(conn, session.key.tenant_id, notification_id)
+        ids = [] if found is None else [d.id for d in found[0].deliveries]
+        history = await deliveries.attempts_of(conn, ids)
+    if found is None:  # another tenant's as well: the API's 404
+        text = f"No notification {notification_id} here."
+        return message(request, session, "Not found", text, 404)
+    record, entries = found
+    steps = [(entry, describe(entry)) for entry in entries]
+    context = {"session": session, "n": record, "history": history, "steps": steps}
+    return page(request, "notification.html", context)

@@ -1,0 +1,79 @@
+"""What every console page shares: rendering a template with the page headers, redirects, the
+signed-in session, and reading a form that must carry the session's CSRF token."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+from fastapi import Request, Response
+from fastapi.responses import RedirectResponse
+from fastapi.templating import Jinja2Templates
+
+from herald import __version__
+from herald.api.context import runtime_of
+from herald.api.errors import FieldError
+from herald.api.input_safety import character_problem
+from herald.clock import utcnow
+from herald.console.security import SESSION_COOKIE, protect, same_origin, same_token
+from herald.store import console_sessions
+from herald.store.console_sessions import Session
+
+HERE = Path(__file__).parent
+TEMPLATES = Jinja2Templates(directory=HERE / "templates")  # autoescaped: every value is text
+STATIC = HERE / "static"
+
+
+def page(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
+    response = TEMPLATES.TemplateResponse(
+        request, name, {"version": __version__, **context}, status_code=status
+    )
+    return protect(response)
+
+
+def redirect(to: str) -> Response:
+    return protect(RedirectResponse(to, status_code=303))
+
+
+def message(
+    request: Request, session: Session | None, title: str, text: str, status: int
+) -> Response:
+    context = {"session": session, "title": title, "message": text}
+    return page(request, "message.html", context, status)
+
+
+def refused(request: Request, session: Session | None) -> Response:
+    text = "This form was not sent from the console's own page; reload it and try again."
+    return message(request, session, "Refused", text, 403)
+
+
+async def signed_in(request: Request) -> Session | None:
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        return None
+    async with runtime_of(request).db.read() as conn:
+        return await console_sessions.find(conn, token, now=utcnow())
+
+
+async def form(request: Request) -> dict[str, str]:
+    """An urlencoded form's fields (the last of a repeated one); refused (422, naming it) if a
+    value holds what no part of Herald can store."""
+    fields = dict(parse_qsl((await request.body()).decode(errors="replace"), max_num_fields=50))
+    for name, value in fields.items():
+        if (problem := character_problem(value)) is not None:
+            raise FieldError(name, problem)
+    return fields
+
+
+async def checked_form(request: Request, session: Session) -> dict[str, str] | None:
+    """The form of a signed-in page, or None if it lacks the session's CSRF token or comes
+    from another origin."""
+    fields = await form(request)
+    if not same_origin(request) or not same_token(fields.get("csrf"), session.csrf_token):
+        return None
+    return fields
+
+
+def is_admin(session: Session) -> bool:
+    return "admin" in session.key.scopes
