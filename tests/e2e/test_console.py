@@ -393,3 +393,66 @@ def test_sign_in_is_refused_after_ten_wrong_keys_from_one_address(console: Conso
         assert attempt(console.keys["reader"]) == 429  # even the right key, for a minute
     client, _ = _signed_in_client(console)  # another address signs in as before
     client.close()
+
+
+def test_an_admin_creates_a_key_sees_it_once_and_revokes_it(
+    console: Console, browser: webdriver.Chrome, tmp_path: Path
+) -> None:
+    _sign_in(browser, console, console.keys["admin"])
+    _click(browser, browser.find_element(By.LINK_TEXT, "API keys"))
+    browser.find_element(By.ID, "name").send_keys("billing-service")
+    _click(browser, browser.find_element(By.ID, "create-key"))  # no scope chosen
+    errors = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "p.error")]
+    assert errors == ["Scopes: choose at least one"]
+    assert browser.find_element(By.ID, "name").get_attribute("value") == "billing-service"
+    browser.find_element(By.NAME, "scope_send").click()
+    browser.find_element(By.ID, "expires_in_days").send_keys("abc")
+    _click(browser, browser.find_element(By.ID, "create-key"))
+    errors = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "p.error")]
+    assert errors == ["Expiry must be a whole number of days from 1 to 3650, or empty"]
+    browser.find_element(By.ID, "expires_in_days").clear()
+    browser.find_element(By.ID, "expires_in_days").send_keys("30")
+    _click(browser, browser.find_element(By.ID, "create-key"))
+    secret = browser.find_element(By.ID, "secret").get_attribute("value")
+    assert secret is not None
+    assert secret.startswith("hk_")
+    _shot(browser, tmp_path, "key-created")
+    url = f"{console.server.url}/api/v1/notifications"
+    mail = {"recipient": "billing@example.com", "subject": "Invoice", "message": "Hello"}
+    headers = {"Authorization": f"Bearer {secret}"}
+    assert httpx.post(url, json=mail, headers=headers).status_code == 202
+
+    _click(browser, browser.find_element(By.LINK_TEXT, "Back to API keys"))
+    assert secret not in browser.page_source  # shown once
+    row = next(
+        r
+        for r in browser.find_elements(By.CSS_SELECTOR, "#keys tbody tr")
+        if r.text.startswith("billing-service")
+    )
+    assert secret[:10] in row.text
+    assert "send" in row.text
+    _shot(browser, tmp_path, "keys")
+    _click(browser, row.find_element(By.TAG_NAME, "button"))
+    assert browser.find_element(By.CSS_SELECTOR, "[role=status]").text.startswith("Revoked")
+    deadline = time.monotonic() + 10  # each process trusts what it read of a key for 5 s
+    while httpx.post(url, json=mail, headers=headers).status_code != 401:
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+
+
+def test_providers_show_their_circuits_and_the_latest_errors(
+    console: Console, browser: webdriver.Chrome, tmp_path: Path
+) -> None:
+    bounced = "no-such-user@example.com"
+    console.sink.rcpt_replies[bounced] = REFUSED.format(bounced)
+    console.send(bounced, "Hello")
+    console.dead_letters(1)
+    del console.sink.rcpt_replies[bounced]
+    _sign_in(browser, console, console.keys["admin"])
+    _click(browser, browser.find_element(By.LINK_TEXT, "Providers"))
+    circuits = browser.find_element(By.ID, "circuits").text
+    assert "smtp email all closed" in circuits  # another tenant than the operator's: no workers
+    failures = [r.text for r in browser.find_elements(By.CSS_SELECTOR, "#failures tbody tr")]
+    assert "550 5.1.1 <no-such-user@example.com>" in failures[0]
+    assert not any("replayed from dead letter" in f for f in failures)  # markers, not errors
+    _shot(browser, tmp_path, "providers")

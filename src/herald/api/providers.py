@@ -29,7 +29,12 @@ async def list_providers(request: Request, principal: Admin) -> list[ProviderOut
     runtime: Runtime = request.app.state.runtime
     async with runtime.db.read() as conn:
         records = await circuits.list_all(conn)
-    if principal.tenant == DEFAULT_TENANT:
+    return shown_to(principal.tenant, records)
+
+
+def shown_to(tenant: str, records: list[CircuitRecord]) -> list[ProviderOut]:
+    """What ``tenant`` may see of the circuits (see the module docstring)."""
+    if tenant == DEFAULT_TENANT:
         return [ProviderOut.model_validate(r, from_attributes=True) for r in records]
     return _per_provider(records)
 

@@ -11,13 +11,12 @@ from fastapi import APIRouter, Request, Response
 
 from herald.api.context import runtime_of
 from herald.console.render import (
+    admin_session,
     checked_form,
-    is_admin,
     message,
     page,
     redirect,
     refused,
-    signed_in,
 )
 from herald.store import deadletters
 from herald.store.console_sessions import Session
@@ -66,19 +65,9 @@ def _selection(filters: Filters) -> dict[str, str]:
     return {name: value or "" for name, value in named.items()}
 
 
-async def _admin(request: Request) -> Session | Response:
-    session = await signed_in(request)
-    if session is None:
-        return redirect("/console/sign-in")
-    if not is_admin(session):
-        text = "Dead letters need an admin key (as through the API)."
-        return message(request, session, "Admin only", text, 403)
-    return session
-
-
 @router.get("/console/dead-letters")
 async def letter_list(request: Request) -> Response:
-    session = await _admin(request)
+    session = await admin_session(request, "Dead letters")
     if isinstance(session, Response):
         return session
     filters, errors = _filters(request.query_params, session)
@@ -99,7 +88,7 @@ async def letter_list(request: Request) -> Response:
 
 @router.get("/console/dead-letters/{letter_id}")
 async def letter_page(letter_id: str, request: Request) -> Response:
-    session = await _admin(request)
+    session = await admin_session(request, "Dead letters")
     if isinstance(session, Response):
         return session
     async with runtime_of(request).db.read() as conn:
@@ -117,7 +106,7 @@ async def letter_page(letter_id: str, request: Request) -> Response:
 
 @router.post("/console/dead-letters/{letter_id}/replay")
 async def replay_one(letter_id: str, request: Request) -> Response:
-    session = await _admin(request)
+    session = await admin_session(request, "Dead letters")
     if isinstance(session, Response):
         return session
     if await checked_form(request, session) is None:
@@ -132,7 +121,7 @@ async def replay_one(letter_id: str, request: Request) -> Response:
 async def replay_selection(request: Request) -> Response:
     """With ``preview``: how many match and which would be replayed, with a button to do it;
     without: replay them and show what each replay did."""
-    session = await _admin(request)
+    session = await admin_session(request, "Dead letters")
     if isinstance(session, Response):
         return session
     fields = await checked_form(request, session)
@@ -158,7 +147,7 @@ async def replay_selection(request: Request) -> Response:
 
 @router.get("/console/dead-letters/{letter_id}/purge")
 async def confirm_purge(letter_id: str, request: Request) -> Response:
-    session = await _admin(request)
+    session = await admin_session(request, "Dead letters")
     if isinstance(session, Response):
         return session
     async with runtime_of(request).db.read() as conn:
@@ -170,7 +159,7 @@ async def confirm_purge(letter_id: str, request: Request) -> Response:
 
 @router.post("/console/dead-letters/{letter_id}/purge")
 async def purge_one(letter_id: str, request: Request) -> Response:
-    session = await _admin(request)
+    session = await admin_session(request, "Dead letters")
     if isinstance(session, Response):
         return session
     if await checked_form(request, session) is None:

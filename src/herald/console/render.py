@@ -77,3 +77,15 @@ async def checked_form(request: Request, session: Session) -> dict[str, str] | N
 
 def is_admin(session: Session) -> bool:
     return "admin" in session.key.scopes
+
+
+async def admin_session(request: Request, what: str) -> Session | Response:
+    """The session of an admin key; otherwise the page to answer instead (sign in, or admin
+    only: ``what`` needs an admin key, as through the API)."""
+    session = await signed_in(request)
+    if session is None:
+        return redirect("/console/sign-in")
+    if not is_admin(session):
+        text = f"{what} need an admin key (as through the API)."
+        return message(request, session, "Admin only", text, 403)
+    return session

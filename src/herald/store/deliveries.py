@@ -349,6 +349,48 @@ async def finish_sent(conn: Connection, sent: list[Sent], now: datetime) -> None
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A failed attempt, with where it went (the console's recent errors)."""
+
+    attempt: Attempt
+    channel: str
+    notification_id: str
+
+
+async def recent_failures(conn: Connection, tenant: str, *, limit: int) -> list[Failure]:
+    """The tenant's latest failed attempts, newest first (not the history's replay markers,
+    which carry the replay in ``error``)."""
+    A = delivery_attempts.c
+    rows = await conn.execute(
+        sa.select(delivery_attempts, D.channel, D.notification_id)
+        .join(deliveries, D.id == A.delivery_id)
+        .join(notifications, notifications.c.id == D.notification_id)
+        .where(
+            notifications.c.tenant_id == tenant,
+            A.error.is_not(None),
+            A.outcome != DeliveryStatus.PENDING,
+        )
+        .order_by(A.id.desc())
+        .limit(limit)
+    )
+    return [Failure(_attempt(r), r.channel, r.notification_id) for r in rows]
+
+
+def _attempt(r: Any) -> Attempt:
+    return Attempt(
+        delivery_id=r.delivery_id,
+        attempt=r.attempt,
+        provider=r.provider,
+        outcome=DeliveryStatus(r.outcome),
+        started_at=r.started_at,
+        finished_at=r.finished_at,
+        error_class=r.error_class,
+        error=r.error,
+        retry_at=r.retry_at,
+    )
+
+
 async def attempts_of(conn: Connection, delivery_ids: list[str]) -> dict[str, list[Attempt]]:
     found: dict[str, list[Attempt]] = {d: [] for d in delivery_ids}
     if delivery_ids:
@@ -358,19 +400,7 @@ async def attempts_of(conn: Connection, delivery_ids: list[str]) -> dict[str, li
             .order_by(delivery_attempts.c.id)
         )
         for r in rows:
-            found[r.delivery_id].append(
-                Attempt(
-                    delivery_id=r.delivery_id,
-                    attempt=r.attempt,
-                    provider=r.provider,
-                    outcome=DeliveryStatus(r.outcome),
-                    started_at=r.started_at,
-                    finished_at=r.finished_at,
-                    error_class=r.error_class,
-                    error=r.error,
-                    retry_at=r.retry_at,
-                )
-            )
+            found[r.delivery_id].append(_attempt(r))
     return found
 
 
