@@ -157,6 +157,13 @@ def _sign_in(browser: webdriver.Chrome, console: Console, key: str) -> None:
     _click(browser, browser.find_element(By.CSS_SELECTOR, "form.card button[type=submit]"))
 
 
+def _set(browser: webdriver.Chrome, element_id: str, value: str) -> None:
+    """A time input's value as a user's picker would leave it (typing into one depends on the
+    browser's locale: 12 or 24 hours)."""
+    element = browser.find_element(By.ID, element_id)
+    browser.execute_script("arguments[0].value = arguments[1]", element, value)
+
+
 def _no_dialog(browser: webdriver.Chrome) -> None:
     with pytest.raises(NoAlertPresentException):
         browser.switch_to.alert.text  # noqa: B018 - raises when no script opened one
@@ -456,3 +463,53 @@ def test_providers_show_their_circuits_and_the_latest_errors(
     assert "550 5.1.1 <no-such-user@example.com>" in failures[0]
     assert not any("replayed from dead letter" in f for f in failures)  # markers, not errors
     _shot(browser, tmp_path, "providers")
+
+
+def test_a_users_preferences_are_read_and_changed_with_errors_on_the_field(
+    console: Console, browser: webdriver.Chrome, tmp_path: Path
+) -> None:
+    admin = {"Authorization": f"Bearer {console.keys['admin']}"}
+    user = {"email": "ana@example.com", "timezone": "Europe/Lisbon"}
+    made = httpx.put(f"{console.server.url}/api/v1/users/ana", json=user, headers=admin)
+    assert made.status_code == 201, made.text
+    _sign_in(browser, console, console.keys["admin"])
+    _click(browser, browser.find_element(By.LINK_TEXT, "Users"))
+    browser.find_element(By.ID, "id").send_keys("ana")
+    _click(browser, browser.find_element(By.CSS_SELECTOR, "form.filters button"))
+    contacts = browser.find_element(By.ID, "contacts").text
+    assert "ana@example.com" in contacts
+    assert "Europe/Lisbon" in contacts
+
+    browser.find_element(By.ID, "channel_email").click()  # opt out of email
+    _set(browser, "quiet_start", "22:00")  # no end: refused
+    browser.find_element(By.ID, "categories").send_keys('{"marketing": {"enabled": "maybe"}}')
+    _click(browser, browser.find_element(By.ID, "save-preferences"))
+    errors = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "p.error")]
+    assert errors == ["Quiet hours: need both a start and an end"]
+    assert not browser.find_element(By.ID, "channel_email").is_selected()  # kept as entered
+    _set(browser, "quiet_end", "07:00")
+    _click(browser, browser.find_element(By.ID, "save-preferences"))
+    errors = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "p.error")]
+    assert len(errors) == 1
+    assert errors[0].startswith("Categories: Input should be a valid boolean")
+    categories = browser.find_element(By.ID, "categories")
+    categories.clear()
+    categories.send_keys('{"marketing": {"enabled": false}}')
+    _click(browser, browser.find_element(By.ID, "save-preferences"))
+    assert browser.find_element(By.CSS_SELECTOR, "[role=status]").text.startswith("Preferences")
+    _shot(browser, tmp_path, "user")
+
+    stored = httpx.get(f"{console.server.url}/api/v1/users/ana/preferences", headers=admin)
+    assert stored.json() == {
+        "unsubscribed": False,
+        "channels": {"email": False},
+        "categories": {"marketing": {"enabled": False, "channels": {}}},
+        "quiet_hours": {"start": "22:00:00", "end": "07:00:00"},
+    }
+    assert not browser.find_element(By.ID, "channel_email").is_selected()
+
+    _click(browser, browser.find_element(By.CSS_SELECTOR, "form.who button"))
+    _sign_in(browser, console, console.keys["reader"])  # reading keys see, and cannot change
+    browser.get(f"{console.url}/users/ana")
+    assert browser.find_elements(By.ID, "save-preferences") == []
+    assert not browser.find_element(By.ID, "channel_email").is_enabled()
