@@ -513,3 +513,56 @@ def test_a_users_preferences_are_read_and_changed_with_errors_on_the_field(
     browser.get(f"{console.url}/users/ana")
     assert browser.find_elements(By.ID, "save-preferences") == []
     assert not browser.find_element(By.ID, "channel_email").is_enabled()
+
+
+def test_a_rule_is_made_tested_against_a_sample_event_and_turned_off(
+    console: Console, browser: webdriver.Chrome, tmp_path: Path
+) -> None:
+    admin = {"Authorization": f"Bearer {console.keys['admin']}"}
+    template = {"channels": {"email": {"default": {"subject": "Shipped", "text": "On its way"}}}}
+    made = httpx.put(f"{console.server.url}/api/v1/templates/shipped", json=template, headers=admin)
+    assert made.status_code == 201, made.text
+    _sign_in(browser, console, console.keys["admin"])
+    _click(browser, browser.find_element(By.LINK_TEXT, "Rules"))
+    _click(browser, browser.find_element(By.LINK_TEXT, "new rule"))
+    browser.find_element(By.ID, "name").send_keys("big-orders")
+    browser.find_element(By.ID, "event_type").send_keys("order.shipped")
+    browser.find_element(By.ID, "condition").send_keys("data.amount >")  # does not compile
+    browser.find_element(By.ID, "channel_sms").click()  # the template has no sms variant
+    browser.find_element(By.ID, "template").send_keys("shipped")
+    _click(browser, browser.find_element(By.ID, "save-rule"))
+    errors = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "p.error")]
+    assert len(errors) == 1
+    assert errors[0].startswith("Condition: ")
+    condition = browser.find_element(By.ID, "condition")
+    condition.clear()
+    condition.send_keys("data.amount > 1000")
+    _click(browser, browser.find_element(By.ID, "save-rule"))
+    errors = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "p.error")]
+    assert errors == ["Channels: template 'shipped' has no sms variant"]
+    browser.find_element(By.ID, "channel_sms").click()
+    browser.find_element(By.ID, "channel_email").click()
+    _click(browser, browser.find_element(By.ID, "save-rule"))
+    assert browser.find_element(By.CSS_SELECTOR, "[role=status]").text == "Rule saved."
+    stored = httpx.get(f"{console.server.url}/api/v1/rules/big-orders", headers=admin).json()
+    assert stored["condition"] == "data.amount > 1000"
+    assert stored["channels"] == ["email"]
+
+    _click(browser, browser.find_element(By.LINK_TEXT, "Back to rules"))
+    for amount, expected in ((1500, "Sends on email with template shipped"), (10, "Sends nothing")):
+        browser.find_element(By.ID, "type").clear()
+        browser.find_element(By.ID, "type").send_keys("order.shipped")
+        data = browser.find_element(By.ID, "data")
+        data.clear()
+        data.send_keys(f'{{"amount": {amount}}}')
+        sent_before = len(console.sink.messages())
+        _click(browser, browser.find_element(By.ID, "test-event"))
+        assert browser.find_element(By.ID, "test-outcome").text.startswith(expected)
+        assert len(console.sink.messages()) == sent_before  # a test sends nothing
+    _shot(browser, tmp_path, "rules")
+
+    turn_off = browser.find_element(By.CSS_SELECTOR, "button[aria-label='Turn big-orders off']")
+    _click(browser, turn_off)
+    assert browser.find_element(By.CSS_SELECTOR, "[role=status]").text == "Rule turned off."
+    stored = httpx.get(f"{console.server.url}/api/v1/rules/big-orders", headers=admin).json()
+    assert stored["enabled"] is False

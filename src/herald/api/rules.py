@@ -32,6 +32,7 @@ from herald.observability import tracing
 from herald.observability.logging import get_logger
 from herald.pipeline.planning import NotificationSpec, PlanningError
 from herald.store import rules, templates
+from herald.store.database import Connection
 from herald.store.notifications import NotificationRecord
 from herald.store.rules import RuleRecord
 
@@ -79,18 +80,23 @@ async def put_rule(
 ) -> JSONResponse:
     """Create or replace a rule; its template must exist with a variant for each channel."""
     async with runtime_of(request).db.write() as conn:
-        template = await templates.get(conn, principal.tenant, payload.template)
-        if template is None:
-            raise FieldError("template", f"no template {payload.template!r}")
-        for i, channel in enumerate(payload.channels):
-            if channel.value not in template.channels:
-                raise FieldError(
-                    f"channels[{i}]", f"template {template.name!r} has no {channel} variant"
-                )
+        await check_template(conn, principal.tenant, payload)
         record, created = await rules.put(conn, principal.tenant, rule_record(name, payload))
     return JSONResponse(
         RuleOut.of(record).model_dump(mode="json"), status_code=201 if created else 200
     )
+
+
+async def check_template(conn: Connection, tenant: str, rule: RuleIn) -> None:
+    """Raise FieldError unless the rule's template exists with a variant for each channel."""
+    template = await templates.get(conn, tenant, rule.template)
+    if template is None:
+        raise FieldError("template", f"no template {rule.template!r}")
+    for i, channel in enumerate(rule.channels):
+        if channel.value not in template.channels:
+            raise FieldError(
+                f"channels[{i}]", f"template {template.name!r} has no {channel} variant"
+            )
 
 
 @router.get("", response_model=list[RuleOut])

@@ -9,8 +9,16 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from herald.console import deadletters, keys, notifications, providers, sign_in, users
+from herald.console import (
+    deadletters,
+    keys,
+    notifications,
+    providers,
+    rules,
+    sign_in,
+    users,
+)
 
 router = APIRouter(include_in_schema=False)
-for _pages in (sign_in, notifications, users, deadletters, providers, keys):
+for _pages in (sign_in, notifications, users, rules, deadletters, providers, keys):
     router.include_router(_pages.router)
