@@ -194,6 +194,32 @@ async def delete_template(name: TemplateName, request: Request, principal: Admin
     return Response(status_code=204)
 
 
+async def render_channels(
+    definition: dict[str, dict[str, Fields]],
+    data: dict[str, Any],
+    locale: str | None,
+    only: list[str] | None,
+    caller: str | None,
+) -> list[RenderedOut]:
+    """What each channel (``only`` these, or all) of a template's definition says for this
+    data and locale; raises FieldError for a channel it lacks, TemplateError for the rest."""
+    rendered = []
+    for i, channel in enumerate(only or list(definition)):
+        variants = definition.get(channel)
+        if variants is None:
+            raise FieldError(f"channels[{i}]", f"the template has no {channel} variant")
+        chosen = rendering.pick_locale(variants, locale)
+        # As at intake (see Planner._content): 429 when the caller renders too much at once.
+        fields = await render_pool.render(
+            variants[chosen], data, where=f"{channel}.{chosen}", caller=caller
+        )
+        subject, body, html = rendering.to_content(channel, fields)
+        rendered.append(
+            RenderedOut(channel=channel, locale=chosen, subject=subject, body=body, html=html)
+        )
+    return rendered
+
+
 @router.post(
     "/{name}/preview",
     response_model=PreviewOut,
@@ -207,28 +233,14 @@ async def preview(
         record = await templates.get(conn, principal.tenant, name, payload.version)
     if record is None:
         raise NotFoundError(f"template {name} not found")
-    rendered = []
-    for i, channel in enumerate(payload.channels or list(record.channels)):
-        variants = record.channels.get(channel)
-        if variants is None:
-            raise FieldError(f"channels[{i}]", f"the template has no {channel} variant")
-        locale = rendering.pick_locale(variants, payload.locale)
-        try:
-            # As at intake (see Planner._content): 429 when the key renders too much at once.
-            fields = await render_pool.render(
-                variants[locale],
-                payload.data,
-                where=f"{channel}.{locale}",
-                caller=principal.key_id,
-            )
-        except rendering.DataTooLargeError as exc:
-            raise FieldError("data", exc.detail) from None
-        except rendering.MissingVariableError as exc:
-            raise FieldError(f"data.{exc.variable}", str(exc)) from None
-        except rendering.TemplateError as exc:
-            raise FieldError("template", str(exc)) from None
-        subject, body, html = rendering.to_content(channel, fields)
-        rendered.append(
-            RenderedOut(channel=channel, locale=locale, subject=subject, body=body, html=html)
+    try:
+        rendered = await render_channels(
+            record.channels, payload.data, payload.locale, payload.channels, principal.key_id
         )
+    except rendering.DataTooLargeError as exc:
+        raise FieldError("data", exc.detail) from None
+    except rendering.MissingVariableError as exc:
+        raise FieldError(f"data.{exc.variable}", str(exc)) from None
+    except rendering.TemplateError as exc:
+        raise FieldError("template", str(exc)) from None
     return PreviewOut(name=record.name, version=record.version, rendered=rendered)

@@ -1,8 +1,9 @@
 """The operator console: server-rendered pages under /console, served by the API process.
 
-Pages are Jinja2 templates (every value escaped), styles a static file; no script runs, so the
-Content-Security-Policy allows none. Signing in exchanges an API key for a server-side session
-(``store/console_sessions``); a key sees only its tenant, as through the API.
+Pages are Jinja2 templates (every value escaped), styles and the one small script static
+files; the Content-Security-Policy allows no other script (none inline). Signing in exchanges
+an API key for a server-side session (``store/console_sessions``); a key sees only its
+tenant, as through the API.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from herald.console import (
     providers,
     rules,
     sign_in,
+    templates,
     users,
 )
 
 router = APIRouter(include_in_schema=False)
-for _pages in (sign_in, notifications, users, rules, deadletters, providers, keys):
+for _pages in (sign_in, notifications, users, rules, templates, deadletters, providers, keys):
     router.include_router(_pages.router)

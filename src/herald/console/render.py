@@ -3,6 +3,7 @@ signed-in session, and reading a form that must carry the session's CSRF token."
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -15,11 +16,14 @@ from herald import __version__
 from herald.api.context import runtime_of
 from herald.api.errors import FieldError
 from herald.api.input_safety import character_problem
+from herald.api.schemas import NAME_PATTERN
 from herald.clock import utcnow
 from herald.console.security import SESSION_COOKIE, protect, same_origin, same_token
 from herald.store import console_sessions
 from herald.store.console_sessions import Session
 
+NAME_PROBLEM = "must be 1 to 100 letters, digits, '.', '_', ':' or '-', starting alike"
+_NAME = re.compile(NAME_PATTERN)
 HERE = Path(__file__).parent
 TEMPLATES = Jinja2Templates(directory=HERE / "templates")  # autoescaped: every value is text
 STATIC = HERE / "static"
@@ -89,3 +93,8 @@ async def admin_session(request: Request, what: str) -> Session | Response:
         text = f"{what} need an admin key (as through the API)."
         return message(request, session, "Admin only", text, 403)
     return session
+
+
+def valid_name(name: str) -> bool:
+    """A rule's or template's name as the API takes it in a path: NAME_PATTERN, at most 100."""
+    return len(name) <= 100 and _NAME.match(name) is not None

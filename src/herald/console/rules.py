@@ -4,7 +4,6 @@ test of a sample event: which rules hold and what they would send, without sendi
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -14,8 +13,9 @@ from herald.api.context import runtime_of
 from herald.api.errors import FieldError
 from herald.api.rules import check_template
 from herald.api.rules_file import rule_record
-from herald.api.schemas import NAME_PATTERN, RuleIn
+from herald.api.schemas import RuleIn
 from herald.console.render import (
+    NAME_PROBLEM,
     checked_form,
     is_admin,
     message,
@@ -23,6 +23,7 @@ from herald.console.render import (
     redirect,
     refused,
     signed_in,
+    valid_name,
 )
 from herald.domain.models import Channel, Priority
 from herald.domain.rules import decide, holds
@@ -33,7 +34,6 @@ from herald.store.rules import RuleRecord
 router = APIRouter()
 CHANNELS = [c.value for c in Channel]
 PRIORITIES = [p.value for p in Priority]
-_NAME = re.compile(NAME_PATTERN)
 NOTICES = {"saved": "Rule saved.", "enabled": "Rule turned on.", "disabled": "Rule turned off."}
 
 
@@ -77,8 +77,8 @@ async def save_rule(name: str, request: Request) -> Response:
     named = fields.get("name", "").strip() if name == "new" else name
     current = None if name == "new" else name
     rule, errors = _rule_from(fields)
-    if not _valid_name(named):
-        errors["name"] = "must be 1 to 100 letters, digits, '.', '_', ':' or '-', starting alike"
+    if not valid_name(named):
+        errors["name"] = NAME_PROBLEM
     if rule is None or errors:
         return _form_page(request, session, current, fields, errors, None, 422)
     try:
@@ -231,8 +231,3 @@ def _rule_from(fields: dict[str, str]) -> tuple[RuleIn | None, dict[str, str]]:
 
 def _as_dict(rule: RuleRecord) -> dict[str, Any]:
     return {name: getattr(rule, name) for name in RuleRecord.__dataclass_fields__}
-
-
-def _valid_name(name: str) -> bool:
-    """As the API's path parameter: NAME_PATTERN, at most 100 characters."""
-    return len(name) <= 100 and _NAME.match(name) is not None

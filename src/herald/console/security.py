@@ -14,10 +14,11 @@ from fastapi.staticfiles import StaticFiles
 SESSION_COOKIE = "herald_console"
 SIGN_IN_COOKIE = "herald_console_sign_in"  # the sign-in form's CSRF token (no session yet)
 
-# No script at all, styles only from this origin, never framed, forms only to this origin.
+# Scripts and styles only from this origin's files (none inline, so an injected one cannot
+# run), fetches only to it, never framed, forms only to this origin.
 CONTENT_SECURITY_POLICY = (
-    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-    "frame-ancestors 'none'; base-uri 'none'"
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 PAGE_HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
