@@ -15,3 +15,10 @@ def uuid7(now_ms: int | None = None) -> str:
     rand[2] = 0x80 | (rand[2] & 0x3F)  # variant 0b10, then 62 random bits
     h = ((ms & 0xFFFF_FFFF_FFFF).to_bytes(6, "big") + rand).hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def first_uuid7_at(ms: int) -> str:
+    """The smallest version-7 UUID of millisecond ``ms``: ids created then or later sort at
+    or after it (a time window as a range of ids, which their index serves)."""
+    h = (ms & 0xFFFF_FFFF_FFFF).to_bytes(6, "big").hex()
+    return f"{h[:8]}-{h[8:12]}-7000-8000-000000000000"

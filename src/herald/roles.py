@@ -102,7 +102,7 @@ def relay(rt: Runtime) -> Role:
 
 
 def _group(rt: Runtime, name: str) -> str:
-    return f"{rt.topics.prefix}{name}"
+    return rt.topics.group(name)
 
 
 def _consumer(
@@ -322,12 +322,7 @@ def sampler(rt: Runtime, *, stored_state: bool, channels: list[str]) -> Role:
     serving ``channels`` consumes (none for the relay, which consumes nothing)."""
     groups: dict[str, list[str]] = {}
     if channels:
-        groups = {_group(rt, "router"): [rt.topics.requested]}
-        groups[_group(rt, "status")] = [rt.topics.status]
-        if rt.bus.name == "kafka":
-            groups[_group(rt, "retry")] = [rt.topics.retry]
-        for channel in channels:
-            groups[_group(rt, f"worker.{channel}")] = [rt.topics.deliveries(channel)]
+        groups = rt.topics.consumer_groups(channels, retry=rt.bus.name == "kafka")
     interval = rt.settings.metrics_sample_seconds
     return Sampler(
         rt.db,

@@ -99,6 +99,8 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
         "sender": _create_key(env, workdir, "sender", "send", "acme"),
         "other": _create_key(env, workdir, "other", "read", "globex"),
         "admin": _create_key(env, workdir, "admin", "admin", "acme"),
+        "initech": _create_key(env, workdir, "initech", "admin", "initech"),
+        "operator": _create_key(env, workdir, "operator", "admin", "default"),
     }
     listed = herald("keys", "list", env=env, cwd=workdir).stdout.splitlines()
     key_ids = {
@@ -186,8 +188,9 @@ def test_sign_in_find_a_notification_and_read_its_timeline(
     assert browser.current_url.endswith("/console/sign-in")  # no session: sign in first
     _shot(browser, tmp_path, "sign-in")
     _sign_in(browser, console, console.keys["reader"])
-    assert browser.current_url.endswith("/console/notifications")
+    assert browser.current_url.endswith("/console/overview")
     assert "reader · tenant acme" in browser.find_element(By.CSS_SELECTOR, "form.who").text
+    _click(browser, browser.find_element(By.LINK_TEXT, "Notifications"))
 
     browser.find_element(By.ID, "recipient").send_keys("find-me@example.com")
     _click(browser, browser.find_element(By.CSS_SELECTOR, "form.filters button"))
@@ -217,7 +220,7 @@ def test_wrong_and_revoked_keys_are_refused_and_signing_out_ends_the_session(
     _shot(browser, tmp_path, "sign-in-refused")
 
     _sign_in(browser, console, console.keys["revoked"])
-    assert browser.current_url.endswith("/console/notifications")
+    assert browser.current_url.endswith("/console/overview")
     revoked = herald(
         "keys", "revoke", console.key_ids["revoked"], env=console.env, cwd=console.workdir
     )
@@ -230,7 +233,7 @@ def test_wrong_and_revoked_keys_are_refused_and_signing_out_ends_the_session(
     )
 
     _sign_in(browser, console, console.keys["reader"])
-    assert browser.current_url.endswith("/console/notifications")
+    assert browser.current_url.endswith("/console/overview")
     _click(browser, browser.find_element(By.CSS_SELECTOR, "form.who button"))
     assert browser.current_url.endswith("/console/sign-in")
     browser.get(f"{console.url}/notifications")
@@ -657,3 +660,44 @@ def test_a_template_version_is_previewed_live_checked_saved_compared_and_used(
     (received,) = [m for m in console.sink.messages() if "bo@example.com" in m.rcpt_tos]
     assert received.message["Subject"] == "Welcome Bo"
     assert "Hello Bo, your code is 7." in received.message.get_body(("plain",)).get_content()
+
+
+def test_the_overview_counts_a_tenants_notifications_live_and_the_operator_sees_the_pipeline(
+    console: Console, browser: webdriver.Chrome, tmp_path: Path
+) -> None:
+    _sign_in(browser, console, console.keys["initech"])  # a tenant with nothing sent yet
+    assert browser.current_url.endswith("/console/overview")
+    assert "0 in 15 minutes" in browser.find_element(By.ID, "per-minute").text
+    assert browser.find_element(By.ID, "latency").text.startswith("nothing sent")
+    assert browser.find_elements(By.ID, "outbox") == []  # the pipeline is the operator's
+    page_before = browser.find_element(By.TAG_NAME, "html")
+    headers = {"Authorization": f"Bearer {console.keys['initech']}"}
+    for i in range(3):
+        mail = {"recipient": f"initech-{i}@example.com", "subject": "Hi", "message": "Hello"}
+        sent = httpx.post(f"{console.server.url}/api/v1/notifications", json=mail, headers=headers)
+        assert sent.status_code == 202
+    for i in range(3):
+        console.arrived(f"initech-{i}@example.com")
+    WebDriverWait(browser, 15).until(  # refreshed by the page itself
+        lambda b: (
+            "Sent: " in b.find_element(By.ID, "per-minute").text
+            and "3 in 15 minutes" in b.find_element(By.ID, "per-minute").text.split("Sent: ")[1]
+        )
+    )
+    charts = browser.find_element(By.ID, "per-minute").text
+    assert "Accepted: " in charts
+    assert "3 in 15 minutes" in charts.split("Accepted: ")[1]
+    assert "Failed: 0 this minute, 0 in 15 minutes" in charts
+    assert browser.find_element(By.ID, "latency").text.startswith("p50 ")
+    assert page_before.is_displayed()  # the same page: its figures were replaced
+    _shot(browser, tmp_path, "overview")
+
+    _click(browser, browser.find_element(By.CSS_SELECTOR, "form.who button"))
+    _sign_in(browser, console, console.keys["operator"])
+    lag = browser.find_element(By.ID, "lag").text
+    assert "router" in lag
+    assert "worker.email" in lag
+    assert browser.find_element(By.ID, "open-circuits").text == "none"
+    assert browser.find_element(By.ID, "outbox").text.endswith("due") or "oldest" in (
+        browser.find_element(By.ID, "outbox").text
+    )

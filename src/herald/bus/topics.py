@@ -33,3 +33,17 @@ class Topics:
         return [self.requested, self.status, self.deadletter, self.retry] + [
             self.deliveries(c) for c in channels
         ]
+
+    def group(self, name: str) -> str:
+        """A consumer group's name (groups share the topics' prefix)."""
+        return f"{self.prefix}{name}"
+
+    def consumer_groups(self, channels: list[str], *, retry: bool) -> dict[str, list[str]]:
+        """The pipeline's consumer groups and their topics, for workers serving ``channels``
+        (``retry``: on Kafka, where retries wait on a topic of their own)."""
+        groups = {self.group("router"): [self.requested], self.group("status"): [self.status]}
+        if retry:
+            groups[self.group("retry")] = [self.retry]
+        for channel in channels:
+            groups[self.group(f"worker.{channel}")] = [self.deliveries(channel)]
+        return groups

@@ -14,6 +14,7 @@ from herald.console import (
     deadletters,
     keys,
     notifications,
+    overview,
     providers,
     rules,
     sign_in,
@@ -22,5 +23,6 @@ from herald.console import (
 )
 
 router = APIRouter(include_in_schema=False)
-for _pages in (sign_in, notifications, users, rules, templates, deadletters, providers, keys):
+PAGES = (sign_in, overview, notifications, users, rules, templates, deadletters, providers, keys)
+for _pages in PAGES:
     router.include_router(_pages.router)

@@ -27,7 +27,7 @@ SIGN_IN_LIMIT = SignInLimit()
 
 @router.get("/console")
 async def home() -> Response:
-    return redirect("/console/notifications")
+    return redirect("/console/overview")
 
 
 @router.get("/console/sign-in")
@@ -65,7 +65,7 @@ async def sign_in(request: Request) -> Response:
         return _sign_in_page(request, text, 403)
     async with db.write() as conn:
         token = await console_sessions.start(conn, key, now=now, lifetime=LIFETIME)
-    response = redirect("/console/notifications")
+    response = redirect("/console/overview")
     set_cookie(request, response, SESSION_COOKIE, token, max_age=int(LIFETIME.total_seconds()))
     response.delete_cookie(SIGN_IN_COOKIE, path="/console")
     return response

@@ -1,6 +1,15 @@
 // Herald console: the one script. A form marked data-live-preview re-renders its preview as
-// one types (the same POST as its Preview button, asking only for the preview's part).
+// one types (the same POST as its Preview button, asking only for the preview's part); an
+// element marked data-refresh replaces its content with what its URL answers, every
+// data-every seconds (the overview's figures).
 "use strict";
+document.querySelectorAll("[data-refresh]").forEach((element) => {
+  const every = Number(element.dataset.every || "5") * 1000;
+  setInterval(async () => {
+    const response = await fetch(element.dataset.refresh, { credentials: "same-origin" });
+    if (response.ok) element.innerHTML = await response.text();
+  }, every);
+});
 document.querySelectorAll("form[data-live-preview]").forEach((form) => {
   const target = document.querySelector(form.dataset.livePreview);
   let timer = null;
