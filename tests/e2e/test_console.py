@@ -21,7 +21,7 @@ from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from tests.conftest import TEST_OUTBOUND_ALLOW
 from tests.e2e.test_cli import herald
@@ -283,6 +283,8 @@ def test_forms_from_elsewhere_are_refused_and_pages_forbid_scripts_and_frames(
         assert "default-src 'none'" in policy
         assert "frame-ancestors 'none'" in policy
         assert "script-src 'self';" in policy  # the console's own file, nothing inline
+        style = client.get("/console/static/console.css")
+        assert style.headers["cache-control"] == "public, max-age=31536000, immutable"
         # Sign-in needs the token its own form set.
         bare = httpx.post(f"{console.url}/sign-in", data={"key": console.keys["reader"]})
         assert bare.status_code == 403
@@ -322,7 +324,7 @@ def test_a_bounced_email_is_replayed_from_its_dead_letter_and_arrives(
 ) -> None:
     bounced = "moved-away@example.com"
     console.sink.rcpt_replies[bounced] = REFUSED.format(bounced)
-    notification_id = console.send(bounced, "Your receipt")
+    notification_id = console.send(bounced, HOSTILE)  # in the payload: shown as text
     console.dead_letters(1)
 
     _sign_in(browser, console, console.keys["reader"])  # reading keys see no dead letters
@@ -339,6 +341,9 @@ def test_a_bounced_email_is_replayed_from_its_dead_letter_and_arrives(
     _click(browser, rows[0].find_element(By.TAG_NAME, "a"))
     assert browser.find_element(By.ID, "letter-status").text == "DEAD"
     assert bounced in browser.find_element(By.ID, "payload").text
+    assert HOSTILE in browser.find_element(By.ID, "payload").text
+    assert browser.find_elements(By.CSS_SELECTOR, "#payload img") == []
+    _no_dialog(browser)
     _shot(browser, tmp_path, "dead-letter")
 
     del console.sink.rcpt_replies[bounced]  # the mailbox is back
@@ -628,6 +633,12 @@ def test_a_template_version_is_previewed_live_checked_saved_compared_and_used(
         lambda b: "Hello Ana, your code is 42." in b.find_element(By.ID, "preview").text
     )
     assert browser.find_element(By.CSS_SELECTOR, ".preview-subject").text == "Welcome Ana"
+    _fill(browser, "data", json.dumps({"name": HOSTILE, "code": "42"}))
+    WebDriverWait(browser, 10).until(
+        lambda b: b.find_element(By.CSS_SELECTOR, ".preview-subject").text == f"Welcome {HOSTILE}"
+    )
+    assert browser.find_elements(By.CSS_SELECTOR, "#preview img") == []  # text, not markup
+    _no_dialog(browser)
     _shot(browser, tmp_path, "template-preview")
 
     _fill(browser, "data", '{"name": "Ana\\nBcc: someone@example.com", "code": "42"}')
@@ -701,3 +712,37 @@ def test_the_overview_counts_a_tenants_notifications_live_and_the_operator_sees_
     assert browser.find_element(By.ID, "outbox").text.endswith("due") or "oldest" in (
         browser.find_element(By.ID, "outbox").text
     )
+
+
+def test_notifications_are_found_by_id_user_channel_and_time(
+    console: Console, browser: webdriver.Chrome
+) -> None:
+    admin = {"Authorization": f"Bearer {console.keys['admin']}"}
+    url = console.server.url
+    assert httpx.put(f"{url}/api/v1/users/ben", json={"email": "ben@example.com"}, headers=admin)
+    mail = {"user_id": "ben", "subject": "For Ben", "message": "Hello"}
+    to_ben = httpx.post(f"{url}/api/v1/notifications", json=mail, headers=admin).json()["id"]
+    _sign_in(browser, console, console.keys["reader"])
+    _click(browser, browser.find_element(By.LINK_TEXT, "Notifications"))
+
+    browser.find_element(By.ID, "user_id").send_keys("ben")
+    _click(browser, browser.find_element(By.CSS_SELECTOR, "form.filters button"))
+    rows = browser.find_elements(By.CSS_SELECTOR, "tbody tr")
+    assert [r.text.split()[2:4] for r in rows] == [["ben@example.com", "For"]]
+
+    Select(browser.find_element(By.ID, "channel")).select_by_value("sms")
+    _click(browser, browser.find_element(By.CSS_SELECTOR, "form.filters button"))
+    assert browser.find_elements(By.CSS_SELECTOR, "tbody tr") == []  # ben's went by email
+
+    browser.get(f"{console.url}/notifications?user_id=ben&since=2099-01-01T00:00")
+    assert browser.find_elements(By.CSS_SELECTOR, "tbody tr") == []  # nothing accepted since
+    browser.get(f"{console.url}/notifications?user_id=ben&until=2099-01-01T00:00")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "tbody tr")) == 1
+    browser.get(f"{console.url}/notifications?since=yesterday")
+    assert browser.find_element(By.ID, "since-error").text.startswith("From is not a date")
+
+    browser.get(f"{console.url}/notifications")
+    browser.find_element(By.ID, "id").send_keys(to_ben)
+    _click(browser, browser.find_element(By.CSS_SELECTOR, "form.filters button"))
+    assert browser.current_url.endswith(f"/console/notifications/{to_ben}")
+    assert browser.find_element(By.ID, "subject").text == "For Ben"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -243,6 +244,27 @@ async def test_list_pages_newest_first_with_filters(client: httpx.AsyncClient) -
     assert (await client.get(URL, params={"status": "SENT"})).json()["items"] == []
 
 
+async def test_list_filters_by_user_channel_and_time(client: httpx.AsyncClient) -> None:
+    await client.put("/api/v1/users/ana", json={"email": "ana@example.com"})
+    to_ana = (await client.post(URL, json={**SEED, "user_id": "ana"})).json()
+    before = datetime.now(UTC)
+    await asyncio.sleep(0.01)
+    inline = (await client.post(URL, json=SEED)).json()
+
+    def ids(params: dict[str, Any]) -> Any:
+        return client.get(URL, params=params)
+
+    by_user = (await ids({"user_id": "ana"})).json()["items"]
+    assert [n["id"] for n in by_user] == [to_ana["id"]]
+    on_email = (await ids({"channel": "email"})).json()["items"]
+    assert [n["id"] for n in on_email] == [inline["id"], to_ana["id"]]
+    assert (await ids({"channel": "sms"})).json()["items"] == []
+    since = (await ids({"since": before.isoformat()})).json()["items"]
+    assert [n["id"] for n in since] == [inline["id"]]
+    until = (await ids({"until": before.isoformat()})).json()["items"]
+    assert [n["id"] for n in until] == [to_ana["id"]]
+
+
 @pytest.mark.parametrize(
     ("params", "field"),
     [
@@ -250,6 +272,9 @@ async def test_list_pages_newest_first_with_filters(client: httpx.AsyncClient) -
         ({"limit": 101}, "limit"),
         ({"cursor": "bogus"}, "cursor"),
         ({"status": "LOST"}, "status"),
+        ({"channel": "pigeon"}, "channel"),
+        ({"since": "yesterday"}, "since"),
+        ({"until": "2026-12-05T10:00:00"}, "until"),  # no time zone
     ],
 )
 async def test_bad_list_parameters_are_named(

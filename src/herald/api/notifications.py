@@ -27,9 +27,10 @@ from herald.api.schemas import (
     NotificationPage,
     TimelineOut,
     TimelineStepOut,
+    Timestamp,
     notification_json,
 )
-from herald.domain.models import NotificationStatus
+from herald.domain.models import Channel, NotificationStatus
 from herald.errors import NotFoundError
 from herald.observability import tracing
 from herald.pipeline.planning import NotificationSpec, PlanningError
@@ -269,6 +270,10 @@ async def list_notifications(
     principal: Reader,
     status: NotificationStatus | None = None,
     recipient: Annotated[str | None, Query(max_length=320)] = None,
+    user_id: Annotated[str | None, Query(max_length=255)] = None,
+    channel: Channel | None = None,
+    since: Annotated[Timestamp | None, Query(description="Accepted at or after")] = None,
+    until: Annotated[Timestamp | None, Query(description="Accepted before")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> NotificationPage:
@@ -281,6 +286,10 @@ async def list_notifications(
             before_id=before_id,
             status=status,
             recipient=recipient,
+            user_id=user_id,
+            channel=None if channel is None else channel.value,
+            since=since,
+            until=until,
         )
     page, more = records[:limit], len(records) > limit
     return NotificationPage(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from urllib.parse import quote, urlencode
+
 from fastapi import APIRouter, Request, Response
 
 from herald.api.context import runtime_of
@@ -9,13 +12,20 @@ from herald.api.errors import FieldError
 from herald.api.pages import decode_cursor, encode_cursor
 from herald.console.render import message, page, redirect, signed_in
 from herald.console.words import describe
-from herald.domain.models import NotificationStatus
+from herald.domain.models import Channel, NotificationStatus
 from herald.store import deliveries, notifications
 from herald.store.timeline import timeline
 
 router = APIRouter()
 PAGE_SIZE = 50
 STATUSES = [s.value for s in NotificationStatus]
+CHANNELS = [c.value for c in Channel]
+SEARCH = ("recipient", "user_id", "status", "channel", "since", "until")
+
+
+def _utc(value: str) -> datetime:
+    """A datetime-local input's value, read as UTC."""
+    return datetime.fromisoformat(value).replace(tzinfo=UTC)
 
 
 @router.get("/console/notifications")
@@ -24,12 +34,26 @@ async def notification_list(request: Request) -> Response:
     if session is None:
         return redirect("/console/sign-in")
     query = request.query_params
-    recipient = query.get("recipient", "").strip()[:320] or None
-    status = query.get("status") or None
+    wanted = query.get("id", "").strip()
+    if wanted:  # an id: its page (or that page's "not found")
+        return redirect(f"/console/notifications/{quote(wanted, safe='')}")
     errors: dict[str, str] = {}
+    chosen = {name: query.get(name, "").strip() for name in SEARCH}
+    status = chosen["status"] or None
     if status is not None and status not in STATUSES:
         errors["status"] = f"is not one of {', '.join(STATUSES)}"
         status = None
+    channel = chosen["channel"] or None
+    if channel is not None and channel not in CHANNELS:
+        errors["channel"] = f"is not one of {', '.join(CHANNELS)}"
+        channel = None
+    times: dict[str, datetime | None] = {}
+    for name in ("since", "until"):
+        try:
+            times[name] = _utc(chosen[name]) if chosen[name] else None
+        except ValueError:
+            errors[name] = "is not a date and time (YYYY-MM-DDTHH:MM, UTC)"
+            times[name] = None
     before_id = None
     if cursor := query.get("cursor"):
         try:
@@ -43,17 +67,22 @@ async def notification_list(request: Request) -> Response:
             limit=PAGE_SIZE + 1,
             before_id=before_id,
             status=NotificationStatus(status) if status else None,
-            recipient=recipient,
+            recipient=chosen["recipient"][:320] or None,
+            user_id=chosen["user_id"][:255] or None,
+            channel=channel,
+            since=times["since"],
+            until=times["until"],
         )
     shown = found[:PAGE_SIZE]
+    more = encode_cursor(shown[-1].id) if len(found) > PAGE_SIZE else None
     context = {
         "session": session,
         "items": shown,
-        "recipient": recipient or "",
-        "status": status or "",
+        "chosen": chosen,
         "statuses": STATUSES,
+        "channels": CHANNELS,
         "errors": errors,
-        "next_cursor": encode_cursor(shown[-1].id) if len(found) > PAGE_SIZE else None,
+        "next_page": None if more is None else urlencode({**chosen, "cursor": more}),
     }
     return page(request, "notifications.html", context, 422 if errors else 200)
 

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from herald.domain.models import DeliveryStatus, NotificationStatus
 from herald.domain.states import aggregate_status
+from herald.ids import first_uuid7_at
 from herald.records import record
 from herald.store import journal
 from herald.store.database import Connection
@@ -235,23 +236,40 @@ async def list_page(
     before_id: str | None = None,
     status: NotificationStatus | None = None,
     recipient: str | None = None,
+    user_id: str | None = None,
+    channel: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> list[NotificationRecord]:
-    """Newest first (ids are time-ordered); ``before_id`` continues after a previous page."""
-    query = (
-        sa.select(notifications)
-        .where(notifications.c.tenant_id == tenant)
-        .order_by(notifications.c.id.desc())
-        .limit(limit)
-    )
+    """Newest first (ids are time-ordered); ``before_id`` continues after a previous page.
+    ``channel``: with a delivery on it; ``since``/``until``: accepted in ``[since, until)``
+    (a range of ids: UUIDv7 begin with their time)."""
+    n = notifications.c
+    query = sa.select(notifications).where(n.tenant_id == tenant).order_by(n.id.desc()).limit(limit)
     if before_id is not None:
-        query = query.where(notifications.c.id < before_id)
+        query = query.where(n.id < before_id)
     if status is not None:
-        query = query.where(notifications.c.status == status)
+        query = query.where(n.status == status)
     if recipient is not None:
-        query = query.where(notifications.c.recipient == recipient)
+        query = query.where(n.recipient == recipient)
+    if user_id is not None:
+        query = query.where(n.user_id == user_id)
+    if channel is not None:
+        on = sa.select(deliveries.c.id).where(
+            deliveries.c.notification_id == n.id, deliveries.c.channel == channel
+        )
+        query = query.where(on.exists())
+    if since is not None:
+        query = query.where(n.id >= first_uuid7_at(_ms(since)))
+    if until is not None:
+        query = query.where(n.id < first_uuid7_at(_ms(until)))
     rows = (await conn.execute(query)).all()
     by_id = await _deliveries_of(conn, [r.id for r in rows])
     return [_notification(r, by_id[r.id]) for r in rows]
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
 
 
 _DELIVERY_STATUSES = sa.select(deliveries.c.notification_id, deliveries.c.status).where(
