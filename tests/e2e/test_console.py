@@ -746,3 +746,31 @@ def test_notifications_are_found_by_id_user_channel_and_time(
     _click(browser, browser.find_element(By.CSS_SELECTOR, "form.filters button"))
     assert browser.current_url.endswith(f"/console/notifications/{to_ben}")
     assert browser.find_element(By.ID, "subject").text == "For Ben"
+
+
+def test_a_scheduled_notification_is_cancelled_from_its_page(
+    console: Console, browser: webdriver.Chrome, tmp_path: Path
+) -> None:
+    admin = {"Authorization": f"Bearer {console.keys['admin']}"}
+    later = {
+        "recipient": "later@example.com",
+        "subject": "Later",
+        "message": "Hi",
+        "send_at": "2099-01-01T00:00:00Z",
+    }
+    sent = httpx.post(f"{console.server.url}/api/v1/notifications", json=later, headers=admin)
+    assert sent.json()["status"] == "SCHEDULED"
+    _sign_in(browser, console, console.keys["reader"])  # reading keys cannot cancel
+    browser.get(f"{console.url}/notifications/{sent.json()['id']}")
+    assert browser.find_elements(By.ID, "cancel") == []
+    _click(browser, browser.find_element(By.CSS_SELECTOR, "form.who button"))
+    _sign_in(browser, console, console.keys["admin"])
+    browser.get(f"{console.url}/notifications/{sent.json()['id']}")
+    _click(browser, browser.find_element(By.ID, "cancel"))
+    assert browser.find_element(By.CSS_SELECTOR, "[role=status]").text.startswith("Cancelled")
+    assert browser.find_element(By.ID, "status").text == "CANCELLED"
+    assert (
+        "Cancelled by an operator before it fell due"
+        in browser.find_element(By.ID, "timeline").text
+    )
+    assert browser.find_elements(By.ID, "cancel") == []  # nothing left to cancel

@@ -26,6 +26,7 @@ SCOPES = {
     ("GET", "/api/v1/notifications"): "read",
     ("GET", "/api/v1/notifications/{notification_id}"): "read",
     ("GET", "/api/v1/notifications/{notification_id}/timeline"): "read",
+    ("POST", "/api/v1/notifications/{notification_id}/cancel"): "send",
     ("POST", "/api/v1/events"): "send",
     ("PUT", "/api/v1/users/{user_id}"): "send",
     ("GET", "/api/v1/users/{user_id}"): "read",
@@ -312,7 +313,7 @@ async def test_another_tenants_objects_are_404_on_every_route_with_an_id(
         response = await tenants.client.request(method, url, json=body, headers=other)
         assert response.status_code == 404, (method, url, response.text)
         checked += 1
-    assert checked == 21
+    assert checked == 22
     # acme's own key still finds all of it: nothing was deleted, replayed or changed.
     mine = tenants.auth("a-admin")
     for path in (

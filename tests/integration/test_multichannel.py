@@ -249,6 +249,35 @@ async def test_of_three_pending_notifications_with_one_collapse_key_only_the_new
     assert [m.message["Subject"] for m in mails] == ["Score 2"]
 
 
+async def test_a_cancelled_scheduled_notification_is_not_sent_when_due(
+    start_pipeline: PipelineFactory,
+) -> None:
+    async with start_pipeline() as p:
+        send_at = (datetime.now(UTC) + timedelta(seconds=1.5)).isoformat()
+        kept = await p.send(recipient="kept@example.com", subject="Kept", send_at=send_at)
+        dropped = await p.send(recipient="dropped@example.com", subject="Dropped", send_at=send_at)
+        url = f"/api/v1/notifications/{dropped['id']}/cancel"
+        cancelled = await p.http.post(url)
+        assert cancelled.status_code == 200, cancelled.text
+        assert cancelled.json()["status"] == "CANCELLED"
+        assert cancelled.json()["deliveries"][0]["skip_reason"] == "cancelled"
+        again = await p.http.post(url)
+        assert again.status_code == 409
+        assert again.json()["errors"][0]["field"] == "status"
+        assert (await wait_for_status(p, kept["id"], {"SENT"}))["status"] == "SENT"
+        late = await p.http.post(f"/api/v1/notifications/{kept['id']}/cancel")
+        assert late.status_code == 409  # sent already
+        await asyncio.sleep(1.0)  # the cancelled one fell due with the other
+        mails = list(p.sink.received)
+        steps = (await p.http.get(f"/api/v1/notifications/{dropped['id']}/timeline")).json()
+        nobody = "01900000-0000-7000-8000-000000000000"
+        missing = await p.http.post(f"/api/v1/notifications/{nobody}/cancel")
+
+    assert [m.message["Subject"] for m in mails] == ["Kept"]
+    assert "cancelled" in [s["step"] for s in steps["steps"]]
+    assert missing.status_code == 404
+
+
 async def test_inbox_stream_receives_a_new_item(
     start_pipeline: PipelineFactory, receiver: WebhookReceiver
 ) -> None:

@@ -30,9 +30,11 @@ from herald.api.schemas import (
     Timestamp,
     notification_json,
 )
+from herald.clock import utcnow
 from herald.domain.models import Channel, NotificationStatus
 from herald.errors import NotFoundError
 from herald.observability import tracing
+from herald.observability.logging import get_logger
 from herald.pipeline.planning import NotificationSpec, PlanningError
 from herald.pipeline.stages.intake import IdempotencyRequest
 from herald.store import deliveries, notifications
@@ -45,6 +47,7 @@ router = APIRouter(
     tags=["notifications"],
     dependencies=[Depends(enforce_rate_limit)],
 )
+log = get_logger(__name__)
 
 
 def _render(record: NotificationRecord) -> dict[str, Any]:
@@ -238,6 +241,28 @@ async def get_notification(
             raise NotFoundError(f"notification {notification_id} not found")
         history = await deliveries.attempts_of(conn, [d.id for d in record.deliveries])
     return NotificationOut.of(record, history)
+
+
+@router.post(
+    "/{notification_id}/cancel",
+    response_model=NotificationOut,
+    responses={404: {"model": ErrorOut}, 409: {"model": ErrorOut}},
+    summary="Cancel a scheduled notification: nothing is sent when it falls due",
+)
+async def cancel_notification(
+    notification_id: str, request: Request, principal: Sender
+) -> NotificationOut:
+    async with runtime_of(request).db.write() as conn:
+        was = await notifications.cancel(conn, principal.tenant, notification_id, now=utcnow())
+        if was is None:
+            raise NotFoundError(f"notification {notification_id} not found")
+        if was != NotificationStatus.SCHEDULED:
+            message = f"only a scheduled notification can be cancelled; this one is {was}"
+            raise FieldError("status", message, 409)
+        record = await notifications.get(conn, principal.tenant, notification_id)
+    assert record is not None
+    log.info("notification.cancelled", notification_id=notification_id)
+    return NotificationOut.of(record)
 
 
 @router.get(

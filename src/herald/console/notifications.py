@@ -10,7 +10,16 @@ from fastapi import APIRouter, Request, Response
 from herald.api.context import runtime_of
 from herald.api.errors import FieldError
 from herald.api.pages import decode_cursor, encode_cursor
-from herald.console.render import message, page, redirect, signed_in
+from herald.clock import utcnow
+from herald.console.render import (
+    checked_form,
+    is_admin,
+    message,
+    page,
+    redirect,
+    refused,
+    signed_in,
+)
 from herald.console.words import describe
 from herald.domain.models import Channel, NotificationStatus
 from herald.store import deliveries, notifications
@@ -20,6 +29,10 @@ router = APIRouter()
 PAGE_SIZE = 50
 STATUSES = [s.value for s in NotificationStatus]
 CHANNELS = [c.value for c in Channel]
+NOTICES = {
+    "cancelled": "Cancelled: nothing is sent when it falls due.",
+    "not-scheduled": "Not cancelled: only a scheduled notification can be.",
+}
 SEARCH = ("recipient", "user_id", "status", "channel", "since", "until")
 
 
@@ -101,5 +114,32 @@ async def notification_page(notification_id: str, request: Request) -> Response:
         return message(request, session, "Not found", text, 404)
     record, entries = found
     steps = [(entry, describe(entry)) for entry in entries]
-    context = {"session": session, "n": record, "history": history, "steps": steps}
+    context = {
+        "session": session,
+        "n": record,
+        "history": history,
+        "steps": steps,
+        "can_cancel": is_admin(session) and record.status == NotificationStatus.SCHEDULED,
+        "notice": NOTICES.get(request.query_params.get("notice", "")),
+    }
     return page(request, "notification.html", context)
+
+
+@router.post("/console/notifications/{notification_id}/cancel")
+async def cancel(notification_id: str, request: Request) -> Response:
+    """Cancel a scheduled notification (admin keys), as POST .../cancel does."""
+    session = await signed_in(request)
+    if session is None:
+        return redirect("/console/sign-in")
+    if not is_admin(session):
+        text = "Cancelling needs an admin key."
+        return message(request, session, "Admin only", text, 403)
+    if await checked_form(request, session) is None:
+        return refused(request, session)
+    async with runtime_of(request).db.write() as conn:
+        was = await notifications.cancel(conn, session.key.tenant_id, notification_id, now=utcnow())
+    if was is None:
+        text = f"No notification {notification_id} here."
+        return message(request, session, "Not found", text, 404)
+    notice = "cancelled" if was == NotificationStatus.SCHEDULED else "not-scheduled"
+    return redirect(f"/console/notifications/{notification_id}?notice={notice}")

@@ -34,6 +34,9 @@ def describe(entry: Entry) -> str:
             return f"Held back{on}: {entry.detail or 'deferred'}."
         case "superseded":
             return f"Superseded by a newer notification with the same collapse key{on}."
+        case "cancelled":
+            who = f" {entry.detail}" if entry.detail else ""
+            return f"Cancelled{who} before it fell due: nothing is sent."
         case "replayed":
             return f"Replayed from the dead-letter queue{on}."
         case "completed":

@@ -17,6 +17,7 @@ J = notification_events.c
 # Steps written here; the timeline adds those it reads from other tables.
 PUBLISHED, ROUTED, REPLAYED = "published", "routed", "replayed"
 SKIPPED, DEFERRED, SUPERSEDED = "skipped", "deferred", "superseded"
+CANCELLED = "cancelled"
 
 
 @dataclass(frozen=True, slots=True)

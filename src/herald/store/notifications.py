@@ -182,22 +182,47 @@ async def supersede(
     )
     if not older:
         return []
+    await _skip_pending(conn, older, "superseded", now)
+    return [journal.Step(i, journal.SUPERSEDED, now, detail=f"by {by}") for i in older]
+
+
+async def cancel(
+    conn: Connection, tenant: str, notification_id: str, *, now: datetime
+) -> NotificationStatus | None:
+    """Cancel a SCHEDULED notification: its deliveries are skipped ("cancelled") and it is
+    CANCELLED, so when it falls due nothing is sent (as for a superseded one). Returns the
+    status it had (only a SCHEDULED one changes), or None if the tenant has no such one."""
+    n = notifications.c
+    status = await conn.scalar(
+        sa.select(n.status).where(n.tenant_id == tenant, n.id == notification_id)
+    )
+    if status == NotificationStatus.SCHEDULED:
+        await _skip_pending(conn, [notification_id], "cancelled", now)
+        step = journal.Step(notification_id, journal.CANCELLED, now, detail="by an operator")
+        await journal.record(conn, [step])
+    return None if status is None else NotificationStatus(status)
+
+
+async def _skip_pending(
+    conn: Connection, notification_ids: Sequence[str], reason: str, now: datetime
+) -> None:
+    """Skip these notifications' deliveries still PENDING; a notification left with nothing
+    sent or under way is CANCELLED."""
     await conn.execute(
         sa.update(deliveries)
         .where(
-            deliveries.c.notification_id.in_(older),
+            deliveries.c.notification_id.in_(notification_ids),
             deliveries.c.status == DeliveryStatus.PENDING,
         )
-        .values(status=DeliveryStatus.SKIPPED, skip_reason="superseded", updated_at=now)
+        .values(status=DeliveryStatus.SKIPPED, skip_reason=reason, updated_at=now)
     )
-    d = deliveries.c
+    n, d = notifications.c, deliveries.c
     nothing_left = ~sa.exists().where(d.notification_id == n.id, d.status != DeliveryStatus.SKIPPED)
     await conn.execute(
         sa.update(notifications)
-        .where(n.id.in_(older), nothing_left)
+        .where(n.id.in_(notification_ids), nothing_left)
         .values(status=NotificationStatus.CANCELLED, updated_at=now, completed_at=now)
     )
-    return [journal.Step(i, journal.SUPERSEDED, now, detail=f"by {by}") for i in older]
 
 
 async def _deliveries_of(
