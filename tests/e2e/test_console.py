@@ -208,6 +208,9 @@ def test_sign_in_find_a_notification_and_read_its_timeline(
     assert any("Routed to email" in step for step in steps), steps
     _no_dialog(browser)
     _shot(browser, tmp_path, "notification")
+    browser.set_window_size(390, 844)  # a phone: the same page, one column
+    _shot(browser, tmp_path, "notification-phone")
+    assert browser.find_element(By.ID, "timeline").is_displayed()
 
 
 def test_wrong_and_revoked_keys_are_refused_and_signing_out_ends_the_session(
@@ -334,6 +337,14 @@ def test_a_bounced_email_is_replayed_from_its_dead_letter_and_arrives(
 
     _sign_in(browser, console, console.keys["admin"])
     _click(browser, browser.find_element(By.LINK_TEXT, "Dead letters"))
+    browser.find_element(By.ID, "error_class").send_keys("TransientDeliveryError")
+    _click(browser, browser.find_element(By.CSS_SELECTOR, "form.filters button"))
+    assert browser.find_elements(By.CSS_SELECTOR, "tbody tr") == []  # a 550 is permanent
+    browser.get(f"{console.url}/dead-letters?since=2099-01-01T00:00")
+    assert browser.find_elements(By.CSS_SELECTOR, "tbody tr") == []  # none failed since
+    browser.get(f"{console.url}/dead-letters?until=nonsense")
+    assert browser.find_element(By.ID, "until-error").text.startswith("Until is not a date")
+    browser.get(f"{console.url}/dead-letters?provider=smtp&error_class=PermanentDeliveryError")
     rows = browser.find_elements(By.CSS_SELECTOR, "tbody tr")
     assert len(rows) == 1
     assert "permanent" in rows[0].text

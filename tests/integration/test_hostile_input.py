@@ -96,11 +96,21 @@ CALLS = [
     Call(
         "GET",
         "/api/v1/notifications",
-        query={"status": "SENT", "recipient": "a@example.com", "limit": 10, "cursor": "c"},
+        query={
+            "status": "SENT",
+            "recipient": "a@example.com",
+            "user_id": "u1",
+            "channel": "email",
+            "since": "2020-01-01T00:00:00Z",
+            "until": LATER,
+            "limit": 10,
+            "cursor": "c",
+        },
     ),
     Call("POST", "/api/v1/notifications/batch", body={"items": [INLINE, FROM_TEMPLATE]}),
     Call("GET", "/api/v1/notifications/{notification_id}", {"notification_id": ID}),
     Call("GET", "/api/v1/notifications/{notification_id}/timeline", {"notification_id": ID}),
+    Call("POST", "/api/v1/notifications/{notification_id}/cancel", {"notification_id": ID}),
     Call(
         "POST",
         "/api/v1/events",

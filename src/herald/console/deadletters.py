@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from datetime import UTC, datetime
 
 from fastapi import APIRouter, Request, Response
 
@@ -43,12 +44,23 @@ def _filters(values: Mapping[str, str], session: Session) -> tuple[Filters, dict
             errors[name] = f"is not one of {', '.join(allowed)}"
             value = ""
         chosen[name] = value or None
-    channel = values.get("channel", "").strip()[:32] or None
+    times: dict[str, datetime | None] = {}
+    for name in ("since", "until"):  # last failed in [since, until), UTC
+        text = values.get(name, "").strip()
+        try:
+            times[name] = datetime.fromisoformat(text).replace(tzinfo=UTC) if text else None
+        except ValueError:
+            errors[name] = "is not a date and time (YYYY-MM-DDTHH:MM, UTC)"
+            times[name] = None
     filters = Filters(
         status=chosen["status"],
         kind=chosen["kind"],
         reason=chosen["reason"],
-        channel=channel,
+        channel=values.get("channel", "").strip()[:32] or None,
+        provider=values.get("provider", "").strip()[:64] or None,
+        error_class=values.get("error_class", "").strip()[:100] or None,
+        since=times["since"],
+        until=times["until"],
         tenant=session.key.tenant_id,
     )
     return filters, errors
@@ -61,6 +73,10 @@ def _selection(filters: Filters) -> dict[str, str]:
         "kind": filters.kind,
         "reason": filters.reason,
         "channel": filters.channel,
+        "provider": filters.provider,
+        "error_class": filters.error_class,
+        "since": _local(filters.since),
+        "until": _local(filters.until),
     }
     return {name: value or "" for name, value in named.items()}
 
@@ -169,6 +185,11 @@ async def purge_one(letter_id: str, request: Request) -> Response:
             return message(request, session, "Not found", f"No dead letter {letter_id} here.", 404)
         await deadletters.purge_ids(conn, [letter_id])
     return redirect("/console/dead-letters?notice=purged")
+
+
+def _local(moment: datetime | None) -> str:
+    """A datetime-local input's value for a UTC time (the form shows times in UTC)."""
+    return "" if moment is None else moment.strftime("%Y-%m-%dT%H:%M")
 
 
 def _readable(letter: DeadLetter) -> str:
