@@ -331,6 +331,7 @@ def sampler(rt: Runtime, *, stored_state: bool, channels: list[str]) -> Role:
         stored_state=stored_state,
         groups=groups,
         stall_watch=rt.stall_watch,
+        worker=rt.worker_id if channels else None,
     ).run
 
 

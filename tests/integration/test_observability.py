@@ -8,11 +8,16 @@ from typing import Any
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
+from herald.api.providers import shown_to
+from herald.clock import utcnow
+from herald.ids import uuid7
+from herald.observability import metrics
 from herald.observability.sampler import Sampler
 from herald.pipeline.planning import NotificationSpec
 from herald.pipeline.stages.intake import Intake
 from herald.pipeline.unit import Units
 from herald.runtime import Runtime
+from herald.store import circuits
 from herald.wakeup import Wakeup
 from tests.pipeline_harness import Pipeline, PipelineFactory
 
@@ -202,3 +207,34 @@ async def test_sampler_reports_the_outbox_backlog(runtime: Runtime) -> None:
     await sampler.sample_once()
     assert sample("herald_outbox_pending") == 3
     assert sample("herald_outbox_oldest_age_seconds") >= 0.05
+
+
+async def test_a_workers_rate_limit_waits_are_stored_beside_its_circuits(
+    runtime: Runtime,
+) -> None:
+    """Metrics are per process; the console reads each worker's waits from the store."""
+    provider, now = f"limited-{uuid7()}", utcnow()  # counters live as long as the process
+
+    def circuit(worker: str, state: str = "closed") -> circuits.CircuitRecord:
+        return circuits.CircuitRecord(provider, worker, "sms", state, 0, None, now)
+
+    async with runtime.db.write() as conn:
+        for worker in ("w1", "w2"):
+            await circuits.save(conn, circuit(worker))
+    metrics.rate_limit_waits.labels(provider).inc(3)
+    metrics.rate_limit_wait_seconds.labels(provider).inc(1.5)
+    sampler = Sampler(
+        runtime.db, runtime.bus, interval=1, stored_state=False, groups={}, worker="w1"
+    )
+    await sampler.sample_once()
+    commits = runtime.db.commits
+    await sampler.sample_once()  # nothing new: nothing written
+    assert runtime.db.commits == commits
+    async with runtime.db.write() as conn:
+        await circuits.save(conn, circuit("w1", "open"))  # a state change keeps the waits
+        stored = {r.worker: r for r in await circuits.list_all(conn) if r.provider == provider}
+    assert (stored["w1"].rate_limit_waits, stored["w1"].rate_limit_wait_seconds) == (3, 1.5)
+    assert stored["w1"].state == "open"
+    assert (stored["w2"].rate_limit_waits, stored["w2"].rate_limit_wait_seconds) == (0, 0.0)
+    (summed,) = [p for p in shown_to("another-tenant", list(stored.values()))]
+    assert (summed.worker, summed.rate_limit_waits, summed.state) == (None, 3, "open")

@@ -40,12 +40,16 @@ def shown_to(tenant: str, records: list[CircuitRecord]) -> list[ProviderOut]:
 
 
 def _per_provider(records: list[CircuitRecord]) -> list[ProviderOut]:
+    """Each provider's worst state across workers, and their waits summed."""
     worst: dict[tuple[str, str], CircuitRecord] = {}
+    waits: dict[tuple[str, str], tuple[int, float]] = {}
     for record in records:
         key = (record.provider, record.channel)
         seen = worst.get(key)
         if seen is None or CIRCUIT_STATES[record.state] > CIRCUIT_STATES[seen.state]:
             worst[key] = record
+        count, seconds = waits.get(key, (0, 0.0))
+        waits[key] = (count + record.rate_limit_waits, seconds + record.rate_limit_wait_seconds)
     return [
         ProviderOut(
             provider=r.provider,
@@ -55,6 +59,8 @@ def _per_provider(records: list[CircuitRecord]) -> list[ProviderOut]:
             consecutive_failures=r.consecutive_failures,
             opened_at=r.opened_at,
             updated_at=r.updated_at,
+            rate_limit_waits=waits[key][0],
+            rate_limit_wait_seconds=waits[key][1],
         )
-        for _, r in sorted(worst.items())
+        for key, r in sorted(worst.items())
     ]

@@ -557,6 +557,10 @@ class ProviderOut(BaseModel):
     consecutive_failures: int
     opened_at: datetime | None
     updated_at: datetime
+    rate_limit_waits: int = Field(
+        default=0, description="Sends that waited for the provider's rate limit"
+    )
+    rate_limit_wait_seconds: float = Field(default=0.0, description="How long they waited")
 
 
 class TimelineStepOut(BaseModel):

@@ -2,20 +2,23 @@
 dead-letter queue's depth and each consumer group's lag.
 
 Each process samples what its roles own (the relay the outbox and dead letters, a worker the
-lag of its groups), so no scrape ever waits on a database or a broker.
+lag of its groups), so no scrape ever waits on a database or a broker. A worker also stores
+its rate-limit waits per provider (its counters) beside its circuits, for the console: a
+process's metrics are its own, the store is everyone's.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from herald.bus.base import Bus
 from herald.clock import utcnow
 from herald.observability import metrics
 from herald.observability.logging import get_logger
 from herald.pipeline.stall import StallWatch
-from herald.store import deadletters, outbox
+from herald.store import circuits, deadletters, outbox
 from herald.store.database import Database
 from herald.wakeup import sleep_unless
 
@@ -32,6 +35,7 @@ class Sampler:
         stored_state: bool,
         groups: Mapping[str, Sequence[str]],
         stall_watch: StallWatch | None = None,
+        worker: str | None = None,
     ) -> None:
         self.db = db
         self.bus = bus
@@ -39,6 +43,8 @@ class Sampler:
         self.stored_state = stored_state  # the outbox and dead letters
         self.groups = groups  # consumer group -> its topics
         self.stall_watch = stall_watch
+        self.worker = worker  # a worker's id: its rate-limit waits are stored
+        self._waits_stored: dict[str, tuple[int, float]] = {}
         # Series seen before: when one disappears (a DLQ emptied), it must read 0, not linger.
         self._depth_seen: set[tuple[str, str]] = set()
 
@@ -69,3 +75,25 @@ class Sampler:
                 metrics.consumer_lag.labels(group, tp.topic, str(tp.partition)).set(position.lag)
             if self.stall_watch is not None:
                 self.stall_watch.sampled(group, positions)
+        if self.worker is not None:
+            waits = rate_limit_waits()
+            if waits != self._waits_stored:
+                async with self.db.write() as conn:
+                    await circuits.save_waits(conn, self.worker, waits)
+                self._waits_stored = waits
+
+
+def rate_limit_waits() -> dict[str, tuple[int, float]]:
+    """This process's rate-limit waits per provider: (sends that waited, seconds waited)."""
+    counts = _totals(metrics.rate_limit_waits)
+    seconds = _totals(metrics.rate_limit_wait_seconds)
+    return {p: (int(counts[p]), seconds.get(p, 0.0)) for p in counts}
+
+
+def _totals(counter: Any) -> dict[str, float]:
+    return {
+        sample.labels["provider"]: sample.value
+        for family in counter.collect()
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }

@@ -215,6 +215,10 @@ provider_circuits = sa.Table(
     sa.Column("consecutive_failures", sa.Integer, nullable=False),
     sa.Column("opened_at", UTCDateTime, nullable=True),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    # Sends that waited for the provider's rate limit in this worker, and how long in all:
+    # its process's counters, stored by its sampler for the console (metrics are per process).
+    sa.Column("rate_limit_waits", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("rate_limit_wait_seconds", sa.Float, nullable=False, server_default="0"),
 )
 
 outbox_events = sa.Table(
