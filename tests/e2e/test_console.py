@@ -291,6 +291,10 @@ def test_forms_from_elsewhere_are_refused_and_pages_forbid_scripts_and_frames(
         # Sign-in needs the token its own form set.
         bare = httpx.post(f"{console.url}/sign-in", data={"key": console.keys["reader"]})
         assert bare.status_code == 403
+        crowded = {f"f{i}": "x" for i in range(60)} | {"csrf": csrf}
+        too_many = client.post("/console/sign-out", data=crowded)
+        assert too_many.status_code == 422
+        assert too_many.json()["errors"][0]["field"] == "form"
         # With its token, from this origin, signing out works.
         out = client.post("/console/sign-out", data={"csrf": csrf})
         assert out.status_code == 303
@@ -575,6 +579,16 @@ def test_a_rule_is_made_tested_against_a_sample_event_and_turned_off(
     assert stored["condition"] == "data.amount > 1000"
     assert stored["channels"] == ["email"]
 
+    browser.get(f"{console.url}/rules/new")  # a new rule by an existing one's name
+    browser.find_element(By.ID, "name").send_keys("big-orders")
+    browser.find_element(By.ID, "event_type").send_keys("order.cancelled")
+    browser.find_element(By.ID, "channel_email").click()
+    browser.find_element(By.ID, "template").send_keys("shipped")
+    _click(browser, browser.find_element(By.ID, "save-rule"))
+    assert _errors(browser) == ["Name: a rule 'big-orders' exists: change it on its own page"]
+    stored = httpx.get(f"{console.server.url}/api/v1/rules/big-orders", headers=admin).json()
+    assert stored["event_type"] == "order.shipped"  # not replaced
+    browser.get(f"{console.url}/rules/big-orders")
     _click(browser, browser.find_element(By.LINK_TEXT, "Back to rules"))
     for amount, expected in ((1500, "Sends on email with template shipped"), (10, "Sends nothing")):
         browser.find_element(By.ID, "type").clear()

@@ -63,7 +63,11 @@ async def signed_in(request: Request) -> Session | None:
 async def form(request: Request) -> dict[str, str]:
     """An urlencoded form's fields (the last of a repeated one); refused (422, naming it) if a
     value holds what no part of Herald can store."""
-    fields = dict(parse_qsl((await request.body()).decode(errors="replace"), max_num_fields=50))
+    try:
+        pairs = parse_qsl((await request.body()).decode(errors="replace"), max_num_fields=50)
+    except ValueError:
+        raise FieldError("form", "has more than 50 fields") from None
+    fields = dict(pairs)
     for name, value in fields.items():
         if (problem := character_problem(value)) is not None:
             raise FieldError(name, problem)

@@ -83,6 +83,8 @@ async def save_rule(name: str, request: Request) -> Response:
         return _form_page(request, session, current, fields, errors, None, 422)
     try:
         async with runtime_of(request).db.write() as conn:
+            if current is None and await rules.get(conn, session.key.tenant_id, named):
+                raise FieldError("name", f"a rule {named!r} exists: change it on its own page")
             await check_template(conn, session.key.tenant_id, rule)
             await rules.put(conn, session.key.tenant_id, rule_record(named, rule))
     except FieldError as exc:
