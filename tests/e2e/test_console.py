@@ -505,6 +505,7 @@ def test_a_users_preferences_are_read_and_changed_with_errors_on_the_field(
     assert made.status_code == 201, made.text
     _sign_in(browser, console, console.keys["admin"])
     _click(browser, browser.find_element(By.LINK_TEXT, "Users"))
+    _shot(browser, tmp_path, "users")
     browser.find_element(By.ID, "id").send_keys("ana")
     _click(browser, browser.find_element(By.CSS_SELECTOR, "form.filters button"))
     contacts = browser.find_element(By.ID, "contacts").text
@@ -628,6 +629,7 @@ def test_a_template_version_is_previewed_live_checked_saved_compared_and_used(
     assert made.status_code == 201, made.text
     _sign_in(browser, console, console.keys["admin"])
     _click(browser, browser.find_element(By.LINK_TEXT, "Templates"))
+    _shot(browser, tmp_path, "templates")
     _click(browser, browser.find_element(By.LINK_TEXT, "welcome"))
     assert "Hello there" in browser.find_element(By.ID, "channels").get_attribute("value")
 
