@@ -38,7 +38,7 @@ from herald.observability.logging import get_logger
 from herald.pipeline.planning import NotificationSpec, PlanningError
 from herald.pipeline.stages.intake import IdempotencyRequest
 from herald.store import deliveries, notifications
-from herald.store.notifications import NotificationRecord
+from herald.store.notifications import Cancelled, NotificationRecord
 from herald.store.timeline import timeline
 from herald.store.users import Profile
 
@@ -48,6 +48,10 @@ router = APIRouter(
     dependencies=[Depends(enforce_rate_limit)],
 )
 log = get_logger(__name__)
+CANCEL_REFUSED = {
+    Cancelled.NOT_SCHEDULED: "only a scheduled notification can be cancelled",
+    Cancelled.UNDER_WAY: "it fell due and is being sent: too late to cancel",
+}
 
 
 def _render(record: NotificationRecord) -> dict[str, Any]:
@@ -253,12 +257,11 @@ async def cancel_notification(
     notification_id: str, request: Request, principal: Sender
 ) -> NotificationOut:
     async with runtime_of(request).db.write() as conn:
-        was = await notifications.cancel(conn, principal.tenant, notification_id, now=utcnow())
-        if was is None:
+        done = await notifications.cancel(conn, principal.tenant, notification_id, now=utcnow())
+        if done == Cancelled.NOT_FOUND:
             raise NotFoundError(f"notification {notification_id} not found")
-        if was != NotificationStatus.SCHEDULED:
-            message = f"only a scheduled notification can be cancelled; this one is {was}"
-            raise FieldError("status", message, 409)
+        if done != Cancelled.CANCELLED:
+            raise FieldError("status", CANCEL_REFUSED[done], 409)
         record = await notifications.get(conn, principal.tenant, notification_id)
     assert record is not None
     log.info("notification.cancelled", notification_id=notification_id)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 
 from fastapi import APIRouter, Request, Response
 
@@ -18,6 +18,7 @@ from herald.console.render import (
     page,
     redirect,
     refused,
+    utc_input,
 )
 from herald.store import deadletters
 from herald.store.console_sessions import Session
@@ -48,7 +49,7 @@ def _filters(values: Mapping[str, str], session: Session) -> tuple[Filters, dict
     for name in ("since", "until"):  # last failed in [since, until), UTC
         text = values.get(name, "").strip()
         try:
-            times[name] = datetime.fromisoformat(text).replace(tzinfo=UTC) if text else None
+            times[name] = utc_input(text) if text else None
         except ValueError:
             errors[name] = "is not a date and time (YYYY-MM-DDTHH:MM, UTC)"
             times[name] = None
@@ -135,30 +136,38 @@ async def replay_one(letter_id: str, request: Request) -> Response:
 
 @router.post("/console/dead-letters/replay")
 async def replay_selection(request: Request) -> Response:
-    """With ``preview``: how many match and which would be replayed, with a button to do it;
-    without: replay them and show what each replay did."""
+    """A selection's preview (its filters): how many match and which would be replayed,
+    with a button to replay exactly those; or that button's ``ids``: replay them (each
+    checked again: the tenant's, still DEAD) and show what each replay did."""
     session = await admin_session(request, "Dead letters")
     if isinstance(session, Response):
         return session
     fields = await checked_form(request, session)
     if fields is None:
         return refused(request, session)
-    filters, errors = _filters(fields, session)
-    if errors:
-        return message(request, session, "Not replayed", "The selection is not valid.", 422)
-    preview = fields.get("preview") == "yes"
-    matched, letters, outcomes = await runtime_of(request).replayer.replay_matching(
-        filters, limit=REPLAY_AT_MOST, dry_run=preview
-    )
-    context = {
-        "session": session,
-        "preview": preview,
-        "matched": matched,
-        "letters": letters,
-        "outcomes": {o.dead_letter_id: o for o in outcomes},
-        "selection": _selection(filters),
-    }
-    return page(request, "replay.html", context)
+    replayer, tenant = runtime_of(request).replayer, session.key.tenant_id
+    chosen = [i for i in fields.get("ids", "").split(",") if i][:REPLAY_AT_MOST]
+    if chosen:
+        # Spaced out as the API's replay of a selection is.
+        outcomes = [
+            await replayer.replay(i, delay=n / replayer.per_second, tenant=tenant)
+            for n, i in enumerate(chosen)
+        ]
+        async with runtime_of(request).db.read() as conn:
+            found = [await deadletters.get(conn, i, tenant=tenant) for i in chosen]
+        letters = [letter for letter in found if letter is not None]
+        context = {"preview": False, "matched": len(chosen), "letters": letters}
+        context |= {"outcomes": {o.dead_letter_id: o for o in outcomes}}
+    else:
+        filters, errors = _filters(fields, session)
+        if errors:
+            text = "The selection is not valid."
+            return message(request, session, "Not replayed", text, 422)
+        matched, letters, _ = await replayer.replay_matching(
+            filters, limit=REPLAY_AT_MOST, dry_run=True
+        )
+        context = {"preview": True, "matched": matched, "letters": letters, "outcomes": {}}
+    return page(request, "replay.html", {"session": session, **context})
 
 
 @router.get("/console/dead-letters/{letter_id}/purge")
@@ -189,7 +198,7 @@ async def purge_one(letter_id: str, request: Request) -> Response:
 
 def _local(moment: datetime | None) -> str:
     """A datetime-local input's value for a UTC time (the form shows times in UTC)."""
-    return "" if moment is None else moment.strftime("%Y-%m-%dT%H:%M")
+    return "" if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def _readable(letter: DeadLetter) -> str:

@@ -15,6 +15,7 @@ from herald.store.console_sessions import Session
 
 router = APIRouter()
 _NAME = re.compile(r"^[\x20-\x7e]{1,100}$")  # as the API's KeyIn
+_DAYS = re.compile(r"[0-9]{1,4}")  # ASCII digits (str.isdigit takes "²", which int refuses)
 NOTICES = {"revoked": "Revoked: it is refused everywhere within a few seconds."}
 
 
@@ -64,7 +65,7 @@ async def create_key(request: Request) -> Response:
     if not scopes:
         errors["scopes"] = "choose at least one"
     days = fields.get("expires_in_days", "").strip()
-    if days and (not days.isdigit() or not 1 <= int(days) <= 3650):
+    if days and (not _DAYS.fullmatch(days) or not 1 <= int(days) <= 3650):
         errors["expires_in_days"] = "must be a whole number of days from 1 to 3650, or empty"
     if errors:
         return await _keys_page(request, session, errors=errors, entered=fields, status=422)

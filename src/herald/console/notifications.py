@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Request, Response
@@ -19,10 +19,12 @@ from herald.console.render import (
     redirect,
     refused,
     signed_in,
+    utc_input,
 )
 from herald.console.words import describe
 from herald.domain.models import Channel, NotificationStatus
 from herald.store import deliveries, notifications
+from herald.store.notifications import Cancelled
 from herald.store.timeline import timeline
 
 router = APIRouter()
@@ -31,14 +33,9 @@ STATUSES = [s.value for s in NotificationStatus]
 CHANNELS = [c.value for c in Channel]
 NOTICES = {
     "cancelled": "Cancelled: nothing is sent when it falls due.",
-    "not-scheduled": "Not cancelled: only a scheduled notification can be.",
+    "not-cancelled": "Not cancelled: it is not scheduled any more (or is being sent).",
 }
 SEARCH = ("recipient", "user_id", "status", "channel", "since", "until")
-
-
-def _utc(value: str) -> datetime:
-    """A datetime-local input's value, read as UTC."""
-    return datetime.fromisoformat(value).replace(tzinfo=UTC)
 
 
 @router.get("/console/notifications")
@@ -63,7 +60,7 @@ async def notification_list(request: Request) -> Response:
     times: dict[str, datetime | None] = {}
     for name in ("since", "until"):
         try:
-            times[name] = _utc(chosen[name]) if chosen[name] else None
+            times[name] = utc_input(chosen[name]) if chosen[name] else None
         except ValueError:
             errors[name] = "is not a date and time (YYYY-MM-DDTHH:MM, UTC)"
             times[name] = None
@@ -137,9 +134,11 @@ async def cancel(notification_id: str, request: Request) -> Response:
     if await checked_form(request, session) is None:
         return refused(request, session)
     async with runtime_of(request).db.write() as conn:
-        was = await notifications.cancel(conn, session.key.tenant_id, notification_id, now=utcnow())
-    if was is None:
+        done = await notifications.cancel(
+            conn, session.key.tenant_id, notification_id, now=utcnow()
+        )
+    if done == Cancelled.NOT_FOUND:
         text = f"No notification {notification_id} here."
         return message(request, session, "Not found", text, 404)
-    notice = "cancelled" if was == NotificationStatus.SCHEDULED else "not-scheduled"
-    return redirect(f"/console/notifications/{notification_id}?notice={notice}")
+    notice = "cancelled" if done == Cancelled.CANCELLED else "not-cancelled"
+    return redirect(f"/console/notifications/{quote(notification_id, safe='')}?notice={notice}")

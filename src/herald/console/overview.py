@@ -5,8 +5,10 @@ process's work counts (``/metrics`` is per process). The page refreshes its figu
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
@@ -20,6 +22,8 @@ from herald.tenancy import DEFAULT_TENANT
 router = APIRouter()
 MINUTES = 15
 REFRESH_SECONDS = 5
+# (tenant, operator's view): when its figures were read, and them.
+_FIGURES: dict[tuple[str, bool], tuple[float, dict[str, Any]]] = {}
 
 
 @dataclass(frozen=True)
@@ -37,15 +41,29 @@ async def overview_page(request: Request) -> Response:
     session = await signed_in(request)
     if session is None:
         return redirect("/console/sign-in")
+    operator = session.key.tenant_id == DEFAULT_TENANT and is_admin(session)
+    key = (session.key.tenant_id, operator)
+    cached = _FIGURES.get(key)
+    if cached is None or time.monotonic() - cached[0] >= REFRESH_SECONDS:
+        # Read once per refresh interval and tenant, however many pages are open.
+        cached = time.monotonic(), await _figures(request, session.key.tenant_id, operator)
+        if len(_FIGURES) > 1000:
+            _FIGURES.clear()
+        _FIGURES[key] = cached
+    context = {"session": session, "refresh": REFRESH_SECONDS, **cached[1]}
+    fragment = request.query_params.get("fragment") == "yes"
+    return page(request, "overview_figures.html" if fragment else "overview.html", context)
+
+
+async def _figures(request: Request, tenant: str, operator: bool) -> dict[str, Any]:
     runtime = runtime_of(request)
-    tenant = session.key.tenant_id
     now = utcnow()
     async with runtime.db.read() as conn:
         minutes = await overview.minutes(conn, tenant, now=now, count=MINUTES)
         took = await overview.latency(conn, tenant, since=now - timedelta(minutes=MINUTES))
         waiting = await deadletters.count(conn, Filters(tenant=tenant))
         pipeline = None
-        if tenant == DEFAULT_TENANT and is_admin(session):
+        if operator:
             pending, oldest = await outbox.backlog(conn, now)
             states = await circuits.list_all(conn)
             pipeline = Pipeline(pending, oldest, {}, [])
@@ -60,15 +78,11 @@ async def overview_page(request: Request) -> Response:
             pipeline.lag[group.removeprefix(runtime.topics.prefix)] = sum(
                 p.lag for p in positions.values()
             )
-    context = {
-        "session": session,
+    return {
         "minutes": minutes,
         "peak": max([1] + [max(m.accepted, m.sent, m.failed) for m in minutes]),
         "latency": took,
         "dead_letters": waiting,
         "pipeline": pipeline,
-        "refresh": REFRESH_SECONDS,
         "at": now,
     }
-    fragment = request.query_params.get("fragment") == "yes"
-    return page(request, "overview_figures.html" if fragment else "overview.html", context)

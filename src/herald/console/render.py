@@ -4,6 +4,7 @@ signed-in session, and reading a form that must carry the session's CSRF token."
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -102,3 +103,10 @@ async def admin_session(request: Request, what: str) -> Session | Response:
 def valid_name(name: str) -> bool:
     """A rule's or template's name as the API takes it in a path: NAME_PATTERN, at most 100."""
     return len(name) <= 100 and _NAME.match(name) is not None
+
+
+def utc_input(value: str) -> datetime:
+    """A date and time from a form (a datetime-local input: no offset, read as UTC; an
+    explicit offset is honoured); ValueError if it is not one."""
+    moment = datetime.fromisoformat(value)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

@@ -64,6 +64,9 @@ def same_origin(request: Request) -> bool:
     return origin in (f"http://{host}", f"https://{host}")
 
 
+MAX_CLIENTS = 10_000  # addresses whose failures are remembered
+
+
 class SignInLimit:
     """After ``attempts`` failed sign-ins from a client address within ``seconds``, refuse its
     sign-ins until the oldest of them is that old (in this process): keys cannot be guessed
@@ -83,9 +86,16 @@ class SignInLimit:
         return len(failed) < self.attempts
 
     def failed(self, client: str) -> None:
-        if len(self._failed) > 10_000:
-            self._failed.clear()  # many addresses must not grow it without bound
-        self._failed.setdefault(client, deque()).append(time.monotonic())
+        now = time.monotonic()
+        failed = self._failed.pop(client, deque())
+        failed.append(now)
+        self._failed[client] = failed  # the most recent last (dicts keep insertion order)
+        if len(self._failed) > MAX_CLIENTS:
+            # Many addresses must not grow it without bound, nor wipe it: the stale go first,
+            # then the longest quiet (never all at once, which would free a guesser too).
+            stale = [c for c, f in self._failed.items() if now - f[-1] > self.seconds]
+            for quiet in stale or list(self._failed)[: len(self._failed) - MAX_CLIENTS]:
+                del self._failed[quiet]
 
 
 class LongCachedFiles(StaticFiles):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import json
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Request, Response
 from sqlalchemy.exc import IntegrityError
@@ -106,7 +107,7 @@ async def draft(name: str, request: Request) -> Response:
         return refused(request, session)
     target = fields.get("name", "").strip() if name == "new" else name
     errors, rendered = await _check(fields, session)
-    if name == "new" and not valid_name(target):
+    if not valid_name(target):
         errors["name"] = NAME_PROBLEM
     saving = fields.get("action") == "save"
     if saving and not is_admin(session):
@@ -126,7 +127,7 @@ async def draft(name: str, request: Request) -> Response:
         except IntegrityError:
             errors["save"] = "another version was stored at the same moment; save again"
         else:
-            return redirect(f"/console/templates/{target}?notice=saved")
+            return redirect(f"/console/templates/{quote(target, safe='')}?notice=saved")
     status = 422 if errors else 200
     if fields.get("fragment") == "yes":
         fragment = {"errors": errors, "rendered": rendered}
@@ -152,6 +153,8 @@ async def _check(
         definition = None
     if len(fields.get("category", "")) > 64:
         errors["category"] = "must be at most 64 characters"
+    if len(fields.get("description", "")) > 1000:
+        errors["description"] = "must be at most 1000 characters"
     try:
         data = json.loads(fields.get("data") or "{}")
         if not isinstance(data, dict):

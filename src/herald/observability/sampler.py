@@ -77,10 +77,13 @@ class Sampler:
                 self.stall_watch.sampled(group, positions)
         if self.worker is not None:
             waits = rate_limit_waits()
-            if waits != self._waits_stored:
+            # Only what changed. A provider whose circuit row is not written yet (the worker
+            # starting) is stored with its next wait: its counters are 0 until then.
+            changed = {p: v for p, v in waits.items() if self._waits_stored.get(p) != v}
+            if changed:
                 async with self.db.write() as conn:
-                    await circuits.save_waits(conn, self.worker, waits)
-                self._waits_stored = waits
+                    await circuits.save_waits(conn, self.worker, changed)
+                self._waits_stored |= changed
 
 
 def rate_limit_waits() -> dict[str, tuple[int, float]]:

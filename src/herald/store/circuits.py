@@ -41,7 +41,8 @@ async def save(conn: Connection, record: CircuitRecord) -> None:
 
 
 async def save_waits(conn: Connection, worker: str, waits: dict[str, tuple[int, float]]) -> None:
-    """``worker``'s rate-limit waits so far, per provider: (sends that waited, seconds)."""
+    """``worker``'s rate-limit waits so far, per provider: (sends that waited, seconds), on
+    its circuits' rows (a provider without one is left out)."""
     for provider, (count, seconds) in sorted(waits.items()):
         await conn.execute(
             sa.update(provider_circuits)

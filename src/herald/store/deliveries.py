@@ -349,6 +349,9 @@ async def finish_sent(conn: Connection, sent: list[Sent], now: datetime) -> None
         )
 
 
+RECENT_ATTEMPTS = 100_000  # how far back recent_failures looks, in attempts of all tenants
+
+
 @dataclass(frozen=True, slots=True)
 class Failure:
     """A failed attempt, with where it went (the console's recent errors)."""
@@ -362,12 +365,18 @@ async def recent_failures(conn: Connection, tenant: str, *, limit: int) -> list[
     """The tenant's latest failed attempts, newest first (not the history's replay markers,
     which carry the replay in ``error``)."""
     A = delivery_attempts.c
+    # Only among the newest attempts: a tenant with few failures must not make the search read
+    # the whole history (attempt ids grow with time).
+    newest = await conn.scalar(sa.select(sa.func.max(A.id)))
+    if newest is None:
+        return []
     rows = await conn.execute(
         sa.select(delivery_attempts, D.channel, D.notification_id)
         .join(deliveries, D.id == A.delivery_id)
         .join(notifications, notifications.c.id == D.notification_id)
         .where(
             notifications.c.tenant_id == tenant,
+            A.id > newest - RECENT_ATTEMPTS,
             A.error.is_not(None),
             A.outcome != DeliveryStatus.PENDING,
         )

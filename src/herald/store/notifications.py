@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
@@ -186,21 +187,40 @@ async def supersede(
     return [journal.Step(i, journal.SUPERSEDED, now, detail=f"by {by}") for i in older]
 
 
+class Cancelled(StrEnum):
+    """What cancelling a notification did."""
+
+    CANCELLED = "cancelled"
+    NOT_FOUND = "not found"
+    NOT_SCHEDULED = "not scheduled"  # sent, failed, cancelled, or never scheduled
+    UNDER_WAY = "under way"  # it fell due and a delivery has started: too late
+
+
 async def cancel(
     conn: Connection, tenant: str, notification_id: str, *, now: datetime
-) -> NotificationStatus | None:
-    """Cancel a SCHEDULED notification: its deliveries are skipped ("cancelled") and it is
-    CANCELLED, so when it falls due nothing is sent (as for a superseded one). Returns the
-    status it had (only a SCHEDULED one changes), or None if the tenant has no such one."""
-    n = notifications.c
+) -> Cancelled:
+    """Cancel a SCHEDULED notification whose deliveries are all still PENDING: they are
+    skipped ("cancelled") and it is CANCELLED, so nothing is sent when it falls due (a
+    worker claims only PENDING deliveries). Its delivery rows are locked first (PostgreSQL;
+    SQLite has one writer), so a worker claiming one meanwhile waits and then finds it
+    skipped, or has claimed it already and nothing is changed (UNDER_WAY)."""
+    n, d = notifications.c, deliveries.c
     status = await conn.scalar(
         sa.select(n.status).where(n.tenant_id == tenant, n.id == notification_id)
     )
-    if status == NotificationStatus.SCHEDULED:
-        await _skip_pending(conn, [notification_id], "cancelled", now)
-        step = journal.Step(notification_id, journal.CANCELLED, now, detail="by an operator")
-        await journal.record(conn, [step])
-    return None if status is None else NotificationStatus(status)
+    if status is None:
+        return Cancelled.NOT_FOUND
+    if status != NotificationStatus.SCHEDULED:
+        return Cancelled.NOT_SCHEDULED
+    statuses = sa.select(d.status).where(d.notification_id == notification_id)
+    if conn.dialect.name != "sqlite":
+        statuses = statuses.with_for_update()
+    if any(s != DeliveryStatus.PENDING for s in (await conn.execute(statuses)).scalars()):
+        return Cancelled.UNDER_WAY
+    await _skip_pending(conn, [notification_id], "cancelled", now)
+    step = journal.Step(notification_id, journal.CANCELLED, now, detail="by an operator")
+    await journal.record(conn, [step])
+    return Cancelled.CANCELLED
 
 
 async def _skip_pending(

@@ -33,7 +33,8 @@ class Minute:
 
 @dataclass(frozen=True)
 class Latency:
-    """Acceptance to sending, over the newest sent deliveries of the window (seconds)."""
+    """Acceptance to sending, over the newest sent deliveries of the window (seconds), not
+    counting scheduled notifications (quiet hours, which defer on purpose too, do count)."""
 
     count: int
     p50: float
@@ -71,7 +72,12 @@ async def latency(conn: Connection, tenant: str, *, since: datetime) -> Latency 
     rows = await conn.execute(
         sa.select(N.created_at, D.sent_at)
         .join(deliveries, D.notification_id == N.id)
-        .where(N.tenant_id == tenant, N.id >= _first_id(since), D.sent_at.is_not(None))
+        .where(
+            N.tenant_id == tenant,
+            N.id >= _first_id(since),
+            N.send_at.is_(None),  # a scheduled one waits on purpose: not latency
+            D.sent_at.is_not(None),
+        )
         .order_by(N.id.desc())
         .limit(LATENCY_SAMPLE)
     )
