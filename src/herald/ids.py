@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import datetime
 
 
 def uuid7(now_ms: int | None = None) -> str:
@@ -17,8 +18,9 @@ def uuid7(now_ms: int | None = None) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-def first_uuid7_at(ms: int) -> str:
-    """The smallest version-7 UUID of millisecond ``ms``: ids created then or later sort at
-    or after it (a time window as a range of ids, which their index serves)."""
+def first_uuid7_at(moment: datetime) -> str:
+    """The smallest version-7 UUID of ``moment``'s millisecond: ids created then or later
+    sort at or after it (a time window as a range of ids, which their index serves)."""
+    ms = int(moment.timestamp() * 1000)
     h = (ms & 0xFFFF_FFFF_FFFF).to_bytes(6, "big").hex()
     return f"{h[:8]}-{h[8:12]}-7000-8000-000000000000"

@@ -12,12 +12,12 @@ from fastapi import APIRouter, Request, Response
 
 from herald.api.context import runtime_of
 from herald.console.render import (
+    admin_form,
     admin_session,
-    checked_form,
     message,
+    notice_of,
     page,
     redirect,
-    refused,
     utc_input,
 )
 from herald.store import deadletters
@@ -98,7 +98,7 @@ async def letter_list(request: Request) -> Response:
         "selection": _selection(filters),
         "choices": CHOICES,
         "errors": errors,
-        "notice": NOTICES.get(request.query_params.get("notice", "")),
+        "notice": notice_of(request, NOTICES),
     }
     return page(request, "deadletters.html", context, 422 if errors else 200)
 
@@ -108,29 +108,27 @@ async def letter_page(letter_id: str, request: Request) -> Response:
     session = await admin_session(request, "Dead letters")
     if isinstance(session, Response):
         return session
-    async with runtime_of(request).db.read() as conn:
-        letter = await deadletters.get(conn, letter_id, tenant=session.key.tenant_id)
+    letter = await _letter(request, session, letter_id)
     if letter is None:
-        return message(request, session, "Not found", f"No dead letter {letter_id} here.", 404)
+        return _not_found(request, session, letter_id)
     context = {
         "session": session,
         "letter": letter,
         "payload": _readable(letter),
-        "notice": NOTICES.get(request.query_params.get("notice", "")),
+        "notice": notice_of(request, NOTICES),
     }
     return page(request, "deadletter.html", context)
 
 
 @router.post("/console/dead-letters/{letter_id}/replay")
 async def replay_one(letter_id: str, request: Request) -> Response:
-    session = await admin_session(request, "Dead letters")
-    if isinstance(session, Response):
-        return session
-    if await checked_form(request, session) is None:
-        return refused(request, session)
+    answer = await admin_form(request, "Dead letters")
+    if isinstance(answer, Response):
+        return answer
+    session, _ = answer
     outcome = await runtime_of(request).replayer.replay(letter_id, tenant=session.key.tenant_id)
     if outcome.detail == "not found":
-        return message(request, session, "Not found", f"No dead letter {letter_id} here.", 404)
+        return _not_found(request, session, letter_id)
     return redirect(f"/console/dead-letters/{letter_id}?notice=replayed")
 
 
@@ -139,12 +137,10 @@ async def replay_selection(request: Request) -> Response:
     """A selection's preview (its filters): how many match and which would be replayed,
     with a button to replay exactly those; or that button's ``ids``: replay them (each
     checked again: the tenant's, still DEAD) and show what each replay did."""
-    session = await admin_session(request, "Dead letters")
-    if isinstance(session, Response):
-        return session
-    fields = await checked_form(request, session)
-    if fields is None:
-        return refused(request, session)
+    answer = await admin_form(request, "Dead letters")
+    if isinstance(answer, Response):
+        return answer
+    session, fields = answer
     replayer, tenant = runtime_of(request).replayer, session.key.tenant_id
     chosen = [i for i in fields.get("ids", "").split(",") if i][:REPLAY_AT_MOST]
     if chosen:
@@ -175,25 +171,32 @@ async def confirm_purge(letter_id: str, request: Request) -> Response:
     session = await admin_session(request, "Dead letters")
     if isinstance(session, Response):
         return session
-    async with runtime_of(request).db.read() as conn:
-        letter = await deadletters.get(conn, letter_id, tenant=session.key.tenant_id)
+    letter = await _letter(request, session, letter_id)
     if letter is None:
-        return message(request, session, "Not found", f"No dead letter {letter_id} here.", 404)
+        return _not_found(request, session, letter_id)
     return page(request, "purge.html", {"session": session, "letter": letter})
 
 
 @router.post("/console/dead-letters/{letter_id}/purge")
 async def purge_one(letter_id: str, request: Request) -> Response:
-    session = await admin_session(request, "Dead letters")
-    if isinstance(session, Response):
-        return session
-    if await checked_form(request, session) is None:
-        return refused(request, session)
+    answer = await admin_form(request, "Dead letters")
+    if isinstance(answer, Response):
+        return answer
+    session, _ = answer
     async with runtime_of(request).db.write() as conn:
         if await deadletters.get(conn, letter_id, tenant=session.key.tenant_id) is None:
-            return message(request, session, "Not found", f"No dead letter {letter_id} here.", 404)
+            return _not_found(request, session, letter_id)
         await deadletters.purge_ids(conn, [letter_id])
     return redirect("/console/dead-letters?notice=purged")
+
+
+async def _letter(request: Request, session: Session, letter_id: str) -> DeadLetter | None:
+    async with runtime_of(request).db.read() as conn:
+        return await deadletters.get(conn, letter_id, tenant=session.key.tenant_id)
+
+
+def _not_found(request: Request, session: Session, letter_id: str) -> Response:
+    return message(request, session, "Not found", f"No dead letter {letter_id} here.", 404)
 
 
 def _local(moment: datetime | None) -> str:

@@ -9,7 +9,14 @@ from fastapi import APIRouter, Request, Response
 
 from herald.api.context import runtime_of
 from herald.clock import utcnow
-from herald.console.render import admin_session, checked_form, message, page, redirect, refused
+from herald.console.render import (
+    admin_form,
+    admin_session,
+    message,
+    notice_of,
+    page,
+    redirect,
+)
 from herald.store import api_keys
 from herald.store.console_sessions import Session
 
@@ -36,7 +43,7 @@ async def _keys_page(
         "errors": errors or {},
         "entered": entered or {},
         "now": utcnow(),
-        "notice": NOTICES.get(request.query_params.get("notice", "")),
+        "notice": notice_of(request, NOTICES),
     }
     return page(request, "keys.html", context, status)
 
@@ -51,12 +58,10 @@ async def key_list(request: Request) -> Response:
 
 @router.post("/console/keys")
 async def create_key(request: Request) -> Response:
-    session = await admin_session(request, "API keys")
-    if isinstance(session, Response):
-        return session
-    fields = await checked_form(request, session)
-    if fields is None:
-        return refused(request, session)
+    answer = await admin_form(request, "API keys")
+    if isinstance(answer, Response):
+        return answer
+    session, fields = answer
     name = fields.get("name", "").strip()
     scopes = [s for s in api_keys.SCOPES if fields.get(f"scope_{s}") == "on"]
     errors: dict[str, str] = {}
@@ -82,11 +87,10 @@ async def create_key(request: Request) -> Response:
 
 @router.post("/console/keys/{key_id}/revoke")
 async def revoke_key(key_id: str, request: Request) -> Response:
-    session = await admin_session(request, "API keys")
-    if isinstance(session, Response):
-        return session
-    if await checked_form(request, session) is None:
-        return refused(request, session)
+    answer = await admin_form(request, "API keys")
+    if isinstance(answer, Response):
+        return answer
+    session, _ = answer
     async with runtime_of(request).db.write() as conn:
         found = await api_keys.revoke(conn, key_id, tenant=session.key.tenant_id, now=utcnow())
     if not found:

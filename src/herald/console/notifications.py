@@ -12,12 +12,12 @@ from herald.api.errors import FieldError
 from herald.api.pages import decode_cursor, encode_cursor
 from herald.clock import utcnow
 from herald.console.render import (
-    checked_form,
+    admin_form,
     is_admin,
     message,
+    notice_of,
     page,
     redirect,
-    refused,
     signed_in,
     utc_input,
 )
@@ -117,7 +117,7 @@ async def notification_page(notification_id: str, request: Request) -> Response:
         "history": history,
         "steps": steps,
         "can_cancel": is_admin(session) and record.status == NotificationStatus.SCHEDULED,
-        "notice": NOTICES.get(request.query_params.get("notice", "")),
+        "notice": notice_of(request, NOTICES),
     }
     return page(request, "notification.html", context)
 
@@ -125,14 +125,10 @@ async def notification_page(notification_id: str, request: Request) -> Response:
 @router.post("/console/notifications/{notification_id}/cancel")
 async def cancel(notification_id: str, request: Request) -> Response:
     """Cancel a scheduled notification (admin keys), as POST .../cancel does."""
-    session = await signed_in(request)
-    if session is None:
-        return redirect("/console/sign-in")
-    if not is_admin(session):
-        text = "Cancelling needs an admin key."
-        return message(request, session, "Admin only", text, 403)
-    if await checked_form(request, session) is None:
-        return refused(request, session)
+    answer = await admin_form(request, "Cancelling")
+    if isinstance(answer, Response):
+        return answer
+    session, _ = answer
     async with runtime_of(request).db.write() as conn:
         done = await notifications.cancel(
             conn, session.key.tenant_id, notification_id, now=utcnow()

@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl
 from fastapi import Request, Response
 from fastapi.responses import RedirectResponse
 from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
 
 from herald import __version__
 from herald.api.context import runtime_of
@@ -95,9 +96,37 @@ async def admin_session(request: Request, what: str) -> Session | Response:
     if session is None:
         return redirect("/console/sign-in")
     if not is_admin(session):
-        text = f"{what} need an admin key (as through the API)."
+        text = f"{what}: an admin key is needed (as through the API)."
         return message(request, session, "Admin only", text, 403)
     return session
+
+
+async def admin_form(request: Request, what: str) -> tuple[Session, dict[str, str]] | Response:
+    """An admin session's CSRF-checked form; otherwise the page to answer instead."""
+    session = await admin_session(request, what)
+    if isinstance(session, Response):
+        return session
+    fields = await checked_form(request, session)
+    if fields is None:
+        return refused(request, session)
+    return session, fields
+
+
+def notice_of(request: Request, notices: dict[str, str]) -> str | None:
+    """The message a redirect asked for (``?notice=``): one of the page's own, never text
+    from the URL."""
+    return notices.get(request.query_params.get("notice", ""))
+
+
+def field_errors(exc: ValidationError, whole: str) -> dict[str, str]:
+    """A model's validation errors by top-level field (``whole``: for the model itself), the
+    first of each, with where inside the field it is."""
+    errors: dict[str, str] = {}
+    for problem in exc.errors():
+        field = str(problem["loc"][0]) if problem["loc"] else whole
+        where = ".".join(str(part) for part in problem["loc"][1:])
+        errors.setdefault(field, problem["msg"] + (f" (at {where})" if where else ""))
+    return errors
 
 
 def valid_name(name: str) -> bool:

@@ -16,9 +16,12 @@ from herald.api.rules_file import rule_record
 from herald.api.schemas import RuleIn
 from herald.console.render import (
     NAME_PROBLEM,
+    admin_form,
     checked_form,
+    field_errors,
     is_admin,
     message,
+    notice_of,
     page,
     redirect,
     refused,
@@ -48,7 +51,7 @@ async def rule_list(request: Request) -> Response:
         "session": session,
         "rules": found,
         "test": {},
-        "notice": NOTICES.get(request.query_params.get("notice", "")),
+        "notice": notice_of(request, NOTICES),
     }
     return page(request, "rules.html", context)
 
@@ -63,17 +66,17 @@ async def rule_page(name: str, request: Request) -> Response:
     if rule is None and name != "new":
         return message(request, session, "Not found", f"No rule {name} here.", 404)
     fields = _fields_of(rule) if rule else {"enabled": "on"}
-    notice = NOTICES.get(request.query_params.get("notice", ""))
+    notice = notice_of(request, NOTICES)
     return _form_page(request, session, None if rule is None else name, fields, {}, notice, 200)
 
 
 @router.post("/console/rules/{name}")
 async def save_rule(name: str, request: Request) -> Response:
     """Create (``name`` "new": the form names it) or replace a rule."""
-    session, fields = await _admin_form(request)
-    if isinstance(session, Response):
-        return session
-    assert fields is not None
+    answer = await admin_form(request, "Changing rules")
+    if isinstance(answer, Response):
+        return answer
+    session, fields = answer
     named = fields.get("name", "").strip() if name == "new" else name
     current = None if name == "new" else name
     rule, errors = _rule_from(fields)
@@ -95,10 +98,10 @@ async def save_rule(name: str, request: Request) -> Response:
 
 @router.post("/console/rules/{name}/enabled")
 async def switch_rule(name: str, request: Request) -> Response:
-    session, fields = await _admin_form(request)
-    if isinstance(session, Response):
-        return session
-    assert fields is not None
+    answer = await admin_form(request, "Changing rules")
+    if isinstance(answer, Response):
+        return answer
+    session, fields = answer
     async with runtime_of(request).db.write() as conn:
         rule = await rules.get(conn, session.key.tenant_id, name)
         if rule is None:
@@ -161,19 +164,6 @@ async def test_event(request: Request) -> Response:
     return page(request, "rules.html", context_page, 422 if errors else 200)
 
 
-async def _admin_form(request: Request) -> tuple[Session | Response, dict[str, str] | None]:
-    session = await signed_in(request)
-    if session is None:
-        return redirect("/console/sign-in"), None
-    if not is_admin(session):
-        text = "Changing rules needs an admin key."
-        return message(request, session, "Admin only", text, 403), None
-    fields = await checked_form(request, session)
-    if fields is None:
-        return refused(request, session), None
-    return session, fields
-
-
 def _form_page(
     request: Request,
     session: Session,
@@ -224,11 +214,7 @@ def _rule_from(fields: dict[str, str]) -> tuple[RuleIn | None, dict[str, str]]:
     try:
         return RuleIn.model_validate(value), {}
     except ValidationError as exc:
-        errors: dict[str, str] = {}
-        for problem in exc.errors():
-            field = str(problem["loc"][0]) if problem["loc"] else "rule"
-            errors.setdefault(field, problem["msg"])
-        return None, errors
+        return None, field_errors(exc, "rule")
 
 
 def _as_dict(rule: RuleRecord) -> dict[str, Any]:

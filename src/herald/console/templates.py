@@ -23,6 +23,7 @@ from herald.console.render import (
     checked_form,
     is_admin,
     message,
+    notice_of,
     page,
     redirect,
     refused,
@@ -71,7 +72,7 @@ async def template_page(name: str, request: Request) -> Response:
         "locale": "",
     }
     context = _context(session, name, versions, shown, draft)
-    context["notice"] = NOTICES.get(request.query_params.get("notice", ""))
+    context["notice"] = notice_of(request, NOTICES)
     return page(request, "template.html", context)
 
 

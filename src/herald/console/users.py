@@ -13,12 +13,13 @@ from pydantic import ValidationError
 from herald.api.context import runtime_of
 from herald.clock import utcnow
 from herald.console.render import (
-    checked_form,
+    admin_form,
+    field_errors,
     is_admin,
     message,
+    notice_of,
     page,
     redirect,
-    refused,
     signed_in,
 )
 from herald.domain.preferences import Preferences
@@ -52,21 +53,16 @@ async def user_page(user_id: str, request: Request) -> Response:
         return message(request, session, "Not found", f"No user {user_id} here.", 404)
     preferences = Preferences.model_validate(user.preferences)
     fields = _fields_of(preferences, _channels(request))
-    notice = NOTICES.get(request.query_params.get("notice", ""))
+    notice = notice_of(request, NOTICES)
     return await _render(request, session, user, fields, {}, notice, 200)
 
 
 @router.post("/console/users/{user_id}/preferences")
 async def save_preferences(user_id: str, request: Request) -> Response:
-    session = await signed_in(request)
-    if session is None:
-        return redirect("/console/sign-in")
-    if not is_admin(session):
-        text = "Changing preferences needs an admin key."
-        return message(request, session, "Admin only", text, 403)
-    fields = await checked_form(request, session)
-    if fields is None:
-        return refused(request, session)
+    answer = await admin_form(request, "Changing preferences")
+    if isinstance(answer, Response):
+        return answer
+    session, fields = answer
     user = await _user(request, session, user_id)
     if user is None:
         return message(request, session, "Not found", f"No user {user_id} here.", 404)
@@ -157,9 +153,4 @@ def _preferences_from(
     try:
         return Preferences.model_validate(value), {}
     except ValidationError as exc:
-        for problem in exc.errors():
-            field = str(problem["loc"][0]) if problem["loc"] else "preferences"
-            where = ".".join(str(part) for part in problem["loc"][1:])
-            text = problem["msg"] + (f" (at {where})" if where else "")
-            errors.setdefault(field, text)
-        return None, errors
+        return None, field_errors(exc, "preferences")

@@ -305,16 +305,12 @@ async def list_page(
         )
         query = query.where(on.exists())
     if since is not None:
-        query = query.where(n.id >= first_uuid7_at(_ms(since)))
+        query = query.where(n.id >= first_uuid7_at(since))
     if until is not None:
-        query = query.where(n.id < first_uuid7_at(_ms(until)))
+        query = query.where(n.id < first_uuid7_at(until))
     rows = (await conn.execute(query)).all()
     by_id = await _deliveries_of(conn, [r.id for r in rows])
     return [_notification(r, by_id[r.id]) for r in rows]
-
-
-def _ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
 
 
 _DELIVERY_STATUSES = sa.select(deliveries.c.notification_id, deliveries.c.status).where(

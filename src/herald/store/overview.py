@@ -48,7 +48,7 @@ async def minutes(conn: Connection, tenant: str, *, now: datetime, count: int) -
     start = now.replace(second=0, microsecond=0) - timedelta(minutes=count - 1)
     shown = {m: Minute(m) for m in (_label(start + timedelta(minutes=i)) for i in range(count))}
     minute = _minute(N.created_at, conn.dialect.name)
-    window = sa.and_(N.tenant_id == tenant, N.id >= _first_id(start))
+    window = sa.and_(N.tenant_id == tenant, N.id >= first_uuid7_at(start))
     accepted = sa.select(minute, sa.func.count()).where(window).group_by(minute)
     for label, n in await conn.execute(accepted):
         if label in shown:
@@ -74,7 +74,7 @@ async def latency(conn: Connection, tenant: str, *, since: datetime) -> Latency 
         .join(deliveries, D.notification_id == N.id)
         .where(
             N.tenant_id == tenant,
-            N.id >= _first_id(since),
+            N.id >= first_uuid7_at(since),
             N.send_at.is_(None),  # a scheduled one waits on purpose: not latency
             D.sent_at.is_not(None),
         )
@@ -89,10 +89,6 @@ async def latency(conn: Connection, tenant: str, *, since: datetime) -> Latency 
 
 def _at(ordered: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
-
-
-def _first_id(moment: datetime) -> str:
-    return first_uuid7_at(int(moment.timestamp() * 1000))
 
 
 def _label(moment: datetime) -> str:
