@@ -108,6 +108,12 @@ class Settings(BaseSettings):
     public_url: str = "http://127.0.0.1:8000"
     inbox_poll_seconds: float = Field(default=1.0, gt=0)
     max_batch_items: int = Field(default=1000, ge=1, le=10_000)
+    # A batch of at least this many accepted notifications is stored as one row and written
+    # out by the expander (0: never): see "Staged batches" in the README.
+    stage_batches_from: int = Field(default=100, ge=0)
+    # The expander writes staged batches out while the pipeline's consumers have fewer than
+    # this many messages waiting (0: no limit).
+    expand_ahead: int = Field(default=10_000, ge=0)
 
     # Pipeline
     relay_batch_size: int = Field(default=500, ge=1)

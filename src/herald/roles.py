@@ -24,6 +24,7 @@ from herald.pipeline.operations.statistics import StatisticsKeeper
 from herald.pipeline.retries import RetrySchedule, RetryScheduler
 from herald.pipeline.runner import BatchHandler, ConsumerRunner, one_at_a_time
 from herald.pipeline.stages.deliver import ChannelWorker
+from herald.pipeline.stages.expand import Expander
 from herald.pipeline.stages.relay import OutboxRelay
 from herald.pipeline.stages.route import Router
 from herald.pipeline.stages.status import StatusUpdater
@@ -99,6 +100,19 @@ def relay(rt: Runtime) -> Role:
         await asyncio.gather(outbox_relay.run(stop), listener.run(stop))
 
     return run
+
+
+def expander(rt: Runtime) -> Role:
+    """Writes out staged batches (herald.pipeline.stages.expand), woken as the relay is."""
+    return Expander(
+        rt.units,
+        rt.intake,
+        rt.outbox_wakeup,
+        bus=rt.bus,
+        groups=rt.topics.consumer_groups(rt.channels(), retry=rt.bus.name == "kafka"),
+        ahead=rt.settings.expand_ahead,
+        poll_interval=rt.settings.poll_interval_seconds,
+    ).run
 
 
 def _group(rt: Runtime, name: str) -> str:
@@ -354,6 +368,7 @@ def relay_roles(rt: Runtime) -> dict[str, Role]:
     """`herald relay`: the outbox relay, and the housekeeping that goes with the outbox."""
     return {
         "relay": relay(rt),
+        "expander": expander(rt),
         **housekeeping(rt),
         "sampler": sampler(rt, stored_state=True, channels=[]),
         **metrics_endpoint(rt),
@@ -382,7 +397,9 @@ def worker_roles(
     if parent is None:
         return {**roles, **metrics_endpoint(rt)}
     probe = socket.socket(fileno=parent.probe_fd)
-    return {**roles, "link": link_role(rt, parent.link_fd), **metrics_endpoint(rt, probe)}
+    # `herald serve`'s staged batches are written out here, on the consumers' core.
+    linked = {"link": link_role(rt, parent.link_fd), "expander": expander(rt)}
+    return {**roles, **linked, **metrics_endpoint(rt, probe)}
 
 
 def all_roles(rt: Runtime, host: str, port: int, *, consumer_process: bool) -> dict[str, Role]:
@@ -404,6 +421,7 @@ def all_roles(rt: Runtime, host: str, port: int, *, consumer_process: bool) -> d
     return {
         "api": api(rt, host, port, open_by_default=True),
         **roles,
+        "expander": expander(rt),
         **_consumers(rt, rt.channels()),
         "sampler": sampler(rt, stored_state=True, channels=rt.channels()),
     }

@@ -114,6 +114,7 @@ class Runtime:
             ),
             # The router counts these channels' sends per recipient and day: theirs go to it.
             capped_channels=settings.daily_caps,
+            stage_from=settings.stage_batches_from,
         )
 
     async def start(self, *, migrate: bool, load_rules: bool = False, warn: bool = True) -> None:

@@ -6,7 +6,10 @@ import asyncio
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
+from herald.store.database import Database
+from herald.store.tables import staged_batches
 from tests.conftest import Deployment
 from tests.smtp_sink import SmtpSink
 
@@ -104,3 +107,65 @@ async def test_sigterm_mid_delivery_finishes_what_it_holds_and_repeats_nothing(
     assert len(accepted) == COUNT
     assert set(arrived) == accepted
     assert len(arrived) == COUNT  # graceful: what was in flight was finished and recorded
+
+
+async def test_sigkill_with_staged_batches_waiting_loses_nothing(
+    deployment: Deployment, smtp_sink: SmtpSink
+) -> None:
+    """Batches accepted as one row each (staged), and single notifications behind them, still
+    to be written out when `herald serve` is killed: after a restart every one is sent once."""
+    smtp_sink.delay = 0.05
+    herald = deployment.process(
+        HERALD_SMTP_POOL_SIZE="2",
+        HERALD_DELIVERY_LEASE_SECONDS="2",
+        HERALD_SMTP_TIMEOUT_SECONDS="1",
+        HERALD_STAGE_BATCHES_FROM="20",
+        # The expander waits while five messages wait for the consumers: batches stay staged.
+        HERALD_EXPAND_AHEAD="5",
+    ).start()
+    batches, per_batch, singles = 3, 40, 10
+    total = batches * per_batch + singles
+    db = Database(deployment.database_url)
+    try:
+        async with httpx.AsyncClient(base_url=herald.url, timeout=30) as http:
+            accepted: set[str] = set()
+            for b in range(batches):
+                items = [
+                    {
+                        "recipient": f"user{i % 12}@example.com",
+                        "subject": f"b{b}-{i}",
+                        "message": "x",
+                    }
+                    for i in range(per_batch)
+                ]
+                answer = await http.post(f"{URL}/batch", json={"items": items})
+                assert answer.status_code == 202, answer.text
+                accepted |= {item["notification"]["id"] for item in answer.json()["items"]}
+            for i in range(singles):
+                answer = await http.post(
+                    URL, json={"recipient": f"user{i}@example.com", "subject": "s", "message": "x"}
+                )
+                accepted.add(answer.json()["id"])
+        assert len(accepted) == total
+        async with db.read() as conn:
+            staged = await conn.execute(sa.select(sa.func.count()).select_from(staged_batches))
+            waiting = int(staged.scalar() or 0)
+        await smtp_sink.wait_for(3)
+        herald.kill()
+        delivered_before = len(smtp_sink.messages())
+        assert waiting > 0, "nothing was staged when the process was killed"
+
+        herald.start()
+        await smtp_sink.wait_for(total, timeout=90)
+        await asyncio.sleep(1)  # anything sent twice would arrive by now
+    finally:
+        herald.stop()
+        await db.close()
+    arrived = {m.notification_id for m in smtp_sink.messages()}
+    print(
+        f"\naccepted={len(accepted)} staged_rows_at_kill={waiting} "
+        f"delivered_before_kill={delivered_before} delivered={len(arrived)} "
+        f"lost={len(accepted - arrived)}"
+    )
+    assert accepted - arrived == set(), "accepted notifications were lost"
+    assert len({m.message_id for m in smtp_sink.messages()}) == total  # each once

@@ -239,12 +239,17 @@ async def create_batch(
 async def get_notification(
     notification_id: str, request: Request, principal: Reader
 ) -> NotificationOut:
-    async with runtime_of(request).db.read() as conn:
-        record = await notifications.get(conn, principal.tenant, notification_id)
-        if record is None:
-            raise NotFoundError(f"notification {notification_id} not found")
-        history = await deliveries.attempts_of(conn, [d.id for d in record.deliveries])
-    return NotificationOut.of(record, history)
+    runtime = runtime_of(request)
+    for _ in range(2):
+        async with runtime.db.read() as conn:
+            record = await notifications.get(conn, principal.tenant, notification_id)
+            if record is not None:
+                history = await deliveries.attempts_of(conn, [d.id for d in record.deliveries])
+                return NotificationOut.of(record, history)
+        # Not written out yet (a staged batch's)? Then now, and read again.
+        if not await runtime.intake.catch_up(principal.tenant, notification_id):
+            break
+    raise NotFoundError(f"notification {notification_id} not found")
 
 
 @router.post(
@@ -256,7 +261,9 @@ async def get_notification(
 async def cancel_notification(
     notification_id: str, request: Request, principal: Sender
 ) -> NotificationOut:
-    async with runtime_of(request).db.write() as conn:
+    runtime = runtime_of(request)
+    await runtime.intake.catch_up(principal.tenant, notification_id)  # a staged one: written
+    async with runtime.db.write() as conn:
         done = await notifications.cancel(conn, principal.tenant, notification_id, now=utcnow())
         if done == Cancelled.NOT_FOUND:
             raise NotFoundError(f"notification {notification_id} not found")
@@ -275,7 +282,9 @@ async def cancel_notification(
     summary="Every step of a notification, in order: why it was (not) sent",
 )
 async def get_timeline(notification_id: str, request: Request, principal: Reader) -> TimelineOut:
-    async with runtime_of(request).db.read() as conn:
+    runtime = runtime_of(request)
+    await runtime.intake.catch_up(principal.tenant, notification_id)  # a staged one: written
+    async with runtime.db.read() as conn:
         found = await timeline(conn, principal.tenant, notification_id)
     if found is None:
         raise NotFoundError(f"notification {notification_id} not found")
@@ -306,7 +315,9 @@ async def list_notifications(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> NotificationPage:
     before_id = decode_cursor(cursor) if cursor else None
-    async with runtime_of(request).db.read() as conn:
+    runtime = runtime_of(request)
+    await runtime.intake.catch_up(principal.tenant)  # staged batches: written out first
+    async with runtime.db.read() as conn:
         records = await notifications.list_page(
             conn,
             principal.tenant,

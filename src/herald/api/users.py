@@ -156,7 +156,9 @@ async def get_user(user_id: UserId, request: Request, principal: Reader) -> User
 async def delete_user(user_id: UserId, request: Request, principal: Sender) -> Response:
     """The user, its preferences, webhook secrets and inbox, in one transaction; what was
     still to be sent to it is cancelled. Sent notifications stay (see store/user_deletion)."""
-    async with runtime_of(request).db.write() as conn:
+    runtime = runtime_of(request)
+    await runtime.intake.catch_up(principal.tenant)  # a staged batch's: cancelled as well
+    async with runtime.db.write() as conn:
         if not await user_deletion.delete_user(conn, principal.tenant, user_id, utcnow()):
             raise NotFoundError(f"user {user_id} not found")
     return Response(status_code=204)

@@ -70,7 +70,9 @@ async def notification_list(request: Request) -> Response:
             before_id = decode_cursor(cursor)
         except FieldError:
             errors["cursor"] = "is not a page of this list"
-    async with runtime_of(request).db.read() as conn:
+    runtime = runtime_of(request)
+    await runtime.intake.catch_up(session.key.tenant_id)  # staged batches: written out first
+    async with runtime.db.read() as conn:
         found = await notifications.list_page(
             conn,
             session.key.tenant_id,
@@ -102,7 +104,9 @@ async def notification_page(notification_id: str, request: Request) -> Response:
     session = await signed_in(request)
     if session is None:
         return redirect("/console/sign-in")
-    async with runtime_of(request).db.read() as conn:
+    runtime = runtime_of(request)
+    await runtime.intake.catch_up(session.key.tenant_id, notification_id)
+    async with runtime.db.read() as conn:
         found = await timeline(conn, session.key.tenant_id, notification_id)
         ids = [] if found is None else [d.id for d in found[0].deliveries]
         history = await deliveries.attempts_of(conn, ids)
@@ -129,7 +133,9 @@ async def cancel(notification_id: str, request: Request) -> Response:
     if isinstance(answer, Response):
         return answer
     session, _ = answer
-    async with runtime_of(request).db.write() as conn:
+    runtime = runtime_of(request)
+    await runtime.intake.catch_up(session.key.tenant_id, notification_id)
+    async with runtime.db.write() as conn:
         done = await notifications.cancel(
             conn, session.key.tenant_id, notification_id, now=utcnow()
         )

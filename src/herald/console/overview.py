@@ -57,6 +57,7 @@ async def overview_page(request: Request) -> Response:
 
 async def _figures(request: Request, tenant: str, operator: bool) -> dict[str, Any]:
     runtime = runtime_of(request)
+    await runtime.intake.catch_up(tenant)  # staged batches: counted once written out
     now = utcnow()
     async with runtime.db.read() as conn:
         minutes = await overview.minutes(conn, tenant, now=now, count=MINUTES)

@@ -49,6 +49,21 @@ http_request_seconds = Histogram(
 notifications_accepted = Counter(
     "herald_notifications_accepted", "Notifications accepted (idempotent repeats not counted)"
 )
+notifications_staged = Counter(
+    "herald_notifications_staged",
+    "Notifications accepted in staged batches (stored as one row, written out by the expander)",
+)
+notifications_expanded = Counter(
+    "herald_notifications_expanded", "Notifications of staged batches written out"
+)
+staged_pending = Gauge(
+    "herald_staged_notifications_pending",
+    "Notifications in staged batches not yet written out (sampled by the expander)",
+    multiprocess_mode="mostrecent",
+)
+staged_failures = Counter(
+    "herald_staged_batch_failures", "Expansions of a staged batch that failed (each retried)"
+)
 daily_cap_skips = Counter(
     "herald_daily_cap_skips",
     "Deliveries skipped because their recipient reached the channel's daily cap",

@@ -18,7 +18,7 @@ from herald.clock import utcnow
 from herald.observability import metrics
 from herald.observability.logging import get_logger
 from herald.pipeline.stall import StallWatch
-from herald.store import circuits, deadletters, outbox
+from herald.store import circuits, deadletters, outbox, staged_batches
 from herald.store.database import Database
 from herald.wakeup import sleep_unless
 
@@ -62,7 +62,9 @@ class Sampler:
             async with self.db.read() as conn:
                 pending, oldest_age = await outbox.backlog(conn, utcnow())
                 depth = await deadletters.depth(conn)
+                _, staged = await staged_batches.backlog(conn)
             metrics.outbox_pending.set(pending)
+            metrics.staged_pending.set(staged)
             metrics.outbox_oldest_age_seconds.set(oldest_age)
             for kind, channel in self._depth_seen - depth.keys():
                 metrics.dead_letters_pending.labels(kind, channel).set(0)

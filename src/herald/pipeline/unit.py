@@ -57,6 +57,7 @@ class Unit:
         self.rows: dict[sa.Table, list[dict[str, Any]]] = {}  # to insert, by table
         self.unsettled: set[str] = set()  # notifications whose deliveries changed
         self.settled: dict[str, NotificationStatus] = {}  # their new statuses, once written
+        self.outbox_woken = False  # the relay's process has work not in the outbox
 
     def insert(self, rows: dict[sa.Table, list[dict[str, Any]]]) -> None:
         """Buffer new rows; tables are written in the order first given (a row referring to
@@ -80,6 +81,11 @@ class Unit:
 
     def record(self, steps: Iterable[journal.Step]) -> None:
         self.steps.extend(steps)
+
+    def wake_outbox(self) -> None:
+        """Wake the relay's process after commit (and on PostgreSQL, every relay's) for
+        something written beside the outbox: a staged batch, for the expander."""
+        self.outbox_woken = True
 
     def settle(self, notification_ids: Iterable[str]) -> None:
         """These notifications' deliveries changed: their statuses follow at commit."""
@@ -107,7 +113,7 @@ class Units:
         if appended and self.bus is not None:
             self.bus.after_commit(appended)
             count_published(m.topic for m in unit.messages)
-        if unit.later or (unit.messages and not appended):
+        if unit.later or (unit.messages and not appended) or unit.outbox_woken:
             self.outbox_wakeup.notify()
 
     async def _flush(self, unit: Unit) -> set[str]:
@@ -126,7 +132,8 @@ class Units:
         if queued:
             batches.append((outbox_events, outbox.rows(queued, unit.now)))
         batches.append((notification_events, journal.rows(unit.steps)))
-        await insert_many(conn, batches, notify=outbox.notify(conn) if queued else None)
+        notify = queued or unit.outbox_woken
+        await insert_many(conn, batches, notify=outbox.notify(conn) if notify else None)
         # Last: the notification rows are taken after every delivery row (see settle).
         unit.settled = await notifications.settle(conn, unit.unsettled, unit.now)
         return appended

@@ -442,3 +442,25 @@ server_secrets = sa.Table(
     sa.Column("value", sa.String(128), nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
 )
+
+# A large batch accepted as one row (see pipeline/stages/intake.py, "Staged batches"): its
+# notifications, already planned and answered for, are written out from it by the expander (or
+# by a read that asks for one of them first), which deletes the row in the same transaction.
+# Ids are uuid7: a tenant's batches are expanded in id order, and first_id..last_id bound the
+# notification ids a batch holds.
+staged_batches = sa.Table(
+    "staged_batches",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("tenant_id", sa.String(63), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.Column("first_id", sa.String(36), nullable=False),
+    sa.Column("last_id", sa.String(36), nullable=False),
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+    # Expansions that failed (each rolled back): retried after next_try_at.
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("next_try_at", UTCDateTime, nullable=True),
+    sa.Index("ix_staged_batches_tenant_id_id", "tenant_id", "id"),
+)

@@ -8,6 +8,12 @@ recipient, now, on a channel without a cap) is routed here: its job goes straigh
 channel's topic, a hop through the bus and the router fewer. With an Idempotency-Key, the stored
 response of the first request is returned for every repeat with the same body. A batch is
 one transaction for all the items that could be planned; the others are reported per item.
+
+Staged batches: a batch of at least ``stage_from`` accepted notifications is planned and
+answered as any, but stored as one row (its records and plans, see staged_codec) instead of
+its notifications', deliveries', jobs' and journal's rows; the expander (stages/expand.py)
+writes those out later with ``expand``, and a read that needs them first with ``catch_up``.
+Whatever a tenant sends while one of its batches waits is staged behind it, in order.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from sqlalchemy.exc import IntegrityError
 
@@ -28,6 +35,7 @@ from herald.errors import IdempotencyKeyReusedError
 from herald.ids import uuid7
 from herald.observability import metrics, tracing
 from herald.observability.logging import get_logger
+from herald.pipeline import staged_codec
 from herald.pipeline.envelope import envelope_fields
 from herald.pipeline.group_commit import GroupCommit
 from herald.pipeline.idempotency_reads import IdempotencyReads
@@ -40,11 +48,13 @@ from herald.pipeline.planning import (
     Planner,
     PlanningError,
 )
+from herald.pipeline.staged_codec import Planned
 from herald.pipeline.unit import Unit, Units
-from herald.store import idempotency, journal, notifications
+from herald.store import idempotency, journal, notifications, staged_batches
 from herald.store.idempotency_cache import IdempotencyCache
 from herald.store.notifications import DeliveryRecord, NotificationRecord
 from herald.store.tables import idempotency_keys
+from herald.store.tables import staged_batches as staged_batches_table
 
 log = get_logger(__name__)
 
@@ -66,9 +76,9 @@ class IdempotencyRequest:
 
 
 @dataclass(frozen=True, slots=True)
-class _Prepared:
-    """A request's notifications ready to store: all but a collapse key's supersede, which
-    reads the database."""
+class _Built:
+    """Notifications ready to write: all but a collapse key's supersede, which reads the
+    database."""
 
     accepted: list[NotificationRecord]
     # Those with a collapse key, in order: each with its user key and collapse key.
@@ -76,7 +86,20 @@ class _Prepared:
     rows: notifications.Rows
     events: list[OutgoingMessage]
     steps: list[journal.Step]
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A request's accepted notifications as planned and its response; ``built``: their rows,
+    or None when they are to be staged (a large batch)."""
+
+    planned: list[Planned]
     body: dict[str, Any]
+    built: _Built | None
+
+    @property
+    def accepted(self) -> list[NotificationRecord]:
+        return [record for record, _ in self.planned]
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +119,7 @@ class Intake:
         cache: IdempotencyCache | None = None,
         planner: Planner = EMAIL_ONLY,
         capped_channels: Collection[str] = (),
+        stage_from: int = 0,
     ) -> None:
         self.units = units
         self.db = units.db
@@ -106,6 +130,10 @@ class Intake:
         self.idempotency_ttl = idempotency_ttl
         self.planner = planner
         self.capped_channels = frozenset(capped_channels)  # the router counts their sends
+        # Batches of at least this many accepted notifications are staged (0: none are).
+        self.stage_from = stage_from
+        # Per transaction: whether each tenant asked about has a staged batch pending.
+        self._staged_in: WeakKeyDictionary[Unit, dict[str, bool]] = WeakKeyDictionary()
 
     async def submit(
         self, spec: NotificationSpec, render: Render, idem: IdempotencyRequest | None = None
@@ -210,24 +238,34 @@ class Intake:
                 count=len(accepted),
                 first_id=accepted[0].id,
                 last_id=accepted[-1].id,
+                staged=prepared.built is None,
             )
         return Accepted(202, body, replayed=False)
 
     def _prepare(
         self, plans: list[Plan | PlanningError], render: RenderBatch, now: datetime
     ) -> _Prepared:
-        """The accepted notifications, their rows, events and journal steps, and the response;
-        raises PlanningError if the render refuses (nothing is stored then)."""
+        """The accepted notifications, the response and (unless they are to be staged) their
+        rows, events and journal steps; raises PlanningError if the render refuses (nothing is
+        stored then)."""
         outcomes: list[NotificationRecord | PlanningError] = []
-        collapsing: list[tuple[NotificationRecord, str, str]] = []
-        events: list[OutgoingMessage] = []
-        steps: list[journal.Step] = []
+        planned: list[Planned] = []
         for plan in plans:
             if isinstance(plan, PlanningError):
                 outcomes.append(plan)
                 continue
             record = _new_record(plan, now)
             outcomes.append(record)
+            planned.append((record, plan))
+        body = render(outcomes)
+        staged = 0 < self.stage_from <= len(planned)
+        return _Prepared(planned, body, None if staged else self._build(planned, now))
+
+    def _build(self, planned: list[Planned], now: datetime) -> _Built:
+        collapsing: list[tuple[NotificationRecord, str, str]] = []
+        events: list[OutgoingMessage] = []
+        steps: list[journal.Step] = []
+        for record, plan in planned:
             if plan.spec.collapse_key is not None:
                 collapsing.append((record, plan.user_key, plan.spec.collapse_key))
             here, later = self._split(record, plan)
@@ -237,27 +275,21 @@ class Intake:
                 steps.append(journal.Step(record.id, journal.ROUTED, now, detail=f"to {routed}"))
             if later:
                 events.append(self._requested(record, plan, later))
-        accepted = [o for o in outcomes if isinstance(o, NotificationRecord)]
-        body = render(outcomes)
-        return _Prepared(accepted, collapsing, notifications.rows_of(accepted), events, steps, body)
+        accepted = [record for record, _ in planned]
+        return _Built(accepted, collapsing, notifications.rows_of(accepted), events, steps)
 
     async def _store(
         self, unit: Unit, prepared: _Prepared, idem: IdempotencyRequest | None
     ) -> tuple[dict[str, Any], list[NotificationRecord]]:
-        """Store the prepared notifications, their events and the response under the key; in
-        a group commit (run again alone if the group fails)."""
-        superseded: list[journal.Step] = []
-        for record, user_key, collapse_key in prepared.collapsing:  # in order
-            await unit.write_rows()  # a notification buffered before this one is seen
-            older = await notifications.supersede(
-                unit.conn, record.tenant_id, user_key, collapse_key, by=record.id, now=unit.now
-            )
-            superseded += older
-            # One partly sent keeps its status from what was sent: settled at commit.
-            unit.settle(step.notification_id for step in older)
-        unit.insert(prepared.rows)
-        unit.publish(prepared.events)
-        unit.record([*superseded, *prepared.steps])
+        """Store the prepared notifications (or stage them), their events and the response
+        under the key; in a group commit (run again alone if the group fails)."""
+        built = prepared.built
+        if built is not None and await self._behind_staged(unit, prepared.planned):
+            built = None  # in order behind the tenant's staged batches: staged too
+        if built is not None:
+            await self._write(unit, built)
+        elif prepared.planned:
+            self._stage(unit, prepared.planned)
         if idem is not None:
             accepted = prepared.accepted
             response = idempotency.StoredResponse(
@@ -268,6 +300,74 @@ class Intake:
             )
             unit.insert({idempotency_keys: [row]})
         return prepared.body, prepared.accepted
+
+    async def _write(self, unit: Unit, built: _Built) -> None:
+        superseded: list[journal.Step] = []
+        for record, user_key, collapse_key in built.collapsing:  # in order
+            await unit.write_rows()  # a notification buffered before this one is seen
+            older = await notifications.supersede(
+                unit.conn, record.tenant_id, user_key, collapse_key, by=record.id, now=unit.now
+            )
+            superseded += older
+            # One partly sent keeps its status from what was sent: settled at commit.
+            unit.settle(step.notification_id for step in older)
+        unit.insert(built.rows)
+        unit.publish(built.events)
+        unit.record([*superseded, *built.steps])
+
+    # -- staged batches -------------------------------------------------------------------
+
+    def _stage(self, unit: Unit, planned: list[Planned]) -> None:
+        """Store these notifications as one staged batch per tenant: one row, written out by
+        the expander (see the module docstring)."""
+        known = self._staged_in.setdefault(unit, {})
+        for tenant in dict.fromkeys(record.tenant_id for record, _ in planned):
+            theirs = [(r, p) for r, p in planned if r.tenant_id == tenant]
+            ids = [r.id for r, _ in theirs]
+            row = staged_batches.row(
+                uuid7(), tenant, theirs[0][0].created_at, ids, staged_codec.encode(theirs)
+            )
+            unit.insert({staged_batches_table: [row]})
+            known[tenant] = True
+        metrics.notifications_staged.inc(len(planned))
+        unit.wake_outbox()
+
+    async def _behind_staged(self, unit: Unit, planned: list[Planned]) -> bool:
+        """Whether a tenant of these notifications has a batch staged and not yet expanded
+        (in the database, or in this unit): what comes after it must not overtake it. Asked
+        once per tenant per transaction."""
+        known = self._staged_in.setdefault(unit, {})
+        tenants = dict.fromkeys(record.tenant_id for record, _ in planned)
+        for tenant in tenants:
+            if tenant not in known:
+                known[tenant] = await staged_batches.pending(unit.conn, tenant)
+        return any(known[tenant] for tenant in tenants)
+
+    async def expand(self, unit: Unit, batches: list[staged_batches.StagedBatch]) -> None:
+        """Write out the notifications of these staged batches (taken in ``unit``), in order,
+        as intake would have written them when it accepted them."""
+        for batch in batches:
+            planned = staged_codec.decode(batch.payload, batch.tenant_id, batch.created_at)
+            await self._write(unit, self._build(planned, unit.now))
+        if batches:
+            metrics.notifications_expanded.inc(sum(b.count for b in batches))
+
+    async def catch_up(self, tenant: str, notification_id: str | None = None) -> bool:
+        """Expand ``tenant``'s staged batches now (up to the one holding ``notification_id``,
+        if given), for a read that must see them; whether there were any."""
+        async with self.db.read() as conn:
+            if notification_id is None:
+                up_to = None
+                if not await staged_batches.pending(conn, tenant):
+                    return False
+            else:
+                up_to = await staged_batches.holding(conn, tenant, notification_id)
+                if up_to is None:
+                    return False
+        async with self.units.begin() as unit:
+            batches = await staged_batches.take_tenant(unit.conn, tenant, now=unit.now, up_to=up_to)
+            await self.expand(unit, batches)
+        return bool(batches)
 
     def _split(self, record: NotificationRecord, plan: Plan) -> tuple[_Pairs, _Pairs]:
         """The deliveries routed here, and those left to the router: a delivery has nothing
