@@ -16,7 +16,11 @@ from pathlib import Path
 import httpx
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import NoAlertPresentException, WebDriverException
+from selenium.common.exceptions import (
+    NoAlertPresentException,
+    StaleElementReferenceException,
+    WebDriverException,
+)
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -724,7 +728,8 @@ def test_the_overview_counts_a_tenants_notifications_live_and_the_operator_sees_
         assert sent.status_code == 202
     for i in range(3):
         console.arrived(f"initech-{i}@example.com")
-    WebDriverWait(browser, 15).until(  # refreshed by the page itself
+    # Refreshed by the page itself: an element read while it is being replaced is stale.
+    WebDriverWait(browser, 15, ignored_exceptions=[StaleElementReferenceException]).until(
         lambda b: (
             "Sent: " in b.find_element(By.ID, "per-minute").text
             and "3 in 15 minutes" in b.find_element(By.ID, "per-minute").text.split("Sent: ")[1]

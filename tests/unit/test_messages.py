@@ -19,7 +19,7 @@ from herald.domain.messages import (
 )
 from herald.domain.models import DeliveryStatus
 from herald.errors import PoisonMessageError
-from herald.ids import uuid7
+from herald.ids import uuid7, uuid7s
 from herald.pipeline.envelope import envelope, envelope_fields
 
 
@@ -85,6 +85,17 @@ def test_uuid7_is_time_ordered_and_versioned() -> None:
     parsed = uuid.UUID(ids[1])
     assert (str(parsed), parsed.version, parsed.int >> 80) == (ids[1], 7, 2_000)
     assert parsed.variant == uuid.RFC_4122
+
+
+def test_uuid7s_are_uuid7s_of_one_millisecond() -> None:
+    ids = uuid7s(2000, now_ms=5_000)
+    assert len(set(ids)) == 2000
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert (str(parsed), parsed.version, parsed.int >> 80) == (text, 7, 5_000)
+        assert parsed.variant == uuid.RFC_4122
+    assert {i[19] for i in ids} == set("89ab")  # the variant's two random bits vary
+    assert len({i[15] for i in ids}) == 16  # so do the bits after the version
 
 
 contents = st.builds(

@@ -18,7 +18,7 @@ Whatever a tenant sends while one of its batches waits is staged behind it, in o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -32,7 +32,7 @@ from herald.clock import utcnow
 from herald.domain.messages import Content, DeliveryJob, NotificationRequested
 from herald.domain.models import DeliveryStatus, NotificationStatus
 from herald.errors import IdempotencyKeyReusedError
-from herald.ids import uuid7
+from herald.ids import uuid7, uuid7s
 from herald.observability import metrics, tracing
 from herald.observability.logging import get_logger
 from herald.pipeline import staged_codec
@@ -250,11 +250,13 @@ class Intake:
         stored then)."""
         outcomes: list[NotificationRecord | PlanningError] = []
         planned: list[Planned] = []
+        count = sum(1 + len(p.deliveries) for p in plans if not isinstance(p, PlanningError))
+        ids = iter(uuid7s(count))  # a notification's and its deliveries'
         for plan in plans:
             if isinstance(plan, PlanningError):
                 outcomes.append(plan)
                 continue
-            record = _new_record(plan, now)
+            record = _new_record(plan, now, ids)
             outcomes.append(record)
             planned.append((record, plan))
         body = render(outcomes)
@@ -447,9 +449,9 @@ def _replay(stored: idempotency.StoredResponse, idem: IdempotencyRequest) -> Acc
     return Accepted(stored.status, stored.body, replayed=True)
 
 
-def _new_record(plan: Plan, now: datetime) -> NotificationRecord:
+def _new_record(plan: Plan, now: datetime, ids: Iterator[str]) -> NotificationRecord:
     spec = plan.spec
-    notification_id = uuid7()
+    notification_id = next(ids)
     scheduled = spec.send_at is not None and spec.send_at > now
     first = plan.deliveries[0].content
     return NotificationRecord(
@@ -471,7 +473,7 @@ def _new_record(plan: Plan, now: datetime) -> NotificationRecord:
         collapse_key=spec.collapse_key,
         deliveries=[
             DeliveryRecord(
-                id=uuid7(),
+                id=next(ids),
                 notification_id=notification_id,
                 channel=d.channel,
                 recipient=d.recipient,
