@@ -62,6 +62,11 @@ SCOPES = {
     # tests/integration/test_tenant_webhook_secrets.py).
     ("GET", "/api/v1/webhook-secret"): "admin",
     ("POST", "/api/v1/webhook-secret/rotate"): "admin",
+    # The tenant's suppression list: read to look, admin to change (a removal sends again).
+    ("GET", "/api/v1/suppressions"): "read",
+    ("GET", "/api/v1/suppressions/{channel}/{address}"): "read",
+    ("PUT", "/api/v1/suppressions/{channel}/{address}"): "admin",
+    ("DELETE", "/api/v1/suppressions/{channel}/{address}"): "admin",
 }
 # Reached from an email link, proven by the token in it rather than by a key.
 PUBLIC = {("GET", "/api/v1/unsubscribe"), ("POST", "/api/v1/unsubscribe")}
@@ -268,7 +273,13 @@ async def _seed_acme(t: Tenants) -> dict[str, str]:
     )
     async with t.runtime.db.write() as conn:
         await deadletters.insert(conn, letter)
+    suppressed = await t.client.put(
+        "/api/v1/suppressions/email/alice@example.com", headers=t.auth("a-admin")
+    )
+    assert suppressed.status_code == 201
     return {
+        "channel": "email",
+        "address": "alice@example.com",
         "notification_id": notification_id,
         "user_id": "alice",
         "name": "",  # templates and rules, by prefix below
@@ -296,6 +307,7 @@ UPSERTS = {
     ("PUT", "/api/v1/users/{user_id}"),
     ("PUT", "/api/v1/templates/{name}"),
     ("PUT", "/api/v1/rules/{name}"),
+    ("PUT", "/api/v1/suppressions/{channel}/{address}"),
 }
 
 
@@ -313,7 +325,7 @@ async def test_another_tenants_objects_are_404_on_every_route_with_an_id(
         response = await tenants.client.request(method, url, json=body, headers=other)
         assert response.status_code == 404, (method, url, response.text)
         checked += 1
-    assert checked == 22
+    assert checked == 24
     # acme's own key still finds all of it: nothing was deleted, replayed or changed.
     mine = tenants.auth("a-admin")
     for path in (
@@ -323,6 +335,7 @@ async def test_another_tenants_objects_are_404_on_every_route_with_an_id(
         "/api/v1/rules/{name}",
         "/api/v1/dead-letters/{letter_id}",
         "/api/v1/keys/{key_id}",
+        "/api/v1/suppressions/{channel}/{address}",
     ):
         response = await tenants.client.get(_path_for(path, ids), headers=mine)
         assert response.status_code == 200, (path, response.text)
@@ -338,6 +351,7 @@ async def test_lists_show_only_the_callers_tenant(tenants: Tenants) -> None:
     c = tenants.client
     assert (await c.get("/api/v1/notifications", headers=other)).json()["items"] == []
     assert (await c.get("/api/v1/templates", headers=other)).json()["items"] == []
+    assert (await c.get("/api/v1/suppressions", headers=other)).json()["items"] == []
     assert (await c.get("/api/v1/rules", headers=other)).json() == []
     assert (await c.get("/api/v1/dead-letters", headers=other)).json()["items"] == []
     keys = (await c.get("/api/v1/keys", headers=other)).json()

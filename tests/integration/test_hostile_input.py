@@ -212,6 +212,23 @@ CALLS = [
     Call("GET", "/api/v1/keys/{key_id}", {"key_id": ID}),
     Call("DELETE", "/api/v1/keys/{key_id}", {"key_id": ID}),
     Call("POST", "/api/v1/webhook-secret/rotate", body={"grace_seconds": 60}),
+    Call("GET", "/api/v1/suppressions", query={"channel": "email", "limit": 10, "cursor": "c"}),
+    Call(
+        "GET",
+        "/api/v1/suppressions/{channel}/{address}",
+        {"channel": "email", "address": "a@example.com"},
+    ),
+    Call(
+        "PUT",
+        "/api/v1/suppressions/{channel}/{address}",
+        {"channel": "email", "address": "a@example.com"},
+        body={"reason": "manual", "detail": "imported"},
+    ),
+    Call(
+        "DELETE",
+        "/api/v1/suppressions/{channel}/{address}",
+        {"channel": "email", "address": "a@example.com"},
+    ),
     Call("GET", "/api/v1/unsubscribe", query={"token": "x.y"}),
     Call("POST", "/api/v1/unsubscribe", query={"token": "x.y"}),
 ]

@@ -72,6 +72,7 @@ async def test_a_large_batch_is_one_row_until_a_read_writes_it_out(db: Database)
     assert await _count(db, deliveries) == 20
     assert await _jobs_in_order(db) == ids  # every job, in the batch's order
     assert not await intake.catch_up(DEFAULT_TENANT, ids[0])  # nothing left to write out
+    assert await _count(db, notifications) == 20
 
 
 async def test_what_a_tenant_sends_after_a_staged_batch_is_written_out_behind_it(
@@ -119,7 +120,9 @@ async def test_a_batch_that_fails_to_expand_holds_back_only_its_own_tenant(
     assert any((e or "").startswith("ValueError") for e in failed), failed
     assert await _jobs_in_order(db) == acme  # the other tenant's went on
     # A read does not try the broken batch again (nor overtake it).
-    assert not await intake.catch_up(DEFAULT_TENANT)
+    await intake.catch_up(DEFAULT_TENANT)
+    assert await _count(db, staged_batches) == 2
+    assert await _jobs_in_order(db) == acme
 
     async with db.write() as conn:  # mended, and due again
         await conn.execute(

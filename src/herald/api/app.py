@@ -18,6 +18,7 @@ from herald.api import (
     openapi,
     providers,
     rules,
+    suppressions,
     templates,
     users,
     webhook_secrets,
@@ -76,6 +77,7 @@ def create_app(
         providers.router,
         keys.router,
         webhook_secrets.router,
+        suppressions.router,
     ):
         app.include_router(router, responses=errors.API_ERRORS)
     # The link in an email: no API key, so no 401 or 403; its routes declare their own 429

@@ -240,15 +240,14 @@ async def get_notification(
     notification_id: str, request: Request, principal: Reader
 ) -> NotificationOut:
     runtime = runtime_of(request)
-    for _ in range(2):
+    for attempt in range(2):
+        if attempt:  # not written out yet (a staged batch's)? Then now, and read again
+            await runtime.intake.catch_up(principal.tenant, notification_id)
         async with runtime.db.read() as conn:
             record = await notifications.get(conn, principal.tenant, notification_id)
             if record is not None:
                 history = await deliveries.attempts_of(conn, [d.id for d in record.deliveries])
                 return NotificationOut.of(record, history)
-        # Not written out yet (a staged batch's)? Then now, and read again.
-        if not await runtime.intake.catch_up(principal.tenant, notification_id):
-            break
     raise NotFoundError(f"notification {notification_id} not found")
 
 

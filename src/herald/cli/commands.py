@@ -1,4 +1,5 @@
-"""The `herald` command and its subcommands: serve, api, relay, worker, migrate, dlq, keys."""
+"""The `herald` command and its subcommands: serve, api, relay, worker, migrate, dlq, keys,
+suppressions."""
 
 from __future__ import annotations
 
@@ -155,9 +156,11 @@ def migrate() -> None:
 def _add_subcommands() -> None:
     from herald.cli.dlq import app as dlq
     from herald.cli.keys import app as keys
+    from herald.cli.suppressions import app as suppressions
 
     app.add_typer(dlq, name="dlq")
     app.add_typer(keys, name="keys")
+    app.add_typer(suppressions, name="suppressions")
 
 
 _add_subcommands()

@@ -2,47 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 import typer
 
+from herald.cli.database import with_database
 from herald.cli.errors import fail
 from herald.clock import utcnow
-from herald.errors import ConfigError
 from herald.store import api_keys
 from herald.store.api_keys import ApiKey
-from herald.store.database import Connection, Database
+from herald.store.database import Connection
 from herald.tenancy import DEFAULT_TENANT, TENANT_PATTERN, valid_tenant
 
 app = typer.Typer(
     help="Create, list and revoke API keys.", no_args_is_help=True, rich_markup_mode=None
 )
-T = TypeVar("T")
-
-
-def _with_db(work: Callable[[Connection], Awaitable[T]]) -> T:
-    from herald.cli.settings import settings_or_exit
-    from herald.store.migrate import require_current, upgrade
-
-    settings = settings_or_exit()
-
-    async def main() -> T:
-        db = Database(settings.database_url)
-        try:
-            # As `herald serve` does: SQLite is migrated on the spot, PostgreSQL on purpose.
-            await (upgrade(db) if db.is_sqlite else require_current(db))
-            async with db.write() as conn:
-                return await work(conn)
-        finally:
-            await db.close()
-
-    try:
-        return asyncio.run(main())
-    except ConfigError as exc:
-        fail(str(exc))
 
 
 def _line(key: ApiKey) -> str:
@@ -78,7 +53,7 @@ def create(
     async def work(conn: Connection) -> tuple[ApiKey, str]:
         return await api_keys.create(conn, tenant, name, chosen, now=now, expires_at=expires)
 
-    record, secret = _with_db(work)
+    record, secret = with_database(work)
     typer.echo(f"created key {record.id} for tenant {tenant}; it is shown once:", err=True)
     typer.echo(secret)
 
@@ -92,7 +67,7 @@ def list_(
     async def work(conn: Connection) -> list[ApiKey]:
         return await api_keys.list_all(conn, tenant=tenant)
 
-    found = _with_db(work)
+    found = with_database(work)
     for key in found:
         typer.echo(_line(key))
     typer.echo(f"{len(found)} key(s)")
@@ -105,6 +80,6 @@ def revoke(key_id: Annotated[str, typer.Argument(help="The key's id (from `list`
     async def work(conn: Connection) -> bool:
         return await api_keys.revoke(conn, key_id, tenant=None, now=utcnow())
 
-    if not _with_db(work):
+    if not with_database(work):
         fail(f"key {key_id} not found")
     typer.echo(f"revoked {key_id}")

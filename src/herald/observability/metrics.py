@@ -64,6 +64,14 @@ staged_pending = Gauge(
 staged_failures = Counter(
     "herald_staged_batch_failures", "Expansions of a staged batch that failed (each retried)"
 )
+suppressed_skips = Counter(
+    "herald_suppressed_skips",
+    "Deliveries skipped because their address is on the tenant's suppression list",
+    ["channel"],
+)
+suppressions_added = Counter(
+    "herald_suppressions_added", "Addresses put on a suppression list", ["channel", "reason"]
+)
 daily_cap_skips = Counter(
     "herald_daily_cap_skips",
     "Deliveries skipped because their recipient reached the channel's daily cap",

@@ -464,3 +464,16 @@ staged_batches = sa.Table(
     sa.Column("next_try_at", UTCDateTime, nullable=True),
     sa.Index("ix_staged_batches_tenant_id_id", "tenant_id", "id"),
 )
+
+# Addresses a tenant's notifications are not sent to, per channel: a hard bounce or a complaint
+# put them here, or the API (an import). Routing skips them (skip_reason "suppressed").
+suppressions = sa.Table(
+    "suppressions",
+    metadata,
+    sa.Column("tenant_id", sa.String(63), primary_key=True),
+    sa.Column("channel", sa.String(20), primary_key=True),
+    sa.Column("address", sa.String(1024), primary_key=True),  # see store/suppressions.normal
+    sa.Column("reason", sa.String(32), nullable=False),
+    sa.Column("detail", sa.Text, nullable=True),  # what caused it: a receipt, a note
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)

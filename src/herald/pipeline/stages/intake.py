@@ -50,7 +50,8 @@ from herald.pipeline.planning import (
 )
 from herald.pipeline.staged_codec import Planned
 from herald.pipeline.unit import Unit, Units
-from herald.store import idempotency, journal, notifications, staged_batches
+from herald.store import idempotency, journal, notifications, staged_batches, suppressions
+from herald.store.database import Connection
 from herald.store.idempotency_cache import IdempotencyCache
 from herald.store.notifications import DeliveryRecord, NotificationRecord
 from herald.store.tables import idempotency_keys
@@ -62,6 +63,8 @@ Render = Callable[[NotificationRecord], dict[str, Any]]
 # A batch's response body from each item's outcome: a record, or the error that refused it.
 RenderBatch = Callable[[list[NotificationRecord | PlanningError]], dict[str, Any]]
 
+# (tenant, channel, address) triples on a suppression list.
+_Addresses = set[tuple[str, str, str]]
 # A notification's deliveries, each with what planning made of it.
 _Pairs = list[tuple[DeliveryRecord, PlannedDelivery]]
 
@@ -220,7 +223,7 @@ class Intake:
         # Built before the transaction: the one writer's turn (SQLite: its write lock) is
         # spent on what needs the database, and while it writes one request's rows the loop
         # builds the next's.
-        prepared = self._prepare(plans, render, utcnow())
+        prepared = await self._prepare(plans, render, utcnow())
         body, accepted = await self.group.write(lambda unit: self._store(unit, prepared, idem))
         metrics.notifications_accepted.inc(len(accepted))
         if len(accepted) == 1:
@@ -242,7 +245,7 @@ class Intake:
             )
         return Accepted(202, body, replayed=False)
 
-    def _prepare(
+    async def _prepare(
         self, plans: list[Plan | PlanningError], render: RenderBatch, now: datetime
     ) -> _Prepared:
         """The accepted notifications, the response and (unless they are to be staged) their
@@ -260,17 +263,22 @@ class Intake:
             outcomes.append(record)
             planned.append((record, plan))
         body = render(outcomes)
-        staged = 0 < self.stage_from <= len(planned)
-        return _Prepared(planned, body, None if staged else self._build(planned, now))
+        if 0 < self.stage_from <= len(planned):
+            return _Prepared(planned, body, None)  # staged: built when written out
+        async with self.db.read() as conn:
+            suppressed = await _suppressed(conn, planned)
+        return _Prepared(planned, body, self._build(planned, now, suppressed))
 
-    def _build(self, planned: list[Planned], now: datetime) -> _Built:
+    def _build(self, planned: list[Planned], now: datetime, suppressed: _Addresses) -> _Built:
+        """``suppressed``: the (tenant, channel, address) of these deliveries on a suppression
+        list, left to the router (which skips them)."""
         collapsing: list[tuple[NotificationRecord, str, str]] = []
         events: list[OutgoingMessage] = []
         steps: list[journal.Step] = []
         for record, plan in planned:
             if plan.spec.collapse_key is not None:
                 collapsing.append((record, plan.user_key, plan.spec.collapse_key))
-            here, later = self._split(record, plan)
+            here, later = self._split(record, plan, suppressed)
             if here:
                 events += self._jobs(record, plan, here)
                 routed = ",".join(d.channel for d, _ in here)
@@ -350,13 +358,15 @@ class Intake:
         as intake would have written them when it accepted them."""
         for batch in batches:
             planned = staged_codec.decode(batch.payload, batch.tenant_id, batch.created_at)
-            await self._write(unit, self._build(planned, unit.now))
+            suppressed = await _suppressed(unit.conn, planned)
+            await self._write(unit, self._build(planned, unit.now, suppressed))
         if batches:
             metrics.notifications_expanded.inc(sum(b.count for b in batches))
 
     async def catch_up(self, tenant: str, notification_id: str | None = None) -> bool:
         """Expand ``tenant``'s staged batches now (up to the one holding ``notification_id``,
-        if given), for a read that must see them; whether there were any."""
+        if given), for a read that must see them; whether there were any (written out here,
+        or by the expander meanwhile: taking them waited for its commit)."""
         async with self.db.read() as conn:
             if notification_id is None:
                 up_to = None
@@ -369,20 +379,31 @@ class Intake:
         async with self.units.begin() as unit:
             batches = await staged_batches.take_tenant(unit.conn, tenant, now=unit.now, up_to=up_to)
             await self.expand(unit, batches)
-        return bool(batches)
+        return True
 
-    def _split(self, record: NotificationRecord, plan: Plan) -> tuple[_Pairs, _Pairs]:
+    def _split(
+        self, record: NotificationRecord, plan: Plan, suppressed: _Addresses
+    ) -> tuple[_Pairs, _Pairs]:
         """The deliveries routed here, and those left to the router: a delivery has nothing
         left to decide when it is sent if its notification has no user (whose preferences and
-        quiet hours apply then) and no schedule, and its channel has no daily cap (which the
-        router counts). For an inline recipient this is decided by channel, so its jobs on one
-        channel always take the same way, in order. (A check added to routing must be added
-        here.)"""
+        quiet hours apply then) and no schedule, its channel has no daily cap (which the
+        router counts) and its address is not suppressed (the router skips it). For an inline
+        recipient this is decided by channel and address, so its jobs on one channel take the
+        same way, in order (unless its address leaves the suppression list meanwhile).
+        (A check added to routing must be added here.)"""
         pairs = list(zip(record.deliveries, plan.deliveries, strict=True))
         if plan.spec.user_id is not None or record.status != NotificationStatus.PENDING:
             return [], pairs
-        here = [p for p in pairs if p[0].channel not in self.capped_channels]
-        return here, [p for p in pairs if p[0].channel in self.capped_channels]
+        tenant = record.tenant_id
+        here: _Pairs = []
+        later: _Pairs = []
+        for pair in pairs:
+            d = pair[0]
+            routed = d.channel in self.capped_channels or (tenant, d.channel, d.recipient) in (
+                suppressed
+            )
+            (later if routed else here).append(pair)
+        return here, later
 
     def _jobs(self, record: NotificationRecord, plan: Plan, pairs: _Pairs) -> list[OutgoingMessage]:
         """These deliveries' jobs, as the router would make them (route._job)."""
@@ -441,6 +462,22 @@ class Intake:
         return envelope_fields(
             self.topics.requested, plan.user_key, NotificationRequested, event, extra
         )
+
+
+async def _suppressed(conn: Connection, planned: list[Planned]) -> _Addresses:
+    """The (tenant, channel, address) of these deliveries that are on a suppression list,
+    among those that intake may route (see Intake._split)."""
+    wanted: dict[str, set[tuple[str, str]]] = {}
+    for record, _ in planned:
+        if record.user_id is not None or record.status != NotificationStatus.PENDING:
+            continue  # the router's to route
+        for d in record.deliveries:
+            wanted.setdefault(record.tenant_id, set()).add((d.channel, d.recipient))
+    found: _Addresses = set()
+    for tenant, pairs in wanted.items():
+        hits = await suppressions.among(conn, tenant, pairs)
+        found |= {(tenant, channel, address) for channel, address in hits}
+    return found
 
 
 def _replay(stored: idempotency.StoredResponse, idem: IdempotencyRequest) -> Accepted:

@@ -1,7 +1,8 @@
 """The router: turns an accepted notification into one delivery job per delivery.
 
 It applies the user's preferences at sending time (a user may change them between the
-request and its ``send_at``): a delivery the user opted out of is SKIPPED with the reason;
+request and its ``send_at``): a delivery the user opted out of, or to an address on the
+tenant's suppression list, is SKIPPED with the reason;
 one that falls in quiet hours, or is scheduled, waits in the retry schedule until it is due
 (never dropped); the rest are queued at once. Jobs go through the outbox, so routing a
 notification twice (a redelivery after a crash) only produces duplicate jobs, which workers
@@ -35,11 +36,12 @@ from herald.pipeline.envelope import envelope
 from herald.pipeline.retries import RetrySchedule
 from herald.pipeline.status_changes import StatusChanges
 from herald.pipeline.unit import Unit, Units
-from herald.store import deliveries, journal, recipient_caps, users
+from herald.store import deliveries, journal, recipient_caps, suppressions, users
 from herald.store.database import Connection
 from herald.store.users import UserRecord
 
 log = get_logger(__name__)
+SUPPRESSED = "suppressed"  # the skip reason of an address on the suppression list
 
 
 @dataclass
@@ -87,7 +89,7 @@ class Router:
                 events.append((message, decode(NotificationRequested, message.value)))
             except PoisonMessageError as error:
                 poison.append((message, error))
-        found = await self._users([event for _, event in events])
+        found, suppressed = await self._look_up([event for _, event in events])
         routes = []
         for message, event in events:
             user = None if event.user_id is None else found[(event.tenant_id, event.user_id)]
@@ -96,7 +98,8 @@ class Router:
                 message.headers.get(tracing.HEADER),
                 notification_id=event.notification_id,
             ) as traceparent:
-                routes.append(self._plan(event, message, tracing.headers(traceparent), user))
+                trace = tracing.headers(traceparent)
+                routes.append(self._plan(event, message, trace, user, suppressed))
         async with self.units.begin() as unit:
             for message, problem in poison:
                 await self.dead_letters.file(unit, DeadLetterOffice.poison_letter(message, problem))
@@ -113,20 +116,31 @@ class Router:
                 trace_id=tracing.trace_id(route.trace),
             )
 
-    async def _users(
+    async def _look_up(
         self, events: list[NotificationRequested]
-    ) -> dict[tuple[str, str], UserRecord | None]:
+    ) -> tuple[dict[tuple[str, str], UserRecord | None], set[tuple[str, str, str]]]:
+        """The events' users, and which of their (tenant, channel, address) are suppressed:
+        one query each per tenant."""
         wanted: dict[str, set[str]] = {}
+        addresses: dict[str, set[tuple[str, str]]] = {}
         for event in events:
             if event.user_id is not None:
                 wanted.setdefault(event.tenant_id, set()).add(event.user_id)
+            addresses.setdefault(event.tenant_id, set()).update(
+                (p.channel, p.recipient) for p in event.deliveries
+            )
         found: dict[tuple[str, str], UserRecord | None] = {}
-        if wanted:
-            async with self.db.read() as conn:
-                for tenant, ids in wanted.items():
-                    records = await users.get_many(conn, tenant, sorted(ids))
-                    found |= {(tenant, i): records.get(i) for i in ids}
-        return found
+        suppressed: set[tuple[str, str, str]] = set()
+        if not events:
+            return found, suppressed
+        async with self.db.read() as conn:
+            for tenant, ids in wanted.items():
+                records = await users.get_many(conn, tenant, sorted(ids))
+                found |= {(tenant, i): records.get(i) for i in ids}
+            for tenant, pairs in addresses.items():
+                hits = await suppressions.among(conn, tenant, pairs)
+                suppressed |= {(tenant, channel, address) for channel, address in hits}
+        return found, suppressed
 
     def _plan(
         self,
@@ -134,8 +148,10 @@ class Router:
         message: Message,
         trace: dict[str, str],
         user: UserRecord | None,
+        suppressed: set[tuple[str, str, str]],
     ) -> _Route:
-        """What the user's preferences make of each delivery: now, later, or skipped."""
+        """What the user's preferences make of each delivery: now, later, or skipped (also
+        when its address is on the tenant's suppression list)."""
         prefs = _preferences(user)
         now = utcnow()
         start = max(now, event.send_at) if event.send_at else now
@@ -146,6 +162,11 @@ class Router:
             journal.Step(event.notification_id, journal.PUBLISHED, message.timestamp)
         )
         for plan in event.deliveries:
+            if (event.tenant_id, plan.channel, plan.recipient) in suppressed:
+                route.skipped.append((plan, SUPPRESSED))
+                route.steps.append(_step(event, plan, journal.SKIPPED, now, SUPPRESSED))
+                metrics.suppressed_skips.labels(channel=plan.channel).inc()
+                continue
             decision = decide(
                 prefs,
                 channel=plan.channel,

@@ -1,0 +1,136 @@
+"""A tenant's suppression list: addresses its notifications are not sent to, per channel.
+
+A hard bounce or a complaint adds an address (with the receipt that caused it), as does the
+API (an import). Routing skips a suppressed address: no send, no daily-cap count. Addresses are
+kept as ``normal`` spells them, so "Ann@Example.com" and "ann@example.com" are one entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from herald.store.database import Connection
+from herald.store.dialect import insert_if_absent
+from herald.store.tables import suppressions
+
+S = suppressions.c
+
+# Why an address is on the list.
+REASONS = ("hard_bounce", "complaint", "unsubscribe", "manual")
+
+
+@dataclass(frozen=True, slots=True)
+class Suppression:
+    channel: str
+    address: str
+    reason: str
+    detail: str | None
+    created_at: datetime
+
+
+def normal(channel: str, address: str) -> str:
+    """An address as the list keeps it: email addresses in lower case (mail systems treat
+    them so in practice), any other as given, without surrounding space."""
+    address = address.strip()
+    return address.lower() if channel == "email" else address
+
+
+async def add(
+    conn: Connection,
+    tenant: str,
+    channel: str,
+    address: str,
+    *,
+    reason: str,
+    now: datetime,
+    detail: str | None = None,
+) -> bool:
+    """Put the address on the list; False if it was there already (kept as it was)."""
+    return await insert_if_absent(
+        conn,
+        suppressions,
+        {
+            "tenant_id": tenant,
+            "channel": channel,
+            "address": normal(channel, address),
+            "reason": reason,
+            "detail": detail,
+            "created_at": now,
+        },
+    )
+
+
+async def remove(conn: Connection, tenant: str, channel: str, address: str) -> bool:
+    result = await conn.execute(
+        sa.delete(suppressions).where(
+            S.tenant_id == tenant, S.channel == channel, S.address == normal(channel, address)
+        )
+    )
+    return bool(result.rowcount)
+
+
+async def get(conn: Connection, tenant: str, channel: str, address: str) -> Suppression | None:
+    row = (
+        await conn.execute(
+            sa.select(suppressions).where(
+                S.tenant_id == tenant,
+                S.channel == channel,
+                S.address == normal(channel, address),
+            )
+        )
+    ).first()
+    return None if row is None else _suppression(row)
+
+
+async def among(
+    conn: Connection, tenant: str, wanted: Iterable[tuple[str, str]]
+) -> set[tuple[str, str]]:
+    """Which of these (channel, address) pairs are suppressed, as given (not normalised)."""
+    by_key: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for channel, address in wanted:
+        by_key.setdefault((channel, normal(channel, address)), []).append((channel, address))
+    found: set[tuple[str, str]] = set()
+    keys = list(by_key)
+    for start in range(0, len(keys), 500):  # bound the statement's parameters
+        chunk = keys[start : start + 500]
+        rows = await conn.execute(
+            sa.select(S.channel, S.address).where(
+                S.tenant_id == tenant, sa.tuple_(S.channel, S.address).in_(chunk)
+            )
+        )
+        for row in rows:
+            found.update(by_key[(row.channel, row.address)])
+    return found
+
+
+async def any_for(conn: Connection, tenant: str) -> bool:
+    """Whether the tenant has suppressed any address."""
+    found = await conn.execute(sa.select(S.address).where(S.tenant_id == tenant).limit(1))
+    return found.first() is not None
+
+
+async def page(
+    conn: Connection,
+    tenant: str,
+    *,
+    channel: str | None,
+    after: tuple[str, str] | None,
+    limit: int,
+) -> list[Suppression]:
+    """The list in (channel, address) order, from just after ``after``."""
+    query = sa.select(suppressions).where(S.tenant_id == tenant)
+    if channel is not None:
+        query = query.where(S.channel == channel)
+    if after is not None:
+        query = query.where(sa.tuple_(S.channel, S.address) > after)
+    rows = await conn.execute(query.order_by(S.channel, S.address).limit(limit))
+    return [_suppression(r) for r in rows]
+
+
+def _suppression(row: sa.Row[tuple[object, ...]]) -> Suppression:
+    m = row._mapping
+    return Suppression(m["channel"], m["address"], m["reason"], m["detail"], m["created_at"])

@@ -1,0 +1,112 @@
+"""The suppression list: an address on it is skipped by routing (``skip_reason: suppressed``, no
+send), whichever way its notification goes (an inline recipient routed by intake, a user's
+through the router, a staged batch's when written out), and sent to again once removed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.integration.test_multichannel import wait_for_status
+from tests.pipeline_harness import Pipeline, PipelineFactory
+
+URL = "/api/v1/suppressions"
+
+
+async def _put(p: Pipeline, path: str, body: dict[str, Any] | None = None) -> Any:
+    return await p.http.put(path, json=body) if body is not None else await p.http.put(path)
+
+
+async def test_a_suppressed_address_is_skipped_until_it_is_removed(
+    start_pipeline: PipelineFactory,
+) -> None:
+    async with start_pipeline(stage_batches_from=3) as p:
+        added = await _put(p, f"{URL}/email/Bounced@Example.com", {"detail": "imported"})
+        assert added.status_code == 201, added.text
+        again = await _put(p, f"{URL}/email/bounced@example.com", {"reason": "complaint"})
+        assert again.status_code == 200
+        assert again.json() == added.json()  # kept as it was
+        assert added.json()["address"] == "bounced@example.com"
+        assert (await p.http.get(f"{URL}/email/BOUNCED@example.com")).status_code == 200
+
+        inline = await p.send(recipient="bounced@example.com")
+        other = await p.send(recipient="fine@example.com")
+        user = await p.http.put("/api/v1/users/b1", json={"email": "Bounced@example.com"})
+        assert user.status_code in (200, 201), user.text
+        of_user = await p.send(recipient=None, user_id="b1", channels=["email"])
+        batch = await p.http.post(
+            "/api/v1/notifications/batch",
+            json={
+                "items": [
+                    {"recipient": f"{name}@example.com", "subject": "Hi", "message": "Hello"}
+                    for name in ("batch1", "bounced", "batch2")
+                ]
+            },
+        )
+        staged = [item["notification"]["id"] for item in batch.json()["items"]]
+
+        done = {
+            n_id: await wait_for_status(p, n_id, {"SENT", "SKIPPED", "FAILED"})
+            for n_id in [inline["id"], other["id"], of_user["id"], *staged]
+        }
+        timeline = (await p.http.get(f"/api/v1/notifications/{inline['id']}/timeline")).json()
+        mailed = {m.rcpt_tos[0] for m in p.sink.messages()}
+
+        removed = await p.http.delete(f"{URL}/email/bounced@example.com")
+        assert removed.status_code == 204
+        assert (await p.http.delete(f"{URL}/email/bounced@example.com")).status_code == 404
+        after = await p.send(recipient="bounced@example.com")
+        sent_after = await wait_for_status(p, after["id"], {"SENT", "SKIPPED", "FAILED"})
+
+    statuses = {n_id: body["status"] for n_id, body in done.items()}
+    skipped = [inline["id"], of_user["id"], staged[1]]
+    assert [statuses[n] for n in skipped] == ["SKIPPED"] * 3
+    assert all(done[n]["deliveries"][0]["skip_reason"] == "suppressed" for n in skipped)
+    assert [statuses[n] for n in (other["id"], staged[0], staged[2])] == ["SENT"] * 3
+    assert "bounced@example.com" not in {r.lower() for r in mailed}
+    assert any(s["step"] == "skipped" and s["detail"] == "suppressed" for s in timeline["steps"])
+    assert sent_after["status"] == "SENT"  # off the list: sent again
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "field"),
+    [
+        ("put", f"{URL}/fax/123", None, "channel"),
+        ("put", f"{URL}/email/not-an-address", None, "address"),
+        ("put", f"{URL}/email/a@example.com", {"reason": "because"}, "reason"),
+        ("put", f"{URL}/email/a@example.com", {"detail": "x" * 1001}, "detail"),
+        ("get", f"{URL}?cursor=bm9wZQ", None, "cursor"),
+        ("get", f"{URL}?limit=0", None, "limit"),
+    ],
+)
+async def test_bad_input_is_named(
+    pipeline: Pipeline, method: str, path: str, body: dict[str, Any] | None, field: str
+) -> None:
+    if method == "put":
+        answer = await pipeline.http.put(path, json=body)
+    else:
+        answer = await pipeline.http.get(path)
+    assert answer.status_code == 422, answer.text
+    named = [e["field"] for e in answer.json()["errors"]]
+    assert any(field in n for n in named), named
+
+
+async def test_the_list_comes_in_pages_by_channel_and_address(pipeline: Pipeline) -> None:
+    for address in ("c@example.com", "a@example.com", "b@example.com"):
+        assert (await _put(pipeline, f"{URL}/email/{address}")).status_code == 201
+    assert (await _put(pipeline, f"{URL}/sms/+14155550100")).status_code == 201
+    first = (await pipeline.http.get(URL, params={"limit": 2})).json()
+    rest = (await pipeline.http.get(URL, params={"cursor": first["next_cursor"]})).json()
+    only_sms = (await pipeline.http.get(URL, params={"channel": "sms"})).json()
+
+    listed = [(s["channel"], s["address"]) for s in first["items"] + rest["items"]]
+    assert listed == [
+        ("email", "a@example.com"),
+        ("email", "b@example.com"),
+        ("email", "c@example.com"),
+        ("sms", "+14155550100"),
+    ]
+    assert rest["next_cursor"] is None
+    assert [s["address"] for s in only_sms["items"]] == ["+14155550100"]
+    assert all(s["reason"] == "manual" for s in rest["items"])
