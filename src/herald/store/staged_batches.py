@@ -46,10 +46,20 @@ def row(
     }
 
 
+def pending_of(tenant: str | sa.BindParameter[str]) -> sa.Exists:
+    """Whether ``tenant`` has a batch not yet expanded, as an expression (to ask with others
+    in one statement)."""
+    return sa.exists().where(B.tenant_id == tenant)
+
+
 async def pending(conn: Connection, tenant: str) -> bool:
     """Whether ``tenant`` has a batch not yet expanded."""
-    found = await conn.execute(sa.select(B.id).where(B.tenant_id == tenant).limit(1))
-    return found.first() is not None
+    return bool((await conn.execute(sa.select(pending_of(tenant)))).scalar())
+
+
+async def waiting(conn: Connection) -> bool:
+    """Whether any batch waits to be expanded."""
+    return (await conn.execute(sa.select(B.id).limit(1))).first() is not None
 
 
 async def holding(conn: Connection, tenant: str, notification_id: str) -> str | None:

@@ -108,9 +108,14 @@ async def among(
 
 
 async def any_for(conn: Connection, tenant: str) -> bool:
-    """Whether the tenant has suppressed any address."""
-    found = await conn.execute(sa.select(S.address).where(S.tenant_id == tenant).limit(1))
-    return found.first() is not None
+    """Whether the tenant suppresses any address."""
+    return bool((await conn.execute(sa.select(any_of(tenant)))).scalar())
+
+
+def any_of(tenant: str | sa.BindParameter[str]) -> sa.Exists:
+    """Whether the tenant suppresses any address, as an expression (to ask with others in
+    one statement)."""
+    return sa.exists().where(S.tenant_id == tenant)
 
 
 async def page(

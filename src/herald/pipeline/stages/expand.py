@@ -37,6 +37,8 @@ log = get_logger(__name__)
 BATCHES_PER_TRANSACTION = 1
 _BATCH_BACKOFF = Backoff(base=1.0, cap=300.0)  # one batch that fails to expand
 _DATABASE_BACKOFF = Backoff(base=0.5, cap=5.0)  # the database out of reach
+# Between two looks for waiting batches (each a query) while there are none.
+PROBE_SECONDS = 0.025
 # While the pipeline is ``ahead`` messages behind, how often to look again.
 _AHEAD_RECHECK_SECONDS = 0.05
 _UNREACHABLE = (
@@ -69,6 +71,10 @@ class Expander:
         self.ahead = ahead
         self.poll_interval = poll_interval
 
+    async def _any_waiting(self) -> bool:
+        async with self.units.db.read() as conn:
+            return await staged_batches.waiting(conn)
+
     async def _pipeline_ready(self, stop: asyncio.Event) -> bool:
         """Whether the pipeline's consumers have fewer than ``ahead`` messages waiting; if
         not, waits a moment first (and says no). Notifications written out faster than the
@@ -93,9 +99,13 @@ class Expander:
         try:
             while not stop.is_set():
                 try:
-                    if not await self._pipeline_ready(stop):
-                        continue
-                    expanded = await self.expand_once()
+                    # Most wake-ups are other commits: only a batch waiting is worth the lag's
+                    # look-up (a round trip to the broker on Kafka).
+                    expanded = 0
+                    if await self._any_waiting():
+                        if not await self._pipeline_ready(stop):
+                            continue
+                        expanded = await self.expand_once()
                     failures = 0
                 except _UNREACHABLE as exc:
                     failures += 1
@@ -103,6 +113,8 @@ class Expander:
                     await sleep_unless(stop, _DATABASE_BACKOFF.ceiling(failures))
                     continue
                 if not expanded:
+                    # Every commit wakes the expander: at most one look per PROBE_SECONDS.
+                    await sleep_unless(stop, PROBE_SECONDS)
                     await wait_for_event(woken, self.poll_interval)
 
         finally:

@@ -138,8 +138,9 @@ class Router:
                 records = await users.get_many(conn, tenant, sorted(ids))
                 found |= {(tenant, i): records.get(i) for i in ids}
             for tenant, pairs in addresses.items():
-                hits = await suppressions.among(conn, tenant, pairs)
-                suppressed |= {(tenant, channel, address) for channel, address in hits}
+                if await suppressions.any_for(conn, tenant):  # most tenants suppress none
+                    hits = await suppressions.among(conn, tenant, pairs)
+                    suppressed |= {(tenant, channel, address) for channel, address in hits}
         return found, suppressed
 
     def _plan(
