@@ -78,6 +78,11 @@ class PermanentDeliveryError(DeliveryError):
     transient = False
 
 
+class AddressGoneError(PermanentDeliveryError):
+    """The provider says the address itself is gone for good (an uninstalled app's push
+    token, an expired browser subscription): it is removed from its user, not tried again."""
+
+
 class OutboundRefusedError(PermanentDeliveryError):
     """A user-supplied URL leads somewhere Herald must not connect to (SSRF): not http(s), a
     host that does not resolve (at registration), or an address that is not public (loopback,

@@ -16,7 +16,12 @@ from pydantic import ValidationError
 
 from herald.channels.base import OutboundMessage
 from herald.channels.fcm import FcmConfig, FcmProvider
-from herald.errors import ConfigError, PermanentDeliveryError, TransientDeliveryError
+from herald.errors import (
+    AddressGoneError,
+    ConfigError,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+)
 from tests.fakes.fcm import SCOPE, FakeFcm, fcm_error, oauth_error
 from tests.fakes.http_server import Response, running
 from tests.services import free_port
@@ -216,11 +221,33 @@ async def test_a_token_rejected_twice_is_transient_after_one_retry(
     ]
 
 
-async def test_an_unregistered_device_is_permanent(fcm: FakeFcm, provider: FcmProvider) -> None:
+async def test_an_unregistered_device_is_a_gone_address(
+    fcm: FakeFcm, provider: FcmProvider
+) -> None:
     fcm.unregister("stale-device")
-    with pytest.raises(PermanentDeliveryError, match="UNREGISTERED"):
+    with pytest.raises(AddressGoneError, match="UNREGISTERED"):
         await provider.send(push(recipient="stale-device"))
     assert fcm.pushes == []
+
+
+async def test_an_invalid_argument_is_a_gone_address_only_when_it_names_the_token(
+    fcm: FakeFcm, provider: FcmProvider
+) -> None:
+    about_token = fcm_error(400, "The registration token is not valid", "INVALID_ARGUMENT")
+    body = json.loads(about_token.body)
+    body["error"]["details"].append(
+        {
+            "@type": "type.googleapis.com/google.rpc.BadRequest",
+            "fieldViolations": [{"field": "message.token", "description": "Invalid token"}],
+        }
+    )
+    fcm.fail_sends(1, Response.of_json(400, body))
+    with pytest.raises(AddressGoneError):
+        await provider.send(push())
+    fcm.fail_sends(1, fcm_error(400, "Invalid JSON payload", "INVALID_ARGUMENT"))
+    with pytest.raises(PermanentDeliveryError) as refused:
+        await provider.send(push())
+    assert not isinstance(refused.value, AddressGoneError)  # the message's fault, not the token's
 
 
 @pytest.mark.parametrize(

@@ -5,21 +5,29 @@ tenant's later batches."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 
 from herald.bus.topics import Topics
 from herald.clock import utcnow
-from herald.pipeline.planning import NotificationSpec
+from herald.domain.messages import Content
+from herald.ids import uuid7
+from herald.pipeline.planning import NotificationSpec, Plan, PlannedDelivery, PlanningError
 from herald.pipeline.stages.expand import Expander
 from herald.pipeline.stages.intake import Intake
 from herald.pipeline.unit import Units
+from herald.store import deliveries as deliveries_store
+from herald.store import staged_batches as staged_batches_store
 from herald.store.database import Database
 from herald.store.notifications import NotificationRecord
 from herald.store.tables import deliveries, notifications, outbox_events, staged_batches
 from herald.tenancy import DEFAULT_TENANT
 from herald.wakeup import Wakeup
+from tests.pipeline_harness import Pipeline
 
 STAGE_FROM = 10
 
@@ -30,6 +38,25 @@ def _intake(db: Database) -> Intake:
 
 def _ids(outcomes: list[Any]) -> dict[str, Any]:
     return {"ids": [o.id for o in outcomes if isinstance(o, NotificationRecord)]}
+
+
+def _plans(specs: list[NotificationSpec]) -> list[Plan | PlanningError]:
+    """Plans as intake makes them for these inline-recipient emails (no template, no user)."""
+    return [
+        Plan(
+            spec=spec,
+            deliveries=[
+                PlannedDelivery(
+                    "email",
+                    spec.contacts.email or "" if spec.contacts else "",
+                    Content(subject=spec.subject, body=spec.body or ""),
+                )
+            ],
+            category=None,
+            template=None,
+        )
+        for spec in specs
+    ]
 
 
 def _specs(count: int, tenant: str = DEFAULT_TENANT, first: int = 0) -> list[NotificationSpec]:
@@ -134,3 +161,52 @@ async def test_a_batch_that_fails_to_expand_holds_back_only_its_own_tenant(
         pass
     assert await _count(db, staged_batches) == 0
     assert await _jobs_in_order(db) == acme + first + then
+
+
+async def test_a_batch_written_out_late_is_not_taken_for_stuck_deliveries(db: Database) -> None:
+    """The recovery sweep re-queues deliveries PENDING for minutes straight to their channel
+    (around the router): a batch written out an hour after it was accepted is not stuck."""
+    intake = _intake(db)
+    await intake.submit_batch(_specs(12), _ids)
+    an_hour_ago = utcnow() - timedelta(hours=1)
+    async with db.write() as conn:
+        await conn.execute(sa.update(staged_batches).values(created_at=an_hour_ago))
+    expander = Expander(intake.units, intake, Wakeup())
+    assert await expander.expand_once() == 1
+    async with db.read() as conn:
+        stuck = await deliveries_store.stuck(
+            conn, before=utcnow() - timedelta(minutes=5), limit=100
+        )
+        created = (await conn.execute(sa.select(notifications.c.created_at))).scalars().all()
+    assert stuck == []
+    assert len(created) == 12
+    assert all(abs((c - an_hour_ago).total_seconds()) < 1 for c in created)  # accepted then
+
+
+async def test_a_batch_is_not_staged_twice_by_a_write_run_again(db: Database) -> None:
+    """A write run again after a commit it could not confirm fails instead of staging the
+    batch a second time (which would fail to expand forever, holding its tenant back)."""
+    intake = _intake(db)
+    prepared = await intake._prepare(_plans(_specs(12)), _ids, utcnow())
+    await intake.group.write(lambda unit: intake._store(unit, prepared, None))
+    with pytest.raises(IntegrityError):
+        await intake.group.write(lambda unit: intake._store(unit, prepared, None))
+    assert await _count(db, staged_batches) == 1
+
+
+async def test_a_user_is_not_deleted_while_a_batch_of_its_tenant_waits_for_a_retry(
+    pipeline: Pipeline,
+) -> None:
+    """What such a batch holds for the user could not be cancelled and would be sent after the
+    deletion: the deletion is refused (409) until it is written out."""
+    assert (await pipeline.http.put("/api/v1/users/u1", json={"email": "u1@x.io"})).is_success
+    waiting = staged_batches_store.row(DEFAULT_TENANT, utcnow(), [uuid7()], b"[]")
+    waiting |= {"attempts": 1, "next_try_at": utcnow() + timedelta(hours=1)}
+    async with pipeline.runtime.db.write() as conn:
+        await conn.execute(sa.insert(staged_batches), [waiting])
+    refused = await pipeline.http.delete("/api/v1/users/u1")
+    assert refused.status_code == 409, refused.text
+    assert [e["field"] for e in refused.json()["errors"]] == ["user_id"]
+    async with pipeline.runtime.db.write() as conn:
+        await conn.execute(sa.delete(staged_batches))
+    assert (await pipeline.http.delete("/api/v1/users/u1")).status_code == 204

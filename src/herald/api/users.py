@@ -24,7 +24,7 @@ from herald.domain.preferences import Preferences, valid_timezone
 from herald.errors import NotFoundError
 from herald.pipeline.planning import PlanningError, check_outbound
 from herald.runtime import Runtime
-from herald.store import inbox, user_deletion, users
+from herald.store import inbox, staged_batches, user_deletion, users
 from herald.store.database import Connection
 from herald.store.inbox import InboxItem
 from herald.store.users import Profile, UserRecord
@@ -152,6 +152,12 @@ async def get_user(user_id: UserId, request: Request, principal: Reader) -> User
     return UserOut.of(await _user(request, principal.tenant, user_id))
 
 
+STAGED_WAITING = (
+    "notifications accepted in a batch are still to be written out (it waits for a retry: "
+    "see herald_staged_batch_failures_total); try again once they are"
+)
+
+
 @router.delete("/{user_id}", status_code=204, responses=_404)
 async def delete_user(user_id: UserId, request: Request, principal: Sender) -> Response:
     """The user, its preferences, webhook secrets and inbox, in one transaction; what was
@@ -159,6 +165,10 @@ async def delete_user(user_id: UserId, request: Request, principal: Sender) -> R
     runtime = runtime_of(request)
     await runtime.intake.catch_up(principal.tenant)  # a staged batch's: cancelled as well
     async with runtime.db.write() as conn:
+        if await staged_batches.pending(conn, principal.tenant):
+            # One that could not be written out yet (it waits for a retry): what it holds for
+            # this user could not be cancelled, and would be sent after the deletion.
+            raise FieldError("user_id", STAGED_WAITING, 409)
         if not await user_deletion.delete_user(conn, principal.tenant, user_id, utcnow()):
             raise NotFoundError(f"user {user_id} not found")
     return Response(status_code=204)

@@ -24,7 +24,13 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from herald.channels import http
 from herald.channels.base import OutboundMessage, SendResult
-from herald.errors import ConfigError, DeliveryError, PermanentDeliveryError, TransientDeliveryError
+from herald.errors import (
+    AddressGoneError,
+    ConfigError,
+    DeliveryError,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+)
 from herald.observability.logging import get_logger
 
 if TYPE_CHECKING:
@@ -332,6 +338,18 @@ def _error(response: httpx.Response) -> dict[str, Any]:
     return error if isinstance(error, dict) else {}
 
 
+def _names_the_token(error: dict[str, Any]) -> bool:
+    """Whether an INVALID_ARGUMENT is about the registration token (a BadRequest detail's
+    field violation on ``message.token``), not about the message."""
+    details = error.get("details")
+    for detail in details if isinstance(details, list) else []:
+        violations = detail.get("fieldViolations") if isinstance(detail, dict) else None
+        for violation in violations if isinstance(violations, list) else []:
+            if isinstance(violation, dict) and violation.get("field") == "message.token":
+                return True
+    return False
+
+
 def _error_code(response: httpx.Response) -> str | None:
     """The FcmError ``errorCode`` from the details, e.g. UNREGISTERED."""
     details = _error(response).get("details")
@@ -368,6 +386,8 @@ def classify(response: httpx.Response) -> DeliveryError:
             )
         return http.classify_status(response, "fcm")
     text = f"fcm: {code} (HTTP {status}): {error.get('message', '')}"[: http.ERROR_EXCERPT]
+    if code == "UNREGISTERED" or (code == "INVALID_ARGUMENT" and _names_the_token(error)):
+        return AddressGoneError(text)  # the app was uninstalled, or the token is not one
     if code in PERMANENT_CODES or status in (400, 404):
         return PermanentDeliveryError(text)
     if status in (401, 403):

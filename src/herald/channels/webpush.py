@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from herald.channels import http
 from herald.channels.base import OutboundMessage, SendResult
 from herald.errors import (
+    AddressGoneError,
     ConfigError,
     DeliveryError,
     PermanentDeliveryError,
@@ -55,7 +56,7 @@ _TOKEN_LIFETIME = 12 * 3600
 _LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
-class SubscriptionGoneError(PermanentDeliveryError):
+class SubscriptionGoneError(AddressGoneError):
     """The push service says the subscription expired or was revoked (HTTP 404/410)."""
 
 

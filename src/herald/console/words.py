@@ -37,6 +37,8 @@ def describe(entry: Entry) -> str:
         case "cancelled":
             who = f" {entry.detail}" if entry.detail else ""
             return f"Cancelled{who} before it fell due: nothing is sent."
+        case "address_removed":
+            return f"The provider says the address is gone{on}: removed from the user."
         case "replayed":
             return f"Replayed from the dead-letter queue{on}."
         case "completed":

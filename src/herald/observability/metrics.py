@@ -69,6 +69,12 @@ suppressed_skips = Counter(
     "Deliveries skipped because their address is on the tenant's suppression list",
     ["channel"],
 )
+addresses_removed = Counter(
+    "herald_addresses_removed",
+    "Push tokens and Web Push subscriptions removed from users because their provider said "
+    "they are gone",
+    ["channel"],
+)
 suppressions_added = Counter(
     "herald_suppressions_added", "Addresses put on a suppression list", ["channel", "reason"]
 )

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -27,7 +26,7 @@ from herald.outbound import OutboundPolicy
 from herald.pipeline.lookups import Lookups
 from herald.records import record
 from herald.store.templates import TemplateRecord
-from herald.store.users import Profile, UserRecord
+from herald.store.users import Profile, UserRecord, subscription_address
 from herald.tenancy import DEFAULT_TENANT
 
 # Which profile field reaches a user on each channel, for error messages.
@@ -374,7 +373,7 @@ def _addresses(channel: str, contacts: Profile, user_id: str | None) -> list[str
         case "push":
             return list(contacts.push_tokens)
         case "webpush":
-            return [json.dumps(s, sort_keys=True, separators=(",", ":")) for s in contacts.web_push]
+            return [subscription_address(s) for s in contacts.web_push]
         case "webhook":
             return [contacts.webhook_url] if contacts.webhook_url else []
         case "apprise":

@@ -50,12 +50,17 @@ def _item(record: NotificationRecord, plan: Plan) -> list[Any]:
     ]
 
 
-def decode(payload: bytes, tenant: str, created_at: datetime) -> list[Planned]:
-    """The records and plans ``encode`` was given (a plan as far as routing reads it)."""
-    return [_planned(item, tenant, created_at) for item in from_json(payload)]
+def decode(
+    payload: bytes, tenant: str, created_at: datetime, written_at: datetime
+) -> list[Planned]:
+    """The records and plans ``encode`` was given (a plan as far as routing reads it), as
+    written out at ``written_at``: their ``updated_at``, so that the recovery sweep, which
+    re-queues deliveries PENDING for minutes, does not take a batch written out late for one
+    stuck (and send it around the router)."""
+    return [_planned(item, tenant, created_at, written_at) for item in from_json(payload)]
 
 
-def _planned(item: list[Any], tenant: str, created_at: datetime) -> Planned:
+def _planned(item: list[Any], tenant: str, created_at: datetime, written_at: datetime) -> Planned:
     f = dict(zip(_NOTIFICATION, item, strict=True))
     send_at = _time(f["send_at"])
     deliveries = [
@@ -71,7 +76,7 @@ def _planned(item: list[Any], tenant: str, created_at: datetime) -> Planned:
             provider_message_id=None,
             next_attempt_at=_time(next_attempt_at),
             created_at=created_at,
-            updated_at=created_at,
+            updated_at=written_at,
             last_attempt_at=None,
             sent_at=None,
             content=content,
@@ -87,7 +92,7 @@ def _planned(item: list[Any], tenant: str, created_at: datetime) -> Planned:
         body=f["body"],
         status=NotificationStatus(f["status"]),
         created_at=created_at,
-        updated_at=created_at,
+        updated_at=written_at,
         completed_at=None,
         category=f["category"],
         priority=f["priority"],

@@ -18,6 +18,7 @@ J = notification_events.c
 PUBLISHED, ROUTED, REPLAYED = "published", "routed", "replayed"
 SKIPPED, DEFERRED, SUPERSEDED = "skipped", "deferred", "superseded"
 CANCELLED = "cancelled"
+ADDRESS_REMOVED = "address_removed"  # a push token or subscription the provider says is gone
 
 
 @dataclass(frozen=True, slots=True)

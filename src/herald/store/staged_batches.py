@@ -24,18 +24,16 @@ B = staged_batches.c
 
 @dataclass(frozen=True, slots=True)
 class StagedBatch:
-    id: str
+    id: int
     tenant_id: str
     created_at: datetime
     count: int
     payload: bytes
 
 
-def row(
-    batch_id: str, tenant: str, created_at: datetime, ids: Sequence[str], payload: bytes
-) -> dict[str, Any]:
+def row(tenant: str, created_at: datetime, ids: Sequence[str], payload: bytes) -> dict[str, Any]:
+    """A batch's row (its id is the database's, in insertion order)."""
     return {
-        "id": batch_id,
         "tenant_id": tenant,
         "created_at": created_at,
         "count": len(ids),
@@ -57,12 +55,12 @@ async def pending(conn: Connection, tenant: str) -> bool:
     return bool((await conn.execute(sa.select(pending_of(tenant)))).scalar())
 
 
-async def waiting(conn: Connection) -> bool:
-    """Whether any batch waits to be expanded."""
-    return (await conn.execute(sa.select(B.id).limit(1))).first() is not None
+async def waiting(conn: Connection, *, now: datetime) -> bool:
+    """Whether any batch is due to be expanded (not one that waits for its retry)."""
+    return (await conn.execute(sa.select(B.id).where(_due(now)).limit(1))).first() is not None
 
 
-async def holding(conn: Connection, tenant: str, notification_id: str) -> str | None:
+async def holding(conn: Connection, tenant: str, notification_id: str) -> int | None:
     """The newest of ``tenant``'s batches whose ids span ``notification_id`` (ids of batches
     accepted in the same millisecond may interleave), or None."""
     found = await conn.execute(
@@ -70,7 +68,7 @@ async def holding(conn: Connection, tenant: str, notification_id: str) -> str | 
             B.tenant_id == tenant, B.first_id <= notification_id, B.last_id >= notification_id
         )
     )
-    batch_id: str | None = found.scalar()
+    batch_id: int | None = found.scalar()
     return batch_id
 
 
@@ -93,7 +91,7 @@ async def take(conn: Connection, *, now: datetime, limit: int) -> list[StagedBat
 
 
 async def take_tenant(
-    conn: Connection, tenant: str, *, now: datetime, up_to: str | None = None
+    conn: Connection, tenant: str, *, now: datetime, up_to: int | None = None
 ) -> list[StagedBatch]:
     """Delete and return ``tenant``'s batches up to the id ``up_to`` (all: None), in id order,
     stopping before one that waits for a retry (it would fail again here)."""
@@ -120,14 +118,14 @@ async def _take(conn: Connection, condition: sa.ColumnElement[bool]) -> list[Sta
     return sorted(batches, key=lambda b: b.id)  # RETURNING keeps no order
 
 
-async def take_one(conn: Connection, batch_id: str, *, now: datetime) -> list[StagedBatch]:
+async def take_one(conn: Connection, batch_id: int, *, now: datetime) -> list[StagedBatch]:
     """Delete and return this batch if it is due and no older one of its tenant waits."""
     return await _take(conn, sa.and_(B.id == batch_id, _due(now)))
 
 
 async def record_failure(
     conn: Connection,
-    batch_id: str,
+    batch_id: int,
     *,
     error: str,
     now: datetime,

@@ -1,7 +1,8 @@
 """A tenant's suppression list: addresses its notifications are not sent to, per channel.
 
-A hard bounce or a complaint adds an address (with the receipt that caused it), as does the
-API (an import). Routing skips a suppressed address: no send, no daily-cap count. Addresses are
+The API and `herald suppressions` add addresses (an import, with a reason: hard_bounce,
+complaint, unsubscribe or manual). Routing skips a suppressed address: no send, no daily-cap
+count. Addresses are
 kept as ``normal`` spells them, so "Ann@Example.com" and "ann@example.com" are one entry.
 """
 

@@ -446,16 +446,18 @@ server_secrets = sa.Table(
 # A large batch accepted as one row (see pipeline/stages/intake.py, "Staged batches"): its
 # notifications, already planned and answered for, are written out from it by the expander (or
 # by a read that asks for one of them first), which deletes the row in the same transaction.
-# Ids are uuid7: a tenant's batches are expanded in id order, and first_id..last_id bound the
-# notification ids a batch holds.
+# Ids are assigned by the database as rows are inserted, so a batch staged behind another
+# (after that one committed) has the larger id on any clock; a tenant's batches are expanded in
+# id order. first_id..last_id bound the notification ids a batch holds (first_id unique: a
+# write run again after an ambiguous commit fails instead of staging its batch twice).
 staged_batches = sa.Table(
     "staged_batches",
     metadata,
-    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
     sa.Column("tenant_id", sa.String(63), nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("count", sa.Integer, nullable=False),
-    sa.Column("first_id", sa.String(36), nullable=False),
+    sa.Column("first_id", sa.String(36), nullable=False, unique=True),
     sa.Column("last_id", sa.String(36), nullable=False),
     sa.Column("payload", sa.LargeBinary, nullable=False),
     # Expansions that failed (each rolled back): retried after next_try_at.
@@ -465,8 +467,9 @@ staged_batches = sa.Table(
     sa.Index("ix_staged_batches_tenant_id_id", "tenant_id", "id"),
 )
 
-# Addresses a tenant's notifications are not sent to, per channel: a hard bounce or a complaint
-# put them here, or the API (an import). Routing skips them (skip_reason "suppressed").
+# Addresses a tenant's notifications are not sent to, per channel, put here by the API or the
+# CLI (with the reason: a bounce, a complaint, ...). Routing skips them (skip_reason
+# "suppressed").
 suppressions = sa.Table(
     "suppressions",
     metadata,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Sequence
 from dataclasses import field
@@ -150,6 +151,44 @@ async def put(
     found = await get(conn, tenant, user_id)
     assert found is not None
     return found, fresh_secret, existing is None
+
+
+def subscription_address(subscription: dict[str, Any]) -> str:
+    """A Web Push subscription as a delivery's recipient: its JSON, keys sorted."""
+    return json.dumps(subscription, sort_keys=True, separators=(",", ":"))
+
+
+async def forget_address(
+    conn: Connection, tenant: str, user_id: str, channel: str, address: str, now: datetime
+) -> bool:
+    """Remove a push token (``push``) or Web Push subscription (``webpush``, as
+    ``subscription_address`` spells it) its provider says is gone; whether the user had it.
+    The row is locked first on PostgreSQL: a concurrent PUT of the user is not overwritten
+    with the old list."""
+    if channel not in ("push", "webpush"):
+        return False
+    query = sa.select(U.push_tokens, U.web_push).where(U.tenant_id == tenant, U.id == user_id)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = (await conn.execute(query)).first()
+    if row is None:
+        return False
+    if channel == "push":
+        tokens = list(row.push_tokens)
+        kept: dict[str, Any] = {"push_tokens": [t for t in tokens if t != address]}
+        before, after = len(tokens), len(kept["push_tokens"])
+    else:
+        subscriptions = list(row.web_push)
+        kept = {"web_push": [s for s in subscriptions if subscription_address(s) != address]}
+        before, after = len(subscriptions), len(kept["web_push"])
+    if before == after:
+        return False
+    await conn.execute(
+        sa.update(users)
+        .where(U.tenant_id == tenant, U.id == user_id)
+        .values(**kept, updated_at=now)
+    )
+    return True
 
 
 async def delete(conn: Connection, tenant: str, user_id: str) -> bool:

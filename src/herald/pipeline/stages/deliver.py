@@ -38,7 +38,12 @@ from herald.clock import seconds_from_now, utcnow
 from herald.domain.destinations import CALLER_CHOSEN, circuit_key, destination
 from herald.domain.messages import DeliveryJob, decode, encode
 from herald.domain.models import DeliveryStatus
-from herald.errors import DeliveryError, PoisonMessageError, TransientDeliveryError
+from herald.errors import (
+    AddressGoneError,
+    DeliveryError,
+    PoisonMessageError,
+    TransientDeliveryError,
+)
 from herald.ids import uuid7
 from herald.observability import metrics, tracing
 from herald.observability.logging import get_logger
@@ -50,7 +55,7 @@ from herald.pipeline.unit import Unit, Units
 from herald.pipeline.unsubscribe_links import UnsubscribeLinks
 from herald.reliability.circuit import CircuitBreaker, CircuitState, CircuitTable
 from herald.reliability.retry import RetryPolicy
-from herald.store import deadletters, deliveries, journal
+from herald.store import deadletters, deliveries, journal, users
 from herald.store.deliveries import Attempt, Claim, ClaimOutcome
 
 log = get_logger(__name__)
@@ -405,6 +410,26 @@ class ChannelWorker:
             else:
                 log.warning("delivery.lease_lost", delivery_id=s.job.delivery_id, attempt=s.attempt)
 
+    async def _forget_address(self, unit: Unit, job: DeliveryJob) -> None:
+        """The provider says the user's token or subscription is gone: it is removed from
+        the user (so no later notification tries it), and the timeline says so."""
+        if await users.forget_address(
+            unit.conn, job.tenant_id, job.user_id or "", job.channel, job.recipient, unit.now
+        ):
+            metrics.addresses_removed.labels(channel=job.channel).inc()
+            unit.record(
+                [
+                    journal.Step(
+                        job.notification_id,
+                        journal.ADDRESS_REMOVED,
+                        unit.now,
+                        delivery_id=job.delivery_id,
+                        channel=job.channel,
+                    )
+                ]
+            )
+            log.info("user.address_removed", user_id=job.user_id, channel=job.channel)
+
     async def _record_outcome(self, unit: Unit, sent: _Sent) -> Attempt:
         """What follows from one owned attempt's outcome (a SENT delivery is already marked as
         such): its status event, and for a failure the delivery's new state and either the
@@ -440,6 +465,8 @@ class ChannelWorker:
         self.status_changes.changed(
             unit, job, status, attempts=sent.attempt, error=text, trace=sent.trace
         )
+        if isinstance(sent.error, AddressGoneError) and job.user_id is not None:
+            await self._forget_address(unit, job)
         if retry_at is not None:
             next_job = job.model_copy(update={"attempt": sent.attempt})
             self.retries.schedule(unit, next_job, retry_at, sent.trace)

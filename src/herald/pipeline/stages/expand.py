@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 import sqlalchemy.exc
 
 from herald.bus.base import Bus
+from herald.clock import utcnow
 from herald.errors import BusUnavailableError
 from herald.observability import metrics
 from herald.observability.logging import get_logger
@@ -73,7 +74,7 @@ class Expander:
 
     async def _any_waiting(self) -> bool:
         async with self.units.db.read() as conn:
-            return await staged_batches.waiting(conn)
+            return await staged_batches.waiting(conn, now=utcnow())
 
     async def _pipeline_ready(self, stop: asyncio.Event) -> bool:
         """Whether the pipeline's consumers have fewer than ``ahead`` messages waiting; if
@@ -107,8 +108,8 @@ class Expander:
                             continue
                         expanded = await self.expand_once()
                     failures = 0
-                except _UNREACHABLE as exc:
-                    failures += 1
+                except Exception as exc:  # the database or broker out of reach, or a bug:
+                    failures += 1  # the role goes on (its process with it) and tries again
                     log.error("expander.failed", failures=failures, error=f"{exc!r}"[:300])
                     await sleep_unless(stop, _DATABASE_BACKOFF.ceiling(failures))
                     continue

@@ -33,7 +33,7 @@ from herald.clock import utcnow
 from herald.domain.messages import Content, DeliveryJob, NotificationRequested
 from herald.domain.models import DeliveryStatus, NotificationStatus
 from herald.errors import IdempotencyKeyReusedError
-from herald.ids import uuid7, uuid7s
+from herald.ids import uuid7s
 from herald.observability import metrics, tracing
 from herald.observability.logging import get_logger
 from herald.pipeline import staged_codec
@@ -346,7 +346,7 @@ class Intake:
             theirs = [(r, p) for r, p in planned if r.tenant_id == tenant]
             ids = [r.id for r, _ in theirs]
             row = staged_batches.row(
-                uuid7(), tenant, theirs[0][0].created_at, ids, staged_codec.encode(theirs)
+                tenant, theirs[0][0].created_at, ids, staged_codec.encode(theirs)
             )
             unit.insert({staged_batches_table: [row]})
             facts[(_STAGED, tenant)] = True
@@ -393,7 +393,9 @@ class Intake:
         """Write out the notifications of these staged batches (taken in ``unit``), in order,
         as intake would have written them when it accepted them."""
         for batch in batches:
-            planned = staged_codec.decode(batch.payload, batch.tenant_id, batch.created_at)
+            planned = staged_codec.decode(
+                batch.payload, batch.tenant_id, batch.created_at, written_at=unit.now
+            )
             suppressed = await self._suppressed(unit, planned)
             await self._write(unit, self._build(planned, unit.now, suppressed))
         if batches:

@@ -20,7 +20,12 @@ depends_on = None
 def upgrade() -> None:
     op.create_table(
         "staged_batches",
-        sa.Column("id", sa.String(length=36), nullable=False),
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
         sa.Column("tenant_id", sa.String(length=63), nullable=False),
         sa.Column("created_at", herald.store.tables.UTCDateTime(timezone=True), nullable=False),
         sa.Column("count", sa.Integer(), nullable=False),
@@ -31,6 +36,7 @@ def upgrade() -> None:
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("next_try_at", herald.store.tables.UTCDateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_staged_batches")),
+        sa.UniqueConstraint("first_id", name=op.f("uq_staged_batches_first_id")),
     )
     op.create_index(
         "ix_staged_batches_tenant_id_id", "staged_batches", ["tenant_id", "id"], unique=False
