@@ -74,12 +74,9 @@ class SuppressionIn(BaseModel):
 
 
 def _checked(channel: Channel, address: str) -> str:
-    address = address.strip()
-    if not address:
-        raise FieldError("address", "is empty")
-    if channel == Channel.EMAIL and "@" not in address:
-        raise FieldError("address", "is not an email address")
-    return address
+    if problem := suppressions.address_problem(channel.value, address):
+        raise FieldError("address", problem)
+    return address.strip()
 
 
 @router.get("", response_model=SuppressionPage, responses={422: {"model": ErrorOut}})

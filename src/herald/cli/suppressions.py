@@ -29,12 +29,9 @@ def _checked(tenant: str, channel: str, address: str) -> tuple[str, str]:
         fail(f"--tenant: {tenant!r} does not match {TENANT_PATTERN}")
     if channel not in {c.value for c in Channel}:
         fail(f"channel: {channel!r} is none of {', '.join(c.value for c in Channel)}")
-    address = address.strip()
-    if not address or len(address) > 1024:
-        fail("address: give 1 to 1024 characters")
-    if channel == Channel.EMAIL and "@" not in address:
-        fail(f"address: {address!r} is not an email address")
-    return channel, address
+    if problem := suppressions.address_problem(channel, address):
+        fail(f"address: {problem}")
+    return channel, address.strip()
 
 
 @app.command("list")

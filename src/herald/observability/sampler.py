@@ -62,7 +62,7 @@ class Sampler:
             async with self.db.read() as conn:
                 pending, oldest_age = await outbox.backlog(conn, utcnow())
                 depth = await deadletters.depth(conn)
-                _, staged = await staged_batches.backlog(conn)
+                staged = await staged_batches.backlog(conn)
             metrics.outbox_pending.set(pending)
             metrics.staged_pending.set(staged)
             metrics.outbox_oldest_age_seconds.set(oldest_age)

@@ -147,8 +147,6 @@ async def record_failure(
     return attempts
 
 
-async def backlog(conn: Connection) -> tuple[int, int]:
-    """Batches and notifications waiting to be expanded."""
-    found = await conn.execute(sa.select(sa.func.count(), sa.func.sum(B.count)))
-    batches, notifications = found.one()
-    return int(batches), int(notifications or 0)
+async def backlog(conn: Connection) -> int:
+    """Notifications waiting in batches to be expanded."""
+    return int((await conn.execute(sa.select(sa.func.sum(B.count)))).scalar() or 0)

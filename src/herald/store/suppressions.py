@@ -40,6 +40,16 @@ def normal(channel: str, address: str) -> str:
     return address.lower() if channel == "email" else address
 
 
+def address_problem(channel: str, address: str) -> str | None:
+    """What is wrong with an address to put on (or look up in) the list, or None."""
+    address = address.strip()
+    if not address or len(address) > 1024:
+        return "give 1 to 1024 characters"
+    if channel == "email" and "@" not in address:
+        return f"{address!r} is not an email address"
+    return None
+
+
 async def add(
     conn: Connection,
     tenant: str,

@@ -18,14 +18,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 
-import sqlalchemy.exc
-
 from herald.bus.base import Bus
 from herald.clock import utcnow
-from herald.errors import BusUnavailableError
 from herald.observability import metrics
 from herald.observability.logging import get_logger
 from herald.pipeline.stages.intake import Intake
+from herald.pipeline.stages.relay import UNREACHABLE
 from herald.pipeline.unit import Units
 from herald.reliability.backoff import Backoff
 from herald.store import staged_batches
@@ -42,14 +40,6 @@ _DATABASE_BACKOFF = Backoff(base=0.5, cap=5.0)  # the database out of reach
 PROBE_SECONDS = 0.025
 # While the pipeline is ``ahead`` messages behind, how often to look again.
 _AHEAD_RECHECK_SECONDS = 0.05
-_UNREACHABLE = (
-    BusUnavailableError,
-    sqlalchemy.exc.OperationalError,
-    sqlalchemy.exc.InterfaceError,
-    sqlalchemy.exc.TimeoutError,
-    OSError,
-    TimeoutError,
-)
 
 
 class Expander:
@@ -132,7 +122,7 @@ class Expander:
                 )
                 await self.intake.expand(unit, taken)
             return len(taken)
-        except _UNREACHABLE:
+        except UNREACHABLE:
             raise
         except Exception as exc:
             if not taken:
@@ -147,7 +137,7 @@ class Expander:
             async with self.units.begin() as unit:
                 taken = await staged_batches.take_one(unit.conn, batch.id, now=unit.now)
                 await self.intake.expand(unit, taken)
-        except _UNREACHABLE:
+        except UNREACHABLE:
             raise
         except Exception as exc:
             metrics.staged_failures.inc()

@@ -45,7 +45,7 @@ from herald.pipeline.deadletter import DeadLetterOffice
 from herald.pipeline.unit import Unit, Units, count_published
 from herald.reliability.backoff import Backoff
 from herald.store import outbox
-from herald.store.database import Database
+from herald.store.database import UNAVAILABLE_ERRORS, Database
 from herald.store.outbox import OutboxEvent
 from herald.wakeup import Wakeup, sleep_unless, wait_for_event
 
@@ -61,14 +61,9 @@ _EVENT_BACKOFF = Backoff(base=1.0, cap=300.0)  # one event the bus refuses
 LINGER_STEP_EVENTS = 8
 LINGER_MAX_TIMES = 4
 
-_UNREACHABLE = (
-    BusUnavailableError,
-    sqlalchemy.exc.OperationalError,
-    sqlalchemy.exc.InterfaceError,
-    sqlalchemy.exc.TimeoutError,
-    OSError,
-    TimeoutError,
-)
+# The bus or the database out of reach (TimeoutError is an OSError): nothing is counted
+# against what was being handled. The expander shares it.
+UNREACHABLE = (BusUnavailableError, *UNAVAILABLE_ERRORS)
 
 
 class OutboxRelay:
@@ -156,7 +151,7 @@ class OutboxRelay:
     async def _relay_in_transaction(self) -> int:
         try:
             return await self._publish_in_transaction(limit=self.batch_size)
-        except _UNREACHABLE:
+        except UNREACHABLE:
             raise
         except Exception as exc:
             log.warning("relay.batch_failed", error=f"{type(exc).__name__}: {exc}")
@@ -166,7 +161,7 @@ class OutboxRelay:
         for event in candidates:
             try:
                 await self._publish_in_transaction(limit=1, only=event.id)
-            except _UNREACHABLE:
+            except UNREACHABLE:
                 raise
             except Exception as exc:
                 async with self.units.begin() as unit:
@@ -209,7 +204,7 @@ class OutboxRelay:
             try:
                 await self.bus.publish([e.message() for e in events])
                 published = events
-            except _UNREACHABLE:
+            except UNREACHABLE:
                 raise
             except Exception as exc:
                 log.warning("relay.batch_failed", error=f"{type(exc).__name__}: {exc}")
@@ -217,7 +212,7 @@ class OutboxRelay:
                     try:
                         await self.bus.publish([event.message()])
                         published.append(event)
-                    except _UNREACHABLE:
+                    except UNREACHABLE:
                         raise
                     except Exception as refusal:
                         refused[event.id] = refusal
