@@ -29,6 +29,14 @@ def sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
+async def counted(name: str, *, above: float, **labels: str) -> None:
+    """Wait (up to 5 s) until a metric has gone above a value."""
+    deadline = asyncio.get_running_loop().time() + 5
+    while sample(name, **labels) <= above:
+        assert asyncio.get_running_loop().time() < deadline, "the count never came"
+        await asyncio.sleep(0.01)
+
+
 async def steps(pipeline: Pipeline, notification_id: str) -> list[dict[str, Any]]:
     response = await pipeline.http.get(f"/api/v1/notifications/{notification_id}/timeline")
     assert response.status_code == 200, response.text
@@ -124,6 +132,10 @@ async def test_delivery_metrics_count_attempts_retries_and_dead_letters(
     gone = await pipeline.send(recipient="gone@example.com")
     await pipeline.wait_until_done(ok["id"])
     await pipeline.wait_until_done(gone["id"])
+    # The worker counts an outcome after its transaction commits, and a status read may land
+    # in between: wait for the last two counts before checking every one exactly.
+    await counted("herald_deliveries_total", above=before["sent"], status="SENT", **email)
+    await counted("herald_deliveries_total", above=before["dead"], status="DEAD_LETTERED", **email)
 
     assert sample("herald_notifications_accepted_total") - before["accepted"] == 2
     assert sample("herald_deliveries_total", status="SENT", **email) - before["sent"] == 1
