@@ -320,6 +320,7 @@ def maintenance(rt: Runtime) -> Role:
         outbox_retention=s.outbox_retention_seconds,
         log_retention=s.log_retention_seconds,
         recovery=Recovery(rt.units, rt.topics, stuck_after=s.recovery_after_seconds),
+        receipts=rt.receipts,
     ).run
 
 

@@ -28,6 +28,7 @@ from herald.pipeline.deadletter import DeadLetterOffice
 from herald.pipeline.operations.replay import Replayer
 from herald.pipeline.planning import Planner
 from herald.pipeline.stages.intake import Intake
+from herald.pipeline.stages.receipts import Receipts
 from herald.pipeline.stall import StallWatch
 from herald.pipeline.status_changes import StatusChanges
 from herald.pipeline.unit import Units
@@ -84,6 +85,8 @@ class Runtime:
         self.dead_letters = DeadLetterOffice(self.units, self.topics)
         # What follows a delivery's status change, wherever it is made.
         self.status_changes = StatusChanges(self.topics, publish=settings.status_events)
+        # Providers' receipts (delivered, bounced, ...), taken by their endpoints.
+        self.receipts = Receipts(self.units, self.status_changes)
         self.replayer = Replayer(
             self.units,
             self.topics,

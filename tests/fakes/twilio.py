@@ -1,18 +1,29 @@
 """A fake Twilio Messaging API: basic auth, form fields, idempotency tokens, Twilio's errors.
 
 It answers ``POST /2010-04-01/Accounts/{sid}/Messages.json`` the way Twilio does: 201 with a
-Message resource, or a JSON error ``{"code", "message", "more_info", "status"}``.
+Message resource, or a JSON error ``{"code", "message", "more_info", "status"}``. A message
+sent with a ``StatusCallback`` gets status callbacks as Twilio sends them: form fields, signed
+with ``X-Twilio-Signature`` (HMAC-SHA1 over the URL and the sorted fields, keyed with the
+auth token, computed here from Twilio's documentation, not with Herald's code); ``fates``
+says which statuses a number's messages go through, posted after ``callback_delay``
+seconds when ``post_callbacks`` is on (or built by ``callback`` for a test to post).
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import re
 import secrets
+import threading
 import time
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
+from urllib.parse import urlencode
+
+import httpx
 
 from tests.fakes.http_server import LocalHttpServer, Request, Response
 
@@ -41,7 +52,32 @@ class SentSms:
     messaging_service_sid: str | None
     body: str
     idempotency_token: str | None
+    status_callback: str | None = None
     at: float = field(default_factory=time.time)  # when it was accepted
+
+
+@dataclass(frozen=True)
+class Callback:
+    """A status callback as Twilio posts it."""
+
+    url: str
+    form: list[tuple[str, str]]
+    headers: dict[str, str]
+
+    @property
+    def body(self) -> str:
+        return urlencode(self.form)
+
+
+def twilio_signature(auth_token: str, url: str, form: list[tuple[str, str]]) -> str:
+    """Twilio's documented scheme: the URL, then each parameter name followed by its value,
+    names in sorted order (a name's distinct values sorted); HMAC-SHA1, base64."""
+    by_name: dict[str, set[str]] = {}
+    for name, value in form:
+        by_name.setdefault(name, set()).add(value)
+    data = url + "".join(n + v for n in sorted(by_name) for v in sorted(by_name[n]))
+    mac = hmac.new(auth_token.encode(), data.encode(), hashlib.sha1)
+    return base64.b64encode(mac.digest()).decode()
 
 
 class FakeTwilio(LocalHttpServer):
@@ -52,6 +88,11 @@ class FakeTwilio(LocalHttpServer):
         self.messages: list[SentSms] = []
         self.refused: set[str] = set()  # numbers answered with 21211
         self._by_token: dict[str, dict[str, Any]] = {}
+        # Statuses (with an ErrorCode) a number's messages go through after "queued".
+        self.fates: dict[str, list[tuple[str, str | None]]] = {}
+        self.post_callbacks = False
+        self.callback_delay = 0.2
+        self.callbacks_posted: list[tuple[Callback, int]] = []  # with the answer's status
 
     def refuse(self, number: str) -> None:
         with self.lock:
@@ -89,10 +130,49 @@ class FakeTwilio(LocalHttpServer):
                 return Response.of_json(201, self._by_token[token])
             sid = "SM" + secrets.token_hex(16)
             resource = self._resource(sid, to, from_, service, body)
-            self.messages.append(SentSms(sid, to, from_, service, body, token))
+            sms = SentSms(sid, to, from_, service, body, token, form.get("StatusCallback"))
+            self.messages.append(sms)
             if token is not None:
                 self._by_token[token] = resource
+        if self.post_callbacks and sms.status_callback:
+            threading.Thread(target=self._post_fate, args=(sms,), daemon=True).start()
         return Response.of_json(201, resource)
+
+    def callback(self, sms: SentSms, status: str, error_code: str | None = None) -> Callback:
+        """The callback Twilio posts when ``sms`` reaches ``status``."""
+        assert sms.status_callback is not None, "sent without a StatusCallback"
+        form = [
+            ("AccountSid", self.account_sid),
+            ("ApiVersion", "2010-04-01"),
+            ("From", sms.from_ or "+15005550006"),
+            ("MessageSid", sms.sid),
+            ("MessageStatus", status),
+            ("SmsSid", sms.sid),
+            ("SmsStatus", status),
+            ("To", sms.to),
+        ]
+        if error_code is not None:
+            form.append(("ErrorCode", error_code))
+        headers = {
+            "Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
+            "User-Agent": "TwilioProxy/1.1",
+            "X-Twilio-Signature": twilio_signature(self.auth_token, sms.status_callback, form),
+        }
+        return Callback(sms.status_callback, form, headers)
+
+    def _post_fate(self, sms: SentSms) -> None:
+        fate = self.fates.get(sms.to, [("sent", None), ("delivered", None)])
+        with httpx.Client(timeout=5) as client:
+            for status, code in fate:
+                time.sleep(self.callback_delay)
+                call = self.callback(sms, status, code)
+                try:
+                    answer = client.post(call.url, content=call.body, headers=call.headers)
+                    outcome = answer.status_code
+                except httpx.HTTPError:
+                    outcome = 0
+                with self.lock:
+                    self.callbacks_posted.append((call, outcome))
 
     def _authorised(self, request: Request, path_sid: str) -> bool:
         scheme, _, encoded = request.headers.get("authorization", "").partition(" ")

@@ -68,8 +68,13 @@ SCOPES = {
     ("PUT", "/api/v1/suppressions/{channel}/{address}"): "admin",
     ("DELETE", "/api/v1/suppressions/{channel}/{address}"): "admin",
 }
-# Reached from an email link, proven by the token in it rather than by a key.
-PUBLIC = {("GET", "/api/v1/unsubscribe"), ("POST", "/api/v1/unsubscribe")}
+# Reached from an email link, proven by the token in it rather than by a key; a provider's
+# receipts, proven by the provider's signature (tests/integration/test_receipts.py).
+PUBLIC = {
+    ("GET", "/api/v1/unsubscribe"),
+    ("POST", "/api/v1/unsubscribe"),
+    ("POST", "/api/v1/receipts/twilio/{provider}"),
+}
 GREETING = {"channels": {"email": {"default": {"subject": "Hi {{ name }}", "text": "Hello"}}}}
 
 

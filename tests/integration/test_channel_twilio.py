@@ -267,3 +267,23 @@ def test_the_token_is_hidden_in_reprs() -> None:
     assert TOKEN not in repr(c)
     assert TOKEN not in str(c.model_dump())
     assert TOKEN not in repr(TwilioProvider("sms", c))
+
+
+async def test_each_text_asks_for_status_callbacks_at_herald_unless_told_not_to(
+    twilio: FakeTwilio,
+) -> None:
+    asking = TwilioProvider("tw main", config(twilio.url), public_url="https://h.example/")
+    quiet = TwilioProvider(
+        "tw-quiet", config(twilio.url, status_callback=False), public_url="https://h.example"
+    )
+    for p in (asking, quiet):
+        await p.start()
+        try:
+            await p.send(sms(delivery_id=f"dlv-{p.name}"))
+        finally:
+            await p.close()
+    callbacks = [m.status_callback for m in twilio.messages]
+    assert callbacks == [
+        "https://h.example/api/v1/receipts/twilio/tw%20main?delivery=dlv-tw%20main",
+        None,
+    ]

@@ -16,8 +16,15 @@ from herald.channels.webhook import payload
 from herald.runtime import Runtime
 from tests.conftest import settings_for
 
-# Answered without an API key: probes, metrics, docs, and the link in an email.
-KEYLESS = {"/healthz", "/readyz", "/metrics", "/api/v1/unsubscribe"}
+# Answered without an API key: probes, metrics, docs, the link in an email, and receipts
+# (signed by their provider).
+KEYLESS = {
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/api/v1/unsubscribe",
+    "/api/v1/receipts/twilio/{provider}",
+}
 
 
 @pytest.fixture

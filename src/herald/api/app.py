@@ -17,6 +17,7 @@ from herald.api import (
     observe,
     openapi,
     providers,
+    receipts,
     rules,
     suppressions,
     templates,
@@ -86,6 +87,8 @@ def create_app(
         s: errors.API_ERRORS[s] for s in (400, 413, 422, 503)
     }
     app.include_router(users.unsubscribe_router, responses=link_errors)
+    # Providers' receipts: signed by the provider, not by a key (api/receipts).
+    app.include_router(receipts.router)
     app.include_router(console_pages)
     app.mount("/console/static", LongCachedFiles(directory=CONSOLE_STATIC), name="console-static")
     return app

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.convertors import Convertor, register_url_convertor
 
 from herald.api.auth import Admin, Reader
 from herald.api.context import runtime_of
@@ -24,6 +25,22 @@ from herald.observability import metrics
 from herald.observability.logging import get_logger
 from herald.store import suppressions
 from herald.store.suppressions import Suppression
+
+
+class _Anything(Convertor[str]):
+    """A path's rest, slashes and line breaks included (Starlette's ``path`` stops at a line
+    break, so an address with one was a 404 rather than a 422 naming it: see check_path)."""
+
+    regex = "(?s:.+)"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("anything", _Anything())
 
 router = APIRouter(
     prefix="/api/v1/suppressions",
@@ -102,7 +119,7 @@ async def list_suppressions(
     return SuppressionPage(items=[SuppressionOut.of(s) for s in shown], next_cursor=more)
 
 
-@router.get("/{channel}/{address:path}", response_model=SuppressionOut, responses=_404)
+@router.get("/{channel}/{address:anything}", response_model=SuppressionOut, responses=_404)
 async def get_suppression(
     channel: Channel, address: Address, request: Request, principal: Reader
 ) -> SuppressionOut:
@@ -116,7 +133,7 @@ async def get_suppression(
 
 
 @router.put(
-    "/{channel}/{address:path}",
+    "/{channel}/{address:anything}",
     response_model=SuppressionOut,
     responses={201: {"description": "Added", "model": SuppressionOut}},
 )
@@ -150,7 +167,7 @@ async def put_suppression(
     return SuppressionOut.of(found)
 
 
-@router.delete("/{channel}/{address:path}", status_code=204, responses=_404)
+@router.delete("/{channel}/{address:anything}", status_code=204, responses=_404)
 async def delete_suppression(
     channel: Channel, address: Address, request: Request, principal: Admin
 ) -> Response:

@@ -25,13 +25,12 @@ from pydantic import BaseModel
 
 from herald.api.context import runtime_of
 from herald.api.errors import API_ERRORS, RETRY_AFTER, FieldError
+from herald.api.failures import AddressFailures
 from herald.api.schemas import ErrorOut
 from herald.clock import utcnow
 from herald.domain import unsubscribe
 from herald.domain.preferences import CategoryPreference, Preferences
-from herald.errors import NotFoundError, RateLimitedError
-from herald.reliability.failure_limit import FailureLimit
-from herald.reliability.ratelimit import LocalTokenBucket, RateLimiter, RedisTokenBucket
+from herald.errors import NotFoundError
 from herald.store import server_secrets, users
 from herald.store.database import Connection
 from herald.store.server_secrets import UNSUBSCRIBE_KEY
@@ -40,9 +39,8 @@ from herald.store.users import UserRecord
 router = APIRouter(tags=["users"])
 
 PATH: Final = "/api/v1/unsubscribe"
-# Wrong or expired tokens one address may send before it is refused; one more a minute.
-FAILURES_ALLOWED: Final = 5
-FAILURE_REFILL_PER_SECOND: Final = 1 / 60
+# Wrong or expired tokens, counted per client address.
+FAILURES = AddressFailures("unsubscribe")
 ONE_CLICK: Final = ("List-Unsubscribe", "One-Click")
 MAX_FORM_BYTES: Final = 8192  # the one-click body is 26 bytes; a browser's form a few more
 
@@ -106,7 +104,7 @@ class Unsubscribed(BaseModel):
 async def confirm_unsubscribe(request: Request, token: Token) -> HTMLResponse:
     """The page a person following the link sees: it says what the button does, and the
     button POSTs the one-click form. Nothing changes here (link scanners GET links too)."""
-    await _check_limit(request)
+    await FAILURES.check(request)
     async with runtime_of(request).db.read() as conn:
         found = await _verified(request, conn, token)
     if found is None:
@@ -132,7 +130,7 @@ async def confirm_unsubscribe(request: Request, token: Token) -> HTMLResponse:
 )
 async def unsubscribe_one_click(request: Request, token: Token) -> Response:
     """RFC 8058 one-click: opts the link's user out of the link's category (idempotent)."""
-    await _check_limit(request)
+    await FAILURES.check(request)
     if not await _is_one_click(request):
         raise FieldError("body", "must be the form List-Unsubscribe=One-Click (RFC 8058)")
     async with runtime_of(request).db.write() as conn:
@@ -170,35 +168,8 @@ async def _verified(
             and unsubscribe.verify(key, token, user.unsubscribe_token)
         ):
             return link, user
-    await _failures(request).failed(_address(request))
+    await FAILURES.failed(request)
     return None
-
-
-async def _check_limit(request: Request) -> None:
-    decision = await _failures(request).check(_address(request))
-    if not decision.allowed:
-        raise RateLimitedError(decision.retry_after)
-
-
-def _address(request: Request) -> str:
-    return "unsubscribe-failures:addr:" + (request.client.host if request.client else "unknown")
-
-
-def _failures(request: Request) -> FailureLimit:
-    """This app's failure limit, shared through Redis by every API process when there is one."""
-    state = request.app.state
-    found: FailureLimit | None = getattr(state, "unsubscribe_failures", None)
-    if found is None:
-        runtime = runtime_of(request)
-        rate, burst = FAILURE_REFILL_PER_SECOND, float(FAILURES_ALLOWED)
-        limiter: RateLimiter
-        if runtime.redis is None:
-            limiter = LocalTokenBucket(rate=rate, burst=burst)
-        else:
-            prefix = runtime.settings.redis_prefix
-            limiter = RedisTokenBucket(runtime.redis, rate=rate, burst=burst, prefix=prefix)
-        found = state.unsubscribe_failures = FailureLimit(limiter)
-    return found
 
 
 async def _is_one_click(request: Request) -> bool:

@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 API_VERSION = "2010-04-01"
+# Where Twilio posts a message's status callbacks; the delivery is in the query (Twilio signs
+# the whole URL, so it cannot be changed).
+RECEIPTS_PATH = "/api/v1/receipts/twilio/{provider}"
 IDEMPOTENCY_HEADER = "I-Twilio-Idempotency-Token"
 # E.164: a plus, a country code that does not start with 0, 8 to 15 digits in all.
 E164 = re.compile(r"\+[1-9][0-9]{7,14}")
@@ -49,6 +52,9 @@ class TwilioConfig(BaseModel):
     messaging_service_sid: str | None = Field(default=None, pattern=r"^MG[0-9a-fA-F]{32}$")
     timeout_seconds: float = Field(default=10.0, gt=0)
     concurrency: int = Field(default=8, ge=1)
+    # Ask Twilio to report each message's fate (delivered, undelivered, ...) to Herald at
+    # HERALD_PUBLIC_URL (see RECEIPTS_PATH), which must reach Herald from the internet.
+    status_callback: bool = True
 
     @field_validator("base_url")
     @classmethod
@@ -78,11 +84,15 @@ class TwilioProvider:
     def from_config(
         cls, name: str, config: TwilioConfig, settings: Settings, deps: Dependencies
     ) -> TwilioProvider:
-        return cls(name, config)
+        return cls(name, config, public_url=settings.public_url)
 
-    def __init__(self, name: str, config: TwilioConfig) -> None:
+    def __init__(self, name: str, config: TwilioConfig, *, public_url: str | None = None) -> None:
         self.name = name
         self.config = config
+        self._callback = None
+        if config.status_callback and public_url:
+            path = RECEIPTS_PATH.format(provider=quote(name, safe=""))
+            self._callback = public_url.rstrip("/") + path
         self.concurrency = config.concurrency
         self._url = (
             f"{config.base_url}/{API_VERSION}/Accounts/"
@@ -120,6 +130,8 @@ class TwilioProvider:
         else:
             assert self.config.from_number is not None
             form["From"] = self.config.from_number
+        if self._callback is not None:
+            form["StatusCallback"] = f"{self._callback}?delivery={quote(message.delivery_id)}"
         try:
             response = await client.post(
                 self._url,

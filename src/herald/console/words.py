@@ -5,6 +5,15 @@ from __future__ import annotations
 
 from herald.store.timeline import Entry
 
+_RECEIPT = {
+    "applied": "the delivery's status follows.",
+    "recorded": "noted; the status stays.",
+    "late": "it came after a later status and changes nothing.",
+    "early": "it came before the send was recorded and is applied once it is.",
+    "unknown": "no such delivery.",
+    None: "noted.",
+}
+
 
 def describe(entry: Entry) -> str:
     on = f" on {entry.channel}" if entry.channel else ""
@@ -41,6 +50,10 @@ def describe(entry: Entry) -> str:
             return f"The provider says the address is gone{on}: removed from the user."
         case "replayed":
             return f"Replayed from the dead-letter queue{on}."
+        case "receipt":
+            said = f" ({entry.error})" if entry.error else ""
+            then = _RECEIPT.get(entry.detail, "noted.")
+            return f"{entry.provider} reports {entry.status}{on}{said}: {then}"
         case "completed":
             return f"Finished: {entry.status}."
     detail = f" ({entry.detail})" if entry.detail else ""

@@ -9,6 +9,8 @@ class NotificationStatus(StrEnum):
     SCHEDULED = "SCHEDULED"  # send_at is in the future
     PENDING = "PENDING"
     SENT = "SENT"
+    # Every delivery sent was confirmed delivered by its provider (or the recipient's server).
+    DELIVERED = "DELIVERED"
     PARTIALLY_SENT = "PARTIALLY_SENT"
     FAILED = "FAILED"
     SKIPPED = "SKIPPED"  # every delivery was skipped (preferences), none failed
@@ -20,10 +22,16 @@ class DeliveryStatus(StrEnum):
     PENDING = "PENDING"
     PROCESSING = "PROCESSING"
     RETRY_PENDING = "RETRY_PENDING"
-    SENT = "SENT"
+    SENT = "SENT"  # the provider accepted it
     FAILED = "FAILED"
     DEAD_LETTERED = "DEAD_LETTERED"
     SKIPPED = "SKIPPED"
+    # After SENT, from the provider's receipts (see domain/states):
+    DELIVERED = "DELIVERED"  # the provider or the recipient's server confirmed it
+    BOUNCED = "BOUNCED"  # hard: the address is bad
+    COMPLAINED = "COMPLAINED"  # the recipient marked it as spam
+    REJECTED = "REJECTED"  # the provider refused it after accepting it
+    UNDELIVERED = "UNDELIVERED"  # the provider could not deliver it
 
 
 class OutboxStatus(StrEnum):

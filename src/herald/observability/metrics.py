@@ -78,6 +78,12 @@ addresses_removed = Counter(
 suppressions_added = Counter(
     "herald_suppressions_added", "Addresses put on a suppression list", ["channel", "reason"]
 )
+receipts = Counter(
+    "herald_receipts",
+    "Receipts providers sent about deliveries after accepting them, by kind and by what Herald "
+    "did with them (applied, recorded, late, early, unknown, duplicate)",
+    ["provider", "kind", "outcome"],
+)
 daily_cap_skips = Counter(
     "herald_daily_cap_skips",
     "Deliveries skipped because their recipient reached the channel's daily cap",

@@ -9,11 +9,26 @@ drains what earlier builds published there).
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from herald.bus.topics import Topics
-from herald.domain.messages import DeliveryJob, DeliveryStatusChanged
+from herald.domain.messages import DeliveryStatusChanged
 from herald.domain.models import DeliveryStatus
 from herald.pipeline.envelope import envelope
 from herald.pipeline.unit import Unit
+
+
+class Changed(Protocol):
+    """The delivery that changed (a job, or the delivery a receipt is about)."""
+
+    @property
+    def notification_id(self) -> str: ...
+    @property
+    def delivery_id(self) -> str: ...
+    @property
+    def channel(self) -> str: ...
+    @property
+    def user_key(self) -> str: ...
 
 
 class StatusChanges:
@@ -24,7 +39,7 @@ class StatusChanges:
     def changed(
         self,
         unit: Unit,
-        job: DeliveryJob,
+        job: Changed,
         status: DeliveryStatus,
         *,
         attempts: int,

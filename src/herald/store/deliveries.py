@@ -18,12 +18,14 @@ from typing import Any
 import sqlalchemy as sa
 
 from herald.domain.models import DeliveryStatus
+from herald.domain.states import leaving, moving
 from herald.store.bulk_insert import insert_rows
 from herald.store.database import Connection
 from herald.store.one_of import one_of
 from herald.store.tables import deliveries, delivery_attempts, notifications
 
 D = deliveries.c
+SKIPPED = DeliveryStatus.SKIPPED
 NOT_DUE_SLACK = timedelta(seconds=5)
 
 
@@ -54,12 +56,16 @@ def _claimable(
     return sa.or_(
         # A deferred delivery (quiet hours, send_at) only once due; its scheduled job comes
         # then, so an early duplicate is dropped. The slack absorbs clocks a little apart.
-        sa.and_(D.status == DeliveryStatus.PENDING, due),
+        sa.and_(D.status == leaving(DeliveryStatus.PENDING, to=DeliveryStatus.PROCESSING), due),
         # Only the job scheduled for this retry may start it, once due; older duplicates are
         # stale, and an early one has its own job coming (a destination's circuit postponed it).
-        sa.and_(D.status == DeliveryStatus.RETRY_PENDING, D.attempts == job_attempt, due),
         sa.and_(
-            D.status == DeliveryStatus.PROCESSING,
+            D.status == leaving(DeliveryStatus.RETRY_PENDING, to=DeliveryStatus.PROCESSING),
+            D.attempts == job_attempt,
+            due,
+        ),
+        sa.and_(
+            D.status == leaving(DeliveryStatus.PROCESSING, to=DeliveryStatus.PROCESSING),
             sa.or_(D.lease_until < now, D.lease_owner == owner),
         ),
     )
@@ -202,15 +208,20 @@ async def _cancel(
 ) -> bool:
     """Carry out a cancellation asked for while the delivery was under way: SKIPPED, unless
     a worker still holds a live lease on its attempt (that attempt ends first)."""
-    startable = sa.or_(
-        D.status.in_([DeliveryStatus.PENDING, DeliveryStatus.RETRY_PENDING]),
-        sa.and_(D.status == DeliveryStatus.PROCESSING, D.lease_until < now),
-    )
     result = await conn.execute(
         sa.update(deliveries)
-        .where(D.id == delivery_id, D.status == status, startable)
+        .where(
+            D.id == delivery_id,
+            D.status == status,
+            sa.or_(
+                D.status.in_(moving(SKIPPED, DeliveryStatus.PENDING, DeliveryStatus.RETRY_PENDING)),
+                sa.and_(
+                    D.status == leaving(DeliveryStatus.PROCESSING, to=SKIPPED), D.lease_until < now
+                ),
+            ),
+        )
         .values(
-            status=DeliveryStatus.SKIPPED,
+            status=SKIPPED,
             lease_until=None,
             lease_owner=None,
             next_attempt_at=None,
@@ -245,7 +256,11 @@ async def finish(
         values["last_error"] = error[:2000]
     result = await conn.execute(
         sa.update(deliveries)
-        .where(D.id == delivery_id, D.status == DeliveryStatus.PROCESSING, D.attempts == attempt)
+        .where(
+            D.id == delivery_id,
+            D.status == leaving(DeliveryStatus.PROCESSING, to=status),
+            D.attempts == attempt,
+        )
         .values(**values)
     )
     return bool(result.rowcount)
@@ -302,7 +317,7 @@ _FINISH_SENT = (
     sa.update(deliveries)
     .where(
         D.id == sa.bindparam("delivery_id"),
-        D.status == DeliveryStatus.PROCESSING,
+        D.status == leaving(DeliveryStatus.PROCESSING, to=DeliveryStatus.SENT),
         D.attempts == sa.bindparam("attempt"),
     )
     .values(
@@ -429,7 +444,9 @@ async def reopen(conn: Connection, delivery_id: str, now: datetime) -> bool:
         sa.update(deliveries)
         .where(
             D.id == delivery_id,
-            D.status.in_([DeliveryStatus.DEAD_LETTERED, DeliveryStatus.FAILED]),
+            D.status.in_(
+                moving(DeliveryStatus.PENDING, DeliveryStatus.DEAD_LETTERED, DeliveryStatus.FAILED)
+            ),
         )
         .values(
             status=DeliveryStatus.PENDING,
@@ -548,8 +565,8 @@ async def skip(conn: Connection, delivery_id: str, reason: str, now: datetime) -
     """A PENDING delivery the user's preferences rule out; True if it was still PENDING."""
     result = await conn.execute(
         sa.update(deliveries)
-        .where(D.id == delivery_id, D.status == DeliveryStatus.PENDING)
-        .values(status=DeliveryStatus.SKIPPED, skip_reason=reason, updated_at=now)
+        .where(D.id == delivery_id, D.status == leaving(DeliveryStatus.PENDING, to=SKIPPED))
+        .values(status=SKIPPED, skip_reason=reason, updated_at=now)
     )
     return bool(result.rowcount)
 

@@ -11,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from herald.domain.models import DeliveryStatus, NotificationStatus
-from herald.domain.states import aggregate_status
+from herald.domain.states import aggregate_status, leaving
 from herald.ids import first_uuid7_at
 from herald.records import record
 from herald.store import journal
@@ -232,7 +232,7 @@ async def _skip_pending(
         sa.update(deliveries)
         .where(
             deliveries.c.notification_id.in_(notification_ids),
-            deliveries.c.status == DeliveryStatus.PENDING,
+            deliveries.c.status == leaving(DeliveryStatus.PENDING, to=DeliveryStatus.SKIPPED),
         )
         .values(status=DeliveryStatus.SKIPPED, skip_reason=reason, updated_at=now)
     )

@@ -12,14 +12,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from herald.domain.models import DeliveryStatus
+from herald.domain.states import NOT_REACHED, REACHED
 from herald.ids import first_uuid7_at
 from herald.store.database import Connection
 from herald.store.tables import deliveries, notifications
 
 N, D = notifications.c, deliveries.c
-SENT = {DeliveryStatus.SENT.value}
-FAILED = {DeliveryStatus.FAILED.value, DeliveryStatus.DEAD_LETTERED.value}
+SENT = {s.value for s in REACHED}
+FAILED = {s.value for s in NOT_REACHED}
 LATENCY_SAMPLE = 2000  # sent deliveries, the newest, behind the latency figures
 
 

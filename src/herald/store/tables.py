@@ -480,3 +480,33 @@ suppressions = sa.Table(
     sa.Column("detail", sa.Text, nullable=True),  # what caused it: a receipt, a note
     sa.Column("created_at", UTCDateTime, nullable=False),
 )
+
+# Every receipt a provider sent about a delivery after accepting it (delivered, bounced, ...),
+# whatever became of it: applied to the delivery, only recorded (progress, a soft bounce),
+# too late to apply (the delivery had moved on), early (the delivery was not recorded as sent
+# yet: applied by the maintenance sweep once it is), or for no delivery Herald knows.
+delivery_receipts = sa.Table(
+    "delivery_receipts",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("provider", sa.String(64), nullable=False),
+    # The provider's identity of this one receipt: the same receipt again is one row.
+    sa.Column("receipt_key", sa.String(255), nullable=False),
+    sa.Column("delivery_id", sa.String(36), nullable=False),
+    sa.Column("notification_id", sa.String(36), nullable=True),  # when the delivery is known
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("code", sa.String(64), nullable=True),
+    sa.Column("detail", sa.Text, nullable=True),
+    sa.Column("occurred_at", UTCDateTime, nullable=True),  # the provider's time, if it says
+    sa.Column("received_at", UTCDateTime, nullable=False),
+    sa.Column("outcome", sa.String(10), nullable=False),
+    sa.Column("suppress", sa.String(32), nullable=True),  # see domain/receipts.Receipt
+    sa.UniqueConstraint("provider", "receipt_key"),
+    sa.Index(None, "notification_id", **_present("notification_id")),
+    sa.Index(
+        "ix_delivery_receipts_early",
+        "id",
+        sqlite_where=sa.text("outcome = 'early'"),
+        postgresql_where=sa.text("outcome = 'early'"),
+    ),
+)

@@ -4,7 +4,8 @@ The answer to "why was this (not) sent?": accepted (the notification row), publi
 routed (the journal: a delivery routed by the API itself has no published step, and a
 notification whose deliveries went both ways has a routed step from each), each attempt with
 its error and the retry it scheduled (attempt history), dead-lettered (dead letters),
-replayed (the journal), completed (the row again).
+replayed (the journal), each receipt a provider sent afterwards (receipts: what it said and
+what Herald did with it), completed (the row again).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from herald.domain.models import DeliveryStatus
-from herald.store import deadletters, deliveries, journal, notifications
+from herald.store import deadletters, deliveries, journal, notifications, receipts
 from herald.store.database import Connection
 from herald.store.notifications import NotificationRecord
 
@@ -96,6 +97,20 @@ async def timeline(
                 letter.error_class,
                 letter.error,
                 detail=f"dead letter {letter.id} ({letter.kind})",
+            )
+        )
+    for stored in await receipts.of_notifications(conn, [notification_id]):
+        r = stored.receipt
+        entries.append(
+            Entry(
+                stored.received_at,
+                "receipt",
+                r.delivery_id,
+                channel_of.get(r.delivery_id),
+                r.provider,
+                status=r.kind.value,
+                error=" ".join(filter(None, (r.code, r.detail))) or None,
+                detail=stored.outcome.value,
             )
         )
     if record.completed_at is not None:

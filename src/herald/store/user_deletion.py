@@ -20,7 +20,7 @@ from typing import Final
 import sqlalchemy as sa
 
 from herald.domain.models import DeliveryStatus, NotificationStatus
-from herald.domain.states import CANCELLABLE
+from herald.domain.states import CANCELLABLE, moving
 from herald.store import inbox, journal, notifications, users
 from herald.store.database import Connection
 from herald.store.tables import deliveries
@@ -59,7 +59,7 @@ async def _cancel_deliveries(conn: Connection, tenant: str, user_id: str, now: d
     cancelled = (
         await conn.execute(
             sa.update(deliveries)
-            .where(of_user, D.status.in_(CANCELLABLE))
+            .where(of_user, D.status.in_(moving(DeliveryStatus.SKIPPED, *CANCELLABLE)))
             .values(
                 status=DeliveryStatus.SKIPPED,
                 skip_reason=SKIP_REASON,

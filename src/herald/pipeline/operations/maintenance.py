@@ -1,5 +1,6 @@
 """Housekeeping: expire idempotency keys, drop published outbox rows and old log messages,
-and let the recovery sweep put back on the bus what it lost."""
+let the recovery sweep put back on the bus what it lost, and apply the receipts that came
+before their delivery was recorded as sent."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from herald.bus.embedded import EmbeddedBus
 from herald.clock import utcnow
 from herald.observability.logging import get_logger
 from herald.pipeline.operations.recovery import Recovery
+from herald.pipeline.stages.receipts import Receipts
 from herald.store import console_sessions, idempotency, outbox, recipient_caps
 from herald.store.database import Database
 from herald.wakeup import sleep_unless
@@ -28,6 +30,7 @@ class Maintenance:
         outbox_retention: float,
         log_retention: float,
         recovery: Recovery | None = None,
+        receipts: Receipts | None = None,
     ) -> None:
         self.db = db
         self.bus = bus
@@ -35,6 +38,7 @@ class Maintenance:
         self.outbox_retention = timedelta(seconds=outbox_retention)
         self.log_retention = timedelta(seconds=log_retention)
         self.recovery = recovery
+        self.receipts = receipts
 
     async def run(self, stop: asyncio.Event) -> None:
         while not await sleep_unless(stop, self.interval):
@@ -63,4 +67,6 @@ class Maintenance:
             log.info("maintenance.purged", **counts)
         if self.recovery is not None:
             counts |= await self.recovery.run_once()
+        if self.receipts is not None:
+            counts["early_receipts"] = await self.receipts.apply_early()
         return counts

@@ -1,0 +1,129 @@
+"""Receipts in: what providers say about deliveries after accepting them, applied.
+
+A receipt moves its delivery only as the state machine allows (domain/states): one that comes
+late or out of order (a DELIVERED after a BOUNCED) changes nothing and is stored as ``late``;
+the same receipt again is stored once and applied once. One that overtakes the worker's own
+record of the send (the provider called back before the worker committed SENT) is stored as
+``early`` and applied by ``apply_early`` (the maintenance sweep) once the delivery is SENT. A
+hard bounce or a complaint puts the address on the tenant's suppression list, in the same
+transaction. The notification's status follows at commit (Unit.settle).
+"""
+
+from __future__ import annotations
+
+from herald.domain.receipts import TARGET, Receipt, ReceiptOutcome
+from herald.domain.states import IN_PROGRESS, can_transition
+from herald.observability import metrics
+from herald.observability.logging import get_logger
+from herald.pipeline.status_changes import StatusChanges
+from herald.pipeline.unit import Unit, Units
+from herald.store import receipts, suppressions
+from herald.store.receipts import Target
+
+log = get_logger(__name__)
+
+EARLY_BATCH = 500  # early receipts looked at per sweep transaction
+
+
+class Receipts:
+    def __init__(self, units: Units, status_changes: StatusChanges) -> None:
+        self.units = units
+        self.status_changes = status_changes
+
+    async def take(self, batch: list[Receipt]) -> list[ReceiptOutcome]:
+        """Store and apply these receipts in one transaction; what became of each."""
+        outcomes: list[ReceiptOutcome] = []
+        async with self.units.begin() as unit:
+            for receipt in batch:
+                found = await receipts.target(unit.conn, receipt.delivery_id)
+                outcome = _outcome(receipt, found)
+                stored = await receipts.add(
+                    unit.conn,
+                    receipt,
+                    notification_id=None if found is None else found.notification_id,
+                    outcome=outcome,
+                    now=unit.now,
+                )
+                if not stored:
+                    outcome = ReceiptOutcome.DUPLICATE
+                elif found is not None and outcome == ReceiptOutcome.APPLIED:
+                    outcome = await self._apply(unit, receipt, found)
+                outcomes.append(outcome)
+        for receipt, outcome in zip(batch, outcomes, strict=True):
+            _count(receipt, outcome)
+        return outcomes
+
+    async def apply_early(self) -> int:
+        """Apply the receipts that came before their delivery was recorded as sent and now
+        can be (the delivery was SENT since, or ended otherwise); how many were settled."""
+        settled: list[tuple[Receipt, ReceiptOutcome]] = []
+        async with self.units.begin() as unit:
+            for stored in await receipts.early(unit.conn, limit=EARLY_BATCH):
+                found = await receipts.target(unit.conn, stored.receipt.delivery_id)
+                outcome = _outcome(stored.receipt, found)
+                if outcome == ReceiptOutcome.EARLY:
+                    continue
+                if found is not None and outcome == ReceiptOutcome.APPLIED:
+                    outcome = await self._apply(unit, stored.receipt, found)
+                await receipts.settle_early(
+                    unit.conn,
+                    stored.id,
+                    outcome,
+                    None if found is None else found.notification_id,
+                )
+                settled.append((stored.receipt, outcome))
+        for receipt, outcome in settled:
+            _count(receipt, outcome)
+        if settled:
+            log.info("receipts.early_applied", count=len(settled))
+        return len(settled)
+
+    async def _apply(self, unit: Unit, receipt: Receipt, found: Target) -> ReceiptOutcome:
+        """Move the delivery (locked by ``receipts.target``) and suppress the address."""
+        if receipt.kind in TARGET:
+            status = TARGET[receipt.kind]
+            if not await receipts.move(unit.conn, found.delivery_id, status, unit.now):
+                return ReceiptOutcome.LATE  # cannot happen: the row is locked (see _outcome)
+            error = " ".join(filter(None, (receipt.code, receipt.detail))) or None
+            self.status_changes.changed(unit, found, status, attempts=found.attempts, error=error)
+        reason = receipt.suppression
+        if reason is not None and await suppressions.add(
+            unit.conn,
+            found.tenant_id,
+            found.channel,
+            found.recipient,
+            reason=reason,
+            now=unit.now,
+            detail=_cause(receipt),
+        ):
+            metrics.suppressions_added.labels(found.channel, reason).inc()
+            log.info("receipt.suppressed", delivery_id=found.delivery_id, reason=reason)
+        return ReceiptOutcome.APPLIED
+
+
+def _outcome(receipt: Receipt, found: Target | None) -> ReceiptOutcome:
+    """What the receipt will do to ``found`` (APPLIED: apply it)."""
+    if found is None:
+        return ReceiptOutcome.UNKNOWN
+    status = TARGET.get(receipt.kind)
+    if status is None:  # progress, a soft bounce: nothing to move
+        return ReceiptOutcome.APPLIED if receipt.suppression else ReceiptOutcome.RECORDED
+    if found.status in IN_PROGRESS:
+        # The worker has not recorded the send yet (or a retry is under way): wait for it.
+        return ReceiptOutcome.EARLY
+    if not can_transition(found.status, status):
+        return ReceiptOutcome.LATE
+    return ReceiptOutcome.APPLIED
+
+
+def _cause(receipt: Receipt) -> str:
+    what = f"{receipt.provider} receipt {receipt.kind}"
+    if receipt.code:
+        what += f" {receipt.code}"
+    if receipt.detail:
+        what += f": {receipt.detail}"
+    return what[:1000]
+
+
+def _count(receipt: Receipt, outcome: ReceiptOutcome) -> None:
+    metrics.receipts.labels(receipt.provider, receipt.kind, outcome).inc()
