@@ -85,6 +85,15 @@ class Settings(BaseSettings):
     # The SMTP relays take SMTPUTF8 (RFC 6531): addresses with non-ASCII before the @ are
     # accepted (and sent with it); without it the API refuses them, as no relay would take them.
     smtp_utf8: bool = False
+    # Bounces come back here: email goes out with the return path bounce+<delivery id>@ this
+    # domain (VERP), whose MX is `herald inbound` (or an MTA piping to /api/v1/receipts/mail).
+    bounce_domain: str | None = Field(
+        default=None, max_length=253, pattern=r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$"
+    )
+    # `herald inbound`: the SMTP listener for the bounce domain's mail.
+    inbound_host: str = "127.0.0.1"
+    inbound_port: int = Field(default=2525, ge=0, le=65535)
+    inbound_max_bytes: int = Field(default=1_048_576, ge=1024)
 
     # Providers beyond the built-in ones, by name: {"twilio": {"type": "twilio", ...}}.
     providers: dict[str, dict[str, Any]] = Field(default_factory=dict)

@@ -14,6 +14,7 @@ from herald.api.server import bind, serve
 from herald.bus.base import Message
 from herald.clock import utcnow
 from herald.consumer_process import ConsumerProcess, ParentLink, link_role
+from herald.errors import ConfigError
 from herald.observability import metrics
 from herald.observability.logging import get_logger
 from herald.observability.sampler import Sampler
@@ -374,6 +375,28 @@ def relay_roles(rt: Runtime) -> dict[str, Role]:
         "sampler": sampler(rt, stored_state=True, channels=[]),
         **metrics_endpoint(rt),
     }
+
+
+def inbound_roles(rt: Runtime) -> dict[str, Role]:
+    """`herald inbound`: the SMTP listener taking bounces for HERALD_BOUNCE_DOMAIN."""
+    from herald.inbound import serve_inbound  # aiosmtpd: the inbound extra
+
+    s = rt.settings
+    if s.bounce_domain is None:
+        raise ConfigError("herald inbound needs HERALD_BOUNCE_DOMAIN")
+    domain = s.bounce_domain
+
+    async def run(stop: asyncio.Event) -> None:
+        await serve_inbound(
+            rt.receipts,
+            domain=domain,
+            host=s.inbound_host,
+            port=s.inbound_port,
+            max_bytes=s.inbound_max_bytes,
+            stop=stop,
+        )
+
+    return {"inbound": run, **metrics_endpoint(rt)}
 
 
 def _consumers(rt: Runtime, channels: list[str]) -> dict[str, Role]:

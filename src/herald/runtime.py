@@ -86,7 +86,7 @@ class Runtime:
         # What follows a delivery's status change, wherever it is made.
         self.status_changes = StatusChanges(self.topics, publish=settings.status_events)
         # Providers' receipts (delivered, bounced, ...), taken by their endpoints.
-        self.receipts = Receipts(self.units, self.status_changes)
+        self.receipts = Receipts(self.units, self.status_changes, spawn=self.spawn)
         self.replayer = Replayer(
             self.units,
             self.topics,

@@ -67,6 +67,8 @@ SCOPES = {
     ("GET", "/api/v1/suppressions/{channel}/{address}"): "read",
     ("PUT", "/api/v1/suppressions/{channel}/{address}"): "admin",
     ("DELETE", "/api/v1/suppressions/{channel}/{address}"): "admin",
+    # Bounces piped in by the operator's MTA (any tenant's deliveries: the operator's only).
+    ("POST", "/api/v1/receipts/mail"): "admin",
 }
 # Reached from an email link, proven by the token in it rather than by a key; a provider's
 # receipts, proven by the provider's signature (tests/integration/test_receipts.py).
@@ -74,6 +76,7 @@ PUBLIC = {
     ("GET", "/api/v1/unsubscribe"),
     ("POST", "/api/v1/unsubscribe"),
     ("POST", "/api/v1/receipts/twilio/{provider}"),
+    ("POST", "/api/v1/receipts/sendgrid/{provider}"),
 }
 GREETING = {"channels": {"email": {"default": {"subject": "Hi {{ name }}", "text": "Hello"}}}}
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 from schemathesis.checks import (
     content_type_conformance,
     not_a_server_error,
@@ -21,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from herald.api.app import create_app
 from herald.runtime import Runtime
 from tests.conftest import settings_for
+from tests.fakes.mta import bounce_report
 
 CHECKS = [
     not_a_server_error,
@@ -43,6 +45,11 @@ def openapi_document() -> dict[str, Any]:
 
 
 schema = schemathesis.openapi.from_dict(openapi_document())
+# A raw message (bounces piped in by an MTA): a real report about no known delivery, or bytes.
+schemathesis.openapi.media_type(
+    "message/rfc822",
+    st.one_of(st.binary(max_size=2000), st.just(bounce_report("no-such-delivery"))),
+)
 
 
 def with_lifespan(app: ASGIApp, runtime: Runtime) -> ASGIApp:

@@ -237,6 +237,7 @@ CALLS = [
         {"provider": "twilio-main"},
         query={"delivery": ID},
     ),
+    Call("POST", "/api/v1/receipts/sendgrid/{provider}", {"provider": "sendgrid-main"}),
 ]
 CURSOR = encode_cursor(ID)  # "c" above: a cursor this API could have returned
 TIME = re.compile(r"^\d{4}-\d\d-\d\dT")

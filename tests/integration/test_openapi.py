@@ -24,6 +24,7 @@ KEYLESS = {
     "/metrics",
     "/api/v1/unsubscribe",
     "/api/v1/receipts/twilio/{provider}",
+    "/api/v1/receipts/sendgrid/{provider}",
 }
 
 

@@ -1,33 +1,46 @@
 """Receipts endpoints: providers report what became of a message after they accepted it.
 
-No API key: a provider proves a receipt is its own by signing it as it documents (Twilio:
-``X-Twilio-Signature``, keyed with the provider's auth token from HERALD_PROVIDERS). An
-unsigned or forged receipt is a 403 and changes nothing; forgeries are limited per client
+Twilio's callbacks and SendGrid's events take no API key: the provider proves a receipt is its
+own by signing it as it documents (Twilio: ``X-Twilio-Signature``, keyed with the provider's
+auth token; SendGrid: ECDSA, checked with the provider's webhook verification key).
+An unsigned or forged receipt is a 403 and changes nothing; forgeries are limited per client
 address (api/failures), bodies are bounded, and the same receipt twice is applied once
 (pipeline/stages/receipts). A receipt is stored before the answer: a 200 means it is kept.
+
+Bounces by mail reach ``herald inbound``, or this API from an MTA that pipes them here
+(``/api/v1/receipts/mail``, the raw message): that takes an admin key of the operator's
+tenant, since a report may concern any tenant's delivery.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final
+import json
+from typing import Annotated, Any, Final, TypeVar
 from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, ValidationError
 
+from herald.api.auth import Admin
 from herald.api.context import runtime_of
 from herald.api.errors import API_ERRORS, FieldError
 from herald.api.failures import AddressFailures
+from herald.api.limits import enforce_rate_limit
 from herald.api.schemas import ErrorOut
-from herald.channels import twilio_receipts
+from herald.channels import bounce_mail, sendgrid_events, twilio_receipts
+from herald.channels.sendgrid import SendGridConfig
 from herald.channels.twilio import RECEIPTS_PATH, TwilioConfig
 from herald.channels.twilio_signature import HEADER, valid
-from herald.domain.receipts import ReceiptOutcome
+from herald.domain.receipts import ReceiptKind, ReceiptOutcome
 from herald.errors import ForbiddenError, NotFoundError
+from herald.tenancy import DEFAULT_TENANT
 
 router = APIRouter(tags=["receipts"])
 
 MAX_FORM_BYTES: Final = 16_384  # a Twilio status callback is well under 1 KiB
+MAX_EVENTS_BYTES: Final = 1_048_576  # SendGrid posts up to a few hundred events at once
+SENDGRID_PATH: Final = "/api/v1/receipts/sendgrid/{provider}"
+Config = TypeVar("Config", TwilioConfig, SendGridConfig)
 FORGERIES = AddressFailures("receipts")
 
 # A provider's name as HERALD_PROVIDERS spells it (any printable text).
@@ -39,11 +52,61 @@ class ReceiptTaken(BaseModel):
     outcome: ReceiptOutcome
 
 
+class EventsTaken(BaseModel):
+    outcomes: list[ReceiptOutcome]  # one per event about a message Herald sent, in order
+
+
+class MailReceipt(BaseModel):
+    delivery_id: str
+    kind: ReceiptKind
+    outcome: ReceiptOutcome
+
+
+class MailReceipts(BaseModel):
+    receipts: list[MailReceipt]
+
+
+_RAW_MESSAGE: dict[str, Any] = {
+    "required": True,
+    "content": {"message/rfc822": {"schema": {"type": "string", "format": "binary"}}},
+}
+
+
 _ANSWERS: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorOut, "description": "Unsigned, or not signed by the provider"},
     404: {"model": ErrorOut, "description": "No such provider of this kind"},
     **{s: API_ERRORS[s] for s in (400, 413, 422, 429, 503)},
 }
+
+
+@router.post(
+    "/api/v1/receipts/mail",
+    response_model=MailReceipts,
+    responses={
+        **API_ERRORS,
+        403: {"model": ErrorOut, "description": "Not an admin key of the operator's tenant"},
+    },
+    dependencies=[Depends(enforce_rate_limit)],
+    openapi_extra={"requestBody": _RAW_MESSAGE},
+)
+async def bounce_by_mail(request: Request, principal: Admin) -> MailReceipts:
+    """A bounce (RFC 3464) or complaint (RFC 5965) as the mail server received it, the raw
+    message as the body; for an MTA that pipes the bounce domain's mail here instead of
+    running `herald inbound`. Mail that is no report is taken and carries no receipt."""
+    if principal.tenant != DEFAULT_TENANT:
+        raise ForbiddenError("only the operator's keys (the default tenant's) may post bounces")
+    runtime = runtime_of(request)
+    body = await request.body()
+    if len(body) > runtime.settings.inbound_max_bytes:
+        raise FieldError("body", "larger than HERALD_INBOUND_MAX_BYTES", 413)
+    found = bounce_mail.receipts_in(body, bounce_domain=runtime.settings.bounce_domain)
+    outcomes = await runtime.receipts.take(found) if found else []
+    return MailReceipts(
+        receipts=[
+            MailReceipt(delivery_id=r.delivery_id, kind=r.kind, outcome=o)
+            for r, o in zip(found, outcomes, strict=True)
+        ]
+    )
 
 
 @router.post(RECEIPTS_PATH, response_model=ReceiptTaken, responses=_ANSWERS)
@@ -53,7 +116,7 @@ async def twilio_status_callback(
     """Twilio's status callback for one message (``StatusCallback``, which Herald sets on
     every message it sends through this provider): form fields, signed by Twilio."""
     await FORGERIES.check(request)
-    config = _twilio_config(request, provider)
+    config = _config(request, provider, TwilioConfig)
     body = await request.body()
     if len(body) > MAX_FORM_BYTES:
         raise FieldError("body", f"a status callback is at most {MAX_FORM_BYTES} bytes", 413)
@@ -73,12 +136,40 @@ async def twilio_status_callback(
     return ReceiptTaken(outcome=outcome)
 
 
-def _twilio_config(request: Request, provider: str) -> TwilioConfig:
-    raw = runtime_of(request).settings.providers.get(provider)
-    if raw is None or raw.get("type") != "twilio":
-        raise NotFoundError(f"no Twilio provider named {provider!r}")
+@router.post(SENDGRID_PATH, response_model=EventsTaken, responses=_ANSWERS)
+async def sendgrid_event_webhook(request: Request, provider: ProviderName) -> EventsTaken:
+    """SendGrid's Event Webhook (set its URL to this, with the provider's name, and turn on
+    the Signed Event Webhook): a JSON array of events, signed by SendGrid."""
+    await FORGERIES.check(request)
+    config = _config(request, provider, SendGridConfig)
+    body = await request.body()
+    if len(body) > MAX_EVENTS_BYTES:
+        raise FieldError("body", f"an event post is at most {MAX_EVENTS_BYTES} bytes", 413)
+    signature = request.headers.get(sendgrid_events.SIGNATURE_HEADER, "")
+    timestamp = request.headers.get(sendgrid_events.TIMESTAMP_HEADER, "")
+    key = config.webhook_verification_key
+    if key is None or not sendgrid_events.verified(key, timestamp, body, signature):
+        await FORGERIES.failed(request)
+        raise ForbiddenError(
+            f"{sendgrid_events.SIGNATURE_HEADER} does not match the provider's "
+            "webhook_verification_key: not signed by SendGrid"
+        )
     try:
-        return TwilioConfig.model_validate(raw)
+        found = sendgrid_events.receipts(provider, json.loads(body))
+    except ValueError as exc:
+        raise FieldError("body", str(exc)) from exc
+    outcomes = await runtime_of(request).receipts.take(found) if found else []
+    return EventsTaken(outcomes=outcomes)
+
+
+def _config(request: Request, provider: str, model: type[Config]) -> Config:
+    """The provider's configuration, if it is one of ``model``'s type."""
+    raw = runtime_of(request).settings.providers.get(provider)
+    kind = model.model_fields["type"].default
+    if raw is None or raw.get("type") != kind:
+        raise NotFoundError(f"no {kind} provider named {provider!r}")
+    try:
+        return model.model_validate(raw)
     except ValidationError as exc:  # the workers refuse to start with it too
         raise NotFoundError(f"provider {provider!r} is not configured correctly") from exc
 

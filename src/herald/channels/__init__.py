@@ -36,6 +36,7 @@ class ProviderType:
 
 TYPES: dict[str, ProviderType] = {
     "smtp": ProviderType("email", "smtp", "SmtpConfig", "SmtpProvider"),
+    "sendgrid": ProviderType("email", "sendgrid", "SendGridConfig", "SendGridProvider"),
     "twilio": ProviderType("sms", "twilio", "TwilioConfig", "TwilioProvider"),
     "fcm": ProviderType("push", "fcm", "FcmConfig", "FcmProvider"),
     "webpush": ProviderType("webpush", "webpush", "WebPushConfig", "WebPushProvider"),

@@ -95,7 +95,7 @@ def check_headers(fields: Iterable[tuple[str, str | None]]) -> None:
             raise PermanentDeliveryError(f"email header {name} contains a line break or NUL")
 
 
-def _extra_headers(headers: dict[str, str]) -> dict[str, str]:
+def extra_headers(headers: dict[str, str]) -> dict[str, str]:
     for name in headers:
         lowered = name.lower()
         if lowered in _RESERVED or lowered.startswith(_RESERVED_PREFIXES):
@@ -201,7 +201,7 @@ def _date(second: int) -> str:
 def build_email(message: OutboundMessage, sender: str) -> Email:
     """Raises PermanentDeliveryError for any header value that could inject headers, before
     anything is sent; ValueError for an address that is not a bare address."""
-    extra = _extra_headers(message.headers)
+    extra = extra_headers(message.headers)
     check_headers(
         [
             ("From", sender),

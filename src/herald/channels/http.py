@@ -66,6 +66,25 @@ def retry_after(response: httpx.Response) -> float | None:
         return None
 
 
+def classify_api(
+    response: httpx.Response, what: str, *, refused: frozenset[int], credentials: str
+) -> DeliveryError:
+    """A provider API's non-2xx answer (``what`` says it, with the provider's own detail):
+    its refusal of this message (``refused``) is permanent; rejected credentials (401/403:
+    our configuration, not the message, which can go once it is fixed) and throttling or
+    server trouble are transient."""
+    status = response.status_code
+    if status in (401, 403):
+        return TransientDeliveryError(
+            f"{what} (credentials rejected: check {credentials})", retry_after=retry_after(response)
+        )
+    if status in refused:
+        return PermanentDeliveryError(what)
+    if status in TRANSIENT_STATUSES or status >= 500:
+        return TransientDeliveryError(what, retry_after=retry_after(response))
+    return classify_status(response, what.partition(":")[0])
+
+
 def classify_status(response: httpx.Response, what: str) -> DeliveryError:
     """A non-2xx answer as a typed error: transient for 408/425/429/5xx, else permanent."""
     excerpt = response.text[:ERROR_EXCERPT].replace("\n", " ")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl
+from dataclasses import replace
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -24,6 +25,7 @@ from herald.channels.smtp_client import (
     SmtpTarget,
     SmtpUnsupported,
 )
+from herald.domain import verp
 from herald.domain.headers import is_single_line
 from herald.errors import ConfigError, DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from herald.observability.logging import get_logger
@@ -128,6 +130,7 @@ class SmtpProvider:
             timeout=config.timeout_seconds or settings.smtp_timeout_seconds,
             pool_size=config.pool_size or settings.smtp_pool_size,
             name=name,
+            bounce_domain=settings.bounce_domain,
         )
 
     def __init__(
@@ -138,12 +141,14 @@ class SmtpProvider:
         timeout: float = 20.0,
         pool_size: int = 4,
         name: str = "smtp",
+        bounce_domain: str | None = None,
     ) -> None:
         if not is_single_line(sender):
             raise ConfigError(f"{name}: the email sender must be a single line")
         self.name = name
         self.target = target
         self.sender = sender
+        self.bounce_domain = bounce_domain
         self.timeout = timeout
         self.concurrency = pool_size
         self.tls = tls_context(target)  # built once: loading the CAs is not cheap
@@ -175,6 +180,8 @@ class SmtpProvider:
             mail = build_email(message, self.sender)  # refuses header injection, permanently
         except ValueError as exc:
             raise PermanentDeliveryError(f"cannot build email: {exc}") from exc
+        if self.bounce_domain is not None:
+            mail = replace(mail, sender=verp.return_path(message.delivery_id, self.bounce_domain))
         conn = await self._idle.get()
         try:
             if conn is not None and not conn.closed:

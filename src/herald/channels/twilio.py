@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from herald.channels import http
 from herald.channels.base import OutboundMessage, SendResult
-from herald.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
+from herald.errors import DeliveryError, PermanentDeliveryError
 from herald.observability.logging import get_logger
 
 if TYPE_CHECKING:
@@ -184,17 +184,10 @@ def _error_detail(response: httpx.Response) -> str:
 
 def classify(response: httpx.Response) -> DeliveryError:
     """A non-2xx answer from Twilio as a typed error."""
-    status = response.status_code
-    what = f"twilio: HTTP {status} {_error_detail(response)}"
-    if status in (401, 403):
-        # Twilio refused our account credentials; nothing is wrong with this message, and it
-        # can go out once the configuration is fixed.
-        return TransientDeliveryError(
-            f"{what} (credentials rejected: check account_sid and auth_token)",
-            retry_after=http.retry_after(response),
-        )
-    if status in (400, 404):
-        return PermanentDeliveryError(what)
-    if status in http.TRANSIENT_STATUSES or status >= 500:
-        return TransientDeliveryError(what, retry_after=http.retry_after(response))
-    return http.classify_status(response, "twilio")
+    what = f"twilio: HTTP {response.status_code} {_error_detail(response)}"
+    return http.classify_api(
+        response, what, refused=_REFUSED, credentials="account_sid and auth_token"
+    )
+
+
+_REFUSED = frozenset({400, 404})

@@ -1,5 +1,5 @@
-"""The `herald` command and its subcommands: serve, api, relay, worker, migrate, dlq, keys,
-suppressions."""
+"""The `herald` command and its subcommands: serve, api, relay, worker, inbound, migrate, dlq,
+keys, suppressions."""
 
 from __future__ import annotations
 
@@ -131,6 +131,22 @@ def worker(
         service="herald-worker",
         warn=parent is None,
     )
+
+
+@app.command()
+def inbound() -> None:
+    """Take bounces and complaints by SMTP for HERALD_BOUNCE_DOMAIN (its MX points here), on
+    HERALD_INBOUND_HOST:HERALD_INBOUND_PORT."""
+    settings = settings_or_exit()
+    if settings.bounce_domain is None:
+        fail("herald inbound needs HERALD_BOUNCE_DOMAIN: the domain of the return paths")
+    try:
+        import aiosmtpd  # noqa: F401
+    except ImportError:
+        fail("herald inbound needs aiosmtpd: pip install 'herald[inbound]'")
+    from herald import roles
+
+    run_roles(settings, roles.inbound_roles, migrate=False, service="herald-inbound")
 
 
 @app.command()

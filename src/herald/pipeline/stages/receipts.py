@@ -4,12 +4,17 @@ A receipt moves its delivery only as the state machine allows (domain/states): o
 late or out of order (a DELIVERED after a BOUNCED) changes nothing and is stored as ``late``;
 the same receipt again is stored once and applied once. One that overtakes the worker's own
 record of the send (the provider called back before the worker committed SENT) is stored as
-``early`` and applied by ``apply_early`` (the maintenance sweep) once the delivery is SENT. A
+``early`` and applied by ``apply_early`` once the delivery is SENT: looked at again a few
+times within seconds by the process that took it, then by the maintenance sweep. A
 hard bounce or a complaint puts the address on the tenant's suppression list, in the same
 transaction. The notification's status follows at commit (Unit.settle).
 """
 
 from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from herald.domain.receipts import TARGET, Receipt, ReceiptOutcome
 from herald.domain.states import IN_PROGRESS, can_transition
@@ -23,12 +28,21 @@ from herald.store.receipts import Target
 log = get_logger(__name__)
 
 EARLY_BATCH = 500  # early receipts looked at per sweep transaction
+# When the process that took an early receipt looks again (seconds after the last look): the
+# worker records a send within milliseconds unless its provider was slow.
+EARLY_LOOKS = (0.1, 0.3, 1.0, 3.0)
+
+Spawn = Callable[[Coroutine[Any, Any, None], str], None]
 
 
 class Receipts:
-    def __init__(self, units: Units, status_changes: StatusChanges) -> None:
+    def __init__(
+        self, units: Units, status_changes: StatusChanges, spawn: Spawn | None = None
+    ) -> None:
         self.units = units
         self.status_changes = status_changes
+        self.spawn = spawn
+        self._chasing = False  # a look again is under way
 
     async def take(self, batch: list[Receipt]) -> list[ReceiptOutcome]:
         """Store and apply these receipts in one transaction; what became of each."""
@@ -51,7 +65,21 @@ class Receipts:
                 outcomes.append(outcome)
         for receipt, outcome in zip(batch, outcomes, strict=True):
             _count(receipt, outcome)
+        if ReceiptOutcome.EARLY in outcomes and self.spawn is not None and not self._chasing:
+            self._chasing = True
+            self.spawn(self._look_again(), "receipts.early")
         return outcomes
+
+    async def _look_again(self) -> None:
+        try:
+            for delay in EARLY_LOOKS:
+                await asyncio.sleep(delay)
+                await self.apply_early()
+                async with self.units.db.read() as conn:
+                    if not await receipts.early(conn, limit=1):
+                        return
+        finally:
+            self._chasing = False
 
     async def apply_early(self) -> int:
         """Apply the receipts that came before their delivery was recorded as sent and now
