@@ -77,6 +77,7 @@ PUBLIC = {
     ("POST", "/api/v1/unsubscribe"),
     ("POST", "/api/v1/receipts/twilio/{provider}"),
     ("POST", "/api/v1/receipts/sendgrid/{provider}"),
+    ("POST", "/api/v1/receipts/mailgun/{provider}"),
 }
 GREETING = {"channels": {"email": {"default": {"subject": "Hi {{ name }}", "text": "Hello"}}}}
 

@@ -238,6 +238,7 @@ CALLS = [
         query={"delivery": ID},
     ),
     Call("POST", "/api/v1/receipts/sendgrid/{provider}", {"provider": "sendgrid-main"}),
+    Call("POST", "/api/v1/receipts/mailgun/{provider}", {"provider": "mailgun-main"}),
 ]
 CURSOR = encode_cursor(ID)  # "c" above: a cursor this API could have returned
 TIME = re.compile(r"^\d{4}-\d\d-\d\dT")

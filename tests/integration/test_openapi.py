@@ -25,6 +25,7 @@ KEYLESS = {
     "/api/v1/unsubscribe",
     "/api/v1/receipts/twilio/{provider}",
     "/api/v1/receipts/sendgrid/{provider}",
+    "/api/v1/receipts/mailgun/{provider}",
 }
 
 

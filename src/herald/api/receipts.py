@@ -1,11 +1,12 @@
 """Receipts endpoints: providers report what became of a message after they accepted it.
 
-Twilio's callbacks and SendGrid's events take no API key: the provider proves a receipt is its
-own by signing it as it documents (Twilio: ``X-Twilio-Signature``, keyed with the provider's
-auth token; SendGrid: ECDSA, checked with the provider's webhook verification key).
-An unsigned or forged receipt is a 403 and changes nothing; forgeries are limited per client
-address (api/failures), bodies are bounded, and the same receipt twice is applied once
-(pipeline/stages/receipts). A receipt is stored before the answer: a 200 means it is kept.
+Twilio's callbacks and SendGrid's and Mailgun's events take no API key: the provider proves a
+receipt is its own by signing it as it documents (Twilio: ``X-Twilio-Signature``, keyed with the
+provider's auth token; SendGrid: ECDSA, checked with the provider's webhook verification key;
+Mailgun: HMAC-SHA256 with the provider's webhook signing key). An unsigned or forged receipt
+is a 403 and changes nothing; forgeries are limited per client address (api/failures), bodies
+are bounded, and the same receipt twice is applied once (pipeline/stages/receipts). A receipt
+is stored before the answer: a 200 means it is kept.
 
 Bounces by mail reach ``herald inbound``, or this API from an MTA that pipes them here
 (``/api/v1/receipts/mail``, the raw message): that takes an admin key of the operator's
@@ -15,7 +16,8 @@ tenant, since a report may concern any tenant's delivery.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Final, TypeVar
+from collections.abc import Callable
+from typing import Annotated, Any, Final, NoReturn, TypeVar
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -27,11 +29,12 @@ from herald.api.errors import API_ERRORS, FieldError
 from herald.api.failures import AddressFailures
 from herald.api.limits import enforce_rate_limit
 from herald.api.schemas import ErrorOut
-from herald.channels import bounce_mail, sendgrid_events, twilio_receipts
+from herald.channels import bounce_mail, mailgun_events, sendgrid_events, twilio_receipts
+from herald.channels.mailgun import MailgunConfig
 from herald.channels.sendgrid import SendGridConfig
 from herald.channels.twilio import RECEIPTS_PATH, TwilioConfig
 from herald.channels.twilio_signature import HEADER, valid
-from herald.domain.receipts import ReceiptKind, ReceiptOutcome
+from herald.domain.receipts import Receipt, ReceiptKind, ReceiptOutcome
 from herald.errors import ForbiddenError, NotFoundError
 from herald.tenancy import DEFAULT_TENANT
 
@@ -40,7 +43,8 @@ router = APIRouter(tags=["receipts"])
 MAX_FORM_BYTES: Final = 16_384  # a Twilio status callback is well under 1 KiB
 MAX_EVENTS_BYTES: Final = 1_048_576  # SendGrid posts up to a few hundred events at once
 SENDGRID_PATH: Final = "/api/v1/receipts/sendgrid/{provider}"
-Config = TypeVar("Config", TwilioConfig, SendGridConfig)
+MAILGUN_PATH: Final = "/api/v1/receipts/mailgun/{provider}"
+Config = TypeVar("Config", TwilioConfig, SendGridConfig, MailgunConfig)
 FORGERIES = AddressFailures("receipts")
 
 # A provider's name as HERALD_PROVIDERS spells it (any printable text).
@@ -142,24 +146,57 @@ async def sendgrid_event_webhook(request: Request, provider: ProviderName) -> Ev
     the Signed Event Webhook): a JSON array of events, signed by SendGrid."""
     await FORGERIES.check(request)
     config = _config(request, provider, SendGridConfig)
-    body = await request.body()
-    if len(body) > MAX_EVENTS_BYTES:
-        raise FieldError("body", f"an event post is at most {MAX_EVENTS_BYTES} bytes", 413)
+    body = await _bounded_body(request)
     signature = request.headers.get(sendgrid_events.SIGNATURE_HEADER, "")
     timestamp = request.headers.get(sendgrid_events.TIMESTAMP_HEADER, "")
     key = config.webhook_verification_key
     if key is None or not sendgrid_events.verified(key, timestamp, body, signature):
-        await FORGERIES.failed(request)
-        raise ForbiddenError(
-            f"{sendgrid_events.SIGNATURE_HEADER} does not match the provider's "
-            "webhook_verification_key: not signed by SendGrid"
-        )
+        await _forged(request, f"{sendgrid_events.SIGNATURE_HEADER}: not signed by SendGrid")
+    found = _parsed(lambda: sendgrid_events.receipts(provider, json.loads(body)))
+    return EventsTaken(outcomes=await _take(request, found))
+
+
+@router.post(MAILGUN_PATH, response_model=EventsTaken, responses=_ANSWERS)
+async def mailgun_webhook(request: Request, provider: ProviderName) -> EventsTaken:
+    """Mailgun's webhooks (set each event's URL to this, with the provider's name): one
+    event as JSON, signed with the provider's webhook signing key."""
+    await FORGERIES.check(request)
+    config = _config(request, provider, MailgunConfig)
+    body = await _bounded_body(request)
     try:
-        found = sendgrid_events.receipts(provider, json.loads(body))
+        post = json.loads(body)
+    except ValueError:
+        post = None
+    key = config.webhook_signing_key
+    if key is None or not mailgun_events.verified(key.get_secret_value(), post):
+        await _forged(request, "signature: not signed with the provider's webhook_signing_key")
+    assert isinstance(post, dict)  # verified() looked inside it
+    found = _parsed(lambda: mailgun_events.receipts(provider, post))
+    return EventsTaken(outcomes=await _take(request, found))
+
+
+async def _bounded_body(request: Request) -> bytes:
+    body = await request.body()
+    if len(body) > MAX_EVENTS_BYTES:
+        raise FieldError("body", f"an event post is at most {MAX_EVENTS_BYTES} bytes", 413)
+    return body
+
+
+async def _forged(request: Request, why: str) -> NoReturn:
+    """A post the provider did not sign: counted against its address, refused."""
+    await FORGERIES.failed(request)
+    raise ForbiddenError(why)
+
+
+def _parsed(read: Callable[[], list[Receipt]]) -> list[Receipt]:
+    try:
+        return read()
     except ValueError as exc:
         raise FieldError("body", str(exc)) from exc
-    outcomes = await runtime_of(request).receipts.take(found) if found else []
-    return EventsTaken(outcomes=outcomes)
+
+
+async def _take(request: Request, found: list[Receipt]) -> list[ReceiptOutcome]:
+    return await runtime_of(request).receipts.take(found) if found else []
 
 
 def _config(request: Request, provider: str, model: type[Config]) -> Config:

@@ -37,6 +37,7 @@ class ProviderType:
 TYPES: dict[str, ProviderType] = {
     "smtp": ProviderType("email", "smtp", "SmtpConfig", "SmtpProvider"),
     "sendgrid": ProviderType("email", "sendgrid", "SendGridConfig", "SendGridProvider"),
+    "mailgun": ProviderType("email", "mailgun", "MailgunConfig", "MailgunProvider"),
     "twilio": ProviderType("sms", "twilio", "TwilioConfig", "TwilioProvider"),
     "fcm": ProviderType("push", "fcm", "FcmConfig", "FcmProvider"),
     "webpush": ProviderType("webpush", "webpush", "WebPushConfig", "WebPushProvider"),
