@@ -46,9 +46,14 @@ class BounceHandler:
             log.info("inbound.no_receipt", rcpt=envelope.rcpt_tos, peer=str(session.peer))
             return "250 2.0.0 OK (no report)"
         try:
-            outcomes = await self.receipts.take(found)
-        except UNAVAILABLE_ERRORS as exc:
-            log.warning("inbound.unavailable", error=f"{type(exc).__name__}: {exc}")
+            outcomes = await self.receipts.take(found, signed=False)
+        except Exception as exc:
+            # The database out of reach, or a fault of ours: the sender keeps the report and
+            # tries again (a 5xx would make it give up, and the bounce would be lost).
+            kind = (
+                "inbound.unavailable" if isinstance(exc, UNAVAILABLE_ERRORS) else "inbound.failed"
+            )
+            log.warning(kind, error=f"{type(exc).__name__}: {exc}"[:500])
             return "451 4.3.0 cannot store it now: try again later"
         log.info("inbound.receipts", outcomes=[str(o) for o in outcomes])
         return "250 2.0.0 OK"
@@ -74,6 +79,9 @@ async def serve_inbound(
             enable_SMTPUTF8=True,
             hostname=domain,
             ident="Herald inbound",
+            # A bounce names one return path: a session that keeps trying recipients or
+            # messages is not a mail server reporting.
+            command_call_limit={"RCPT": 10, "DATA": 10, "*": 50},
         ),
         host,
         port,

@@ -14,10 +14,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from herald.domain import verp
 from herald.inbound import serve_inbound
-from tests.fakes.mta import FakeMta
+from herald.store.tables import delivery_receipts
+from tests.fakes.mta import FakeMta, bounce_report
 from tests.pipeline_harness import Pipeline, PipelineFactory
 
 DOMAIN = "bounces.herald.test"
@@ -174,3 +176,43 @@ Message-ID: <{delivery_id}@localhost>
 
 --fbl--
 """.replace("\n", "\r\n").encode()
+
+
+async def test_mail_about_no_delivery_of_ours_is_not_kept_and_a_late_complaint_still_suppresses(
+    start_pipeline: PipelineFactory,
+) -> None:
+    """Anyone can send mail: a report for a delivery Herald does not have (or of another
+    channel) is dropped, not stored; a delivery gets 50 receipts at most. A complaint about
+    a delivery that ended failed (the provider had taken it after all) still suppresses."""
+    async with start_pipeline(bounce_domain=DOMAIN, retry_max_attempts=1) as p:
+        unknown = await p.http.post("/api/v1/receipts/mail", content=complaint("0" * 36))
+        p.sink.rcpt_replies[FINE] = "451 4.4.1 try later"  # one attempt: dead-lettered
+        accepted = await p.send(recipient=FINE)
+        done = await p.wait_until_done(accepted["id"])
+        delivery_id = done["deliveries"][0]["id"]
+        late = await p.http.post("/api/v1/receipts/mail", content=complaint(delivery_id))
+        listed = await p.http.get(f"/api/v1/suppressions/email/{FINE}")
+        flood = [
+            await p.http.post(
+                "/api/v1/receipts/mail",
+                content=bounce_report(
+                    delivery_id,
+                    to=verp.return_path(delivery_id, DOMAIN),
+                    action="delayed",
+                    status="4.4.1",
+                ),
+            )
+            for _ in range(50)
+        ]
+        async with p.runtime.db.read() as conn:
+            kept = await conn.scalar(sa.select(sa.func.count()).select_from(delivery_receipts))
+
+    assert unknown.json() == {
+        "receipts": [{"delivery_id": "0" * 36, "kind": "complained", "outcome": "dropped"}]
+    }
+    assert done["deliveries"][0]["status"] == "DEAD_LETTERED"
+    assert late.json()["receipts"][0]["outcome"] == "late"
+    assert listed.json()["reason"] == "complaint"
+    outcomes = [r.json()["receipts"][0]["outcome"] for r in flood]
+    assert outcomes == ["recorded"] * 49 + ["dropped"]
+    assert kept == 50

@@ -156,3 +156,27 @@ def test_a_return_path_names_a_delivery_only_at_its_domain() -> None:
     assert verp.delivery_of(path, "other.test") is None
     assert verp.delivery_of(f"bounce+a/b@{DOMAIN}", DOMAIN) is None
     assert verp.delivery_of(f"postmaster@{DOMAIN}", DOMAIN) is None
+
+
+def test_an_unreadable_or_hostile_report_is_no_receipt_rather_than_an_error() -> None:
+    raw = dsn("failed", "5.1.1", "550 5.1.1 utilisateur inconnu")
+    eight_bit = raw.replace(b"inconnu", "inconnu \xe9t\xe9".encode("latin-1") + b"\x00")
+    [receipt] = receipts_in(eight_bit, bounce_domain=DOMAIN)
+    assert receipt.kind == ReceiptKind.BOUNCED
+    assert receipt.detail is not None
+    assert "\x00" not in receipt.detail
+    assert receipt.detail.startswith("smtp; 550 5.1.1 utilisateur inconnu")
+    nested = b"Content-Type: multipart/report; report-type=delivery-status; boundary=a\r\n\r\n"
+    nested += b"".join(
+        f"--{'a' * i}\r\nContent-Type: multipart/mixed; boundary={'a' * (i + 1)}\r\n\r\n".encode()
+        for i in range(1, 3000)
+    )
+    assert receipts_in(nested, bounce_domain=DOMAIN) == []
+    assert receipts_in(b"\xff\xfe\x00garbage", bounce_domain=DOMAIN) == []
+
+
+def test_one_report_is_one_receipt_however_many_recipients_it_lists() -> None:
+    raw = dsn("failed", "5.1.1", "550 5.1.1 unknown")
+    block = b"Final-Recipient: rfc822; bob@example.org\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n"
+    many = raw.replace(b"Final-Recipient:", block * 500 + b"Final-Recipient:", 1)
+    assert len(receipts_in(many, bounce_domain=DOMAIN)) == 1

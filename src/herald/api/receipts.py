@@ -4,9 +4,9 @@ Twilio's callbacks and SendGrid's and Mailgun's events take no API key: the prov
 receipt is its own by signing it as it documents (Twilio: ``X-Twilio-Signature``, keyed with the
 provider's auth token; SendGrid: ECDSA, checked with the provider's webhook verification key;
 Mailgun: HMAC-SHA256 with the provider's webhook signing key). An unsigned or forged receipt
-is a 403 and changes nothing; forgeries are limited per client address (api/failures), bodies
-are bounded, and the same receipt twice is applied once (pipeline/stages/receipts). A receipt
-is stored before the answer: a 200 means it is kept.
+is a 403 and changes nothing (not counted against its address: providers post from addresses
+all their customers share), bodies are bounded, and the same receipt twice is applied once
+(pipeline/stages/receipts). A receipt is stored before the answer: a 200 means it is kept.
 
 Bounces by mail reach ``herald inbound``, or this API from an MTA that pipes them here
 (``/api/v1/receipts/mail``, the raw message): that takes an admin key of the operator's
@@ -26,7 +26,6 @@ from pydantic import BaseModel, ValidationError
 from herald.api.auth import Admin
 from herald.api.context import runtime_of
 from herald.api.errors import API_ERRORS, FieldError
-from herald.api.failures import AddressFailures
 from herald.api.limits import enforce_rate_limit
 from herald.api.schemas import ErrorOut
 from herald.channels import bounce_mail, mailgun_events, sendgrid_events, twilio_receipts
@@ -45,7 +44,6 @@ MAX_EVENTS_BYTES: Final = 1_048_576  # SendGrid posts up to a few hundred events
 SENDGRID_PATH: Final = "/api/v1/receipts/sendgrid/{provider}"
 MAILGUN_PATH: Final = "/api/v1/receipts/mailgun/{provider}"
 Config = TypeVar("Config", TwilioConfig, SendGridConfig, MailgunConfig)
-FORGERIES = AddressFailures("receipts")
 
 # A provider's name as HERALD_PROVIDERS spells it (any printable text).
 ProviderName = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")]
@@ -104,7 +102,7 @@ async def bounce_by_mail(request: Request, principal: Admin) -> MailReceipts:
     if len(body) > runtime.settings.inbound_max_bytes:
         raise FieldError("body", "larger than HERALD_INBOUND_MAX_BYTES", 413)
     found = bounce_mail.receipts_in(body, bounce_domain=runtime.settings.bounce_domain)
-    outcomes = await runtime.receipts.take(found) if found else []
+    outcomes = await runtime.receipts.take(found, signed=False) if found else []
     return MailReceipts(
         receipts=[
             MailReceipt(delivery_id=r.delivery_id, kind=r.kind, outcome=o)
@@ -119,7 +117,6 @@ async def twilio_status_callback(
 ) -> ReceiptTaken:
     """Twilio's status callback for one message (``StatusCallback``, which Herald sets on
     every message it sends through this provider): form fields, signed by Twilio."""
-    await FORGERIES.check(request)
     config = _config(request, provider, TwilioConfig)
     body = await request.body()
     if len(body) > MAX_FORM_BYTES:
@@ -130,7 +127,6 @@ async def twilio_status_callback(
         raise FieldError("body", "must be a form (application/x-www-form-urlencoded)") from exc
     token = config.auth_token.get_secret_value()
     if not valid(token, _called_url(request), form, request.headers.get(HEADER, "")):
-        await FORGERIES.failed(request)
         raise ForbiddenError(f"{HEADER} does not match: not signed by this Twilio account")
     try:
         receipt = twilio_receipts.receipt(provider, delivery, dict(form))
@@ -144,14 +140,13 @@ async def twilio_status_callback(
 async def sendgrid_event_webhook(request: Request, provider: ProviderName) -> EventsTaken:
     """SendGrid's Event Webhook (set its URL to this, with the provider's name, and turn on
     the Signed Event Webhook): a JSON array of events, signed by SendGrid."""
-    await FORGERIES.check(request)
     config = _config(request, provider, SendGridConfig)
     body = await _bounded_body(request)
     signature = request.headers.get(sendgrid_events.SIGNATURE_HEADER, "")
     timestamp = request.headers.get(sendgrid_events.TIMESTAMP_HEADER, "")
     key = config.webhook_verification_key
     if key is None or not sendgrid_events.verified(key, timestamp, body, signature):
-        await _forged(request, f"{sendgrid_events.SIGNATURE_HEADER}: not signed by SendGrid")
+        _forged(f"{sendgrid_events.SIGNATURE_HEADER}: not signed by SendGrid")
     found = _parsed(lambda: sendgrid_events.receipts(provider, json.loads(body)))
     return EventsTaken(outcomes=await _take(request, found))
 
@@ -160,7 +155,6 @@ async def sendgrid_event_webhook(request: Request, provider: ProviderName) -> Ev
 async def mailgun_webhook(request: Request, provider: ProviderName) -> EventsTaken:
     """Mailgun's webhooks (set each event's URL to this, with the provider's name): one
     event as JSON, signed with the provider's webhook signing key."""
-    await FORGERIES.check(request)
     config = _config(request, provider, MailgunConfig)
     body = await _bounded_body(request)
     try:
@@ -169,7 +163,7 @@ async def mailgun_webhook(request: Request, provider: ProviderName) -> EventsTak
         post = None
     key = config.webhook_signing_key
     if key is None or not mailgun_events.verified(key.get_secret_value(), post):
-        await _forged(request, "signature: not signed with the provider's webhook_signing_key")
+        _forged("signature: not signed with the provider's webhook_signing_key")
     assert isinstance(post, dict)  # verified() looked inside it
     found = _parsed(lambda: mailgun_events.receipts(provider, post))
     return EventsTaken(outcomes=await _take(request, found))
@@ -182,9 +176,10 @@ async def _bounded_body(request: Request) -> bytes:
     return body
 
 
-async def _forged(request: Request, why: str) -> NoReturn:
-    """A post the provider did not sign: counted against its address, refused."""
-    await FORGERIES.failed(request)
+def _forged(why: str) -> NoReturn:
+    """A post the provider did not sign: refused. Not counted against the address it came
+    from: providers post from addresses all their customers share, and a signature cannot
+    be guessed anyway (a limit would let anyone with an account of theirs block ours)."""
     raise ForbiddenError(why)
 
 

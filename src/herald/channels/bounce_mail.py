@@ -23,7 +23,9 @@ from email.message import Message
 
 from herald.domain import verp
 from herald.domain.receipts import Receipt, ReceiptKind
+from herald.observability.logging import get_logger
 
+log = get_logger(__name__)
 SOURCE = "mail"  # the receipts' provider: what came back by mail
 _MESSAGE_ID = re.compile(r"<([0-9A-Za-z-]{1,36})@[^>]*>")
 _HARD = ("5.1.", "5.2.1")
@@ -38,7 +40,19 @@ _ACTIONS = {
 def receipts_in(
     raw: bytes, *, envelope_recipients: Sequence[str] = (), bounce_domain: str | None = None
 ) -> list[Receipt]:
-    """The receipts a message carries (none if it is no report about a delivery of ours)."""
+    """The receipt a message carries: none if it is no report about a delivery of ours, or
+    cannot be read (anyone can send mail: nothing in it may raise), one at most (a report
+    about one message, whose return path names one delivery)."""
+    try:
+        return _receipts_in(raw, envelope_recipients, bounce_domain)[:1]
+    except Exception as exc:
+        log.warning("bounce_mail.unreadable", error=f"{type(exc).__name__}: {exc}"[:300])
+        return []
+
+
+def _receipts_in(
+    raw: bytes, envelope_recipients: Sequence[str], bounce_domain: str | None
+) -> list[Receipt]:
     message = email.message_from_bytes(raw, policy=email.policy.compat32)
     report = message.get_param("report-type", header="content-type")
     if message.get_content_type() != "multipart/report" or report not in (
@@ -55,7 +69,7 @@ def receipts_in(
     return [
         _status(fields, delivery_id, identity)
         for fields in _recipient_blocks(message)
-        if fields.get("Action")
+        if _text(fields, "Action")
     ]
 
 
@@ -63,18 +77,28 @@ def _delivery(
     message: Message, envelope_recipients: Sequence[str], bounce_domain: str | None
 ) -> str | None:
     if bounce_domain is not None:
-        for address in [*envelope_recipients, message.get("To", "")]:
+        for address in [*envelope_recipients, _text(message, "To")]:
             found = verp.delivery_of(address, bounce_domain)
             if found is not None:
                 return found
     returned = _returned_headers(message)
     if returned is None:
         return None
-    named = returned.get("X-Herald-Delivery-Id")
-    if named and re.fullmatch(r"[0-9A-Za-z-]{1,36}", named.strip()):
-        return named.strip()
-    match = _MESSAGE_ID.search(returned.get("Message-ID", ""))
+    named = _text(returned, "X-Herald-Delivery-Id").strip()
+    if re.fullmatch(r"[0-9A-Za-z-]{1,36}", named):
+        return named
+    match = _MESSAGE_ID.search(_text(returned, "Message-ID"))
     return match.group(1) if match else None
+
+
+def _text(message: Message, name: str) -> str:
+    """A header's value as text: an 8-bit one (a non-English server's diagnostic) comes as
+    a Header object from the parser; NUL, which no database column takes, removed."""
+    value = message.get(name)
+    if value is None:
+        return ""
+    text = str(value).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return text.replace("\x00", "")
 
 
 def _returned_headers(message: Message) -> Message | None:
@@ -104,13 +128,13 @@ def _recipient_blocks(message: Message) -> list[Message]:
 
 def _identity(message: Message, raw: bytes) -> str:
     """What makes this report itself (the same report delivered twice has the same)."""
-    message_id = (message.get("Message-ID") or "").strip()
+    message_id = _text(message, "Message-ID").strip()
     return message_id or hashlib.sha256(raw).hexdigest()[:32]
 
 
 def _status(fields: Message, delivery_id: str, identity: str) -> Receipt:
-    action = (fields.get("Action") or "").strip().lower()
-    status = (fields.get("Status") or "").strip().split()[0:1]
+    action = _text(fields, "Action").strip().lower()
+    status = _text(fields, "Status").strip().split()[0:1]
     code = status[0] if status else None
     if action == "failed":
         if code is not None and code.startswith("4."):
@@ -121,8 +145,8 @@ def _status(fields: Message, delivery_id: str, identity: str) -> Receipt:
             kind = ReceiptKind.UNDELIVERED
     else:
         kind = _ACTIONS.get(action, ReceiptKind.PROGRESS)
-    detail = " ".join((fields.get("Diagnostic-Code") or action).split())
-    recipient = (fields.get("Final-Recipient") or "").strip()
+    detail = " ".join((_text(fields, "Diagnostic-Code") or action).split())
+    recipient = _text(fields, "Final-Recipient").strip()
     return Receipt(
         provider=SOURCE,
         key=f"dsn:{identity}:{recipient}:{action}:{code or ''}"[:255],
@@ -130,6 +154,7 @@ def _status(fields: Message, delivery_id: str, identity: str) -> Receipt:
         kind=kind,
         code=code,
         detail=detail[:1000],
+        channel="email",
     )
 
 
@@ -140,13 +165,14 @@ def _complaint(message: Message, delivery_id: str, identity: str) -> Receipt:
             # Parsed as a message whose header fields are the report's.
             fields = part.get_payload()
             if isinstance(fields, list) and fields and isinstance(fields[0], Message):
-                feedback = (fields[0].get("Feedback-Type") or feedback).strip().lower()
+                feedback = (_text(fields[0], "Feedback-Type") or feedback).strip().lower()
     kind = ReceiptKind.PROGRESS if feedback == "not-spam" else ReceiptKind.COMPLAINED
     return Receipt(
         provider=SOURCE,
         key=f"arf:{identity}"[:255],
         delivery_id=delivery_id,
         kind=kind,
-        code=feedback,
-        detail=f"complaint ({feedback})",
+        code=feedback[:64],
+        detail=f"complaint ({feedback})"[:1000],
+        channel="email",
     )

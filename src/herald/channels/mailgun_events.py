@@ -72,5 +72,6 @@ def receipts(provider: str, post: dict[str, Any]) -> list[Receipt]:
             code=str(code) if code else name,
             detail=f"Mailgun {name}" + (f": {said}" if said else ""),
             suppress="unsubscribe" if name == "unsubscribed" else None,
+            channel="email",
         )
     ]

@@ -85,4 +85,5 @@ def _receipt(provider: str, delivery_id: str, name: str, event: dict[str, Any]) 
         code=str(status) if status else name,
         detail=f"SendGrid {name}" + (f": {reason}" if reason else ""),
         suppress="unsubscribe" if name in _UNSUBSCRIBES else None,
+        channel="email",
     )

@@ -49,4 +49,5 @@ def receipt(provider: str, delivery_id: str, form: Mapping[str, str]) -> Receipt
         code=code,
         detail=f"Twilio {status}",
         suppress="unsubscribe" if code == _UNSUBSCRIBED else None,
+        channel="sms",
     )

@@ -30,6 +30,9 @@ class ReceiptOutcome(StrEnum):
     EARLY = "early"  # the delivery is not recorded as sent yet: applied once it is
     UNKNOWN = "unknown"  # no such delivery (never Herald's, or deleted with its user)
     DUPLICATE = "duplicate"  # this receipt came before (not stored again)
+    # Not stored: an unsigned one (by mail) for no delivery Herald knows, or one more for a
+    # delivery that has had its fill (domain of MAX_PER_DELIVERY).
+    DROPPED = "dropped"
 
 
 TARGET: dict[ReceiptKind, D] = {
@@ -59,6 +62,8 @@ class Receipt:
     # A reason to suppress the address with that its kind alone does not imply (a recipient
     # who replied STOP to texts: Twilio refuses to send, "unsubscribe").
     suppress: str | None = None
+    # The channel the reporting provider sends on: a receipt names a delivery of it only.
+    channel: str | None = None
 
     @property
     def suppression(self) -> str | None:

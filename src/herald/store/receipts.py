@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from herald.domain.models import DeliveryStatus
 from herald.domain.receipts import Receipt, ReceiptKind, ReceiptOutcome
-from herald.domain.states import sources
+from herald.domain.states import IN_PROGRESS, sources
 from herald.store.database import Connection
 from herald.store.dialect import insert_if_absent
 from herald.store.one_of import one_of
@@ -42,7 +42,7 @@ class Stored:
     received_at: datetime
 
 
-_TARGET = (
+_TARGETS = (
     sa.select(
         D.id,
         D.notification_id,
@@ -54,27 +54,43 @@ _TARGET = (
         D.attempts,
     )
     .join(notifications, N.id == D.notification_id)
-    .where(D.id == sa.bindparam("id"))
+    .where(one_of(D.id, "ids"))
+    .order_by(D.id)
 )
 
 
-async def target(conn: Connection, delivery_id: str) -> Target | None:
-    """The delivery, locked until the transaction ends (two receipts of one delivery take
-    turns), or None if Herald has no such delivery."""
-    statement = _TARGET if conn.dialect.name == "sqlite" else _TARGET.with_for_update(of=deliveries)
-    row = (await conn.execute(statement, {"id": delivery_id})).first()
-    if row is None:
-        return None
-    return Target(
-        row.id,
-        row.notification_id,
-        row.tenant_id,
-        row.channel,
-        row.recipient,
-        row.user_key,
-        DeliveryStatus(row.status),
-        row.attempts,
+async def targets(conn: Connection, delivery_ids: list[str]) -> dict[str, Target]:
+    """The deliveries Herald has of these ids, locked until the transaction ends, in id order
+    (two transactions naming the same deliveries take turns rather than deadlock)."""
+    ids = sorted(set(delivery_ids))
+    if not ids:
+        return {}
+    statement = (
+        _TARGETS if conn.dialect.name == "sqlite" else _TARGETS.with_for_update(of=deliveries)
     )
+    rows = await conn.execute(statement, {"ids": ids})
+    return {
+        row.id: Target(
+            row.id,
+            row.notification_id,
+            row.tenant_id,
+            row.channel,
+            row.recipient,
+            row.user_key,
+            DeliveryStatus(row.status),
+            row.attempts,
+        )
+        for row in rows
+    }
+
+
+async def count_for(conn: Connection, delivery_id: str) -> int:
+    found = await conn.scalar(
+        sa.select(sa.func.count())
+        .select_from(delivery_receipts)
+        .where(R.delivery_id == delivery_id)
+    )
+    return int(found or 0)
 
 
 async def move(conn: Connection, delivery_id: str, to: DeliveryStatus, now: datetime) -> bool:
@@ -101,12 +117,12 @@ async def add(
         delivery_receipts,
         {
             "provider": receipt.provider,
-            "receipt_key": receipt.key[:255],
-            "delivery_id": receipt.delivery_id[:36],
+            "receipt_key": _clean(receipt.key, 255),
+            "delivery_id": _clean(receipt.delivery_id, 36),
             "notification_id": notification_id,
             "kind": receipt.kind,
-            "code": None if receipt.code is None else receipt.code[:64],
-            "detail": None if receipt.detail is None else receipt.detail[:2000],
+            "code": None if receipt.code is None else _clean(receipt.code, 64),
+            "detail": None if receipt.detail is None else _clean(receipt.detail, 2000),
             "occurred_at": receipt.occurred_at,
             "received_at": now,
             "outcome": outcome,
@@ -115,12 +131,18 @@ async def add(
     )
 
 
+def _clean(text: str, length: int) -> str:
+    """Within the column, and without NUL (which PostgreSQL's text refuses)."""
+    return text.replace("\x00", "")[:length]
+
+
 async def settle_early(
     conn: Connection, receipt_id: int, outcome: ReceiptOutcome, notification_id: str | None
 ) -> None:
+    """Record what became of an early receipt (unless another sweep already did)."""
     await conn.execute(
         sa.update(delivery_receipts)
-        .where(R.id == receipt_id)
+        .where(R.id == receipt_id, R.outcome == ReceiptOutcome.EARLY)
         .values(outcome=outcome, notification_id=notification_id)
     )
 
@@ -141,15 +163,23 @@ def _stored(row: Any) -> Stored:
     )
 
 
-async def early(conn: Connection, *, limit: int) -> list[Stored]:
-    """Receipts that came before their delivery was recorded as sent, oldest first."""
-    rows = await conn.execute(
+async def early(conn: Connection, *, limit: int, lock: bool = False) -> list[Stored]:
+    """Receipts that came before their delivery was recorded as sent and whose delivery has
+    moved on since (or is gone), oldest first; with ``lock``, locked, skipping those another
+    transaction holds."""
+    query = (
         sa.select(delivery_receipts)
-        .where(R.outcome == ReceiptOutcome.EARLY)
+        .outerjoin(deliveries, D.id == R.delivery_id)
+        .where(
+            R.outcome == ReceiptOutcome.EARLY,
+            sa.or_(D.id.is_(None), D.status.not_in(list(IN_PROGRESS))),
+        )
         .order_by(R.id)
         .limit(limit)
     )
-    return [_stored(r) for r in rows]
+    if lock and conn.dialect.name != "sqlite":
+        query = query.with_for_update(of=delivery_receipts, skip_locked=True)
+    return [_stored(r) for r in await conn.execute(query)]
 
 
 async def of_notifications(conn: Connection, notification_ids: list[str]) -> list[Stored]:

@@ -502,6 +502,7 @@ delivery_receipts = sa.Table(
     sa.Column("outcome", sa.String(10), nullable=False),
     sa.Column("suppress", sa.String(32), nullable=True),  # see domain/receipts.Receipt
     sa.UniqueConstraint("provider", "receipt_key"),
+    sa.Index(None, "delivery_id"),
     sa.Index(None, "notification_id", **_present("notification_id")),
     sa.Index(
         "ix_delivery_receipts_early",

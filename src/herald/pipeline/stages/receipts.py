@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from typing import Any
 
 from herald.domain.receipts import TARGET, Receipt, ReceiptOutcome
@@ -28,6 +29,9 @@ from herald.store.receipts import Target
 log = get_logger(__name__)
 
 EARLY_BATCH = 500  # early receipts looked at per sweep transaction
+# Receipts kept per delivery: a provider reports a handful; beyond this they are dropped (a
+# flood of bounces by mail naming one delivery cannot fill the table).
+MAX_PER_DELIVERY = 50
 # When the process that took an early receipt looks again (seconds after the last look): the
 # worker records a send within milliseconds unless its provider was slow.
 EARLY_LOOKS = (0.1, 0.3, 1.0, 3.0)
@@ -44,24 +48,16 @@ class Receipts:
         self.spawn = spawn
         self._chasing = False  # a look again is under way
 
-    async def take(self, batch: list[Receipt]) -> list[ReceiptOutcome]:
-        """Store and apply these receipts in one transaction; what became of each."""
+    async def take(self, batch: list[Receipt], *, signed: bool = True) -> list[ReceiptOutcome]:
+        """Store and apply these receipts in one transaction; what became of each. Receipts
+        nobody signed (bounces by mail) are kept only for a delivery Herald knows."""
         outcomes: list[ReceiptOutcome] = []
         async with self.units.begin() as unit:
+            # Every delivery the batch names, locked at once in id order: two batches naming
+            # the same deliveries in another order take turns instead of deadlocking.
+            targets = await receipts.targets(unit.conn, [r.delivery_id for r in batch])
             for receipt in batch:
-                found = await receipts.target(unit.conn, receipt.delivery_id)
-                outcome = _outcome(receipt, found)
-                stored = await receipts.add(
-                    unit.conn,
-                    receipt,
-                    notification_id=None if found is None else found.notification_id,
-                    outcome=outcome,
-                    now=unit.now,
-                )
-                if not stored:
-                    outcome = ReceiptOutcome.DUPLICATE
-                elif found is not None and outcome == ReceiptOutcome.APPLIED:
-                    outcome = await self._apply(unit, receipt, found)
+                outcome = await self._take(unit, receipt, targets, signed=signed)
                 outcomes.append(outcome)
         for receipt, outcome in zip(batch, outcomes, strict=True):
             _count(receipt, outcome)
@@ -69,6 +65,30 @@ class Receipts:
             self._chasing = True
             self.spawn(self._look_again(), "receipts.early")
         return outcomes
+
+    async def _take(
+        self, unit: Unit, receipt: Receipt, targets: dict[str, Target], *, signed: bool
+    ) -> ReceiptOutcome:
+        found = _ours(receipt, targets.get(receipt.delivery_id))
+        if found is None and not signed:
+            return ReceiptOutcome.DROPPED
+        if found is not None and await receipts.count_for(unit.conn, found.delivery_id) >= (
+            MAX_PER_DELIVERY
+        ):
+            return ReceiptOutcome.DROPPED
+        outcome = _outcome(receipt, found)
+        stored = await receipts.add(
+            unit.conn,
+            receipt,
+            notification_id=None if found is None else found.notification_id,
+            outcome=outcome,
+            now=unit.now,
+        )
+        if not stored:
+            return ReceiptOutcome.DUPLICATE
+        if found is not None:
+            targets[found.delivery_id] = await self._apply(unit, receipt, found, outcome)
+        return outcome
 
     async def _look_again(self) -> None:
         try:
@@ -86,19 +106,21 @@ class Receipts:
         can be (the delivery was SENT since, or ended otherwise); how many were settled."""
         settled: list[tuple[Receipt, ReceiptOutcome]] = []
         async with self.units.begin() as unit:
-            for stored in await receipts.early(unit.conn, limit=EARLY_BATCH):
-                found = await receipts.target(unit.conn, stored.receipt.delivery_id)
+            # Only those whose delivery has moved on (others would hide newer ones), each
+            # taken by one process (two sweeps at once skip each other's).
+            due = await receipts.early(unit.conn, limit=EARLY_BATCH, lock=True)
+            targets = await receipts.targets(unit.conn, [e.receipt.delivery_id for e in due])
+            for stored in due:
+                found = _ours(stored.receipt, targets.get(stored.receipt.delivery_id))
                 outcome = _outcome(stored.receipt, found)
                 if outcome == ReceiptOutcome.EARLY:
                     continue
-                if found is not None and outcome == ReceiptOutcome.APPLIED:
-                    outcome = await self._apply(unit, stored.receipt, found)
-                await receipts.settle_early(
-                    unit.conn,
-                    stored.id,
-                    outcome,
-                    None if found is None else found.notification_id,
-                )
+                if found is not None:
+                    targets[found.delivery_id] = await self._apply(
+                        unit, stored.receipt, found, outcome
+                    )
+                notification_id = None if found is None else found.notification_id
+                await receipts.settle_early(unit.conn, stored.id, outcome, notification_id)
                 settled.append((stored.receipt, outcome))
         for receipt, outcome in settled:
             _count(receipt, outcome)
@@ -106,14 +128,22 @@ class Receipts:
             log.info("receipts.early_applied", count=len(settled))
         return len(settled)
 
-    async def _apply(self, unit: Unit, receipt: Receipt, found: Target) -> ReceiptOutcome:
-        """Move the delivery (locked by ``receipts.target``) and suppress the address."""
-        if receipt.kind in TARGET:
+    async def _apply(
+        self, unit: Unit, receipt: Receipt, found: Target, outcome: ReceiptOutcome
+    ) -> Target:
+        """What a receipt does to its delivery (locked by ``receipts.targets``): moves it if
+        ``outcome`` says so, and suppresses the address for a hard bounce or a complaint
+        even when it came too late to move anything. The delivery as it is now."""
+        if outcome == ReceiptOutcome.EARLY:
+            return found
+        if outcome == ReceiptOutcome.APPLIED and receipt.kind in TARGET:
             status = TARGET[receipt.kind]
-            if not await receipts.move(unit.conn, found.delivery_id, status, unit.now):
-                return ReceiptOutcome.LATE  # cannot happen: the row is locked (see _outcome)
-            error = " ".join(filter(None, (receipt.code, receipt.detail))) or None
-            self.status_changes.changed(unit, found, status, attempts=found.attempts, error=error)
+            if await receipts.move(unit.conn, found.delivery_id, status, unit.now):
+                error = " ".join(filter(None, (receipt.code, receipt.detail))) or None
+                self.status_changes.changed(
+                    unit, found, status, attempts=found.attempts, error=error
+                )
+                found = replace(found, status=status)
         reason = receipt.suppression
         if reason is not None and await suppressions.add(
             unit.conn,
@@ -126,7 +156,15 @@ class Receipts:
         ):
             metrics.suppressions_added.labels(found.channel, reason).inc()
             log.info("receipt.suppressed", delivery_id=found.delivery_id, reason=reason)
-        return ReceiptOutcome.APPLIED
+        return found
+
+
+def _ours(receipt: Receipt, found: Target | None) -> Target | None:
+    """``found``, if the receipt can be about it: a provider reports on its own channel
+    (a bounce by mail says nothing about a text message)."""
+    if found is None or (receipt.channel is not None and receipt.channel != found.channel):
+        return None
+    return found
 
 
 def _outcome(receipt: Receipt, found: Target | None) -> ReceiptOutcome:

@@ -37,6 +37,7 @@ def upgrade() -> None:
             "provider", "receipt_key", name=op.f("uq_delivery_receipts_provider_receipt_key")
         ),
     )
+    op.create_index("ix_delivery_receipts_delivery_id", "delivery_receipts", ["delivery_id"])
     present = sa.text("notification_id IS NOT NULL")
     op.create_index(
         "ix_delivery_receipts_notification_id",
