@@ -4,14 +4,17 @@ through the router, a staged batch's when written out), and sent to again once r
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
+from herald import roles
 from tests.integration.test_multichannel import wait_for_status
 from tests.pipeline_harness import Pipeline, PipelineFactory
 
 URL = "/api/v1/suppressions"
+DONE = {"SENT", "SKIPPED", "FAILED"}
 
 
 async def _put(p: Pipeline, path: str, body: dict[str, Any] | None = None) -> Any:
@@ -110,3 +113,30 @@ async def test_the_list_comes_in_pages_by_channel_and_address(pipeline: Pipeline
     assert rest["next_cursor"] is None
     assert [s["address"] for s in only_sms["items"]] == ["+14155550100"]
     assert all(s["reason"] == "manual" for s in rest["items"])
+
+
+async def test_a_job_queued_before_its_address_was_suppressed_is_not_sent(
+    start_pipeline: PipelineFactory,
+) -> None:
+    """The worker asks too, when it claims: a bounce that comes back while an email to the
+    address waits in the queue (or for a retry, or a quiet hour) stops it there."""
+    async with start_pipeline(channels=("inapp",)) as p:  # no email worker yet: jobs wait
+        late = await p.send(recipient="late@example.com")
+        fine = await p.send(recipient="fine@example.com")
+        assert (await _put(p, f"{URL}/email/Late@Example.com")).status_code == 201
+        stop = asyncio.Event()
+        worker = asyncio.create_task(roles.channel_worker(p.runtime, "email")(stop))
+        try:
+            done = {n["id"]: await wait_for_status(p, n["id"], DONE) for n in (late, fine)}
+            timeline = (await p.http.get(f"/api/v1/notifications/{late['id']}/timeline")).json()
+        finally:
+            stop.set()
+            await worker
+
+    skipped = done[late["id"]]
+    assert skipped["status"] == "SKIPPED"
+    assert skipped["deliveries"][0]["skip_reason"] == "suppressed"
+    assert skipped["deliveries"][0]["attempts"] == 0
+    assert [s["detail"] for s in timeline["steps"] if s["step"] == "skipped"] == ["suppressed"]
+    assert done[fine["id"]]["status"] == "SENT"
+    assert [m.rcpt_tos for m in p.sink.messages()] == [["fine@example.com"]]

@@ -561,6 +561,30 @@ async def touch(conn: Connection, delivery_ids: list[str], now: datetime) -> Non
     )
 
 
+async def skip_claimed(
+    conn: Connection, delivery_id: str, *, attempt: int, reason: str, now: datetime
+) -> bool:
+    """A delivery just claimed that is not to be sent after all (its address was suppressed
+    since it was routed): SKIPPED, the claim's attempt not counted."""
+    result = await conn.execute(
+        sa.update(deliveries)
+        .where(
+            D.id == delivery_id,
+            D.status == leaving(DeliveryStatus.PROCESSING, to=SKIPPED),
+            D.attempts == attempt,
+        )
+        .values(
+            status=SKIPPED,
+            skip_reason=reason,
+            attempts=D.attempts - 1,
+            lease_until=None,
+            lease_owner=None,
+            updated_at=now,
+        )
+    )
+    return bool(result.rowcount)
+
+
 async def skip(conn: Connection, delivery_id: str, reason: str, now: datetime) -> bool:
     """A PENDING delivery the user's preferences rule out; True if it was still PENDING."""
     result = await conn.execute(

@@ -55,7 +55,7 @@ from herald.pipeline.unit import Unit, Units
 from herald.pipeline.unsubscribe_links import UnsubscribeLinks
 from herald.reliability.circuit import CircuitBreaker, CircuitState, CircuitTable
 from herald.reliability.retry import RetryPolicy
-from herald.store import deadletters, deliveries, journal, users
+from herald.store import deadletters, deliveries, journal, suppressions, users
 from herald.store.deliveries import Attempt, Claim, ClaimOutcome
 
 log = get_logger(__name__)
@@ -293,6 +293,7 @@ class ChannelWorker:
                 lease_until=lease_until,
                 owner=self.owner,
             )
+            claims = await self._skip_suppressed(unit, jobs, claims)
             # A cancellation asked for while under way ends a delivery SKIPPED here.
             unit.settle(
                 job.notification_id
@@ -300,6 +301,46 @@ class ChannelWorker:
                 if claim.status == DeliveryStatus.SKIPPED
             )
         return claims
+
+    async def _skip_suppressed(
+        self, unit: Unit, jobs: list[DeliveryJob], claims: list[Claim]
+    ) -> list[Claim]:
+        """Claimed jobs whose address went on the suppression list after they were routed
+        (a bounce or a complaint came back meanwhile: the job was queued, deferred or
+        waiting for a retry) end SKIPPED instead of being sent, in the claim's transaction."""
+        claimed = [
+            job
+            for job, claim in zip(jobs, claims, strict=True)
+            if claim.outcome == ClaimOutcome.CLAIMED
+        ]
+        found = await suppressions.suppressed(
+            unit.conn, [(job.tenant_id, job.channel, job.recipient) for job in claimed]
+        )
+        if not found:
+            return claims
+        result = list(claims)
+        for i, (job, claim) in enumerate(zip(jobs, claims, strict=True)):
+            key = (job.tenant_id, job.channel, job.recipient)
+            if claim.outcome != ClaimOutcome.CLAIMED or key not in found:
+                continue
+            reason = suppressions.SKIP_REASON
+            await deliveries.skip_claimed(
+                unit.conn, job.delivery_id, attempt=claim.attempts, reason=reason, now=unit.now
+            )
+            step = journal.Step(
+                job.notification_id,
+                journal.SKIPPED,
+                unit.now,
+                delivery_id=job.delivery_id,
+                channel=job.channel,
+                detail=reason,
+            )
+            unit.record([step])
+            metrics.suppressed_skips.labels(channel=job.channel).inc()
+            result[i] = Claim(
+                ClaimOutcome.FINISHED, attempts=claim.attempts - 1, status=DeliveryStatus.SKIPPED
+            )
+        return result
 
     async def _send(self, job: _Job, claim: Claim, slot: ProviderSlot, deadline: float) -> _Sent:
         """One claimed job: a free connection of the provider, a token of its rate limit, the

@@ -41,7 +41,7 @@ from herald.store.database import Connection
 from herald.store.users import UserRecord
 
 log = get_logger(__name__)
-SUPPRESSED = "suppressed"  # the skip reason of an address on the suppression list
+SUPPRESSED = suppressions.SKIP_REASON
 
 
 @dataclass
