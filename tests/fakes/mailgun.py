@@ -60,10 +60,20 @@ class FakeMailgun(LocalHttpServer):
             self.mails.append(SentMail(message_id, form))
         return Response.of_json(200, {"id": message_id, "message": "Queued. Thank you."})
 
-    def event(self, mail: SentMail, name: str, *, key: str | None = None, **fields: Any) -> bytes:
-        """The webhook post about ``mail``'s event ``name`` (signed with ``key``, default the
-        real signing key)."""
-        timestamp, token = str(int(time.time())), secrets.token_hex(25)
+    def event(
+        self,
+        mail: SentMail,
+        name: str,
+        *,
+        key: str | None = None,
+        at: float | None = None,
+        token: str | None = None,
+        **fields: Any,
+    ) -> bytes:
+        """The webhook post about ``mail``'s event ``name``, signed at ``at`` (default now)
+        with ``key`` (default the real signing key)."""
+        timestamp = str(int(time.time() if at is None else at))
+        token = token or secrets.token_hex(25)
         signature = hmac.new(
             (key or self.signing_key).encode(), f"{timestamp}{token}".encode(), hashlib.sha256
         ).hexdigest()

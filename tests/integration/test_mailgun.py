@@ -6,6 +6,7 @@ key, or sent again, changes nothing more."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -167,13 +168,29 @@ async def test_a_post_not_signed_with_the_signing_key_changes_nothing(
         forged = mailgun.event(mail, "failed", key="not-the-key", severity="permanent")
         real = json.loads(mailgun.event(mail, "failed", severity="permanent", reason="bounce"))
         real["signature"]["timestamp"] = "1"  # the signature no longer covers it
+        stale = mailgun.event(mail, "failed", at=time.time() - 13 * 3600, severity="permanent")
         answers = [
             await p.http.post(HOOK, content=forged),
             await p.http.post(HOOK, content=json.dumps(real).encode()),
+            await p.http.post(HOOK, content=stale),
             await p.http.post(HOOK, content=b"not json"),
+            await p.http.post(HOOK, content=b"[" * 5000, headers={"content-type": "text/plain"}),
             await p.http.post(HOOK, content=b"{}"),
         ]
+        hostile = await p.http.post(
+            HOOK,
+            content=b'{"signature": {"timestamp": "\\ud800", "token": "x", "signature": "y"}}',
+            headers={"content-type": "text/plain"},
+        )
+        # A signed timestamp and token, taken once, cannot carry another event.
+        delivered = mailgun.event(mail, "delivered", token="t" * 50)
+        reused = mailgun.event(mail, "complained", token="t" * 50)
+        first = await p.http.post(HOOK, content=delivered)
+        second = await p.http.post(HOOK, content=reused)
         body = await p.get(notification_id)
 
-    assert [a.status_code for a in answers] == [403] * 4
-    assert body["deliveries"][0]["status"] == "SENT"
+    assert [a.status_code for a in answers] == [403] * 6
+    assert hostile.status_code == 422
+    assert hostile.json()["errors"][0]["field"] == "signature.timestamp"
+    assert (first.json(), second.json()) == ({"outcomes": ["applied"]}, {"outcomes": ["duplicate"]})
+    assert body["deliveries"][0]["status"] == "DELIVERED"

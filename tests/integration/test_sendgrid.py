@@ -186,3 +186,17 @@ async def test_a_forged_or_foreign_post_changes_nothing(
     assert [r.status_code for r in refused] == [403] * 4
     assert ignored.json() == {"outcomes": []}
     assert body["deliveries"][0]["status"] == "SENT"
+
+
+async def test_opens_and_clicks_past_the_cap_never_crowd_out_a_bounce(
+    start_pipeline: PipelineFactory, sendgrid: FakeSendGrid
+) -> None:
+    async with start_pipeline(**only_sendgrid(sendgrid)) as p:
+        notification_id, mail = await sent(p, sendgrid, "busy@example.org")
+        opens = await post(p, sendgrid.events(mail, *["open"] * 60))
+        bounce = await post(p, sendgrid.events(mail, "bounce", status="5.1.1"))
+        body = await p.get(notification_id)
+
+    assert opens.json()["outcomes"] == ["recorded"] * 50 + ["dropped"] * 10
+    assert bounce.json()["outcomes"] == ["applied"]
+    assert body["deliveries"][0]["status"] == "BOUNCED"

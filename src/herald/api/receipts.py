@@ -15,7 +15,7 @@ tenant, since a report may concern any tenant's delivery.
 
 from __future__ import annotations
 
-import json
+import time
 from collections.abc import Callable
 from typing import Annotated, Any, Final, NoReturn, TypeVar
 from urllib.parse import parse_qsl
@@ -26,6 +26,7 @@ from pydantic import BaseModel, ValidationError
 from herald.api.auth import Admin
 from herald.api.context import runtime_of
 from herald.api.errors import API_ERRORS, FieldError
+from herald.api.input_safety import body_problem, parse_json
 from herald.api.limits import enforce_rate_limit
 from herald.api.schemas import ErrorOut
 from herald.channels import bounce_mail, mailgun_events, sendgrid_events, twilio_receipts
@@ -147,7 +148,8 @@ async def sendgrid_event_webhook(request: Request, provider: ProviderName) -> Ev
     key = config.webhook_verification_key
     if key is None or not sendgrid_events.verified(key, timestamp, body, signature):
         _forged(f"{sendgrid_events.SIGNATURE_HEADER}: not signed by SendGrid")
-    found = _parsed(lambda: sendgrid_events.receipts(provider, json.loads(body)))
+    events = _json(body)
+    found = _parsed(lambda: sendgrid_events.receipts(provider, events))
     return EventsTaken(outcomes=await _take(request, found))
 
 
@@ -158,15 +160,28 @@ async def mailgun_webhook(request: Request, provider: ProviderName) -> EventsTak
     config = _config(request, provider, MailgunConfig)
     body = await _bounded_body(request)
     try:
-        post = json.loads(body)
+        post = parse_json(body)
     except ValueError:
-        post = None
+        post = None  # not Mailgun's: refused below
+    if post is not None and (problem := body_problem(post)) is not None:
+        raise FieldError(*problem)
     key = config.webhook_signing_key
-    if key is None or not mailgun_events.verified(key.get_secret_value(), post):
+    if key is None or not mailgun_events.verified(key.get_secret_value(), post, time.time()):
         _forged("signature: not signed with the provider's webhook_signing_key")
     assert isinstance(post, dict)  # verified() looked inside it
     found = _parsed(lambda: mailgun_events.receipts(provider, post))
     return EventsTaken(outcomes=await _take(request, found))
+
+
+def _json(body: bytes) -> Any:
+    """A signed body as JSON, or a 422 naming what in it cannot be read or stored."""
+    try:
+        parsed = parse_json(body)
+    except ValueError as exc:
+        raise FieldError("body", f"not valid JSON: {exc}") from exc
+    if (problem := body_problem(parsed)) is not None:
+        raise FieldError(*problem)
+    return parsed
 
 
 async def _bounded_body(request: Request) -> bytes:

@@ -5,13 +5,18 @@ Mailgun posts one event per request as JSON: ``{"signature": {"timestamp", "toke
 the webhook signing key, of the timestamp followed by the token. The event's
 ``user-variables`` carry ``herald_delivery_id``, naming the delivery; an event without it was
 not sent by Herald.
+
+The signature does not cover the event, so a signed (timestamp, token) must not be taken
+twice: the token is the receipt's key (the same token again is a duplicate, whatever event it
+comes with), and a timestamp older than ``MAX_AGE`` (or from the future) is refused. Mailgun
+retries a failed post for 8 hours.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import json
+import re
 from typing import Any
 
 from herald.channels.mailgun import DELIVERY_VARIABLE
@@ -24,18 +29,23 @@ _EVENTS = {
 _BOUNCES = {"bounce", "suppress-bounce"}  # a failure's reason that says the address is bad
 
 
-def verified(signing_key: str, post: Any) -> bool:
-    """Whether Mailgun signed this post (compared in constant time)."""
+MAX_AGE = 12 * 3600  # seconds: Mailgun's retries, and some room
+_DELIVERY_ID = re.compile(r"[0-9A-Za-z-]{1,36}")
+
+
+def verified(signing_key: str, post: Any, now: float) -> bool:
+    """Whether Mailgun signed this post (compared in constant time), recently."""
     signature = post.get("signature") if isinstance(post, dict) else None
     if not isinstance(signature, dict):
         return False
     timestamp, token, given = (signature.get(k) for k in ("timestamp", "token", "signature"))
-    if not all(isinstance(v, str) for v in (timestamp, token, given)):
+    if not (isinstance(timestamp, str) and isinstance(token, str) and isinstance(given, str)):
         return False
-    expected = hmac.new(
-        signing_key.encode(), f"{timestamp}{token}".encode(), hashlib.sha256
-    ).hexdigest()
-    return hmac.compare_digest(expected.encode(), str(given).encode("utf-8", "replace"))
+    if not timestamp.isdigit() or not 0 <= now - int(timestamp[:12]) <= MAX_AGE:
+        return False
+    signed = f"{timestamp}{token}".encode("utf-8", "replace")
+    expected = hmac.new(signing_key.encode(), signed, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected.encode(), given.encode("utf-8", "replace"))
 
 
 def receipts(provider: str, post: dict[str, Any]) -> list[Receipt]:
@@ -46,7 +56,9 @@ def receipts(provider: str, post: dict[str, Any]) -> list[Receipt]:
     variables = event.get("user-variables")
     delivery_id = variables.get(DELIVERY_VARIABLE) if isinstance(variables, dict) else None
     name = event.get("event")
-    if not isinstance(delivery_id, str) or not isinstance(name, str):
+    if not isinstance(delivery_id, str) or not _DELIVERY_ID.fullmatch(delivery_id):
+        return []  # not a message Herald sent
+    if not isinstance(name, str):
         return []
     status = event.get("delivery-status")
     status = status if isinstance(status, dict) else {}
@@ -58,16 +70,14 @@ def receipts(provider: str, post: dict[str, Any]) -> list[Receipt]:
             kind = (
                 ReceiptKind.BOUNCED if event.get("reason") in _BOUNCES else ReceiptKind.UNDELIVERED
             )
-    event_id = event.get("id")
-    if not isinstance(event_id, str) or not event_id:
-        event_id = hashlib.sha256(json.dumps(event, sort_keys=True).encode()).hexdigest()
+    token = post["signature"]["token"]  # verified: see the module docstring
     code = status.get("code")
     said = status.get("description") or status.get("message") or event.get("reason")
     return [
         Receipt(
             provider=provider,
-            key=event_id[:255],
-            delivery_id=delivery_id[:36],
+            key=f"token:{token}"[:255],
+            delivery_id=delivery_id,
             kind=kind,
             code=str(code) if code else name,
             detail=f"Mailgun {name}" + (f": {said}" if said else ""),

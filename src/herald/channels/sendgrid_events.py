@@ -13,6 +13,7 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -33,6 +34,7 @@ _EVENTS = {
     "spamreport": ReceiptKind.COMPLAINED,
 }
 _UNSUBSCRIBES = {"unsubscribe", "group_unsubscribe"}
+_DELIVERY_ID = re.compile(r"[0-9A-Za-z-]{1,36}")
 
 
 def verified(key: str, timestamp: str, body: bytes, signature: str) -> bool:
@@ -61,9 +63,10 @@ def receipts(provider: str, events: Any) -> list[Receipt]:
             raise ValueError("each event must be a JSON object")
         delivery_id = event.get(DELIVERY_ARG)
         name = event.get("event")
-        if not isinstance(delivery_id, str) or not isinstance(name, str):
+        if not isinstance(delivery_id, str) or not _DELIVERY_ID.fullmatch(delivery_id):
             continue  # not a message Herald sent
-        found.append(_receipt(provider, delivery_id[:36], name, event))
+        if isinstance(name, str):
+            found.append(_receipt(provider, delivery_id, name, event))
     return found
 
 

@@ -132,8 +132,8 @@ async def add(
 
 
 def _clean(text: str, length: int) -> str:
-    """Within the column, and without NUL (which PostgreSQL's text refuses)."""
-    return text.replace("\x00", "")[:length]
+    """Within the column, and without NUL or a lone surrogate (which PostgreSQL refuses)."""
+    return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "")[:length]
 
 
 async def settle_early(
@@ -161,6 +161,12 @@ def _stored(row: Any) -> Stored:
     return Stored(
         row.id, receipt, row.notification_id, ReceiptOutcome(row.outcome), row.received_at
     )
+
+
+async def any_early(conn: Connection) -> bool:
+    """Whether any receipt still waits for its delivery's send to be recorded."""
+    found = await conn.scalar(sa.select(sa.exists().where(R.outcome == ReceiptOutcome.EARLY)))
+    return bool(found)
 
 
 async def early(conn: Connection, *, limit: int, lock: bool = False) -> list[Stored]:

@@ -336,6 +336,9 @@ class ChannelWorker:
                 detail=reason,
             )
             unit.record([step])
+            self.status_changes.changed(
+                unit, job, DeliveryStatus.SKIPPED, attempts=claim.attempts - 1, error=reason
+            )
             metrics.suppressed_skips.labels(channel=job.channel).inc()
             result[i] = Claim(
                 ClaimOutcome.FINISHED, attempts=claim.attempts - 1, status=DeliveryStatus.SKIPPED

@@ -13,6 +13,7 @@ transaction. The notification's status follows at commit (Unit.settle).
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from typing import Any
@@ -29,9 +30,11 @@ from herald.store.receipts import Target
 log = get_logger(__name__)
 
 EARLY_BATCH = 500  # early receipts looked at per sweep transaction
-# Receipts kept per delivery: a provider reports a handful; beyond this they are dropped (a
-# flood of bounces by mail naming one delivery cannot fill the table).
+# Receipts kept per delivery: a provider reports a handful; beyond this, those that would move
+# nothing are dropped (a flood of bounces by mail, or of opens and clicks, cannot fill the
+# table, nor crowd out a real bounce or complaint).
 MAX_PER_DELIVERY = 50
+DELIVERY_ID = re.compile(r"[0-9A-Za-z-]{1,36}")  # what an id may look like: others name none
 # When the process that took an early receipt looks again (seconds after the last look): the
 # worker records a send within milliseconds unless its provider was slow.
 EARLY_LOOKS = (0.1, 0.3, 1.0, 3.0)
@@ -55,7 +58,8 @@ class Receipts:
         async with self.units.begin() as unit:
             # Every delivery the batch names, locked at once in id order: two batches naming
             # the same deliveries in another order take turns instead of deadlocking.
-            targets = await receipts.targets(unit.conn, [r.delivery_id for r in batch])
+            named = [r.delivery_id for r in batch if DELIVERY_ID.fullmatch(r.delivery_id)]
+            targets = await receipts.targets(unit.conn, named)
             for receipt in batch:
                 outcome = await self._take(unit, receipt, targets, signed=signed)
                 outcomes.append(outcome)
@@ -72,11 +76,15 @@ class Receipts:
         found = _ours(receipt, targets.get(receipt.delivery_id))
         if found is None and not signed:
             return ReceiptOutcome.DROPPED
-        if found is not None and await receipts.count_for(unit.conn, found.delivery_id) >= (
-            MAX_PER_DELIVERY
-        ):
-            return ReceiptOutcome.DROPPED
         outcome = _outcome(receipt, found)
+        if (
+            found is not None
+            and outcome not in (ReceiptOutcome.APPLIED, ReceiptOutcome.EARLY)
+            and await receipts.count_for(unit.conn, found.delivery_id) >= MAX_PER_DELIVERY
+        ):
+            # One more that moves nothing: not kept (a late hard bounce still suppresses).
+            await self._apply(unit, receipt, found, ReceiptOutcome.LATE)
+            return ReceiptOutcome.DROPPED
         stored = await receipts.add(
             unit.conn,
             receipt,
@@ -96,7 +104,7 @@ class Receipts:
                 await asyncio.sleep(delay)
                 await self.apply_early()
                 async with self.units.db.read() as conn:
-                    if not await receipts.early(conn, limit=1):
+                    if not await receipts.any_early(conn):
                         return
         finally:
             self._chasing = False
