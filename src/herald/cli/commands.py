@@ -1,5 +1,5 @@
 """The `herald` command and its subcommands: serve, api, relay, worker, inbound, migrate, dlq,
-keys, suppressions."""
+keys, suppressions, staged."""
 
 from __future__ import annotations
 
@@ -172,11 +172,13 @@ def migrate() -> None:
 def _add_subcommands() -> None:
     from herald.cli.dlq import app as dlq
     from herald.cli.keys import app as keys
+    from herald.cli.staged import app as staged
     from herald.cli.suppressions import app as suppressions
 
     app.add_typer(dlq, name="dlq")
     app.add_typer(keys, name="keys")
     app.add_typer(suppressions, name="suppressions")
+    app.add_typer(staged, name="staged")
 
 
 _add_subcommands()

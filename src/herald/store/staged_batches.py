@@ -150,3 +150,36 @@ async def record_failure(
 async def backlog(conn: Connection) -> int:
     """Notifications waiting in batches to be expanded."""
     return int((await conn.execute(sa.select(sa.func.sum(B.count)))).scalar() or 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """A staged batch as an operator sees it (not its payload)."""
+
+    id: int
+    tenant_id: str
+    created_at: datetime
+    count: int
+    attempts: int
+    last_error: str | None
+    next_try_at: datetime | None
+
+
+async def listing(conn: Connection, *, failed: bool, limit: int) -> list[Waiting]:
+    """Batches waiting to be written out, oldest first; with ``failed``, those that failed."""
+    query = sa.select(
+        B.id, B.tenant_id, B.created_at, B.count, B.attempts, B.last_error, B.next_try_at
+    )
+    if failed:
+        query = query.where(B.attempts > 0)
+    rows = await conn.execute(query.order_by(B.id).limit(limit))
+    return [Waiting(*row) for row in rows]
+
+
+async def retry_now(conn: Connection, batch_ids: Sequence[int] | None, now: datetime) -> int:
+    """Make failed batches due now (all of them, with None); how many."""
+    statement = sa.update(staged_batches).where(B.attempts > 0, B.next_try_at > now)
+    if batch_ids is not None:
+        statement = statement.where(B.id.in_(list(batch_ids)))
+    result = await conn.execute(statement.values(next_try_at=now))
+    return result.rowcount or 0
