@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from herald.channels.base import OutboundMessage
 from herald.channels.mailgun import MailgunConfig, MailgunProvider
 from herald.errors import PermanentDeliveryError, TransientDeliveryError
 from tests.fakes.http_server import running
 from tests.fakes.mailgun import FakeMailgun, SentMail
+from tests.integration.test_sendgrid import email
 from tests.pipeline_harness import Pipeline, PipelineFactory
 
 DOMAIN = "mg.example.com"
@@ -51,22 +51,6 @@ async def provider(mailgun: FakeMailgun) -> AsyncIterator[MailgunProvider]:
     await p.start()
     yield p
     await p.close()
-
-
-def email(**changes: Any) -> OutboundMessage:
-    fields: dict[str, Any] = {
-        "delivery_id": "dlv-1",
-        "notification_id": "ntf-1",
-        "channel": "email",
-        "recipient": "ann@example.org",
-        "subject": "Your code",
-        "body": "123456",
-        "html": "<p>123456</p>",
-        "attempt": 1,
-        "headers": {"List-Unsubscribe": "<https://h.example/u>"},
-        **changes,
-    }
-    return OutboundMessage(**fields)
 
 
 async def test_a_send_is_the_messages_request_mailgun_expects(

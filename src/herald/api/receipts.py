@@ -34,7 +34,7 @@ from herald.channels.mailgun import MailgunConfig
 from herald.channels.sendgrid import SendGridConfig
 from herald.channels.twilio import RECEIPTS_PATH, TwilioConfig
 from herald.channels.twilio_signature import HEADER, valid
-from herald.domain.receipts import Receipt, ReceiptKind, ReceiptOutcome
+from herald.domain.receipts import DELIVERY_ID, Receipt, ReceiptKind, ReceiptOutcome
 from herald.errors import ForbiddenError, NotFoundError
 from herald.tenancy import DEFAULT_TENANT
 
@@ -48,7 +48,7 @@ Config = TypeVar("Config", TwilioConfig, SendGridConfig, MailgunConfig)
 
 # A provider's name as HERALD_PROVIDERS spells it (any printable text).
 ProviderName = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")]
-DeliveryId = Annotated[str, Query(min_length=1, max_length=36, pattern=r"^[0-9A-Za-z-]+$")]
+DeliveryId = Annotated[str, Query(min_length=1, max_length=36, pattern=rf"^{DELIVERY_ID.pattern}$")]
 
 
 class ReceiptTaken(BaseModel):

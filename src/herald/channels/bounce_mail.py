@@ -22,12 +22,12 @@ from collections.abc import Sequence
 from email.message import Message
 
 from herald.domain import verp
-from herald.domain.receipts import Receipt, ReceiptKind
+from herald.domain.receipts import DELIVERY_ID, Receipt, ReceiptKind, delivery_named
 from herald.observability.logging import get_logger
 
 log = get_logger(__name__)
 SOURCE = "mail"  # the receipts' provider: what came back by mail
-_MESSAGE_ID = re.compile(r"<([0-9A-Za-z-]{1,36})@[^>]*>")
+_MESSAGE_ID = re.compile(rf"<({DELIVERY_ID.pattern})@[^>]*>")
 _HARD = ("5.1.", "5.2.1")
 _ACTIONS = {
     "delivered": ReceiptKind.DELIVERED,
@@ -84,8 +84,8 @@ def _delivery(
     returned = _returned_headers(message)
     if returned is None:
         return None
-    named = _text(returned, "X-Herald-Delivery-Id").strip()
-    if re.fullmatch(r"[0-9A-Za-z-]{1,36}", named):
+    named = delivery_named(_text(returned, "X-Herald-Delivery-Id").strip())
+    if named is not None:
         return named
     match = _MESSAGE_ID.search(_text(returned, "Message-ID"))
     return match.group(1) if match else None

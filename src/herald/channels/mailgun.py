@@ -9,80 +9,38 @@ connections and rejected credentials are transient.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 from urllib.parse import quote
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import Field, SecretStr
 
 from herald.channels import http
 from herald.channels.base import OutboundMessage, SendResult
 from herald.channels.email_message import check_headers, extra_headers
+from herald.channels.http_email import HttpEmailConfig, HttpEmailProvider
 from herald.errors import DeliveryError
-from herald.observability.logging import get_logger
-
-if TYPE_CHECKING:
-    from herald.channels import Dependencies
-    from herald.config import Settings
-
-log = get_logger(__name__)
 
 DELIVERY_VARIABLE = "herald_delivery_id"  # the user variable every event carries back
 _REFUSED = frozenset({400, 404})
 
 
-class MailgunConfig(BaseModel):
-    # hide_input_in_errors: a validation error must not quote the API key back.
-    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
-
+class MailgunConfig(HttpEmailConfig):
     type: Literal["mailgun"] = "mailgun"
     base_url: str = "https://api.mailgun.net"  # the EU region: https://api.eu.mailgun.net
     domain: str = Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.-]+$")
-    api_key: SecretStr = Field(min_length=1)
-    sender: str | None = None  # default: HERALD_EMAIL_FROM
     # The HTTP webhook signing key (Mailgun's dashboard), which the receipts endpoint checks
     # every event against; unset: events are refused.
     webhook_signing_key: SecretStr | None = None
-    timeout_seconds: float = Field(default=10.0, gt=0)
-    concurrency: int = Field(default=8, ge=1)
-
-    @field_validator("base_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        return http.http_url(value).rstrip("/")
 
 
-class MailgunProvider:
-    channel = "email"
-
-    @classmethod
-    def from_config(
-        cls, name: str, config: MailgunConfig, settings: Settings, deps: Dependencies
-    ) -> MailgunProvider:
-        return cls(name, config, sender=config.sender or settings.email_from)
+class MailgunProvider(HttpEmailProvider):
+    kind = "mailgun"
 
     def __init__(self, name: str, config: MailgunConfig, *, sender: str) -> None:
-        check_headers([("From", sender)])
-        self.name = name
+        super().__init__(name, config, sender=sender)
         self.config = config
-        self.sender = sender
-        self.concurrency = config.concurrency
         self._url = f"{config.base_url}/v3/{quote(config.domain, safe='')}/messages"
-        self._http = http.ProviderClient(
-            f"mailgun provider {name!r}",
-            config.timeout_seconds,
-            max_connections=config.concurrency,
-        )
-
-    def __repr__(self) -> str:
-        return f"MailgunProvider(name={self.name!r}, domain={self.config.domain!r})"
-
-    async def start(self) -> None:
-        self._http.open()
-        log.info("mailgun.configured", provider=self.name, base_url=self.config.base_url)
-
-    async def close(self) -> None:
-        await self._http.close()
 
     async def send(self, message: OutboundMessage) -> SendResult:
         form = messages_form(message, self.sender)

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 from typing import Any
 
 from herald.channels.mailgun import DELIVERY_VARIABLE
-from herald.domain.receipts import Receipt, ReceiptKind
+from herald.domain.receipts import Receipt, ReceiptKind, delivery_named
 
 _EVENTS = {
     "delivered": ReceiptKind.DELIVERED,
@@ -30,7 +29,6 @@ _BOUNCES = {"bounce", "suppress-bounce"}  # a failure's reason that says the add
 
 
 MAX_AGE = 12 * 3600  # seconds: Mailgun's retries, and some room
-_DELIVERY_ID = re.compile(r"[0-9A-Za-z-]{1,36}")
 
 
 def verified(signing_key: str, post: Any, now: float) -> bool:
@@ -54,12 +52,12 @@ def receipts(provider: str, post: dict[str, Any]) -> list[Receipt]:
     if not isinstance(event, dict):
         raise ValueError("event-data must be an object")
     variables = event.get("user-variables")
-    delivery_id = variables.get(DELIVERY_VARIABLE) if isinstance(variables, dict) else None
+    delivery_id = (
+        delivery_named(variables.get(DELIVERY_VARIABLE)) if isinstance(variables, dict) else None
+    )
     name = event.get("event")
-    if not isinstance(delivery_id, str) or not _DELIVERY_ID.fullmatch(delivery_id):
+    if delivery_id is None or not isinstance(name, str):
         return []  # not a message Herald sent
-    if not isinstance(name, str):
-        return []
     status = event.get("delivery-status")
     status = status if isinstance(status, dict) else {}
     kind = _EVENTS.get(name, ReceiptKind.PROGRESS)

@@ -11,78 +11,36 @@ the message) are transient.
 from __future__ import annotations
 
 from email.utils import parseaddr
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from herald.channels import http
 from herald.channels.base import OutboundMessage, SendResult
 from herald.channels.email_message import check_headers, extra_headers
+from herald.channels.http_email import HttpEmailConfig, HttpEmailProvider
 from herald.errors import DeliveryError
-from herald.observability.logging import get_logger
-
-if TYPE_CHECKING:
-    from herald.channels import Dependencies
-    from herald.config import Settings
-
-log = get_logger(__name__)
 
 DELIVERY_ARG = "herald_delivery_id"  # the custom argument every event carries back
 
 
-class SendGridConfig(BaseModel):
-    # hide_input_in_errors: a validation error must not quote the API key back.
-    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
-
+class SendGridConfig(HttpEmailConfig):
     type: Literal["sendgrid"] = "sendgrid"
     base_url: str = "https://api.sendgrid.com"
-    api_key: SecretStr = Field(min_length=1)
-    sender: str | None = None  # default: HERALD_EMAIL_FROM
     # The Signed Event Webhook's verification key (SendGrid shows it, base64), which the
     # receipts endpoint checks every event post against; unset: events are refused.
     webhook_verification_key: str | None = None
-    timeout_seconds: float = Field(default=10.0, gt=0)
-    concurrency: int = Field(default=8, ge=1)
-
-    @field_validator("base_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        return http.http_url(value).rstrip("/")
 
 
-class SendGridProvider:
-    channel = "email"
-
-    @classmethod
-    def from_config(
-        cls, name: str, config: SendGridConfig, settings: Settings, deps: Dependencies
-    ) -> SendGridProvider:
-        return cls(name, config, sender=config.sender or settings.email_from)
+class SendGridProvider(HttpEmailProvider):
+    kind = "sendgrid"
 
     def __init__(self, name: str, config: SendGridConfig, *, sender: str) -> None:
-        check_headers([("From", sender)])
-        self.name = name
+        super().__init__(name, config, sender=sender)
         self.config = config
-        self.concurrency = config.concurrency
         display, address = parseaddr(sender)
         self._from = {"email": address, **({"name": display} if display else {})}
         self._url = f"{config.base_url}/v3/mail/send"
-        self._http = http.ProviderClient(
-            f"sendgrid provider {name!r}",
-            config.timeout_seconds,
-            max_connections=config.concurrency,
-        )
-
-    def __repr__(self) -> str:
-        return f"SendGridProvider(name={self.name!r})"
-
-    async def start(self) -> None:
-        self._http.open()
-        log.info("sendgrid.configured", provider=self.name, base_url=self.config.base_url)
-
-    async def close(self) -> None:
-        await self._http.close()
 
     async def send(self, message: OutboundMessage) -> SendResult:
         request = mail_send_body(message, self._from)

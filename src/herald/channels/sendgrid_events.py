@@ -13,7 +13,6 @@ import base64
 import binascii
 import hashlib
 import json
-import re
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -22,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
 from herald.channels.sendgrid import DELIVERY_ARG
-from herald.domain.receipts import Receipt, ReceiptKind
+from herald.domain.receipts import Receipt, ReceiptKind, delivery_named
 
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
@@ -34,7 +33,6 @@ _EVENTS = {
     "spamreport": ReceiptKind.COMPLAINED,
 }
 _UNSUBSCRIBES = {"unsubscribe", "group_unsubscribe"}
-_DELIVERY_ID = re.compile(r"[0-9A-Za-z-]{1,36}")
 
 
 def verified(key: str, timestamp: str, body: bytes, signature: str) -> bool:
@@ -61,9 +59,9 @@ def receipts(provider: str, events: Any) -> list[Receipt]:
     for event in events:
         if not isinstance(event, dict):
             raise ValueError("each event must be a JSON object")
-        delivery_id = event.get(DELIVERY_ARG)
+        delivery_id = delivery_named(event.get(DELIVERY_ARG))
         name = event.get("event")
-        if not isinstance(delivery_id, str) or not _DELIVERY_ID.fullmatch(delivery_id):
+        if delivery_id is None:
             continue  # not a message Herald sent
         if isinstance(name, str):
             found.append(_receipt(provider, delivery_id, name, event))

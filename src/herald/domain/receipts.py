@@ -6,11 +6,22 @@ the delivery (``TARGET``) and to the suppression list (``SUPPRESSES``) is decide
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from herald.domain.models import DeliveryStatus as D
+
+# What a delivery id a receipt names may look like: anything else names no delivery (and must
+# not reach the database: NUL, a lone surrogate, a megabyte).
+DELIVERY_ID = re.compile(r"[0-9A-Za-z-]{1,36}")
+
+
+def delivery_named(value: Any) -> str | None:
+    """``value``, if it can be a delivery id."""
+    return value if isinstance(value, str) and DELIVERY_ID.fullmatch(value) else None
 
 
 class ReceiptKind(StrEnum):

@@ -4,10 +4,9 @@ the bouncing server put in it."""
 
 from __future__ import annotations
 
-import re
+from herald.domain.receipts import delivery_named
 
 PREFIX = "bounce+"
-_DELIVERY_ID = re.compile(r"[0-9A-Za-z-]{1,36}")
 
 
 def return_path(delivery_id: str, domain: str) -> str:
@@ -19,6 +18,6 @@ def delivery_of(address: str, domain: str) -> str | None:
     local, _, host = address.strip().strip("<>").rpartition("@")
     if host.lower() != domain.lower() or not local.lower().startswith(PREFIX):
         return None
-    delivery_id = local[len(PREFIX) :]
+    delivery_id = delivery_named(local[len(PREFIX) :])
     # Ids are lower case; a server on the way may have changed the case of the local part.
-    return delivery_id.lower() if _DELIVERY_ID.fullmatch(delivery_id) else None
+    return None if delivery_id is None else delivery_id.lower()

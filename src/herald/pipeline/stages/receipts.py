@@ -13,12 +13,11 @@ transaction. The notification's status follows at commit (Unit.settle).
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from typing import Any
 
-from herald.domain.receipts import TARGET, Receipt, ReceiptOutcome
+from herald.domain.receipts import TARGET, Receipt, ReceiptOutcome, delivery_named
 from herald.domain.states import IN_PROGRESS, can_transition
 from herald.observability import metrics
 from herald.observability.logging import get_logger
@@ -34,7 +33,6 @@ EARLY_BATCH = 500  # early receipts looked at per sweep transaction
 # nothing are dropped (a flood of bounces by mail, or of opens and clicks, cannot fill the
 # table, nor crowd out a real bounce or complaint).
 MAX_PER_DELIVERY = 50
-DELIVERY_ID = re.compile(r"[0-9A-Za-z-]{1,36}")  # what an id may look like: others name none
 # When the process that took an early receipt looks again (seconds after the last look): the
 # worker records a send within milliseconds unless its provider was slow.
 EARLY_LOOKS = (0.1, 0.3, 1.0, 3.0)
@@ -58,7 +56,7 @@ class Receipts:
         async with self.units.begin() as unit:
             # Every delivery the batch names, locked at once in id order: two batches naming
             # the same deliveries in another order take turns instead of deadlocking.
-            named = [r.delivery_id for r in batch if DELIVERY_ID.fullmatch(r.delivery_id)]
+            named = [r.delivery_id for r in batch if delivery_named(r.delivery_id)]
             targets = await receipts.targets(unit.conn, named)
             for receipt in batch:
                 outcome = await self._take(unit, receipt, targets, signed=signed)
@@ -83,7 +81,7 @@ class Receipts:
             and await receipts.count_for(unit.conn, found.delivery_id) >= MAX_PER_DELIVERY
         ):
             # One more that moves nothing: not kept (a late hard bounce still suppresses).
-            await self._apply(unit, receipt, found, ReceiptOutcome.LATE)
+            await self._suppress(unit, receipt, found)
             return ReceiptOutcome.DROPPED
         stored = await receipts.add(
             unit.conn,
@@ -152,6 +150,11 @@ class Receipts:
                     unit, found, status, attempts=found.attempts, error=error
                 )
                 found = replace(found, status=status)
+        await self._suppress(unit, receipt, found)
+        return found
+
+    async def _suppress(self, unit: Unit, receipt: Receipt, found: Target) -> None:
+        """Put the delivery's address on its tenant's list, if the receipt says to."""
         reason = receipt.suppression
         if reason is not None and await suppressions.add(
             unit.conn,
@@ -164,7 +167,6 @@ class Receipts:
         ):
             metrics.suppressions_added.labels(found.channel, reason).inc()
             log.info("receipt.suppressed", delivery_id=found.delivery_id, reason=reason)
-        return found
 
 
 def _ours(receipt: Receipt, found: Target | None) -> Target | None:
