@@ -148,8 +148,9 @@ def start_pipeline(request: pytest.FixtureRequest, smtp_sink: SmtpSink) -> Pipel
         tasks = [asyncio.create_task(role(stop)) for role in running]
         if bus == "kafka":
             # Joining a group takes seconds: tests that time deliveries start once every
-            # stage holds its partitions (router, status, retries and each channel's worker).
-            await _until_assigned(consumers, expected=3 + len(channels), tasks=tasks)
+            # stage holds its partitions (router, status, status webhooks, retries and each
+            # channel's worker).
+            await _until_assigned(consumers, expected=4 + len(channels), tasks=tasks)
         transport = httpx.ASGITransport(app=create_app(rt, open_access=True))
         try:
             async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:

@@ -12,6 +12,7 @@ from herald.api.app import create_app, create_metrics_app
 from herald.api.auth import check_auth_setting, decide_open_access
 from herald.api.server import bind, serve
 from herald.bus.base import Message
+from herald.channels.webhook import WebhookConfig, WebhookProvider
 from herald.clock import utcnow
 from herald.consumer_process import ConsumerProcess, ParentLink, link_role
 from herald.errors import ConfigError
@@ -24,6 +25,7 @@ from herald.pipeline.operations.recovery import Recovery
 from herald.pipeline.operations.statistics import StatisticsKeeper
 from herald.pipeline.retries import RetrySchedule, RetryScheduler
 from herald.pipeline.runner import BatchHandler, ConsumerRunner, one_at_a_time
+from herald.pipeline.stages.announce import NAME, StatusWebhookSender
 from herald.pipeline.stages.deliver import ChannelWorker
 from herald.pipeline.stages.expand import Expander
 from herald.pipeline.stages.relay import OutboxRelay
@@ -42,6 +44,9 @@ log = get_logger(__name__)
 
 Role = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 Handler = Callable[[Message], Awaitable[None]]
+
+# A status webhook's receiver gets as long to answer as the webhook channel's by default.
+WEBHOOK_TIMEOUT_SECONDS = 10.0
 
 # Retries waiting for their due time are cheap (a sleeping task each); hold many at once.
 RETRY_SCHEDULER_IN_FLIGHT = 10_000
@@ -170,6 +175,41 @@ def router(rt: Runtime) -> Role:
 def status(rt: Runtime) -> Role:
     handle = StatusUpdater(rt.dead_letters).handle
     return _consumer(rt, "status", [rt.topics.status], lambda _stop: handle)
+
+
+def status_webhook_sender(rt: Runtime) -> Role:
+    """Posts status events to tenants' webhook subscriptions (pipeline/stages/announce)."""
+    s = rt.settings
+    lease = s.delivery_lease_seconds
+    # The webhook channel's signing and guarded client; its own name, timeout and retries.
+    # A connection for every post of the batches under way: none waits for another's (a
+    # tenant's slow receiver would otherwise use up the time of other tenants' posts).
+    config = WebhookConfig(
+        timeout_seconds=min(WEBHOOK_TIMEOUT_SECONDS, lease * 0.8),
+        concurrency=s.batch_size * s.stage_concurrency,
+    )
+    poster = WebhookProvider(NAME, config, rt.signing_secrets, outbound=s.outbound_policy())
+    max_attempts, base, cap = s.retry_policy_for(NAME)
+    sender = StatusWebhookSender(
+        rt.units,
+        rt.announcer,
+        poster,
+        rt.tenant_signing_secrets,
+        RetryPolicy(max_attempts, Backoff(base, cap)),
+        lease_seconds=lease,
+        dead_letters=rt.dead_letters,
+        destinations=CircuitTable(lambda key: _destination_breaker(rt, NAME, key)),
+    )
+    consume = _consumer(rt, NAME, [rt.topics.status_webhooks], lambda _stop: sender.handle)
+
+    async def run(stop: asyncio.Event) -> None:
+        await poster.start()
+        try:
+            await consume(stop)
+        finally:
+            await poster.close()
+
+    return run
 
 
 def retry_scheduler(rt: Runtime) -> Role:
@@ -401,7 +441,7 @@ def inbound_roles(rt: Runtime) -> dict[str, Role]:
 
 def _consumers(rt: Runtime, channels: list[str]) -> dict[str, Role]:
     metrics.zero_consumers(rt.channels())  # the router routes to every configured channel
-    roles = {"router": router(rt), "status": status(rt)}
+    roles = {"router": router(rt), "status": status(rt), NAME: status_webhook_sender(rt)}
     if rt.bus.name == "kafka":
         roles["retry"] = retry_scheduler(rt)
     for channel in channels:

@@ -31,6 +31,7 @@ from herald.pipeline.stages.intake import Intake
 from herald.pipeline.stages.receipts import Receipts
 from herald.pipeline.stall import StallWatch
 from herald.pipeline.status_changes import StatusChanges
+from herald.pipeline.status_webhooks import Announcer, Subscriptions
 from herald.pipeline.unit import Units
 from herald.pipeline.unsubscribe_links import UnsubscribeLinks
 from herald.reliability.ratelimit import (
@@ -82,6 +83,11 @@ class Runtime:
         self.consumer_process_url: str | None = None
         # Every stage writes through units of work: what it publishes commits with it.
         self.units = Units(self.db, self.outbox_wakeup, bus=self.bus)
+        # Status events for tenants' webhook subscriptions, made by every unit that changes
+        # a delivery (pipeline/status_webhooks).
+        self.subscriptions = Subscriptions()
+        self.announcer = Announcer(self.topics, self.subscriptions)
+        self.units.announce = self.announcer.announce
         self.dead_letters = DeadLetterOffice(self.units, self.topics)
         # What follows a delivery's status change, wherever it is made.
         self.status_changes = StatusChanges(self.topics, publish=settings.status_events)
@@ -159,7 +165,11 @@ class Runtime:
                 user = await users.get(conn, message.tenant_id, message.user_id)
             if user is not None and user.webhook_secrets:
                 return user.signing_secrets(utcnow())
-        now, tenant = utcnow(), message.tenant_id
+        return await self.tenant_signing_secrets(message.tenant_id)
+
+    async def tenant_signing_secrets(self, tenant: str) -> list[str]:
+        """The tenant's webhook signing secrets (its status webhooks are signed with them)."""
+        now = utcnow()
         fallback = self.webhook_secret_fallback(tenant)
         found = await tenant_secrets.current(self.db, tenant, now=now, fallback=fallback)
         return found.signing_secrets(now)

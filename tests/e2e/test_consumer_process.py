@@ -103,7 +103,16 @@ async def test_one_service_outside_two_processes_inside(
         ]
         assert {r.status_code for r in sent} == {202}
         mails = await smtp_sink.wait_for(20, timeout=20)  # woken, not polled (10 s)
-        metrics = await http.get("/metrics")
+        # The worker counts an outcome once its commit is done, which can come after the
+        # mail has arrived: wait for the count, then check it exactly.
+        for _ in range(100):
+            metrics = await http.get("/metrics")
+            sent_count = _metric(
+                metrics.text, "herald_deliveries_total", channel="email", status="SENT"
+            )
+            if sent_count >= 20:
+                break
+            await asyncio.sleep(0.1)
 
     assert sorted(m.notification_id for m in mails) == sorted(r.json()["id"] for r in sent)
     assert metrics.status_code == 200

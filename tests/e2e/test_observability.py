@@ -103,6 +103,9 @@ async def test_serve_exports_metrics_and_logs_json_without_bodies(
                 value(scraped, "herald_outbox_pending") == 0
                 and value(scraped, "herald_events_published_total") >= 1
                 and value(scraped, "herald_messages_handled_total", group=worker)
+                # the worker counts an outcome after its commit, maybe after the mail went
+                and value(scraped, "herald_deliveries_total", status="SENT")
+                and value(scraped, "herald_end_to_end_seconds_count", channel="email")
             ):
                 break
             await asyncio.sleep(0.1)

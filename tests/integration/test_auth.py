@@ -67,6 +67,10 @@ SCOPES = {
     ("GET", "/api/v1/suppressions/{channel}/{address}"): "read",
     ("PUT", "/api/v1/suppressions/{channel}/{address}"): "admin",
     ("DELETE", "/api/v1/suppressions/{channel}/{address}"): "admin",
+    ("POST", "/api/v1/webhook-subscriptions"): "admin",
+    ("GET", "/api/v1/webhook-subscriptions"): "read",
+    ("GET", "/api/v1/webhook-subscriptions/{subscription_id}"): "read",
+    ("DELETE", "/api/v1/webhook-subscriptions/{subscription_id}"): "admin",
     # Bounces piped in by the operator's MTA (any tenant's deliveries: the operator's only).
     ("POST", "/api/v1/receipts/mail"): "admin",
 }
@@ -286,7 +290,14 @@ async def _seed_acme(t: Tenants) -> dict[str, str]:
         "/api/v1/suppressions/email/alice@example.com", headers=t.auth("a-admin")
     )
     assert suppressed.status_code == 201
+    subscription = await t.client.post(
+        "/api/v1/webhook-subscriptions",
+        json={"url": "http://127.0.0.1:9/hooks", "events": ["*"]},
+        headers=t.auth("a-admin"),
+    )
+    assert subscription.status_code == 201, subscription.text
     return {
+        "subscription_id": subscription.json()["id"],
         "channel": "email",
         "address": "alice@example.com",
         "notification_id": notification_id,
@@ -334,7 +345,7 @@ async def test_another_tenants_objects_are_404_on_every_route_with_an_id(
         response = await tenants.client.request(method, url, json=body, headers=other)
         assert response.status_code == 404, (method, url, response.text)
         checked += 1
-    assert checked == 24
+    assert checked == 26
     # acme's own key still finds all of it: nothing was deleted, replayed or changed.
     mine = tenants.auth("a-admin")
     for path in (
@@ -345,6 +356,7 @@ async def test_another_tenants_objects_are_404_on_every_route_with_an_id(
         "/api/v1/dead-letters/{letter_id}",
         "/api/v1/keys/{key_id}",
         "/api/v1/suppressions/{channel}/{address}",
+        "/api/v1/webhook-subscriptions/{subscription_id}",
     ):
         response = await tenants.client.get(_path_for(path, ids), headers=mine)
         assert response.status_code == 200, (path, response.text)
@@ -361,6 +373,7 @@ async def test_lists_show_only_the_callers_tenant(tenants: Tenants) -> None:
     assert (await c.get("/api/v1/notifications", headers=other)).json()["items"] == []
     assert (await c.get("/api/v1/templates", headers=other)).json()["items"] == []
     assert (await c.get("/api/v1/suppressions", headers=other)).json()["items"] == []
+    assert (await c.get("/api/v1/webhook-subscriptions", headers=other)).json()["items"] == []
     assert (await c.get("/api/v1/rules", headers=other)).json() == []
     assert (await c.get("/api/v1/dead-letters", headers=other)).json()["items"] == []
     keys = (await c.get("/api/v1/keys", headers=other)).json()

@@ -229,6 +229,14 @@ CALLS = [
         "/api/v1/suppressions/{channel}/{address}",
         {"channel": "email", "address": "a@example.com"},
     ),
+    Call(
+        "POST",
+        "/api/v1/webhook-subscriptions",
+        body={"url": "http://127.0.0.1:9/h", "events": ["*"], "description": "d"},
+    ),
+    Call("GET", "/api/v1/webhook-subscriptions"),
+    Call("GET", "/api/v1/webhook-subscriptions/{subscription_id}", {"subscription_id": ID}),
+    Call("DELETE", "/api/v1/webhook-subscriptions/{subscription_id}", {"subscription_id": ID}),
     Call("GET", "/api/v1/unsubscribe", query={"token": "x.y"}),
     Call("POST", "/api/v1/unsubscribe", query={"token": "x.y"}),
     Call(

@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from herald.bus.topics import Topics
 from herald.clock import utcnow
+from herald.domain.models import DeliveryStatus
 from herald.pipeline.planning import NotificationSpec, Planner
 from herald.pipeline.stages.intake import Intake
 from herald.pipeline.unit import Units
+from herald.store import receipts
 from herald.store.database import Database
 from herald.store.notifications import settle
 from herald.store.tables import deliveries, notifications
@@ -122,3 +125,35 @@ async def test_a_partly_sent_notification_superseded_by_a_newer_one_is_settled(
             sa.select(notifications.c.status).where(notifications.c.id == first["id"])
         )
     assert status == "SENT"
+
+
+async def test_a_read_never_shows_a_status_its_deliveries_do_not_explain(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bounce committed between the two statements of a read (the notification's row,
+    then its deliveries') is not shown as a SENT notification with a BOUNCED delivery."""
+    from herald.store import notifications as store
+
+    [delivery] = await a_notification_being_sent(db, ["email"])
+    async with db.write() as conn:
+        await conn.execute(SENT, {"d": delivery})
+        await settle(conn, ["n"], utcnow())
+    read_deliveries = store._deliveries_of
+    bounced_between = False
+
+    async def then_a_bounce(conn: Any, ids: list[str]) -> Any:
+        nonlocal bounced_between
+        if not bounced_between:
+            bounced_between = True
+            async with db.write() as other:
+                await receipts.move(other, delivery, DeliveryStatus.BOUNCED, utcnow())
+                await settle(other, ["n"], utcnow())
+        return await read_deliveries(conn, ids)
+
+    monkeypatch.setattr(store, "_deliveries_of", then_a_bounce)
+    async with db.read() as conn:
+        found = await store.get(conn, "default", "n")
+
+    assert bounced_between
+    assert found is not None
+    assert (found.status, [d.status for d in found.deliveries]) == ("FAILED", ["BOUNCED"])

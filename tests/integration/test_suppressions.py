@@ -140,3 +140,49 @@ async def test_a_job_queued_before_its_address_was_suppressed_is_not_sent(
     assert [s["detail"] for s in timeline["steps"] if s["step"] == "skipped"] == ["suppressed"]
     assert done[fine["id"]]["status"] == "SENT"
     assert [m.rcpt_tos for m in p.sink.messages()] == [["fine@example.com"]]
+
+
+async def test_unsubscribing_from_everything_suppresses_the_users_addresses(
+    pipeline: Pipeline,
+) -> None:
+    """Not only the user's own notifications are skipped (its preferences do that): its
+    address is suppressed for inline ones too, and comes off when it subscribes again; an
+    address suppressed for another cause stays."""
+    p = pipeline
+    user = {"email": "Quits@Example.com", "phone": "+14155550199"}
+    assert (await p.http.put("/api/v1/users/q1", json=user)).status_code == 201
+    manual = await _put(p, f"{URL}/sms/+14155550199", {"detail": "asked by phone"})
+    assert manual.status_code == 201
+
+    quit_all = await p.http.put("/api/v1/users/q1/preferences", json={"unsubscribed": True})
+    assert quit_all.status_code == 200, quit_all.text
+    email = (await p.http.get(f"{URL}/email/quits@example.com")).json()
+    inline = await p.send(recipient="quits@example.com")
+    skipped = await wait_for_status(p, inline["id"], DONE)
+
+    # A new address while unsubscribed: suppressed instead of the old one.
+    moved = await p.http.put("/api/v1/users/q1", json={**user, "email": "new@example.com"})
+    assert moved.status_code == 200, moved.text
+    new_email = await p.http.get(f"{URL}/email/new@example.com")
+    old_email = await p.http.get(f"{URL}/email/quits@example.com")
+    await p.http.put("/api/v1/users/q1", json=user)  # and back
+
+    back = await p.http.put("/api/v1/users/q1/preferences", json={"unsubscribed": False})
+    assert back.status_code == 200
+    after_email = await p.http.get(f"{URL}/email/quits@example.com")
+    after_sms = await p.http.get(f"{URL}/sms/+14155550199")
+    again = await p.send(recipient="quits@example.com")
+    sent = await wait_for_status(p, again["id"], DONE)
+
+    assert email["reason"] == "unsubscribe"
+    assert email["detail"] == "user q1 unsubscribed from everything"
+    assert skipped["status"] == "SKIPPED"
+    assert skipped["deliveries"][0]["skip_reason"] == "suppressed"
+    assert new_email.json()["reason"] == "unsubscribe"
+    assert old_email.status_code == 404
+    assert after_email.status_code == 404
+    assert (await p.http.get(f"{URL}/email/new@example.com")).status_code == 404
+    assert after_sms.json()["detail"] == "asked by phone"  # suppressed before, for its own cause
+    assert sent["status"] == "SENT"
+    unknown = await p.http.put("/api/v1/users/nobody/preferences", json={"unsubscribed": True})
+    assert unknown.status_code == 404

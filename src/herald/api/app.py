@@ -23,6 +23,7 @@ from herald.api import (
     templates,
     users,
     webhook_secrets,
+    webhook_subscriptions,
 )
 from herald.api.auth import Authenticator
 from herald.api.input_safety import InputSafety, check_path
@@ -79,6 +80,7 @@ def create_app(
         keys.router,
         webhook_secrets.router,
         suppressions.router,
+        webhook_subscriptions.router,
     ):
         app.include_router(router, responses=errors.API_ERRORS)
     # The link in an email: no API key, so no 401 or 403; its routes declare their own 429

@@ -40,7 +40,7 @@ async def list_dead_letters(
     request: Request,
     principal: Admin,
     status: Literal["DEAD", "REPLAYED"] | None = None,
-    kind: Literal["delivery", "message", "event"] | None = None,
+    kind: Literal["delivery", "message", "event", "status_webhook"] | None = None,
     reason: Literal["permanent", "exhausted", "poison", "refused"] | None = None,
     channel: Annotated[str | None, Query(max_length=32)] = None,
     provider: Annotated[str | None, Query(max_length=64)] = None,

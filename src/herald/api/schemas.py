@@ -445,7 +445,9 @@ class BatchOut(BaseModel):
 
 class DeadLetterOut(BaseModel):
     id: str
-    kind: str = Field(description="delivery, message (poison) or event (refused by the bus)")
+    kind: str = Field(
+        description="delivery, message (poison), event (refused by the bus) or status_webhook"
+    )
     status: str = Field(description="DEAD, or REPLAYED")
     reason: str = Field(description="permanent, exhausted, poison or refused")
     error_class: str
@@ -498,7 +500,7 @@ class DeadLetterSelection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     status: Literal["DEAD", "REPLAYED"] | None = "DEAD"
-    kind: Literal["delivery", "message", "event"] | None = None
+    kind: Literal["delivery", "message", "event", "status_webhook"] | None = None
     reason: Literal["permanent", "exhausted", "poison", "refused"] | None = None
     channel: str | None = None
     provider: str | None = None

@@ -194,7 +194,9 @@ async def put_preferences(
     user_id: UserId, payload: Preferences, request: Request, principal: Sender
 ) -> Preferences:
     """Opt-outs per channel, per category and per category+channel, a global unsubscribe,
-    and quiet hours in the user's time zone."""
+    and quiet hours in the user's time zone. Unsubscribing from everything also puts the
+    user's email address and phone number on the tenant's suppression list (taken off again
+    when it subscribes again)."""
     async with runtime_of(request).db.write() as conn:
         stored = await users.set_preferences(
             conn, principal.tenant, user_id, payload.model_dump(mode="json"), utcnow()

@@ -22,6 +22,11 @@ class Topics:
         return f"{self.prefix}deadletter"
 
     @property
+    def status_webhooks(self) -> str:
+        """Status events on their way to tenants' webhook subscriptions (key: notification)."""
+        return f"{self.prefix}status_webhooks"
+
+    @property
     def retry(self) -> str:
         """Kafka only: delivery jobs waiting for their next attempt (header herald-due-at)."""
         return f"{self.prefix}deliveries.retry"
@@ -30,7 +35,7 @@ class Topics:
         return f"{self.prefix}deliveries.{channel}"
 
     def all(self, channels: list[str]) -> list[str]:
-        return [self.requested, self.status, self.deadletter, self.retry] + [
+        return [self.requested, self.status, self.deadletter, self.retry, self.status_webhooks] + [
             self.deliveries(c) for c in channels
         ]
 
@@ -41,7 +46,11 @@ class Topics:
     def consumer_groups(self, channels: list[str], *, retry: bool) -> dict[str, list[str]]:
         """The pipeline's consumer groups and their topics, for workers serving ``channels``
         (``retry``: on Kafka, where retries wait on a topic of their own)."""
-        groups = {self.group("router"): [self.requested], self.group("status"): [self.status]}
+        groups = {
+            self.group("router"): [self.requested],
+            self.group("status"): [self.status],
+            self.group("status_webhooks"): [self.status_webhooks],
+        }
         if retry:
             groups[self.group("retry")] = [self.retry]
         for channel in channels:

@@ -132,13 +132,14 @@ def payload(message: OutboundMessage) -> bytes:
     return json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
 
 
-def _target(recipient: str) -> httpx.URL:
+def target(recipient: str) -> httpx.URL:
     # Errors name the scheme at most: the rest of a webhook URL may carry a token.
     try:
         url = httpx.URL(recipient.strip())
-    except httpx.InvalidURL:
+        host = url.host  # a host name IDNA refuses ("xn--") raises only here
+    except (httpx.InvalidURL, ValueError):
         raise PermanentDeliveryError("webhook: the recipient is not a valid URL") from None
-    if not url.scheme or not url.host:
+    if not url.scheme or not host:
         raise PermanentDeliveryError("webhook: the recipient is not an absolute http(s) URL")
     if url.scheme not in ("http", "https"):
         raise PermanentDeliveryError(f"webhook: {url.scheme}: URLs are not supported, only http(s)")
@@ -204,37 +205,52 @@ class WebhookProvider:
 
     async def send(self, message: OutboundMessage) -> SendResult:
         self._http.get()  # not started: transient, before anything else is looked at
-        url = _target(message.recipient)
+        url = target(message.recipient)
         try:
             body = payload(message)
         except (TypeError, ValueError) as exc:
             raise PermanentDeliveryError("webhook: data is not JSON-serialisable") from exc
-        secrets = await self._valid_secrets(message)
+        secrets = await valid_secrets(self._secrets(message))
+        return await self.post_signed(url, body, message.delivery_id, secrets)
+
+    async def post_signed(
+        self,
+        url: httpx.URL,
+        body: bytes,
+        webhook_id: str,
+        secrets: Sequence[str],
+        headers: dict[str, str] | None = None,
+    ) -> SendResult:
+        """POST ``body`` to ``url`` signed with ``secrets`` (status webhooks post this way
+        too); a non-2xx answer raises, typed by its status code."""
         timestamp = int(time.time())
-        headers = {
+        sent = {
+            **(headers or {}),
             "Content-Type": "application/json",
-            ID_HEADER: message.delivery_id,
+            ID_HEADER: webhook_id,
             TIMESTAMP_HEADER: str(timestamp),
             SIGNATURE_HEADER: signature_header(body, secrets, timestamp),
         }
-        response = await self._http.post_bounded(url, body, headers)
+        response = await self._http.post_bounded(url, body, sent)
         if not response.is_success:
             raise classify(response)
         request_id = response.headers.get("X-Request-Id")
         return SendResult(self.name, request_id[: http.MAX_MESSAGE_ID] if request_id else None)
 
-    async def _valid_secrets(self, message: OutboundMessage) -> list[str]:
-        try:
-            secrets = await self._secrets(message)
-        except DeliveryError:
-            raise
-        except Exception as exc:
-            # Where the secrets live (a database, a vault) is down, not the receiver.
-            raise TransientDeliveryError(
-                f"webhook: signing secrets unavailable ({type(exc).__name__})"
-            ) from exc
-        # An empty key would make a signature anyone can compute.
-        usable = [s for s in secrets if s]
-        if not usable:
-            raise PermanentDeliveryError("webhook: no signing secret")
-        return usable
+
+async def valid_secrets(lookup: Awaitable[Sequence[str]]) -> list[str]:
+    """The signing secrets ``lookup`` finds, refusing none (an empty key would make a
+    signature anyone can compute); where they live being down is a transient failure."""
+    try:
+        secrets = await lookup
+    except DeliveryError:
+        raise
+    except Exception as exc:
+        # Where the secrets live (a database, a vault) is down, not the receiver.
+        raise TransientDeliveryError(
+            f"webhook: signing secrets unavailable ({type(exc).__name__})"
+        ) from exc
+    usable = [s for s in secrets if s]
+    if not usable:
+        raise PermanentDeliveryError("webhook: no signing secret")
+    return usable

@@ -29,7 +29,7 @@ PAGE_SIZE = 50
 REPLAY_AT_MOST = 100  # a selection replays its oldest this many (the API's default limit)
 CHOICES = {
     "status": ("DEAD", "REPLAYED"),
-    "kind": ("delivery", "message", "event"),
+    "kind": deadletters.KINDS,
     "reason": ("permanent", "exhausted", "poison", "refused"),
 }
 NOTICES = {"replayed": "Replayed: it is on its way again.", "purged": "Purged."}

@@ -98,6 +98,17 @@ class DeliveryStatusChanged(_Message):
     occurred_at: datetime
 
 
+class StatusWebhookJob(_Message):
+    """Topic ``status_webhooks``: post one status event to its subscription's URL (the event
+    itself is a row: store/webhook_events)."""
+
+    type: Literal["status_webhook.requested"] = "status_webhook.requested"
+    event_id: str
+    tenant_id: str
+    notification_id: str
+    attempt: int = 0  # attempts already made before this job
+
+
 class DeadLettered(_Message):
     """Topic ``deadletter``: something was parked for inspection and replay."""
 

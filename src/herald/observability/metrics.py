@@ -166,6 +166,18 @@ provider_call_seconds = Histogram(
     buckets=_LATENCY_BUCKETS,
 )
 
+# -- Status webhooks ------------------------------------------------------------------------
+status_webhook_events = Counter(
+    "herald_status_webhook_events",
+    "Status events made for tenants' webhook subscriptions (one per subscription that wants it)",
+)
+status_webhook_posts = Counter(
+    "herald_status_webhook_posts",
+    "Attempts to post a status event, by what they ended in (sent, retry, dead_lettered, "
+    "put_off: its destination's circuit was open)",
+    ["outcome"],
+)
+
 # -- Failure handling -----------------------------------------------------------------------
 dead_letters = Counter("herald_dead_letters", "Dead letters filed", ["kind", "reason", "channel"])
 dead_letters_pending = Gauge(

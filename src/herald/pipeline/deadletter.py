@@ -1,9 +1,10 @@
 """File dead letters: a row for inspection and replay, and an event on the ``deadletter`` topic.
 
-Three kinds:
+Four kinds:
 - ``delivery``: a delivery failed permanently or ran out of attempts (payload: its job);
 - ``message``: a bus message that cannot be decoded or validated (poison; payload as read);
-- ``event``: an outbox event the bus kept refusing (payload as written).
+- ``event``: an outbox event the bus kept refusing (payload as written);
+- ``status_webhook``: a status event its subscription's URL kept refusing (payload: its job).
 The row and the event are written in the caller's unit of work, with the state change.
 """
 

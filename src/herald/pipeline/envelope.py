@@ -13,11 +13,14 @@ from herald.domain.messages import (
     DeliveryJob,
     DeliveryStatusChanged,
     NotificationRequested,
+    StatusWebhookJob,
     encode,
     fields_of,
 )
 
-AnyMessage = NotificationRequested | DeliveryJob | DeliveryStatusChanged | DeadLettered
+AnyMessage = (
+    NotificationRequested | DeliveryJob | DeliveryStatusChanged | DeadLettered | StatusWebhookJob
+)
 
 
 def envelope(
@@ -55,7 +58,7 @@ def _headers(
         headers["herald-notification-id"] = get("notification_id")
     if issubclass(model, DeliveryJob | DeliveryStatusChanged | DeadLettered) and get("delivery_id"):
         headers["herald-delivery-id"] = get("delivery_id")
-    if issubclass(model, DeliveryJob):
+    if issubclass(model, DeliveryJob | StatusWebhookJob):
         headers["herald-attempt"] = str(get("attempt"))
     headers.update(extra or {})
     return headers

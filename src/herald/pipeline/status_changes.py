@@ -1,6 +1,7 @@
 """What follows when a stage changes a delivery's status, in the unit that changed it.
 
-The notification's status is brought in step in the same transaction (``Unit.settle``): no
+The notification's status is brought in step in the same transaction (``Unit.settle``), and
+the change is kept for the status webhooks that want it (``Unit.changed``): no
 event has to travel through the outbox, the bus and a status consumer first, which was a third
 of the messages a notification made. With ``HERALD_STATUS_EVENTS=on`` the change is also
 published on the status topic, for consumers outside Herald (Herald's own status consumer only
@@ -15,7 +16,7 @@ from herald.bus.topics import Topics
 from herald.domain.messages import DeliveryStatusChanged
 from herald.domain.models import DeliveryStatus
 from herald.pipeline.envelope import envelope
-from herald.pipeline.unit import Unit
+from herald.pipeline.unit import DeliveryChange, Unit
 
 
 class Changed(Protocol):
@@ -29,6 +30,8 @@ class Changed(Protocol):
     def channel(self) -> str: ...
     @property
     def user_key(self) -> str: ...
+    @property
+    def tenant_id(self) -> str: ...
 
 
 class StatusChanges:
@@ -48,6 +51,17 @@ class StatusChanges:
     ) -> None:
         """``job``'s delivery is now ``status`` (changed in ``unit``)."""
         unit.settle([job.notification_id])
+        unit.changed(
+            DeliveryChange(
+                job.tenant_id,
+                job.notification_id,
+                job.delivery_id,
+                job.channel,
+                status,
+                attempts,
+                error,
+            )
+        )
         if not self.publish:
             return
         event = DeliveryStatusChanged(

@@ -8,6 +8,7 @@ it, written together at commit, and whoever waits for it woken after the commit.
         unit.record([journal step, ...])
         unit.insert({table: [row, ...]})             # new rows, written at commit
         unit.settle([notification_id, ...])         # deliveries changed: status follows
+        unit.changed(DeliveryChange(...))           # a delivery's new status, to announce
 
 What a stage publishes for now goes where the bus lets it join the transaction: on the
 embedded bus (a log in the same database) it is appended to the log itself, so no relay hop
@@ -19,13 +20,16 @@ commit, each inserting a notification, make one statement between them), Postgre
 relay and consumers are woken only once the transaction has committed: never for something
 that rolled back. A notification whose deliveries the unit changed has its status brought in
 step last, in the same transaction (see ``notifications.settle``): no status event to wait for.
+Then the status events of those changes that tenants' webhooks subscribe to are made, in the
+same transaction too (see pipeline/status_webhooks).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -33,7 +37,7 @@ import sqlalchemy as sa
 
 from herald.bus.base import Bus, OutgoingMessage
 from herald.clock import utcnow
-from herald.domain.models import NotificationStatus
+from herald.domain.models import DeliveryStatus, NotificationStatus
 from herald.observability import metrics
 from herald.observability.logging import get_logger
 from herald.store import journal, notifications, outbox
@@ -43,6 +47,19 @@ from herald.store.tables import notification_events, outbox_events
 from herald.wakeup import Wakeup
 
 log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryChange:
+    """A delivery's status changed in a unit: what its status event says."""
+
+    tenant_id: str
+    notification_id: str
+    delivery_id: str
+    channel: str
+    status: DeliveryStatus
+    attempts: int
+    error: str | None
 
 
 class Unit:
@@ -57,7 +74,12 @@ class Unit:
         self.rows: dict[sa.Table, list[dict[str, Any]]] = {}  # to insert, by table
         self.unsettled: set[str] = set()  # notifications whose deliveries changed
         self.settled: dict[str, NotificationStatus] = {}  # their new statuses, once written
+        self.changes: list[DeliveryChange] = []  # deliveries' new statuses, to announce
         self.outbox_woken = False  # the relay's process has work not in the outbox
+        # Publish through the outbox even where the bus could take it in the transaction:
+        # for a unit that locks notifications first (the embedded log's partitions are taken
+        # by everyone else before the notifications, so taking them after would deadlock).
+        self.via_outbox = False
 
     def insert(self, rows: dict[sa.Table, list[dict[str, Any]]]) -> None:
         """Buffer new rows; tables are written in the order first given (a row referring to
@@ -91,6 +113,15 @@ class Unit:
         """These notifications' deliveries changed: their statuses follow at commit."""
         self.unsettled.update(notification_ids)
 
+    def changed(self, change: DeliveryChange) -> None:
+        """A delivery's status changed (its notification is settled too, by the caller)."""
+        self.changes.append(change)
+
+
+#: Makes the status events a unit's changes announce (pipeline/status_webhooks): writes
+#: them in the unit's transaction and returns the jobs to publish with it.
+Announce = Callable[[Unit], Awaitable[list[OutgoingMessage]]]
+
 
 class Units:
     """Begins units of work on ``db``, publishing to ``bus`` (see the module docstring); with
@@ -100,6 +131,7 @@ class Units:
         self.db = db
         self.outbox_wakeup = outbox_wakeup
         self.bus = bus
+        self.announce: Announce | None = None  # set once status webhooks are wired
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[Unit]:
@@ -121,7 +153,12 @@ class Units:
         in one statement where the database can (PostgreSQL: see ``insert_many``)."""
         conn, appended = unit.conn, set[str]()
         queued: list[tuple[OutgoingMessage, datetime | None]] = [(m, due) for m, due in unit.later]
-        if unit.messages and self.bus is not None and self.bus.transactional:
+        if (
+            unit.messages
+            and self.bus is not None
+            and self.bus.transactional
+            and not unit.via_outbox
+        ):
             await unit.write_rows()  # before the log's rows, which may refer to them
             await self.bus.publish_in(conn, unit.messages)
             appended = {m.topic for m in unit.messages}
@@ -136,7 +173,23 @@ class Units:
         await insert_many(conn, batches, notify=outbox.notify(conn) if notify else None)
         # Last: the notification rows are taken after every delivery row (see settle).
         unit.settled = await notifications.settle(conn, unit.unsettled, unit.now)
+        if self.announce is not None and (unit.changes or unit.settled):
+            appended |= await self._publish_late(unit, await self.announce(unit))
         return appended
+
+    async def _publish_late(self, unit: Unit, messages: list[OutgoingMessage]) -> set[str]:
+        """Publish what was made after the rest was written (the status events' jobs): on
+        the log, or through the outbox. The topics appended to the bus directly."""
+        if not messages:
+            return set()
+        unit.messages.extend(messages)  # counted and woken for after the commit
+        conn = unit.conn
+        if self.bus is not None and self.bus.transactional and not unit.via_outbox:
+            await self.bus.publish_in(conn, messages)
+            return {m.topic for m in messages}
+        rows = outbox.rows([(m, None) for m in messages], unit.now)
+        await insert_many(conn, [(outbox_events, rows)], notify=outbox.notify(conn))
+        return set()
 
 
 def count_published(topics: Iterable[str]) -> None:

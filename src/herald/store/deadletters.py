@@ -15,6 +15,9 @@ from herald.tenancy import DEFAULT_TENANT
 L = dead_letters.c
 
 DEAD, REPLAYED = "DEAD", "REPLAYED"
+#: The kind of a status event that could not be posted to its webhook subscription.
+STATUS_WEBHOOK = "status_webhook"
+KINDS = ("delivery", "message", "event", STATUS_WEBHOOK)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import field
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -261,16 +261,27 @@ async def _deliveries_of(
 
 
 async def get(conn: Connection, tenant: str, notification_id: str) -> NotificationRecord | None:
-    row = (
-        await conn.execute(
-            sa.select(notifications).where(
-                notifications.c.tenant_id == tenant, notifications.c.id == notification_id
-            )
-        )
-    ).first()
-    if row is None:
-        return None
-    return _notification(row, (await _deliveries_of(conn, [notification_id]))[notification_id])
+    """The notification with its deliveries. A change to its deliveries commits with its
+    status, but a read is two statements here, each seeing what is committed when it runs: a
+    change committed between them would show a status its deliveries do not explain (SENT
+    beside a BOUNCED delivery). Such a pair is read again (twice at most)."""
+    query = sa.select(notifications).where(
+        notifications.c.tenant_id == tenant, notifications.c.id == notification_id
+    )
+    for _ in range(3):
+        row = (await conn.execute(query)).first()
+        if row is None:
+            return None
+        found = _notification(row, (await _deliveries_of(conn, [notification_id]))[notification_id])
+        if found.status in _SET_APART or found.status == aggregate_status(
+            d.status for d in found.deliveries
+        ):
+            break
+    return found
+
+
+# Statuses not made from the deliveries' (by a schedule, a cancellation, a user's deletion).
+_SET_APART = frozenset({NotificationStatus.SCHEDULED, NotificationStatus.CANCELLED})
 
 
 async def list_page(
@@ -372,6 +383,30 @@ _LOCK = (
 )
 
 
+async def lock(conn: Connection, notification_ids: Collection[str]) -> None:
+    """Take these notifications' rows for the rest of the transaction, in id order (as
+    ``settle`` does: see it). SQLite has one writer at a time: nothing to take."""
+    ids = sorted(set(notification_ids))
+    if ids and conn.dialect.name != "sqlite":
+        await conn.execute(_LOCK, {"ids": ids})
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    tenant_id: str
+    user_id: str | None
+
+
+async def owners(conn: Connection, notification_ids: Collection[str]) -> dict[str, Owner]:
+    """Whose each notification is."""
+    N = notifications.c
+    rows = await conn.execute(
+        sa.select(N.id, N.tenant_id, N.user_id).where(one_of(N.id, "ids")),
+        {"ids": sorted(set(notification_ids))},
+    )
+    return {r.id: Owner(r.tenant_id, r.user_id) for r in rows}
+
+
 async def settle(
     conn: Connection, notification_ids: Collection[str], now: datetime
 ) -> dict[str, NotificationStatus]:
@@ -387,8 +422,7 @@ async def settle(
     ids = sorted(set(notification_ids))
     if not ids:
         return {}
-    if conn.dialect.name != "sqlite":
-        await conn.execute(_LOCK, {"ids": ids})
+    await lock(conn, ids)
     found = await delivery_statuses_of(conn, ids)
     statuses = {i: aggregate_status(s) for i, s in found.items()}
     changed = await set_statuses(conn, statuses, now)

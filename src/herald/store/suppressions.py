@@ -85,6 +85,44 @@ async def remove(conn: Connection, tenant: str, channel: str, address: str) -> b
     return bool(result.rowcount)
 
 
+def unsubscribed_everything(user_id: str) -> str:
+    """The detail of an address suppressed because its user unsubscribed from everything."""
+    return f"user {user_id[:200]} unsubscribed from everything"
+
+
+async def follow_unsubscribe_all(
+    conn: Connection,
+    tenant: str,
+    user_id: str,
+    before: Iterable[tuple[str, str]],
+    after: Iterable[tuple[str, str]],
+    now: datetime,
+) -> list[tuple[str, str]]:
+    """A user unsubscribed from everything has its addresses ``(channel, address)`` on the
+    list (``unsubscribe``), so no notification reaches them by any way, inline ones
+    included. ``before`` and ``after``: those it should have had suppressed so, and has now
+    (none while subscribed): the new ones are added, those no longer its come off (an address
+    on the list for another cause stays). The addresses added."""
+    detail = unsubscribed_everything(user_id)
+    had = {(channel, normal(channel, a)) for channel, a in before}
+    has = {(channel, normal(channel, a)) for channel, a in after}
+    for channel, address in sorted(had - has):
+        await conn.execute(
+            sa.delete(suppressions).where(
+                S.tenant_id == tenant,
+                S.channel == channel,
+                S.address == address,
+                S.reason == "unsubscribe",
+                S.detail == detail,
+            )
+        )
+    added = []
+    for channel, address in sorted(has - had):
+        if await add(conn, tenant, channel, address, reason="unsubscribe", now=now, detail=detail):
+            added.append((channel, address))
+    return added
+
+
 async def get(conn: Connection, tenant: str, channel: str, address: str) -> Suppression | None:
     row = (
         await conn.execute(

@@ -511,3 +511,48 @@ delivery_receipts = sa.Table(
         postgresql_where=sa.text("outcome = 'early'"),
     ),
 )
+
+# A tenant's status webhooks: where to post which status events (domain/status_events).
+webhook_subscriptions = sa.Table(
+    "webhook_subscriptions",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("tenant_id", sa.String(63), nullable=False),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("events", sa.JSON, nullable=False),  # event names, or ["*"]
+    sa.Column("description", sa.String(200), nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index(None, "tenant_id", "id"),
+)
+
+# One status event for one subscription, and how its posting goes (store/webhook_events).
+# Events of a subscription about one notification go out one at a time, in order: a later
+# one WAITING for the one it comes ``after`` to end.
+webhook_events = sa.Table(
+    "webhook_events",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),  # Herald-Webhook-Id
+    sa.Column("tenant_id", sa.String(63), nullable=False),
+    sa.Column("subscription_id", sa.String(36), nullable=False),
+    sa.Column("notification_id", sa.String(36), nullable=False),
+    sa.Column("type", sa.String(40), nullable=False),
+    sa.Column("data", sa.Text, nullable=False),  # the document's data, JSON
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("after_id", sa.String(36), nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_at", UTCDateTime, nullable=True),
+    sa.Column("lease_until", UTCDateTime, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Index(None, "notification_id"),
+    sa.Index(None, "subscription_id"),
+    sa.Index(None, "after_id", **_present("after_id")),
+    # The recovery sweep's: the events not ended yet (most have).
+    sa.Index(
+        "ix_webhook_events_open",
+        "updated_at",
+        sqlite_where=sa.text("status NOT IN ('SENT', 'DEAD_LETTERED')"),
+        postgresql_where=sa.text("status NOT IN ('SENT', 'DEAD_LETTERED')"),
+    ),
+)

@@ -11,7 +11,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from herald.observability import metrics
 from herald.records import record
+from herald.store import suppressions
 from herald.store.database import Connection
 from herald.store.tables import users
 
@@ -99,11 +101,45 @@ def _profile_values(profile: Profile) -> dict[str, Any]:
     }
 
 
-async def get(conn: Connection, tenant: str, user_id: str) -> UserRecord | None:
-    row = (
-        await conn.execute(sa.select(users).where(U.tenant_id == tenant, U.id == user_id))
-    ).first()
+async def get(
+    conn: Connection, tenant: str, user_id: str, *, lock: bool = False
+) -> UserRecord | None:
+    """``lock``: for the rest of the transaction (PostgreSQL), as a writer reads it."""
+    query = sa.select(users).where(U.tenant_id == tenant, U.id == user_id)
+    if lock and conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = (await conn.execute(query)).first()
     return None if row is None else _record(row)
+
+
+def _unsubscribed(preferences: dict[str, Any]) -> bool:
+    return bool(preferences.get("unsubscribed"))
+
+
+def _suppressible(profile: Profile, unsubscribed: bool) -> list[tuple[str, str]]:
+    """The addresses a user unsubscribed from everything has on the suppression list."""
+    if not unsubscribed:
+        return []
+    return [(c, a) for c, a in (("email", profile.email), ("sms", profile.phone)) if a]
+
+
+async def _follow(
+    conn: Connection,
+    before: UserRecord,
+    profile: Profile,
+    preferences: dict[str, Any],
+    now: datetime,
+) -> None:
+    """The suppression list follows the user's unsubscribing from everything (see
+    suppressions.follow_unsubscribe_all), whichever of the two changed."""
+    had = _suppressible(before.profile, _unsubscribed(before.preferences))
+    has = _suppressible(profile, _unsubscribed(preferences))
+    if had != has:
+        added = await suppressions.follow_unsubscribe_all(
+            conn, before.tenant_id, before.id, had, has, now
+        )
+        for channel, _ in added:
+            metrics.suppressions_added.labels(channel=channel, reason="unsubscribe").inc()
 
 
 async def get_many(conn: Connection, tenant: str, user_ids: Sequence[str]) -> dict[str, UserRecord]:
@@ -121,7 +157,7 @@ async def put(
     """Create or replace a user's profile. Returns the user; when a webhook signing secret
     was made just now (the first webhook URL), that secret, shown to the caller once; and
     whether the user was created."""
-    existing = await get(conn, tenant, user_id)
+    existing = await get(conn, tenant, user_id, lock=True)
     fresh_secret = None
     if existing is None:
         secrets_list: list[dict[str, Any]] = []
@@ -148,6 +184,7 @@ async def put(
         await conn.execute(
             sa.update(users).where(U.tenant_id == tenant, U.id == user_id).values(**values)
         )
+        await _follow(conn, existing, profile, existing.preferences, now)
     found = await get(conn, tenant, user_id)
     assert found is not None
     return found, fresh_secret, existing is None
@@ -201,12 +238,19 @@ async def delete(conn: Connection, tenant: str, user_id: str) -> bool:
 async def set_preferences(
     conn: Connection, tenant: str, user_id: str, preferences: dict[str, Any], now: datetime
 ) -> bool:
-    result = await conn.execute(
+    """Store the user's preferences (False: no such user). Unsubscribing from everything
+    puts its email address and phone number on the suppression list, subscribing again
+    takes them off (see _follow)."""
+    before = await get(conn, tenant, user_id, lock=True)
+    if before is None:
+        return False
+    await conn.execute(
         sa.update(users)
         .where(U.tenant_id == tenant, U.id == user_id)
         .values(preferences=preferences, updated_at=now)
     )
-    return bool(result.rowcount)
+    await _follow(conn, before, before.profile, preferences, now)
+    return True
 
 
 async def rotate_secret(

@@ -7,7 +7,9 @@ the backlog):
 - re-queues deliveries that should have moved long ago: PENDING since before the threshold,
   a retry overdue by more than it, or PROCESSING with a lease lapsed that long (a worker died
   and nobody got its job again). A duplicate job is harmless: the claim recognises it;
-- settles notifications whose deliveries have all ended but whose status event never came.
+- settles notifications whose deliveries have all ended but whose status event never came;
+- re-queues status events for webhook subscriptions stuck the same way (or waiting after one
+  that has ended: store/webhook_events.stuck).
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from herald.domain.messages import Content, DeliveryJob
 from herald.domain.models import DeliveryStatus
 from herald.observability.logging import get_logger
 from herald.pipeline.envelope import envelope
+from herald.pipeline.status_webhooks import status_webhook_job
 from herald.pipeline.unit import Units
-from herald.store import deliveries, notifications, outbox
+from herald.store import deliveries, notifications, outbox, webhook_events
 
 log = get_logger(__name__)
 
@@ -41,7 +44,7 @@ class Recovery:
             conn = unit.conn
             if await outbox.has_backlog(conn, older_than=before):
                 log.info("recovery.deferred", reason="the outbox is behind")
-                return {"requeued": 0, "settled": 0}
+                return {"requeued": 0, "settled": 0, "status_events": 0}
             lost = await deliveries.stuck(conn, before=before, limit=BATCH)
             jobs = [
                 envelope(
@@ -69,6 +72,11 @@ class Recovery:
             ]
             unit.publish(jobs)
             await deliveries.touch(conn, [d.delivery_id for d in lost], now)
+            events = await webhook_events.stuck(conn, before=before, now=now, limit=BATCH)
+            unit.publish(
+                status_webhook_job(self.topics, e.id, e.tenant_id, e.notification_id, e.attempt)
+                for e in events
+            )
 
             # Deliveries ended but their notification not (a build before the status was
             # settled with them): settled at commit, as every writer does (notifications.settle).
@@ -84,4 +92,6 @@ class Recovery:
             )
         if settled:
             log.warning("recovery.settled", notifications=settled)
-        return {"requeued": len(lost), "settled": settled}
+        if events:
+            log.warning("recovery.requeued_status_events", events=len(events))
+        return {"requeued": len(lost), "settled": settled, "status_events": len(events)}

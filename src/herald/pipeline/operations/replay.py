@@ -1,10 +1,11 @@
 """Replay dead letters once their cause is fixed: idempotent, and spaced out when in bulk.
 
 A ``delivery`` letter reopens its delivery (PENDING, a fresh attempt budget) and queues its
-job; a ``message`` or ``event`` letter publishes its original bytes to its original topic.
-Either happens in the transaction that marks the letter REPLAYED, so replaying it again is a
-no-op. Bulk replays are spaced at ``per_second`` through the outbox's due times, so a large
-replay cannot flood a provider that has only just recovered.
+job, a ``status_webhook`` letter its status event likewise; a ``message`` or ``event``
+letter publishes its original bytes to its original topic. Either happens in the transaction
+that marks the letter REPLAYED, so replaying it again is a no-op. Bulk replays are spaced at
+``per_second`` through the outbox's due times, so a large replay cannot flood a provider that
+has only just recovered.
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ from datetime import datetime, timedelta
 from herald.bus.base import OutgoingMessage
 from herald.bus.topics import Topics
 from herald.clock import utcnow
-from herald.domain.messages import DeliveryJob, decode
+from herald.domain.messages import DeliveryJob, StatusWebhookJob, decode
 from herald.domain.models import DeliveryStatus
 from herald.errors import PoisonMessageError
 from herald.observability.logging import get_logger
 from herald.pipeline.envelope import envelope
 from herald.pipeline.status_changes import StatusChanges
 from herald.pipeline.unit import Unit, Units
-from herald.store import deadletters, deliveries, journal
+from herald.store import deadletters, deliveries, journal, webhook_events
 from herald.store.deadletters import DeadLetter, Filters
 from herald.store.deliveries import Attempt
 
@@ -64,8 +65,13 @@ class Replayer:
                 return ReplayOutcome(letter_id, False, "not found")
             if letter.status != deadletters.DEAD:
                 return ReplayOutcome(letter_id, False, "already replayed")
-            if letter.kind == "delivery":
-                detail = await self._reopen_delivery(unit, letter, now, due)
+            if letter.kind in ("delivery", deadletters.STATUS_WEBHOOK):
+                reopen = (
+                    self._reopen_delivery
+                    if letter.kind == "delivery"
+                    else self._reopen_status_event
+                )
+                detail = await reopen(unit, letter, now, due)
                 if detail is not None:
                     return ReplayOutcome(letter_id, False, detail)
             else:
@@ -107,6 +113,20 @@ class Replayer:
         )
         self.status_changes.changed(unit, job, DeliveryStatus.PENDING, attempts=0)
         unit.publish([envelope(letter.topic, job.user_key, job)], available_at=due)
+        return None
+
+    @staticmethod
+    async def _reopen_status_event(
+        unit: Unit, letter: DeadLetter, now: datetime, due: datetime
+    ) -> str | None:
+        """Post the status event again (a fresh attempt budget); returns why not, if not."""
+        try:
+            job = decode(StatusWebhookJob, letter.payload).model_copy(update={"attempt": 0})
+        except PoisonMessageError:
+            return "the stored job cannot be read"
+        if not await webhook_events.reopen(unit.conn, job.event_id, now):
+            return "the status event is gone or not dead-lettered"
+        unit.publish([envelope(letter.topic, job.notification_id, job)], available_at=due)
         return None
 
     async def replay_matching(
