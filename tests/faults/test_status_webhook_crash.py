@@ -30,6 +30,9 @@ async def test_sigkill_with_status_events_waiting_loses_none(
         HERALD_CIRCUIT_RESET_SECONDS="0.5",
         HERALD_CIRCUIT_MAX_RESET_SECONDS="1",
         HERALD_DELIVERY_LEASE_SECONDS="2",  # a post the kill cut off is taken over soon
+        # Retries wait in the outbox: a dead relay's shards are taken over after their lease.
+        HERALD_RELAY_SHARD_LEASE_SECONDS="4",
+        HERALD_KAFKA_PUBLISH_TIMEOUT_SECONDS="3",
     )
     receiver = WebhookReceiver([SECRET])
     with running(receiver):

@@ -26,6 +26,7 @@ from herald.errors import NotFoundError, PermanentDeliveryError
 from herald.ids import uuid7
 from herald.observability.logging import get_logger
 from herald.store import webhook_events, webhook_subscriptions
+from herald.store.dialect import lock_until_commit
 from herald.store.webhook_subscriptions import MAX_PER_TENANT, Subscription
 
 router = APIRouter(
@@ -119,6 +120,8 @@ async def create_subscription(
         created_at=utcnow(),
     )
     async with rt.db.write() as conn:
+        # Two creates at once must not both pass the cap.
+        await lock_until_commit(conn, f"webhook-subscriptions:{principal.tenant}")
         existing = await webhook_subscriptions.of_tenant(conn, principal.tenant)
         if len(existing) >= MAX_PER_TENANT:
             raise FieldError(
