@@ -170,6 +170,7 @@ class Settings(BaseSettings):
     # 0: each outbox row is deleted as it is published (see OutboxRelay's keep_published).
     outbox_retention_seconds: float = Field(default=0.0, ge=0)
     log_retention_seconds: float = Field(default=7 * 24 * 3600.0, ge=0)
+    status_event_retention_seconds: float = Field(default=7 * 24 * 3600.0, ge=0)
     maintenance_interval_seconds: float = Field(default=60.0, gt=0)
 
     # Observability

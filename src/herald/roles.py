@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
+import sqlalchemy as sa
+
 from herald.api.app import create_app, create_metrics_app
 from herald.api.auth import check_auth_setting, decide_open_access
 from herald.api.server import bind, serve
@@ -44,6 +46,12 @@ log = get_logger(__name__)
 
 Role = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 Handler = Callable[[Message], Awaitable[None]]
+
+# What may stop a circuit's row (kept for GET /providers only) from being written, which must
+# never stop a worker: the database out of reach, or a connection it broke off mid-statement
+# (asyncpg then reports "cannot switch to state ...; another operation is in progress", an
+# InternalError, on the next use of that connection).
+CIRCUIT_ROW_ERRORS = (*UNAVAILABLE_ERRORS, sa.exc.DBAPIError)
 
 # A status webhook's receiver gets as long to answer as the webhook channel's by default.
 WEBHOOK_TIMEOUT_SECONDS = 10.0
@@ -273,7 +281,7 @@ def channel_worker(rt: Runtime, channel: str) -> Role:
             try:
                 async with rt.db.write() as conn:
                     await circuits.forget_worker(conn, rt.worker_id)
-            except UNAVAILABLE_ERRORS as exc:  # stopping anyway: its rows stay, as after a crash
+            except CIRCUIT_ROW_ERRORS as exc:  # stopping anyway: its rows stay, as after a crash
                 log.warning("circuit.forget_failed", error=f"{type(exc).__name__}: {exc}")
 
     return run
@@ -344,7 +352,7 @@ async def _save_circuit(rt: Runtime, breaker: CircuitBreaker, channel: str) -> N
     try:
         async with rt.db.write() as conn:
             await circuits.save(conn, record)
-    except UNAVAILABLE_ERRORS as exc:
+    except CIRCUIT_ROW_ERRORS as exc:
         # The row only informs GET /providers: a database that is down (the worker starting
         # during an outage) must not stop the worker. The next change writes it again.
         log.warning(
@@ -360,6 +368,7 @@ def maintenance(rt: Runtime) -> Role:
         interval=s.maintenance_interval_seconds,
         outbox_retention=s.outbox_retention_seconds,
         log_retention=s.log_retention_seconds,
+        status_event_retention=s.status_event_retention_seconds,
         recovery=Recovery(rt.units, rt.topics, stuck_after=s.recovery_after_seconds),
         receipts=rt.receipts,
     ).run

@@ -10,8 +10,16 @@ from herald.bus.base import OutgoingMessage
 from herald.bus.embedded import EmbeddedBus
 from herald.clock import utcnow
 from herald.domain.models import OutboxStatus
+from herald.ids import uuid7
 from herald.pipeline.operations.maintenance import Maintenance
-from herald.store import api_keys, console_sessions, idempotency, outbox, recipient_caps
+from herald.store import (
+    api_keys,
+    console_sessions,
+    idempotency,
+    outbox,
+    recipient_caps,
+    webhook_events,
+)
 from herald.store.database import Database
 from herald.store.idempotency import StoredResponse
 from herald.store.tables import (
@@ -21,6 +29,7 @@ from herald.store.tables import (
     recipient_sends,
 )
 from herald.store.tables import console_sessions as console_sessions_table
+from herald.store.webhook_events import NewEvent
 
 
 async def test_expired_keys_old_events_and_old_messages_are_purged(db: Database) -> None:
@@ -71,6 +80,7 @@ async def test_expired_keys_old_events_and_old_messages_are_purged(db: Database)
         "log_messages": 1,
         "recipient_counts": 1,  # yesterday's daily-cap count
         "console_sessions": 1,
+        "sent_status_events": 0,  # kept unless a retention is given
     }
     async with db.read() as conn:
         keys = (await conn.execute(sa.select(idempotency_keys.c.key))).scalars().all()
@@ -85,3 +95,37 @@ async def test_expired_keys_old_events_and_old_messages_are_purged(db: Database)
     assert counted == ["today"]
     assert sorted(left) == [(b"new", OutboxStatus.PUBLISHED), (b"waiting", OutboxStatus.PENDING)]
     assert messages == [b"fresh"]
+
+
+async def test_status_events_posted_long_ago_are_purged_and_no_others(db: Database) -> None:
+    now = utcnow()
+    week_ago = now - timedelta(days=8)
+    rows = []
+    for name, made, status in [
+        ("old-sent", week_ago, webhook_events.SENT),
+        ("old-dead", week_ago, webhook_events.DEAD_LETTERED),  # replayable: kept
+        ("old-retrying", week_ago, webhook_events.RETRY_PENDING),
+        ("new-sent", now, webhook_events.SENT),
+    ]:
+        event = NewEvent(
+            uuid7(int(made.timestamp() * 1000)), "t", "s1", name, "delivery.sent", "{}", None
+        )
+        rows.append({**event.row(made), "status": status})
+    async with db.write() as conn:
+        await conn.execute(sa.insert(webhook_events.webhook_events), rows)
+
+    housekeeping = Maintenance(
+        db,
+        EmbeddedBus(db, partitions=1),
+        interval=60,
+        outbox_retention=3600,
+        log_retention=3600,
+        status_event_retention=7 * 24 * 3600,
+    )
+    counts = await housekeeping.run_once()
+
+    async with db.read() as conn:
+        E = webhook_events.webhook_events.c
+        left = (await conn.execute(sa.select(E.notification_id))).scalars().all()
+    assert counts["sent_status_events"] == 1
+    assert sorted(left) == ["new-sent", "old-dead", "old-retrying"]

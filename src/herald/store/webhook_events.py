@@ -19,8 +19,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from herald.store.database import Connection
+from herald.ids import first_uuid7_at
+from herald.store.database import Connection, Database
 from herald.store.one_of import one_of
+from herald.store.purge import delete_in_chunks
 from herald.store.tables import webhook_events, webhook_subscriptions
 
 E = webhook_events.c
@@ -288,6 +290,13 @@ async def stuck(conn: Connection, *, before: datetime, now: datetime, limit: int
             {"ids": sorted(r.id for r in rows)},
         )
     return lost
+
+
+async def purge_sent(db: Database, made_before: datetime) -> int:
+    """Delete the events posted that were made before ``made_before`` (ids are time-ordered:
+    a range of the primary key), a chunk per transaction; how many."""
+    old = sa.and_(E.id < first_uuid7_at(made_before), E.status == SENT)
+    return await delete_in_chunks(db, webhook_events, old)
 
 
 async def of_notification(conn: Connection, notification_id: str) -> list[Event]:

@@ -1,6 +1,6 @@
-"""Housekeeping: expire idempotency keys, drop published outbox rows and old log messages,
-let the recovery sweep put back on the bus what it lost, and apply the receipts that came
-before their delivery was recorded as sent."""
+"""Housekeeping: expire idempotency keys, drop published outbox rows, old log messages and
+old status events posted, let the recovery sweep put back on the bus what it lost, and apply
+the receipts that came before their delivery was recorded as sent."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from herald.clock import utcnow
 from herald.observability.logging import get_logger
 from herald.pipeline.operations.recovery import Recovery
 from herald.pipeline.stages.receipts import Receipts
-from herald.store import console_sessions, idempotency, outbox, recipient_caps
+from herald.store import console_sessions, idempotency, outbox, recipient_caps, webhook_events
 from herald.store.database import Database
 from herald.wakeup import sleep_unless
 
@@ -31,6 +31,7 @@ class Maintenance:
         log_retention: float,
         recovery: Recovery | None = None,
         receipts: Receipts | None = None,
+        status_event_retention: float = 0.0,
     ) -> None:
         self.db = db
         self.bus = bus
@@ -39,6 +40,8 @@ class Maintenance:
         self.log_retention = timedelta(seconds=log_retention)
         self.recovery = recovery
         self.receipts = receipts
+        # 0: kept
+        self.status_event_retention = timedelta(seconds=status_event_retention) or None
 
     async def run(self, stop: asyncio.Event) -> None:
         while not await sleep_unless(stop, self.interval):
@@ -56,12 +59,16 @@ class Maintenance:
         messages = 0
         if isinstance(self.bus, EmbeddedBus):
             messages = await self.bus.delete_older_than(now - self.log_retention)
+        sent = 0
+        if self.status_event_retention is not None:
+            sent = await webhook_events.purge_sent(self.db, now - self.status_event_retention)
         counts = {
             "idempotency_keys": keys,
             "outbox_events": events,
             "log_messages": messages,
             "recipient_counts": counts_purged,
             "console_sessions": sessions,
+            "sent_status_events": sent,
         }
         if any(counts.values()):
             log.info("maintenance.purged", **counts)
