@@ -300,7 +300,7 @@ async def purge_sent(db: Database, made_before: datetime) -> int:
 
 
 async def of_notification(conn: Connection, notification_id: str) -> list[Event]:
-    """A notification's events, oldest first (for the timeline and tests)."""
+    """A notification's events, oldest first."""
     rows = await conn.execute(
         _SELECT.where(E.notification_id == notification_id).order_by(E.created_at, E.id)
     )

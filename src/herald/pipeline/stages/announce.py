@@ -108,9 +108,7 @@ class StatusWebhookSender:
                 *(self._post(p, secrets[p.event.tenant_id], budget) for p in posts)
             )
         finally:
-            for post in posts:
-                if post.probe is not None:
-                    post.circuit.release_probe(post.probe)  # a no-op once the post settled it
+            _release_probes(posts)  # a no-op for those a post settled
         await self._record(posts)
 
     # -- 1. claim ---------------------------------------------------------------------------
@@ -122,9 +120,7 @@ class StatusWebhookSender:
         try:
             await self._claim_in_one(jobs, poison, posts)
         except BaseException:
-            for post in posts:  # claimed nothing after all
-                if post.probe is not None:
-                    post.circuit.release_probe(post.probe)
+            _release_probes(posts)  # claimed nothing after all
             raise
         return posts
 
@@ -235,7 +231,7 @@ class StatusWebhookSender:
                     status, retry_at, text = webhook_events.SENT, None, None
                 else:
                     decision = self.policy.decide(error, post.attempt)
-                    _, text = describe(error)
+                    error_class, text = describe(error)
                     if decision.retry_in is None:
                         status, retry_at = webhook_events.DEAD_LETTERED, None
                     else:
@@ -260,7 +256,8 @@ class StatusWebhookSender:
                 else:
                     ended.append(event.id)
                 if status == webhook_events.DEAD_LETTERED:
-                    await self._dead_letter(unit, post)
+                    assert text is not None  # a failure's
+                    await self._dead_letter(unit, post, decision.reason, error_class, text)
                 outcomes.append((post, "retry" if retry_at else status.lower()))
             released = await webhook_events.release(conn, ended, now)
             unit.publish([self.announcer.job(*r) for r in released])
@@ -276,11 +273,10 @@ class StatusWebhookSender:
                 error=None if post.error is None else str(post.error),
             )
 
-    async def _dead_letter(self, unit: Unit, post: _Post) -> None:
-        event, error = post.event, post.error
-        assert error is not None
-        decision = self.policy.decide(error, post.attempt)
-        error_class, text = describe(error)
+    async def _dead_letter(
+        self, unit: Unit, post: _Post, reason: str, error_class: str, text: str
+    ) -> None:
+        event = post.event
         job = StatusWebhookJob(
             event_id=event.id, tenant_id=event.tenant_id, notification_id=event.notification_id
         )
@@ -290,7 +286,7 @@ class StatusWebhookSender:
                 id=uuid7(),
                 kind=deadletters.STATUS_WEBHOOK,
                 status=deadletters.DEAD,
-                reason=decision.reason,
+                reason=reason,
                 error_class=error_class,
                 error=text,
                 channel=None,
@@ -309,3 +305,10 @@ class StatusWebhookSender:
                 replayed_at=None,
             ),
         )
+
+
+def _release_probes(posts: list[_Post]) -> None:
+    """Let the next caller probe a half-open circuit these posts held the probe of."""
+    for post in posts:
+        if post.probe is not None:
+            post.circuit.release_probe(post.probe)
