@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy.exc
 import typer
 
+from herald import garbage
 from herald.cli.errors import fail
 from herald.config import Settings
 from herald.errors import ConfigError
@@ -77,25 +78,11 @@ def run_roles(
 
         async with running(settings, migrate=migrate, load_rules=load_rules, warn=warn) as rt:
             roles = build(rt)
-            settle_garbage_collection()
-            return await supervise(roles, shutdown_timeout=settings.shutdown_timeout_seconds)
+            garbage.settle()
+            pacing = asyncio.create_task(garbage.pace(), name="garbage")
+            try:
+                return await supervise(roles, shutdown_timeout=settings.shutdown_timeout_seconds)
+            finally:
+                pacing.cancel()
 
     run(main(), exit_when_done=True)
-
-
-# Objects allocated between young-generation collections (CPython's default: 2000). A
-# service's requests allocate many short-lived objects; collecting less often costs a little
-# memory and saves CPU and, above all, the long pauses of full collections under load.
-_GC_YOUNG_THRESHOLD = 50_000
-
-
-def settle_garbage_collection() -> None:
-    """Everything allocated at start-up (modules, the app, compiled statements) lives as long as
-    the process: move it out of the collector's sight (gc.freeze), so full collections walk only
-    what was allocated since, and collect the young generation less often."""
-    import gc
-
-    gc.collect()
-    gc.freeze()
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(_GC_YOUNG_THRESHOLD, middle, old)

@@ -12,8 +12,9 @@ from functools import cache
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic_core import PydanticUndefined, to_json
+from pydantic_core import PydanticUndefined
 
+from herald import json_bytes
 from herald.domain.models import DeliveryStatus
 from herald.errors import PoisonMessageError
 from herald.tenancy import DEFAULT_TENANT
@@ -139,7 +140,7 @@ def encode_fields(model: type[_Message], values: Mapping[str, Any]) -> bytes:
     same bytes without validating them first (5 µs instead of 13 for a NotificationRequested;
     a batch makes a thousand). A nested message is a model, or a dict in its model's field
     order. tests/unit/test_messages.py holds the bytes equal."""
-    return to_json(fields_of(model, values))
+    return json_bytes.dumps(fields_of(model, values))
 
 
 def fields_of(model: type[_Message], values: Mapping[str, Any]) -> dict[str, Any]:

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pydantic_core import to_json
-
+from herald import json_bytes
 from herald.bus.base import OutgoingMessage
 from herald.domain.messages import (
     DeadLettered,
@@ -40,7 +39,7 @@ def envelope_fields(
     """``envelope(topic, key, model(**values), extra)`` for values Herald built itself, of the
     fields' types, without validating them (see encode_fields)."""
     fields = fields_of(model, values)
-    value = to_json(fields)  # encode_fields(model, values), the fields worked out once
+    value = json_bytes.dumps(fields)  # encode_fields(model, values), the fields worked out once
     return OutgoingMessage(
         topic=topic, key=key, value=value, headers=_headers(model, fields.get, extra)
     )

@@ -1,4 +1,4 @@
-"""How JSON columns are written: compact text from pydantic's Rust encoder.
+"""How JSON columns are written: compact text (herald.json_bytes).
 
 SQLAlchemy's default, ``json.dumps``, was a tenth of a batch's cost to store (journal details,
 headers, contents, stored responses: several JSON values per notification)."""
@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import pydantic_core
+from herald import json_bytes
 
 
 def json_text(value: Any) -> str:
-    return pydantic_core.to_json(value).decode()
+    return json_bytes.dumps(value).decode()

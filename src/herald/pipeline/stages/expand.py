@@ -38,8 +38,10 @@ _BATCH_BACKOFF = Backoff(base=1.0, cap=300.0)  # one batch that fails to expand
 _DATABASE_BACKOFF = Backoff(base=0.5, cap=5.0)  # the database out of reach
 # Between two looks for waiting batches (each a query) while there are none.
 PROBE_SECONDS = 0.025
-# While the pipeline is ``ahead`` messages behind, how often to look again.
-_AHEAD_RECHECK_SECONDS = 0.05
+# While the pipeline stays ``ahead`` messages behind, the waits between two looks at its lag
+# (on Kafka a round trip to the broker per consumer group) double from the first to the last:
+# looking every 50 ms cost the broker and the relay a tenth of the cores that accepting needs.
+_AHEAD_RECHECK = Backoff(base=0.05, cap=0.5)
 
 
 class Expander:
@@ -61,6 +63,7 @@ class Expander:
         self.groups = groups or {}  # the pipeline's consumer groups and their topics
         self.ahead = ahead
         self.poll_interval = poll_interval
+        self._looks_behind = 0  # consecutive looks that found the pipeline ahead
 
     async def _any_waiting(self) -> bool:
         async with self.units.db.read() as conn:
@@ -78,8 +81,10 @@ class Expander:
             positions = await self.bus.positions(group, topics)
             waiting += sum(p.lag for p in positions.values())
         if waiting < self.ahead:
+            self._looks_behind = 0
             return True
-        await sleep_unless(stop, _AHEAD_RECHECK_SECONDS)
+        self._looks_behind += 1
+        await sleep_unless(stop, _AHEAD_RECHECK.ceiling(self._looks_behind))
         return False
 
     async def run(self, stop: asyncio.Event) -> None:
