@@ -12,6 +12,7 @@ import email.policy
 import threading
 import time
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any
@@ -130,6 +131,16 @@ class SmtpSink:
         while self.data_started < count:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"SMTP sink saw {self.data_started} of {count} DATA commands")
+            await asyncio.sleep(0.02)
+
+    async def wait_for_notifications(self, ids: Collection[str], timeout: float = 20.0) -> None:
+        """Until a message of each of these notifications has arrived, or the timeout (the
+        caller then finds what is missing). A duplicate does not count for another: after a
+        kill -9 one may arrive twice while another is still on its way."""
+        deadline = time.monotonic() + timeout
+        while set(ids) - {m.notification_id for m in self.messages()}:
+            if time.monotonic() > deadline:
+                return
             await asyncio.sleep(0.02)
 
     async def wait_for(self, count: int, timeout: float = 20.0) -> list[Received]:

@@ -57,7 +57,7 @@ async def test_sigkill_mid_delivery_loses_nothing(
         assert delivered_before < COUNT, "the kill came too late to prove anything"
 
         herald.start()
-        await smtp_sink.wait_for(COUNT, timeout=60)
+        await smtp_sink.wait_for_notifications(accepted, timeout=60)
         async with httpx.AsyncClient(base_url=herald.url) as http:
             for _ in range(500):
                 page = (await http.get(URL, params={"limit": 100})).json()["items"]
@@ -156,7 +156,7 @@ async def test_sigkill_with_staged_batches_waiting_loses_nothing(
         assert waiting > 0, "nothing was staged when the process was killed"
 
         herald.start()
-        await smtp_sink.wait_for(total, timeout=90)
+        await smtp_sink.wait_for_notifications(accepted, timeout=90)
         await asyncio.sleep(1)  # anything sent twice would arrive by now
     finally:
         herald.stop()
