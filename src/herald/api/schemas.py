@@ -94,7 +94,6 @@ def _utc_representable(value: datetime) -> datetime:
 EmailAddress = Annotated[
     str, Field(max_length=320), AfterValidator(_single_line), AfterValidator(_email_address)
 ]
-SingleLine = Annotated[str, AfterValidator(_single_line)]
 # Every time a request gives: with a UTC offset, and storable once in UTC.
 Timestamp = Annotated[AwareDatetime, AfterValidator(_utc_representable)]
 
@@ -102,7 +101,9 @@ Timestamp = Annotated[AwareDatetime, AfterValidator(_utc_representable)]
 PHONE = r"^\+[1-9][0-9]{6,14}$"  # E.164
 Phone = Annotated[str, Field(pattern=PHONE, description="E.164, e.g. +14155550100")]
 HttpUrl = Annotated[str, Field(max_length=2000, pattern=r"^https?://[^\s]+$")]
-Identifier = Annotated[SingleLine, Field(min_length=1, max_length=255)]
+# Length constraints before the validators written in Python, so that pydantic checks them in
+# its core (after one, each would be another Python call per field: a batch has thousands).
+Identifier = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_single_line)]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
 Name = Annotated[str, Field(min_length=1, max_length=100, pattern=NAME_PATTERN)]
 # Widths of the columns they are stored in: a category is String(64); a notification stores
@@ -195,14 +196,15 @@ class NotificationCreate(BaseModel):
     ) = None
     subject: (
         Annotated[
-            SingleLine,
-            Field(min_length=1, max_length=MAX_SUBJECT_CHARS),
+            str,
+            Field(min_length=1, max_length=MAX_SUBJECT_CHARS),  # (see Identifier)
+            AfterValidator(_single_line),
             AfterValidator(_not_blank),
         ]
         | None
     ) = None
-    message: Annotated[str, AfterValidator(_not_blank)] | None = Field(
-        default=None, min_length=1, description="Plain-text body."
+    message: Annotated[str, Field(min_length=1), AfterValidator(_not_blank)] | None = Field(
+        default=None, description="Plain-text body."
     )
     category: Category | None = None
     priority: Priority = Priority.NORMAL
@@ -352,23 +354,30 @@ def notification_json(n: NotificationRecord) -> dict[str, Any]:
     """``NotificationOut.of(n).model_dump(mode="json")`` without building the models (a batch
     answers with a thousand): the same keys in the same order and the same values, converted
     here as pydantic would (tests/unit/test_notification_json.py holds them equal) — its
-    to_jsonable_python over the whole dict cost 18 µs a notification."""
+    to_jsonable_python over the whole dict cost 18 µs a notification. A time that is None is
+    not passed to _json_time (2.5 µs a notification, 1.9 without those calls)."""
+    deliveries = n.deliveries
+    channels = (
+        [deliveries[0].channel]
+        if len(deliveries) == 1
+        else list(dict.fromkeys(d.channel for d in deliveries))
+    )
     return {
         "id": n.id,
         "status": n.status.value,
         "recipient": n.recipient,
         "user_id": n.user_id,
         "subject": n.subject,
-        "channels": list(dict.fromkeys(d.channel for d in n.deliveries)),
+        "channels": channels,
         "category": n.category,
         "priority": n.priority,
         "template": n.template,
         "event_type": n.event_type,
-        "send_at": _json_time(n.send_at),
+        "send_at": None if n.send_at is None else _json_time(n.send_at),
         "collapse_key": n.collapse_key,
         "created_at": _json_time(n.created_at),
         "updated_at": _json_time(n.updated_at),
-        "completed_at": _json_time(n.completed_at),
+        "completed_at": None if n.completed_at is None else _json_time(n.completed_at),
         "deliveries": [
             {
                 "id": d.id,
@@ -380,13 +389,17 @@ def notification_json(n: NotificationRecord) -> dict[str, Any]:
                 "provider": d.provider,
                 "created_at": _json_time(d.created_at),
                 "updated_at": _json_time(d.updated_at),
-                "last_attempt_at": _json_time(d.last_attempt_at),
-                "next_attempt_at": _json_time(d.next_attempt_at),
-                "sent_at": _json_time(d.sent_at),
+                "last_attempt_at": (
+                    None if d.last_attempt_at is None else _json_time(d.last_attempt_at)
+                ),
+                "next_attempt_at": (
+                    None if d.next_attempt_at is None else _json_time(d.next_attempt_at)
+                ),
+                "sent_at": None if d.sent_at is None else _json_time(d.sent_at),
                 "skip_reason": d.skip_reason,
                 "history": None,
             }
-            for d in n.deliveries
+            for d in deliveries
         ],
     }
 
