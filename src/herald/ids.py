@@ -14,21 +14,21 @@ def uuid7(now_ms: int | None = None) -> str:
 
 def uuid7s(count: int, now_ms: int | None = None) -> list[str]:
     """``count`` version-7 UUIDs of one millisecond, from one read of the OS's randomness (a
-    batch of a thousand notifications needs two thousand). Spelled out from bytes, not through
-    uuid.UUID (a third of the cost)."""
+    batch of a thousand notifications needs two thousand). Spelled out from one hex string,
+    not through uuid.UUID (a third of the cost) nor a slice of bytes each (0.64 µs an id,
+    0.39 without)."""
     ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
     t = (ms & 0xFFFF_FFFF_FFFF).to_bytes(6, "big").hex()
     head = f"{t[:8]}-{t[8:12]}-7"  # the version nibble: 7
-    rand = os.urandom(10 * count)
-    ids = []
-    for at in range(0, 10 * count, 10):
-        h = rand[at : at + 10].hex()
-        variant = _VARIANT[int(h[4], 16) & 3]  # 0b10, then 2 random bits
-        ids.append(f"{head}{h[1:4]}-{variant}{h[5:8]}-{h[8:]}")
-    return ids
+    h = os.urandom(10 * count).hex()  # 20 hex digits an id, of which 74 bits are used
+    return [
+        f"{head}{h[i + 1 : i + 4]}-{_VARIANT[h[i + 4]]}{h[i + 5 : i + 8]}-{h[i + 8 : i + 20]}"
+        for i in range(0, 20 * count, 20)
+    ]
 
 
-_VARIANT = "89ab"
+# The variant's nibble: 0b10, then two random bits (the low two of a random hex digit).
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
 
 def first_uuid7_at(moment: datetime) -> str:
