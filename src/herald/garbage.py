@@ -5,7 +5,7 @@ since the last collection pass a threshold (3.11 counts a free back down). Heral
 hold many such objects alive at once: a batch of a thousand notifications is about 60 000 of
 them while it is planned, stored and answered. With a threshold below a few batches' worth,
 collections came every few milliseconds under load, each walking objects that were all still
-in use and freeing none of them (at 50 000: 14 % of the API's CPU while it accepted batches,
+in use and freeing none of them (at 50 000: 12 % of the API's CPU while it accepted batches,
 `benchmarks/batch_ingest.py`).
 
 So the allocation-driven collection waits for far more objects, and the event loop collects

@@ -40,7 +40,7 @@ _DATABASE_BACKOFF = Backoff(base=0.5, cap=5.0)  # the database out of reach
 PROBE_SECONDS = 0.025
 # While the pipeline stays ``ahead`` messages behind, the waits between two looks at its lag
 # (on Kafka a round trip to the broker per consumer group) double from the first to the last:
-# looking every 50 ms cost the broker and the relay a tenth of the cores that accepting needs.
+# looking every 50 ms took a third of the broker's CPU while batches poured in.
 _AHEAD_RECHECK = Backoff(base=0.05, cap=0.5)
 
 
