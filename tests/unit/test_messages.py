@@ -19,7 +19,7 @@ from herald.domain.messages import (
 )
 from herald.domain.models import DeliveryStatus
 from herald.errors import PoisonMessageError
-from herald.ids import uuid7, uuid7s
+from herald.ids import first_uuid7_at, uuid7, uuid7s
 from herald.pipeline.envelope import envelope, envelope_fields
 
 
@@ -95,7 +95,17 @@ def test_uuid7s_are_uuid7s_of_one_millisecond() -> None:
         assert (str(parsed), parsed.version, parsed.int >> 80) == (text, 7, 5_000)
         assert parsed.variant == uuid.RFC_4122
     assert {i[19] for i in ids} == set("89ab")  # the variant's two random bits vary
-    assert len({i[15] for i in ids}) == 16  # so do the bits after the version
+    assert len({i[20] for i in ids}) == 16  # so do the bits after them
+    assert {i[15:18] for i in ids} == {"000"}  # the millisecond's fraction: 0 at a whole ms
+
+
+def test_uuid7s_made_one_after_another_sort_in_that_order() -> None:
+    """The 12 bits after the version are the fraction of the millisecond (about 244 ns steps):
+    ids made in one millisecond still sort by time (two requests listed newest first)."""
+    made = [uuid7() for _ in range(2000)]
+    assert made == sorted(made)
+    assert len({i[:13] for i in made}) < len(made)  # many shared a millisecond
+    assert uuid7s(1, now_ms=7_000)[0] >= first_uuid7_at(datetime.fromtimestamp(7, UTC))
 
 
 contents = st.builds(
