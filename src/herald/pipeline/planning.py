@@ -75,6 +75,11 @@ class NotificationSpec:
     # The API key asking (None in open mode): its renders are admitted per key (render_pool).
     caller: str | None = None
 
+    @property
+    def templated(self) -> bool:
+        """Whether its content comes from templates (else it is inline)."""
+        return self.template is not None or self.channel_templates is not None
+
     @classmethod
     def email(
         cls,
@@ -188,10 +193,8 @@ class Planner:
                 "or give a recipient",
             )
         contacts = _merge(user.profile if user else None, spec.contacts)
-        # Inline content names no template: no look-up to await (a coroutine each was a
-        # fortieth of a batch item's cost).
-        templated = spec.template is not None or spec.channel_templates is not None
-        chosen = await self._templates(lookups, spec) if templated else {}
+        # Inline content names no template: nothing to look up, no coroutine to await.
+        chosen = await self._templates(lookups, spec) if spec.templated else {}
         channels = self._channels(spec, contacts, user, chosen)
         category = spec.category or next((t.category for t in chosen.values() if t.category), None)
         return Draft(spec, user, contacts, chosen, channels, category)
@@ -251,7 +254,7 @@ class Planner:
         user: UserRecord | None,
         chosen: dict[str, TemplateRecord],
     ) -> list[str]:
-        templated = spec.template is not None or spec.channel_templates is not None
+        templated = spec.templated
         if spec.channels is not None:
             for i, channel in enumerate(spec.channels):
                 where = f"channels[{i}]"
