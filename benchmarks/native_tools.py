@@ -185,7 +185,12 @@ class ProcessTree:
 
 
 # The services a deployment uses: their processes' command lines match these.
-SERVICES = {"postgres": "postgres", "tansu": "tansu", "redis": "redis-server"}
+# pgrep -f patterns: the postmaster and its children, not every command line naming postgres.
+SERVICES = {
+    "postgres": "^postgres: |/bin/postgres( |$)",
+    "tansu": "tansu",
+    "redis": "redis-server",
+}
 
 
 def service_cpu() -> dict[str, float]:

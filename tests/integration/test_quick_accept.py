@@ -1,7 +1,7 @@
-"""POST /api/v1/notifications takes a quicker way in for a request in order (api/quick_accept.py)
-and FastAPI's own for any other: each request below gets the same answer both ways, and an
-accepted one is served without FastAPI's routing and dependency resolution, counted in the
-metrics under its route as before."""
+"""POST /api/v1/notifications and .../batch take a quicker way in for a request in order
+(api/quick_accept.py) and FastAPI's own for any other: each request below gets the same answer
+both ways, and an accepted one is served without FastAPI's routing and dependency resolution,
+counted in the metrics under its route as before."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from herald.runtime import Runtime
 from herald.store import api_keys
 
 URL = "/api/v1/notifications"
+BATCH_URL = f"{URL}/batch"
 GOOD = {"recipient": "a@example.com", "subject": "Hi", "message": "Hello"}
 JSON = {"content-type": "application/json"}
 
@@ -47,10 +48,36 @@ CASES: list[tuple[str, str, dict[str, Any], Any]] = [
     ("an unknown key", "unknown", JSON, GOOD),
     ("a planning error", "send", JSON, {"user_id": "nobody", "message": "x"}),
 ]
+# A batch is sent each JSON body above as its one item, and these as they are.
+BATCH_CASES: list[tuple[str, str, dict[str, Any], Any]] = [
+    ("two items", "send", JSON, {"items": [GOOD, {**GOOD, "recipient": "b@example.com"}]}),
+    ("one item refused", "send", JSON, {"items": [GOOD, {"user_id": "nobody", "message": "x"}]}),
+    ("one item invalid", "send", JSON, {"items": [GOOD, {**GOOD, "recipient": "nope"}]}),
+    ("no items", "send", JSON, {"items": []}),
+    ("items not a list", "send", JSON, {"items": GOOD}),
+    ("too many items", "send", JSON, {"items": [GOOD] * 1001}),
+]
+
+
+def cases(url: str) -> list[tuple[str, str, dict[str, Any], Any]]:
+    if url == URL:
+        return CASES
+    wrapped = [
+        (name, key, headers, body if isinstance(body, bytes) else {"items": [body]})
+        for name, key, headers, body in CASES
+    ]
+    return wrapped + BATCH_CASES
+
+
+@pytest.fixture(params=[URL, BATCH_URL])
+def url(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 @pytest.fixture
-async def api(runtime: Runtime) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str]]]:
+async def api(
+    runtime: Runtime, url: str
+) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str]]]:
     secrets = {"unknown": "hk_unknown"}
     async with runtime.db.write() as conn:
         for scope in ("send", "read"):
@@ -60,15 +87,16 @@ async def api(runtime: Runtime) -> AsyncIterator[tuple[httpx.AsyncClient, dict[s
     async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
         # The first goes through FastAPI, which shows the quicker way the route.
         auth = {"Authorization": f"Bearer {secrets['send']}"}
-        assert (await http.post(URL, json=GOOD, headers=auth)).status_code == 202
+        first = await http.post(url, json=GOOD if url == URL else {"items": [GOOD]}, headers=auth)
+        assert first.status_code == 202
         yield http, secrets
 
 
 async def answers(
-    http: httpx.AsyncClient, secrets: dict[str, str], run: str
+    http: httpx.AsyncClient, secrets: dict[str, str], url: str, run: str
 ) -> list[tuple[int, Any]]:
     found = []
-    for _, key, headers, body in CASES:
+    for _, key, headers, body in cases(url):
         headers = {
             name: value.format(run=run) if isinstance(value, str) else value
             for name, value in headers.items()
@@ -77,7 +105,7 @@ async def answers(
             headers["Authorization"] = f"Bearer {secrets[key]}"
         content = body if isinstance(body, bytes) else None
         json_body = None if isinstance(body, bytes) else body
-        response = await http.post(URL, headers=headers, content=content, json=json_body)
+        response = await http.post(url, headers=headers, content=content, json=json_body)
         found.append((response.status_code, _comparable(response)))
     return found
 
@@ -92,23 +120,23 @@ def _comparable(response: httpx.Response) -> Any:
 
 
 async def test_every_request_gets_the_answer_fastapis_handler_gives_it(
-    api: tuple[httpx.AsyncClient, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+    api: tuple[httpx.AsyncClient, dict[str, str]], url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     http, secrets = api
-    quick = await answers(http, secrets, "quick")
+    quick = await answers(http, secrets, url, "quick")
 
-    async def always_fastapi(request: Any) -> None:
+    async def always_fastapi(request: Any, model: Any) -> None:
         return None
 
     monkeypatch.setattr(quick_accept, "_arguments", always_fastapi)
-    fastapi_only = await answers(http, secrets, "fastapi")
-    for (name, *_), ours, theirs in zip(CASES, quick, fastapi_only, strict=True):
+    fastapi_only = await answers(http, secrets, url, "fastapi")
+    for (name, *_), ours, theirs in zip(cases(url), quick, fastapi_only, strict=True):
         assert ours == theirs, name
     assert [status for status, _ in quick][:5] == [202, 202, 202, 202, 422]
 
 
 async def test_an_accepted_request_skips_fastapis_dependency_resolution(
-    api: tuple[httpx.AsyncClient, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+    api: tuple[httpx.AsyncClient, dict[str, str]], url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     http, secrets = api
     resolved = []
@@ -120,22 +148,24 @@ async def test_an_accepted_request_skips_fastapis_dependency_resolution(
 
     monkeypatch.setattr(fastapi.routing, "solve_dependencies", counting)
     auth = {"Authorization": f"Bearer {secrets['send']}"}
-    accepted = await http.post(URL, json=GOOD, headers=auth)
+    one = (lambda body: body) if url == URL else (lambda body: {"items": [body]})
+    accepted = await http.post(url, json=one(GOOD), headers=auth)
     assert (accepted.status_code, len(resolved)) == (202, 0)
-    refused = await http.post(URL, json={**GOOD, "recipient": "nope"}, headers=auth)
+    refused = await http.post(url, json=one({**GOOD, "recipient": "nope"}), headers=auth)
     assert (refused.status_code, len(resolved)) == (422, 1)
 
 
 async def test_an_accepted_request_is_counted_under_its_route(
-    api: tuple[httpx.AsyncClient, dict[str, str]],
+    api: tuple[httpx.AsyncClient, dict[str, str]], url: str
 ) -> None:
     http, secrets = api
-    labels = {"method": "POST", "route": URL, "code": "202"}
+    labels = {"method": "POST", "route": url, "code": "202"}
 
     def count() -> float:
         return REGISTRY.get_sample_value("herald_http_requests_total", labels) or 0.0
 
     before = count()
     auth = {"Authorization": f"Bearer {secrets['send']}"}
-    assert (await http.post(URL, json=GOOD, headers=auth)).status_code == 202
+    body = GOOD if url == URL else {"items": [GOOD]}
+    assert (await http.post(url, json=body, headers=auth)).status_code == 202
     assert count() == before + 1

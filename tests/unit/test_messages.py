@@ -159,3 +159,29 @@ def test_messages_encoded_from_their_fields_are_the_models_bytes(fields: dict) -
 def test_a_message_encoded_from_its_fields_needs_the_required_ones() -> None:
     with pytest.raises(KeyError, match="notification_id"):
         encode_fields(NotificationRequested, {"user_key": "u"})
+
+
+@given(
+    subject=st.none() | st.text(),
+    body=st.text(),
+    html=st.none() | st.text(),
+    data=st.dictionaries(
+        st.text(), st.integers() | st.text() | st.datetimes(timezones=st.just(UTC))
+    ),
+    headers=st.dictionaries(st.text(), st.text()),
+    unsubscribe=st.booleans(),
+)
+def test_contents_json_dict_is_its_json_dump(
+    subject: str | None,
+    body: str,
+    html: str | None,
+    data: dict[str, object],
+    headers: dict[str, str],
+    unsubscribe: bool,
+) -> None:
+    content = Content(
+        subject=subject, body=body, html=html, data=data, headers=headers, unsubscribe=unsubscribe
+    )
+    dumped = content.json_dict()
+    assert dumped == content.model_dump(mode="json")
+    assert list(dumped) == list(content.model_dump(mode="json"))  # the same order too

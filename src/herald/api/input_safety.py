@@ -33,6 +33,7 @@ from herald.api.errors import FieldError, error_response, field_name
 MAX_DEPTH = 64  # far beyond any template's data; well within Python's recursion limit
 MAX_DIGITS = 4300  # Python's own limit for int(str) (sys.get_int_max_str_digits)
 _BAD_CHARACTER = re.compile("[\x00\ud800-\udfff]")
+TOO_DEEP = f"nested deeper than {MAX_DEPTH} levels"
 
 Problem = tuple[str, str]  # (field, message)
 # Where InputSafety leaves the JSON body it parsed and found safe, for QuickAccept not to parse
@@ -77,15 +78,18 @@ def parse_json(body: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise ValueError(f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
     except RecursionError:
-        raise ValueError(f"nested deeper than {MAX_DEPTH} levels") from None
+        raise ValueError(TOO_DEEP) from None
 
 
-def body_problem(value: Any) -> Problem | None:
-    """The first string (or key) in a parsed body that cannot be stored, or nesting too deep."""
+def body_problem(value: Any, *, escaped: bool = True) -> Problem | None:
+    """The first string (or key) in a parsed body that cannot be stored, or nesting too deep.
+    ``escaped``: whether the body as sent holds a ``\\u`` escape. Without one no string in it
+    can hold NUL or a lone surrogate (written raw, neither is JSON in UTF-8), so only its
+    nesting is checked: a batch's strings go unsearched (1.2 µs an item, 0.3 without)."""
     try:
-        found = _find(value, 0)
+        found = _find(value, 0) if escaped else _too_deep(value, 0)
     except RecursionError:  # (MAX_DEPTH stops it long before; a last resort)
-        found = None, f"nested deeper than {MAX_DEPTH} levels"
+        found = None, TOO_DEEP
     if found is None:
         return None
     path, problem = found
@@ -102,7 +106,7 @@ def _find(value: Any, depth: int) -> tuple[list[str | int] | None, str] | None:
     if not isinstance(value, dict | list):
         return None
     if depth >= MAX_DEPTH:
-        return None, f"nested deeper than {MAX_DEPTH} levels"
+        return None, TOO_DEEP
     items = value.items() if isinstance(value, dict) else enumerate(value)
     for key, item in items:
         if isinstance(key, str) and _BAD_CHARACTER.search(key) is not None:
@@ -113,6 +117,18 @@ def _find(value: Any, depth: int) -> tuple[list[str | int] | None, str] | None:
             if found[0] is not None:
                 found[0].append(key)
             return found
+    return None
+
+
+def _too_deep(value: Any, depth: int) -> tuple[None, str] | None:
+    """_find's answer about nesting alone (its strings unsearched)."""
+    if not isinstance(value, dict | list):
+        return None
+    if depth >= MAX_DEPTH:
+        return None, TOO_DEEP
+    for item in value.values() if isinstance(value, dict) else value:
+        if isinstance(item, dict | list) and _too_deep(item, depth + 1) is not None:
+            return None, TOO_DEEP
     return None
 
 
@@ -173,7 +189,7 @@ class InputSafety:
                 except ValueError as exc:
                     problem = "body", f"not valid JSON: {exc}"
                 else:
-                    problem = body_problem(parsed)
+                    problem = body_problem(parsed, escaped=b"\\u" in body)
                     scope[PARSED_BODY] = parsed
             receive = replaying(body, receive)
         if problem is not None:

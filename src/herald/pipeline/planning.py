@@ -135,9 +135,9 @@ class Plan:
     @property
     def primary_recipient(self) -> str | None:
         """The email address, else the first address if it is short (a phone, a URL)."""
-        emails = [d.recipient for d in self.deliveries if d.channel == "email"]
-        if emails:
-            return emails[0]
+        for delivery in self.deliveries:
+            if delivery.channel == "email":
+                return delivery.recipient
         first = self.deliveries[0].recipient
         return first if len(first) <= 255 else None
 
@@ -177,14 +177,17 @@ class Planner:
             return exc
         return None
 
+    def plan_inline(self, spec: NotificationSpec) -> Plan:
+        """:meth:`draft` and :meth:`finish` at once for a request that names no user and no
+        template: nothing to look up or render, so nothing to await (most of a batch)."""
+        _check_asked(spec)
+        return self._finish(self._draft(spec, None, {}), {})
+
     async def draft(self, lookups: Lookups, spec: NotificationSpec) -> Draft:
         """The first half of planning a request whose inline URLs passed
         :meth:`outbound_refusals`: what needs the database. A caller holding a connection for
         it gives it back before :meth:`finish`, as a render may wait for its turn."""
-        if spec.user_id is None and spec.contacts is None:
-            raise PlanningError("recipient", "give user_id, recipient or contacts")
-        if spec.template is not None and spec.body is not None:
-            raise PlanningError("message", "give either template (with data) or message")
+        _check_asked(spec)
         user = None if spec.user_id is None else await lookups.user(spec.tenant_id, spec.user_id)
         if spec.user_id is not None and user is None and spec.contacts is None:
             raise PlanningError(
@@ -192,32 +195,45 @@ class Planner:
                 f"no user {spec.user_id!r}: create it with PUT /api/v1/users/{{id}} "
                 "or give a recipient",
             )
-        contacts = _merge(user.profile if user else None, spec.contacts)
-        # Inline content names no template: nothing to look up, no coroutine to await.
         chosen = await self._templates(lookups, spec) if spec.templated else {}
+        return self._draft(spec, user, chosen)
+
+    def _draft(
+        self, spec: NotificationSpec, user: UserRecord | None, chosen: dict[str, TemplateRecord]
+    ) -> Draft:
+        contacts = _merge(user.profile if user else None, spec.contacts)
         channels = self._channels(spec, contacts, user, chosen)
-        category = spec.category or next((t.category for t in chosen.values() if t.category), None)
+        category = spec.category
+        if not category and chosen:  # (a generator made for nothing cost 0.3 µs)
+            category = next((t.category for t in chosen.values() if t.category), None)
         return Draft(spec, user, contacts, chosen, channels, category)
 
     async def finish(self, draft: Draft) -> Plan:
         """The second half: the deliveries, with their templates rendered (see render_pool)."""
+        spec, chosen = draft.spec, draft.chosen
+        rendered = {
+            channel: await self._rendered(spec, channel, chosen[channel], draft.user)
+            for channel in draft.channels
+            if channel in chosen
+        }
+        return self._finish(draft, rendered)
+
+    def _finish(self, draft: Draft, rendered: dict[str, Content]) -> Plan:
+        """The deliveries, each channel's content rendered (``rendered``) or inline."""
         spec, user, chosen, category = draft.spec, draft.user, draft.chosen, draft.category
         deliveries: list[PlannedDelivery] = []
         for channel in draft.channels:
-            variant = chosen.get(channel)
-            content = (
-                _inline_content(spec, channel)
-                if variant is None
-                else await self._rendered(spec, channel, variant, user)
-            )
+            content = rendered[channel] if channel in rendered else _inline_content(spec, channel)
             if channel == "email" and self._unsubscribable(user, category):
                 content = content.model_copy(update={"unsubscribe": True})
             deliveries.extend(
                 PlannedDelivery(channel, address, content)
                 for address in _addresses(channel, draft.contacts, spec.user_id)
             )
-        named = next((t for t in chosen.values() if t.name == spec.template), None)
-        template = None if named is None else f"{named.name}@{named.version}"
+        template = None
+        if spec.template is not None:
+            named = next((t for t in chosen.values() if t.name == spec.template), None)
+            template = None if named is None else f"{named.name}@{named.version}"
         return Plan(spec, deliveries, category, template)
 
     async def _templates(
@@ -357,11 +373,21 @@ async def _apprise_refusals(urls: Sequence[str], policy: OutboundPolicy) -> list
     return list(await asyncio.gather(*(apprise.refusal(url, policy) for url in urls)))
 
 
+def _check_asked(spec: NotificationSpec) -> None:
+    """What a request must say before anything is looked up for it."""
+    if spec.user_id is None and spec.contacts is None:
+        raise PlanningError("recipient", "give user_id, recipient or contacts")
+    if spec.template is not None and spec.body is not None:
+        raise PlanningError("message", "give either template (with data) or message")
+
+
 def _inline_content(spec: NotificationSpec, channel: str) -> Content:
     if spec.body is None:
         raise PlanningError("message", f"is required for {channel} without a template")
     if channel == "email" and not spec.subject:
         raise PlanningError("subject", "is required for email")
+    if not spec.data:  # validating even an empty dict doubled the cost (1.2 µs)
+        return Content(subject=spec.subject, body=spec.body)
     return Content(subject=spec.subject, body=spec.body, data=spec.data)
 
 

@@ -198,7 +198,7 @@ class Intake:
     ) -> Accepted:
         # Inline URLs are resolved (DNS) first, all at once, and without holding a connection.
         refusals = await self.planner.outbound_refusals(specs)
-        drafts: list[Draft | PlanningError] = []
+        drafts: list[Draft | Plan | PlanningError] = []
         async with Lookups.reading(self.db) as lookups:
             for tenant in {s.tenant_id for s in specs}:
                 ids = {s.user_id for s in specs if s.tenant_id == tenant and s.user_id}
@@ -208,13 +208,16 @@ class Intake:
                     drafts.append(refusal)
                     continue
                 try:
-                    drafts.append(await self.planner.draft(lookups, spec))
+                    if spec.user_id is None and not spec.templated:
+                        drafts.append(self.planner.plan_inline(spec))  # nothing to look up
+                    else:
+                        drafts.append(await self.planner.draft(lookups, spec))
                 except PlanningError as exc:
                     drafts.append(exc)
         # Rendered with the connection back in the pool: a render may wait for its turn.
         plans: list[Plan | PlanningError] = []
         for draft in drafts:
-            if isinstance(draft, PlanningError):
+            if not isinstance(draft, Draft):  # refused, or planned already
                 plans.append(draft)
                 continue
             try:
@@ -547,7 +550,7 @@ def _new_record(plan: Plan, now: datetime, ids: Iterator[str]) -> NotificationRe
                 updated_at=now,
                 last_attempt_at=None,
                 sent_at=None,
-                content=d.content.model_dump(mode="json"),
+                content=d.content.json_dict(),
             )
             for d in plan.deliveries
         ],
