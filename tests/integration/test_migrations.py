@@ -74,6 +74,29 @@ async def test_user_and_collapse_key_indexes_hold_only_rows_that_have_one(db: Da
     assert "user_id IS NOT NULL" in found["ix_notifications_tenant_id_user_id_id"]
 
 
+async def test_staged_payloads_are_compressed_with_lz4_where_postgresql_has_it(
+    db: Database,
+) -> None:
+    if db.is_sqlite:
+        return  # SQLite does not compress
+    async with db.read() as conn:
+        has_lz4 = (
+            await conn.exec_driver_sql(
+                "SELECT 'lz4' = ANY(enumvals) FROM pg_settings"
+                " WHERE name = 'default_toast_compression'"
+            )
+        ).scalar()
+        if not has_lz4:
+            return  # a server built without it (or before PostgreSQL 14) keeps pglz
+        method = (
+            await conn.exec_driver_sql(
+                "SELECT attcompression FROM pg_attribute"
+                " WHERE attrelid = 'staged_batches'::regclass AND attname = 'payload'"
+            )
+        ).scalar()
+    assert method == b"l"  # a "char": lz4
+
+
 async def test_a_collapse_key_is_looked_up_through_its_tenants_index_on_sqlite(
     fresh_sqlite_url: str,
 ) -> None:

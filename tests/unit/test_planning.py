@@ -11,7 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from herald.pipeline.lookups import Lookups
-from herald.pipeline.planning import NotificationSpec, Plan, Planner, PlanningError
+from herald.pipeline.planning import (
+    NotificationSpec,
+    Plan,
+    Planner,
+    PlanningError,
+    _addresses,
+    _reachable,
+)
 from herald.store.users import Profile
 
 PLANNER = Planner(
@@ -28,6 +35,8 @@ PROFILES = st.builds(
     phone=st.none() | st.just("+15550100"),
     push_tokens=st.lists(st.sampled_from(["t1", "t2"]), max_size=2),
     webhook_url=st.none() | st.just("http://127.0.0.1:9/hook"),
+    web_push=st.lists(st.just({"endpoint": "http://127.0.0.1:9/p", "keys": {}}), max_size=1),
+    apprise_urls=st.lists(st.just("json://127.0.0.1:9/"), max_size=1),
 )
 SPECS = st.builds(
     NotificationSpec,
@@ -61,3 +70,13 @@ def test_planning_at_once_is_planning_in_halves(spec: NotificationSpec) -> None:
     except PlanningError as exc:
         at_once = _outcome(exc)
     assert at_once == asyncio.run(_in_halves(spec))
+
+
+@given(PROFILES, st.none() | st.sampled_from(["", "u1"]))
+def test_a_channel_is_reachable_where_it_has_addresses(
+    contacts: Profile, user_id: str | None
+) -> None:
+    for channel in (*CHANNELS, "webpush", "unknown"):
+        assert _reachable(channel, contacts, user_id) == bool(
+            _addresses(channel, contacts, user_id)
+        ), channel

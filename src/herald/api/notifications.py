@@ -99,7 +99,9 @@ def spec_of(
 
 
 def check_size(payload: NotificationCreate, limit: int, field: str = "message") -> None:
-    if payload.message is not None and len(payload.message.encode()) > limit:
+    message = payload.message
+    # Encoded only when it might be too long: UTF-8 takes at most 4 bytes a character.
+    if message is not None and len(message) * 4 > limit and len(message.encode()) > limit:
         raise FieldError(field, f"is longer than the {limit}-byte limit")
 
 

@@ -226,10 +226,8 @@ class Planner:
             content = rendered[channel] if channel in rendered else _inline_content(spec, channel)
             if channel == "email" and self._unsubscribable(user, category):
                 content = content.model_copy(update={"unsubscribe": True})
-            deliveries.extend(
-                PlannedDelivery(channel, address, content)
-                for address in _addresses(channel, draft.contacts, spec.user_id)
-            )
+            for address in _addresses(channel, draft.contacts, spec.user_id):
+                deliveries.append(PlannedDelivery(channel, address, content))
         template = None
         if spec.template is not None:
             named = next((t for t in chosen.values() if t.name == spec.template), None)
@@ -280,7 +278,7 @@ class Planner:
                     )
                 if channel not in self.channels:
                     raise PlanningError(where, f"no provider is configured for {channel}")
-                if not _addresses(channel, contacts, spec.user_id):
+                if not _reachable(channel, contacts, spec.user_id):
                     who = f"user {spec.user_id!r}" if user else "the recipient"
                     raise PlanningError(where, f"{who} has no {ADDRESS_NAMES[channel]}")
                 if templated and channel not in chosen:
@@ -291,7 +289,7 @@ class Planner:
         found = [
             c
             for c in self.channels
-            if _addresses(c, contacts, spec.user_id)
+            if _reachable(c, contacts, spec.user_id)
             and (c != "inapp" or user is not None)
             and (not templated or c in chosen)
         ]
@@ -401,6 +399,26 @@ def _merge(profile: Profile | None, inline: Profile | None) -> Profile:
         for name in Profile.__dataclass_fields__
     }
     return replace(profile, **chosen)
+
+
+# The contact point each channel's addresses come from (the inbox's: the user id).
+_CONTACT_FIELD = {
+    "email": "email",
+    "sms": "phone",
+    "push": "push_tokens",
+    "webpush": "web_push",
+    "webhook": "webhook_url",
+    "apprise": "apprise_urls",
+}
+
+
+def _reachable(channel: str, contacts: Profile, user_id: str | None) -> bool:
+    """Whether _addresses finds any, without making them (asked of every configured channel
+    for each notification: five lists made for one used)."""
+    if channel == "inapp":
+        return bool(user_id)
+    name = _CONTACT_FIELD.get(channel)
+    return name is not None and bool(getattr(contacts, name))
 
 
 def _addresses(channel: str, contacts: Profile, user_id: str | None) -> list[str]:
