@@ -58,5 +58,8 @@ def check_contacts(contacts: Contacts | None, settings: Settings, prefix: str = 
 
 
 def check_notification(payload: NotificationCreate, settings: Settings, prefix: str = "") -> None:
-    check_email(f"{prefix}recipient", payload.recipient, settings)
-    check_contacts(payload.contacts, settings, f"{prefix}contacts.")
+    recipient = payload.recipient
+    if recipient is not None and not recipient.isascii():  # (most are: nothing to look at)
+        check_email(f"{prefix}recipient", recipient, settings)
+    if payload.contacts is not None:
+        check_contacts(payload.contacts, settings, f"{prefix}contacts.")

@@ -357,6 +357,9 @@ def notification_json(n: NotificationRecord) -> dict[str, Any]:
     to_jsonable_python over the whole dict cost 18 µs a notification. A time that is None is
     not passed to _json_time (2.5 µs a notification, 1.9 without those calls)."""
     deliveries = n.deliveries
+    # A new notification's times are one object, its deliveries' too: each written once.
+    created = _json_time(n.created_at)
+    updated = created if n.updated_at is n.created_at else _json_time(n.updated_at)
     channels = (
         [deliveries[0].channel]
         if len(deliveries) == 1
@@ -375,8 +378,8 @@ def notification_json(n: NotificationRecord) -> dict[str, Any]:
         "event_type": n.event_type,
         "send_at": None if n.send_at is None else _json_time(n.send_at),
         "collapse_key": n.collapse_key,
-        "created_at": _json_time(n.created_at),
-        "updated_at": _json_time(n.updated_at),
+        "created_at": created,
+        "updated_at": updated,
         "completed_at": None if n.completed_at is None else _json_time(n.completed_at),
         "deliveries": [
             {
@@ -387,8 +390,8 @@ def notification_json(n: NotificationRecord) -> dict[str, Any]:
                 "attempts": d.attempts,
                 "last_error": d.last_error,
                 "provider": d.provider,
-                "created_at": _json_time(d.created_at),
-                "updated_at": _json_time(d.updated_at),
+                "created_at": created if d.created_at is n.created_at else _json_time(d.created_at),
+                "updated_at": updated if d.updated_at is n.updated_at else _json_time(d.updated_at),
                 "last_attempt_at": (
                     None if d.last_attempt_at is None else _json_time(d.last_attempt_at)
                 ),
