@@ -27,6 +27,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -193,6 +194,8 @@ def main() -> None:
         print(json.dumps(asyncio.run(run)))
         return
     if args.instructions:
+        if shutil.which("valgrind") is None:
+            raise SystemExit("--instructions needs valgrind (apt-get install valgrind)")
         columns = {"instructions/item": "instructions_per_item"}
     else:
         columns = {

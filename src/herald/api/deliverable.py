@@ -23,7 +23,12 @@ _LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 def check_email(field: str, address: str | None, settings: Settings) -> None:
-    if address is None or settings.smtp_utf8 or address.rpartition("@")[0].isascii():
+    if (
+        address is None
+        or address.isascii()  # most are: nothing to split
+        or settings.smtp_utf8
+        or address.rpartition("@")[0].isascii()
+    ):
         return
     raise FieldError(
         field,
@@ -58,8 +63,5 @@ def check_contacts(contacts: Contacts | None, settings: Settings, prefix: str = 
 
 
 def check_notification(payload: NotificationCreate, settings: Settings, prefix: str = "") -> None:
-    recipient = payload.recipient
-    if recipient is not None and not recipient.isascii():  # (most are: nothing to look at)
-        check_email(f"{prefix}recipient", recipient, settings)
-    if payload.contacts is not None:
-        check_contacts(payload.contacts, settings, f"{prefix}contacts.")
+    check_email(f"{prefix}recipient", payload.recipient, settings)
+    check_contacts(payload.contacts, settings, f"{prefix}contacts.")

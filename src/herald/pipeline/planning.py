@@ -80,6 +80,11 @@ class NotificationSpec:
         """Whether its content comes from templates (else it is inline)."""
         return self.template is not None or self.channel_templates is not None
 
+    @property
+    def inline(self) -> bool:
+        """Whether planning it reads nothing: it names no user and no template."""
+        return self.user_id is None and not self.templated
+
     @classmethod
     def email(
         cls,
@@ -178,8 +183,9 @@ class Planner:
         return None
 
     def plan_inline(self, spec: NotificationSpec) -> Plan:
-        """:meth:`draft` and :meth:`finish` at once for a request that names no user and no
-        template: nothing to look up or render, so nothing to await (most of a batch)."""
+        """:meth:`draft` and :meth:`finish` at once for an ``inline`` request: nothing to look
+        up or render, so nothing to await (most of a batch)."""
+        assert spec.inline, "a request naming a user or a template is planned in halves"
         _check_asked(spec)
         return self._finish(self._draft(spec, None, {}), {})
 
@@ -422,19 +428,12 @@ def _reachable(channel: str, contacts: Profile, user_id: str | None) -> bool:
 
 
 def _addresses(channel: str, contacts: Profile, user_id: str | None) -> list[str]:
-    match channel:
-        case "email":
-            return [contacts.email] if contacts.email else []
-        case "sms":
-            return [contacts.phone] if contacts.phone else []
-        case "push":
-            return list(contacts.push_tokens)
-        case "webpush":
-            return [subscription_address(s) for s in contacts.web_push]
-        case "webhook":
-            return [contacts.webhook_url] if contacts.webhook_url else []
-        case "apprise":
-            return list(contacts.apprise_urls)
-        case "inapp":
-            return [user_id] if user_id else []
-    return []
+    if channel == "inapp":
+        return [user_id] if user_id else []
+    name = _CONTACT_FIELD.get(channel)
+    found = getattr(contacts, name) if name is not None else None
+    if not found:
+        return []
+    if channel == "webpush":
+        return [subscription_address(s) for s in found]
+    return list(found) if isinstance(found, list) else [found]

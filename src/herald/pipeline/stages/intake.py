@@ -208,7 +208,7 @@ class Intake:
                     drafts.append(refusal)
                     continue
                 try:
-                    if spec.user_id is None and not spec.templated:
+                    if spec.inline:
                         drafts.append(self.planner.plan_inline(spec))  # nothing to look up
                     else:
                         drafts.append(await self.planner.draft(lookups, spec))
