@@ -16,6 +16,7 @@ from herald.bus.topics import Topics
 from herald.clock import utcnow
 from herald.domain.messages import Content
 from herald.ids import uuid7
+from herald.pipeline.admitted import Admitted
 from herald.pipeline.planning import NotificationSpec, Plan, PlannedDelivery, PlanningError
 from herald.pipeline.stages.expand import Expander
 from herald.pipeline.stages.intake import Intake
@@ -23,7 +24,6 @@ from herald.pipeline.unit import Units
 from herald.store import deliveries as deliveries_store
 from herald.store import staged_batches as staged_batches_store
 from herald.store.database import Database
-from herald.store.notifications import NotificationRecord
 from herald.store.tables import deliveries, notifications, outbox_events, staged_batches
 from herald.tenancy import DEFAULT_TENANT
 from herald.wakeup import Wakeup
@@ -37,7 +37,7 @@ def _intake(db: Database) -> Intake:
 
 
 def _ids(outcomes: list[Any]) -> dict[str, Any]:
-    return {"ids": [o.id for o in outcomes if isinstance(o, NotificationRecord)]}
+    return {"ids": [o.id for o in outcomes if isinstance(o, Admitted)]}
 
 
 def _plans(specs: list[NotificationSpec]) -> list[Plan | PlanningError]:

@@ -185,3 +185,8 @@ def test_contents_json_dict_is_its_json_dump(
     dumped = content.json_dict()
     assert dumped == content.model_dump(mode="json")
     assert list(dumped) == list(content.model_dump(mode="json"))  # the same order too
+    # A field added to Content must be added to this test, and to json_dict and plain.
+    assert set(Content.model_fields) == {"subject", "body", "html", "data", "headers"} | {
+        "unsubscribe"
+    }
+    assert content.plain == (content == Content(subject=subject, body=body))

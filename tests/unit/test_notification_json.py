@@ -3,25 +3,17 @@ the models would make."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
-
 import pydantic_core
 from hypothesis import given
 from hypothesis import strategies as st
 
 from herald.api.notifications import batch_json
-from herald.api.schemas import BatchOut, NotificationOut, notification_json
+from herald.api.schemas import BatchOut, NotificationOut, admitted_json, notification_json
 from herald.domain.models import DeliveryStatus, NotificationStatus
+from herald.pipeline.admitted import Admitted
 from herald.pipeline.planning import PlanningError
 from herald.store.notifications import DeliveryRecord, NotificationRecord
-
-times = st.datetimes(
-    min_value=datetime(2000, 1, 1),
-    max_value=datetime(2100, 1, 1),
-    timezones=st.sampled_from([UTC, timezone(timedelta(hours=2))]),
-)  # UTC times are remembered as JSON, others not
-text = st.text(max_size=20)
-maybe_text, maybe_time = st.none() | text, st.none() | times
+from tests.strategies import admitted, maybe_text, maybe_time, text, times
 
 deliveries = st.builds(
     DeliveryRecord,
@@ -69,11 +61,17 @@ def test_a_notifications_json_is_the_models(record: NotificationRecord) -> None:
     assert pydantic_core.to_json(built) == pydantic_core.to_json(modelled)  # order too
 
 
-@given(st.lists(records | st.builds(PlanningError, st.just("channel"), text), max_size=5))
-def test_a_batchs_json_is_the_models(outcomes: list[NotificationRecord | PlanningError]) -> None:
+@given(admitted)
+def test_a_just_accepted_notifications_json_is_its_records(accepted: Admitted) -> None:
+    built, recorded = admitted_json(accepted), notification_json(accepted.record)
+    assert pydantic_core.to_json(built) == pydantic_core.to_json(recorded)  # order too
+
+
+@given(st.lists(admitted | st.builds(PlanningError, st.just("channel"), text), max_size=5))
+def test_a_batchs_json_is_the_models(outcomes: list[Admitted | PlanningError]) -> None:
     built = batch_json(outcomes)
     modelled = BatchOut.model_validate(built).model_dump(mode="json")  # drops unknown keys
     assert pydantic_core.to_json(built) == pydantic_core.to_json(modelled)
     assert [item["status"] for item in built["items"]] == [
-        202 if isinstance(o, NotificationRecord) else 422 for o in outcomes
+        202 if isinstance(o, Admitted) else 422 for o in outcomes
     ]

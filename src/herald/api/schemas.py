@@ -22,6 +22,7 @@ from pydantic_core import to_jsonable_python
 
 from herald.domain.expressions import compile_expression
 from herald.domain.models import Channel, DeliveryStatus, NotificationStatus, Priority
+from herald.pipeline.admitted import Admitted
 from herald.store.deadletters import DeadLetter, Filters
 from herald.store.deliveries import Attempt
 from herald.store.notifications import DeliveryRecord, NotificationRecord
@@ -405,6 +406,62 @@ def notification_json(n: NotificationRecord) -> dict[str, Any]:
             for d in deliveries
         ],
     }
+
+
+def admitted_json(admitted: Admitted) -> dict[str, Any]:
+    """``notification_json(admitted.record)`` without building the record, which a staged
+    batch never needs (tests/unit/test_notification_json.py holds them equal): a notification
+    just accepted, nothing of it attempted yet."""
+    plan = admitted.plan
+    spec, deliveries = plan.spec, plan.deliveries
+    created = _json_time(admitted.created_at)
+    send_at = None if spec.send_at is None else _json_time(spec.send_at)
+    scheduled = admitted.scheduled
+    channels = (
+        [deliveries[0].channel]
+        if len(deliveries) == 1
+        else list(dict.fromkeys(d.channel for d in deliveries))
+    )
+    return {
+        "id": admitted.id,
+        "status": _SCHEDULED if scheduled else _PENDING,
+        "recipient": plan.primary_recipient,
+        "user_id": spec.user_id,
+        "subject": deliveries[0].content.subject,
+        "channels": channels,
+        "category": plan.category,
+        "priority": spec.priority,
+        "template": plan.template,
+        "event_type": spec.event_type,
+        "send_at": send_at,
+        "collapse_key": spec.collapse_key,
+        "created_at": created,
+        "updated_at": created,
+        "completed_at": None,
+        "deliveries": [
+            {
+                "id": delivery_id,
+                "channel": d.channel,
+                "recipient": d.recipient,
+                "status": _DELIVERY_PENDING,
+                "attempts": 0,
+                "last_error": None,
+                "provider": None,
+                "created_at": created,
+                "updated_at": created,
+                "last_attempt_at": None,
+                "next_attempt_at": send_at if scheduled else None,
+                "sent_at": None,
+                "skip_reason": None,
+                "history": None,
+            }
+            for delivery_id, d in zip(admitted.delivery_ids, deliveries, strict=True)
+        ],
+    }
+
+
+_PENDING, _SCHEDULED = NotificationStatus.PENDING._value_, NotificationStatus.SCHEDULED._value_
+_DELIVERY_PENDING = DeliveryStatus.PENDING._value_
 
 
 def _json_time(value: datetime | None) -> str | None:

@@ -1,10 +1,12 @@
 """A staged batch's payload: its accepted notifications as planned, in compact JSON.
 
-What intake made of each item (the record it answered with: ids, content, status; and of its
-plan what routing needs) is kept, not the request: a template edited or a user's contact point
-changed before the batch is expanded does not change what the 202 described. One JSON array per
-notification, its fields in the order of ``_NOTIFICATION`` (encoded a thousand at a time in a fifth
-of a millisecond).
+What intake made of each item (what it answered with: ids, content, status; and of its plan
+what routing needs) is kept, not the request: a template edited or a user's contact point
+changed before the batch is expanded does not change what the 202 described. Encoded from
+what intake admitted; decoded as records (built here, in the expander's process) and plans.
+One JSON array per notification, its fields in the order of ``_NOTIFICATION`` (encoded a
+thousand at a time in a fifth of a millisecond); a delivery's content is null when it is the
+notification's subject and body alone (``Content.plain``), as an inline request's is.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pydantic_core import from_json
 from herald import json_bytes
 from herald.domain.messages import Content
 from herald.domain.models import DeliveryStatus, NotificationStatus
+from herald.pipeline.admitted import Admitted
 from herald.pipeline.planning import NotificationSpec, Plan, PlannedDelivery
 from herald.store.notifications import DeliveryRecord, NotificationRecord
 
@@ -28,27 +31,46 @@ _NOTIFICATION = [
 ]
 
 
-def encode(planned: list[Planned]) -> bytes:
-    return json_bytes.dumps([_item(record, plan) for record, plan in planned])
+def encode(accepted: list[Admitted]) -> bytes:
+    return json_bytes.dumps([_item(a) for a in accepted])
 
 
-def _item(record: NotificationRecord, plan: Plan) -> list[Any]:
+def _item(admitted: Admitted) -> list[Any]:
+    """Its record's fields (see admitted._record_of), from its plan."""
+    plan = admitted.plan
+    spec, first = plan.spec, plan.deliveries[0].content
+    scheduled = admitted.scheduled
+    next_attempt_at = spec.send_at if scheduled else None
+    subject, body = first.subject, first.body
     return [
-        record.id,
-        record.user_id,
-        record.recipient,
-        record.subject,
-        record.body,
-        record.status,
-        record.category,
-        record.priority,
-        record.template,
-        record.event_type,
-        record.send_at,
-        record.collapse_key,
-        plan.spec.traceparent,
-        [[d.id, d.channel, d.recipient, d.content, d.next_attempt_at] for d in record.deliveries],
+        admitted.id,
+        spec.user_id,
+        plan.primary_recipient,
+        subject,
+        body,
+        _SCHEDULED if scheduled else _PENDING,
+        plan.category,
+        spec.priority,
+        plan.template,
+        spec.event_type,
+        spec.send_at,
+        spec.collapse_key,
+        spec.traceparent,
+        [
+            [i, d.channel, d.recipient, _content(d.content, subject, body), next_attempt_at]
+            for i, d in zip(admitted.delivery_ids, plan.deliveries, strict=True)
+        ],
     ]
+
+
+def _content(content: Content, subject: str | None, body: str) -> dict[str, Any] | None:
+    """None for the notification's own subject and body alone."""
+    if content.plain and content.body == body and content.subject == subject:
+        return None
+    return content.json_dict()
+
+
+_PENDING, _SCHEDULED = NotificationStatus.PENDING._value_, NotificationStatus.SCHEDULED._value_
 
 
 def decode(
@@ -64,6 +86,11 @@ def decode(
 def _planned(item: list[Any], tenant: str, created_at: datetime, written_at: datetime) -> Planned:
     f = dict(zip(_NOTIFICATION, item, strict=True))
     send_at = _time(f["send_at"])
+    plain = Content(subject=f["subject"], body=f["body"])  # a null content's
+    contents = [
+        plain if content is None else Content.model_validate(content)
+        for _, _, _, content, _ in f["deliveries"]
+    ]
     deliveries = [
         DeliveryRecord(
             id=delivery_id,
@@ -80,9 +107,11 @@ def _planned(item: list[Any], tenant: str, created_at: datetime, written_at: dat
             updated_at=written_at,
             last_attempt_at=None,
             sent_at=None,
-            content=content,
+            content=content.json_dict(),
         )
-        for delivery_id, channel, recipient, content, next_attempt_at in f["deliveries"]
+        for (delivery_id, channel, recipient, _, next_attempt_at), content in zip(
+            f["deliveries"], contents, strict=True
+        )
     ]
     record = NotificationRecord(
         id=f["id"],
@@ -115,8 +144,8 @@ def _planned(item: list[Any], tenant: str, created_at: datetime, written_at: dat
     plan = Plan(
         spec=spec,
         deliveries=[
-            PlannedDelivery(d.channel, d.recipient, Content.model_validate(d.content))
-            for d in deliveries
+            PlannedDelivery(d.channel, d.recipient, content)
+            for d, content in zip(deliveries, contents, strict=True)
         ],
         category=f["category"],
         template=f["template"],

@@ -10,15 +10,16 @@ response of the first request is returned for every repeat with the same body. A
 one transaction for all the items that could be planned; the others are reported per item.
 
 Staged batches: a batch of at least ``stage_from`` accepted notifications is planned and
-answered as any, but stored as one row (its records and plans, see staged_codec) instead of
-its notifications', deliveries', jobs' and journal's rows; the expander (stages/expand.py)
-writes those out later with ``expand``, and a read that needs them first with ``catch_up``.
-Whatever a tenant sends while one of its batches waits is staged behind it, in order.
+answered as any, but stored as one row (its plans and ids, see staged_codec) instead of its
+notifications', deliveries', jobs' and journal's rows, and without building their records (see
+admitted); the expander (stages/expand.py) writes those out later with ``expand``, and a read
+that needs them first with ``catch_up``. Whatever a tenant sends while one of its batches
+waits is staged behind it, in order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -31,12 +32,13 @@ from herald.bus.base import OutgoingMessage
 from herald.bus.topics import Topics
 from herald.clock import utcnow
 from herald.domain.messages import Content, DeliveryJob, NotificationRequested
-from herald.domain.models import DeliveryStatus, NotificationStatus
+from herald.domain.models import NotificationStatus
 from herald.errors import IdempotencyKeyReusedError
 from herald.ids import uuid7s
 from herald.observability import metrics, tracing
 from herald.observability.logging import get_logger
 from herald.pipeline import staged_codec
+from herald.pipeline.admitted import Admitted, admit
 from herald.pipeline.envelope import envelope_fields
 from herald.pipeline.group_commit import GroupCommit
 from herald.pipeline.idempotency_reads import IdempotencyReads
@@ -60,8 +62,8 @@ from herald.store.tables import staged_batches as staged_batches_table
 log = get_logger(__name__)
 
 Render = Callable[[NotificationRecord], dict[str, Any]]
-# A batch's response body from each item's outcome: a record, or the error that refused it.
-RenderBatch = Callable[[list[NotificationRecord | PlanningError]], dict[str, Any]]
+# A batch's response body from each item's outcome: accepted, or the error that refused it.
+RenderBatch = Callable[[list[Admitted | PlanningError]], dict[str, Any]]
 
 # Facts of a tenant that intake asks once per transaction (see Intake._known).
 _STAGED, _SUPPRESSING = "staged", "suppressing"
@@ -90,7 +92,7 @@ class _Built:
     """Notifications ready to write: all but a collapse key's supersede, which reads the
     database."""
 
-    accepted: list[NotificationRecord]
+    planned: list[Planned]
     # Those with a collapse key, in order: each with its user key and collapse key.
     collapsing: list[tuple[NotificationRecord, str, str]]
     rows: notifications.Rows
@@ -100,16 +102,12 @@ class _Built:
 
 @dataclass(frozen=True, slots=True)
 class _Prepared:
-    """A request's accepted notifications as planned and its response; ``built``: their rows,
-    or None when they are to be staged (a large batch)."""
+    """A request's accepted notifications and its response; ``built``: their rows, or None
+    when they are to be staged (a large batch)."""
 
-    planned: list[Planned]
+    accepted: list[Admitted]
     body: dict[str, Any]
     built: _Built | None
-
-    @property
-    def accepted(self) -> list[NotificationRecord]:
-        return [record for record, _ in self.planned]
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,11 +149,11 @@ class Intake:
     ) -> Accepted:
         """Store one notification; raises PlanningError if it cannot be sent as asked."""
 
-        def render_one(outcomes: list[NotificationRecord | PlanningError]) -> dict[str, Any]:
+        def render_one(outcomes: list[Admitted | PlanningError]) -> dict[str, Any]:
             (outcome,) = outcomes
             if isinstance(outcome, PlanningError):
                 raise outcome
-            return render(outcome)
+            return render(outcome.record)
 
         return await self._accept([spec], render_one, idem)
 
@@ -224,9 +222,7 @@ class Intake:
                 plans.append(await self.planner.finish(draft))
             except PlanningError as exc:
                 plans.append(exc)
-        refused: list[NotificationRecord | PlanningError] = [
-            p for p in plans if isinstance(p, PlanningError)
-        ]
+        refused: list[Admitted | PlanningError] = [p for p in plans if isinstance(p, PlanningError)]
         if len(refused) == len(plans) and idem is None:
             # Nothing to store: one notification's render raises its error, a batch's
             # reports each item refused (even when it has only one).
@@ -238,11 +234,11 @@ class Intake:
         body, accepted = await self.group.write(lambda unit: self._store(unit, prepared, idem))
         metrics.notifications_accepted.inc(len(accepted))
         if len(accepted) == 1:
-            (record,) = accepted
+            (one,) = accepted
             log.info(
                 "notification.accepted",
-                notification_id=record.id,
-                channels=",".join(sorted({d.channel for d in record.deliveries})),
+                notification_id=one.id,
+                channels=",".join(sorted({d.channel for d in one.plan.deliveries})),
             )
         elif accepted:
             # One line for a batch (a line each cost it a tenth of its time); each notification's
@@ -262,23 +258,24 @@ class Intake:
         """The accepted notifications, the response and (unless they are to be staged) their
         rows, events and journal steps; raises PlanningError if the render refuses (nothing is
         stored then)."""
-        outcomes: list[NotificationRecord | PlanningError] = []
-        planned: list[Planned] = []
+        outcomes: list[Admitted | PlanningError] = []
+        accepted: list[Admitted] = []
         count = sum(1 + len(p.deliveries) for p in plans if not isinstance(p, PlanningError))
         ids = iter(uuid7s(count))  # a notification's and its deliveries'
         for plan in plans:
             if isinstance(plan, PlanningError):
                 outcomes.append(plan)
                 continue
-            record = _new_record(plan, now, ids)
-            outcomes.append(record)
-            planned.append((record, plan))
+            admitted = admit(plan, now, ids)
+            outcomes.append(admitted)
+            accepted.append(admitted)
         body = render(outcomes)
-        if 0 < self.stage_from <= len(planned):
-            return _Prepared(planned, body, None)  # staged: built when written out
+        if 0 < self.stage_from <= len(accepted):
+            return _Prepared(accepted, body, None)  # staged: records built when written out
         # Built as if no address were suppressed (most tenants suppress none): _store builds
         # again, in its transaction, if one is.
-        return _Prepared(planned, body, self._build(planned, now, set()))
+        planned = [(a.record, a.plan) for a in accepted]
+        return _Prepared(accepted, body, self._build(planned, now, set()))
 
     def _build(self, planned: list[Planned], now: datetime, suppressed: _Addresses) -> _Built:
         """``suppressed``: the (tenant, channel, address) of these deliveries on a suppression
@@ -296,26 +293,24 @@ class Intake:
                 steps.append(journal.Step(record.id, journal.ROUTED, now, detail=f"to {routed}"))
             if later:
                 events.append(self._requested(record, plan, later))
-        accepted = [record for record, _ in planned]
-        return _Built(accepted, collapsing, notifications.rows_of(accepted), events, steps)
+        records = [record for record, _ in planned]
+        return _Built(planned, collapsing, notifications.rows_of(records), events, steps)
 
     async def _store(
         self, unit: Unit, prepared: _Prepared, idem: IdempotencyRequest | None
-    ) -> tuple[dict[str, Any], list[NotificationRecord]]:
+    ) -> tuple[dict[str, Any], list[Admitted]]:
         """Store the prepared notifications (or stage them), their events and the response
         under the key; in a group commit (run again alone if the group fails)."""
-        built = prepared.built
-        if built is not None and await self._behind_staged(unit, prepared.planned):
+        built, accepted = prepared.built, prepared.accepted
+        if built is not None and await self._behind_staged(unit, accepted):
             built = None  # in order behind the tenant's staged batches: staged too
-        if built is not None and (suppressed := await self._suppressed(unit, prepared.planned)):
-            accepted_at = prepared.planned[0][0].created_at
-            built = self._build(prepared.planned, accepted_at, suppressed)
+        if built is not None and (suppressed := await self._suppressed(unit, built.planned)):
+            built = self._build(built.planned, accepted[0].created_at, suppressed)
         if built is not None:
             await self._write(unit, built)
-        elif prepared.planned:
-            self._stage(unit, prepared.planned)
+        elif accepted:
+            self._stage(unit, accepted)
         if idem is not None:
-            accepted = prepared.accepted
             response = idempotency.StoredResponse(
                 idem.request_hash, accepted[0].id if accepted else "", 202, prepared.body
             )
@@ -323,7 +318,7 @@ class Intake:
                 idem.scope, idem.key, response, now=unit.now, ttl_seconds=self.idempotency_ttl
             )
             unit.insert({idempotency_keys: [row]})
-        return prepared.body, prepared.accepted
+        return prepared.body, accepted
 
     async def _write(self, unit: Unit, built: _Built) -> None:
         superseded: list[journal.Step] = []
@@ -341,26 +336,24 @@ class Intake:
 
     # -- staged batches -------------------------------------------------------------------
 
-    def _stage(self, unit: Unit, planned: list[Planned]) -> None:
+    def _stage(self, unit: Unit, accepted: list[Admitted]) -> None:
         """Store these notifications as one staged batch per tenant: one row, written out by
         the expander (see the module docstring)."""
         facts = self._facts.setdefault(unit, {})
-        for tenant in dict.fromkeys(record.tenant_id for record, _ in planned):
-            theirs = [(r, p) for r, p in planned if r.tenant_id == tenant]
-            ids = [r.id for r, _ in theirs]
-            row = staged_batches.row(
-                tenant, theirs[0][0].created_at, ids, staged_codec.encode(theirs)
-            )
+        for tenant in dict.fromkeys(a.tenant_id for a in accepted):
+            theirs = [a for a in accepted if a.tenant_id == tenant]
+            ids = [a.id for a in theirs]
+            row = staged_batches.row(tenant, theirs[0].created_at, ids, staged_codec.encode(theirs))
             unit.insert({staged_batches_table: [row]})
             facts[(_STAGED, tenant)] = True
-        metrics.notifications_staged.inc(len(planned))
+        metrics.notifications_staged.inc(len(accepted))
         unit.wake_outbox()
 
-    async def _behind_staged(self, unit: Unit, planned: list[Planned]) -> bool:
+    async def _behind_staged(self, unit: Unit, accepted: list[Admitted]) -> bool:
         """Whether a tenant of these notifications has a batch staged and not yet expanded
         (in the database, or in this unit): what comes after it must not overtake it. Asked
         once per tenant per transaction."""
-        tenants = dict.fromkeys(record.tenant_id for record, _ in planned)
+        tenants = dict.fromkeys(a.tenant_id for a in accepted)
         return any([await self._known(unit, _STAGED, t) for t in tenants])
 
     async def _suppressed(self, unit: Unit, planned: list[Planned]) -> _Addresses:
@@ -509,49 +502,3 @@ def _replay(stored: idempotency.StoredResponse, idem: IdempotencyRequest) -> Acc
     if stored.request_hash != idem.request_hash:
         raise IdempotencyKeyReusedError(idem.key)
     return Accepted(stored.status, stored.body, replayed=True)
-
-
-def _new_record(plan: Plan, now: datetime, ids: Iterator[str]) -> NotificationRecord:
-    spec = plan.spec
-    notification_id = next(ids)
-    scheduled = spec.send_at is not None and spec.send_at > now
-    first = plan.deliveries[0].content
-    return NotificationRecord(
-        id=notification_id,
-        tenant_id=spec.tenant_id,
-        user_id=spec.user_id,
-        recipient=plan.primary_recipient,
-        subject=first.subject,
-        body=first.body,
-        status=NotificationStatus.SCHEDULED if scheduled else NotificationStatus.PENDING,
-        created_at=now,
-        updated_at=now,
-        completed_at=None,
-        category=plan.category,
-        priority=spec.priority,
-        template=plan.template,
-        event_type=spec.event_type,
-        send_at=spec.send_at,
-        collapse_key=spec.collapse_key,
-        deliveries=[
-            DeliveryRecord(
-                id=next(ids),
-                notification_id=notification_id,
-                channel=d.channel,
-                recipient=d.recipient,
-                status=DeliveryStatus.PENDING,
-                attempts=0,
-                last_error=None,
-                provider=None,
-                provider_message_id=None,
-                # Not claimable before then: an early duplicate job is dropped.
-                next_attempt_at=spec.send_at if scheduled else None,
-                created_at=now,
-                updated_at=now,
-                last_attempt_at=None,
-                sent_at=None,
-                content=d.content.json_dict(),
-            )
-            for d in plan.deliveries
-        ],
-    )
