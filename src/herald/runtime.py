@@ -41,6 +41,7 @@ from herald.reliability.ratelimit import (
     RedisTokenBucket,
     SendThrottle,
     Throttle,
+    paced_rate,
 )
 from herald.store import tenant_secrets, users
 from herald.store.database import Database
@@ -189,10 +190,13 @@ class Runtime:
             return None
         if self.redis is None:
             return LocalPacer(rate)
-        # One token at most in the bucket: sends are spaced 1/rate apart, so the provider never
-        # sees more than `rate` in any second, even right after an idle spell.
+        # One token at most in the bucket: sends are spaced evenly, so the provider never sees
+        # more than `rate` in any second, even right after an idle spell.
         limiter = RedisTokenBucket(
-            self.redis, rate=rate, burst=1.0, prefix=f"{self.settings.redis_prefix}provider:"
+            self.redis,
+            rate=paced_rate(rate),
+            burst=1.0,
+            prefix=f"{self.settings.redis_prefix}provider:",
         )
         return Throttle(limiter, provider)
 
