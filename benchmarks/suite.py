@@ -144,6 +144,11 @@ def main() -> None:
     print(f"{count} notifications per configuration, {args.concurrency} concurrent POSTs")
     print(table(runs, limits))
     print("e2e: POST sent -> SMTP arrival; 202>SMTP: 202 read by the client -> SMTP arrival")
+    print(
+        "WARNING: the load generator and the SMTP sink are Python, on the same cores: figures "
+        "are low, the sink's limit is below the systems' (benchmarks/native.py uses wrk and "
+        "smtp-sink)"
+    )
     RESULTS.mkdir(parents=True, exist_ok=True)
     result = {
         "benchmark": "suite",
