@@ -32,13 +32,14 @@ APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-instal
 run: $(STAMP)
 	$(BIN)/herald serve
 
-## The whole test suite, with lint and type checks first. Unit and integration tests run in
-## two processes (each has its own databases, topics and key prefixes); tests that start Herald
-## processes and break things run one at a time, so that their timing is their own.
+## The whole test suite, with lint and type checks first, in two processes (each test has its
+## own databases, topics, key prefixes and ports). The tests that start Herald processes and
+## break things come after the others: they mostly wait (for sessions to expire, processes to
+## drain), two at a time took 7 minutes instead of 12, and their deadlines are generous.
 TEST_PROCESSES ?= 2
 test: $(STAMP) tools lint
 	$(BIN)/pytest -n $(TEST_PROCESSES) tests/unit tests/integration
-	$(BIN)/pytest tests/e2e tests/faults
+	$(BIN)/pytest -n $(TEST_PROCESSES) tests/e2e tests/faults
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
