@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import itertools
 import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,11 +36,37 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
         return pool.submit(asyncio.run, coro).result()
 
 
+# Ports handed to tests come from a range of each pytest-xdist worker's own, below the
+# kernel's ephemeral ports (32768 and up by default), taken in turn. A port a test lets go of
+# for a while (a server it stops and starts again on the same port, a port meant to stay
+# closed) is then never handed to the other worker's test meanwhile, nor to a connection's
+# local end, as a port the kernel picks (bind to port 0) could be.
+FIRST_TEST_PORT, PORTS_PER_WORKER = 20_000, 1_500
+_port_lock = threading.Lock()
+
+
+def _worker_ports() -> Iterator[int]:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")  # not under xdist: the first
+    first = FIRST_TEST_PORT + int(worker.removeprefix("gw") or 0) * PORTS_PER_WORKER
+    return itertools.cycle(range(first, first + PORTS_PER_WORKER))
+
+
+_ports = _worker_ports()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A port nothing listens on now, this worker's next (see _worker_ports)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with _port_lock:
+        for _ in range(PORTS_PER_WORKER):
+            port = next(_ports)
+            with socket.socket(family) as sock:
+                try:
+                    sock.bind((host, port))
+                except OSError:
+                    continue  # in use (another service, a connection in TIME_WAIT)
+                return port
+    raise RuntimeError(f"none of this worker's {PORTS_PER_WORKER} test ports is free")
 
 
 def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
