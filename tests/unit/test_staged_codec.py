@@ -4,11 +4,13 @@ would have written then (written out later) and the plans routing reads."""
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime
+from datetime import UTC, datetime
 
 from hypothesis import given
 from hypothesis import strategies as st
 
+from herald import json_bytes
+from herald.domain.messages import Content
 from herald.pipeline import staged_codec
 from herald.pipeline.admitted import Admitted
 from tests.strategies import admitted, times
@@ -49,3 +51,22 @@ def test_a_payload_decodes_as_the_records_and_plans_admitted(
             asked.event_type,
             asked.traceparent,
         )
+
+
+def test_a_payload_staged_before_plain_contents_were_null_still_decodes() -> None:
+    """Written by the API of an earlier version: each delivery's content in full."""
+    content = {"subject": "Hi", "body": "Yes", "html": None, "data": {}, "headers": {}}
+    payload = (
+        b'[["n1",null,"a@example.com","Hi","Yes","PENDING",null,"normal",null,null,null,null,'
+        b'null,[["d1","email","a@example.com",'
+        + json_bytes.dumps(content | {"unsubscribe": False})
+        + b",null]]]]"
+    )
+    at = datetime(2026, 12, 6, tzinfo=UTC)
+    ((record, plan),) = staged_codec.decode(payload, "default", at, at)
+    (delivery,) = record.deliveries
+    assert (record.id, record.subject, record.body, delivery.id) == ("n1", "Hi", "Yes", "d1")
+    assert delivery.content == content | {"unsubscribe": False}
+    assert plan.deliveries[0].content == Content(subject="Hi", body="Yes")
+    # And what this version writes for it is the same, its content null.
+    assert staged_codec.encode([Admitted(plan, "n1", ["d1"], at)]).endswith(b",null,null]]]]")

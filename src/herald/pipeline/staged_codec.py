@@ -6,7 +6,9 @@ changed before the batch is expanded does not change what the 202 described. Enc
 what intake admitted; decoded as records (built here, in the expander's process) and plans.
 One JSON array per notification, its fields in the order of ``_NOTIFICATION`` (encoded a
 thousand at a time in a fifth of a millisecond); a delivery's content is null when it is the
-notification's subject and body alone (``Content.plain``), as an inline request's is.
+notification's subject and body alone (``Content.plain``: every delivery of an inline request).
+An expander older than this null cannot read such a payload (its batch waits, retried, until
+an expander that can takes it): upgrade the expanding processes with the API, or first.
 """
 
 from __future__ import annotations
@@ -88,8 +90,7 @@ def _planned(item: list[Any], tenant: str, created_at: datetime, written_at: dat
     send_at = _time(f["send_at"])
     plain = Content(subject=f["subject"], body=f["body"])  # a null content's
     contents = [
-        plain if content is None else Content.model_validate(content)
-        for _, _, _, content, _ in f["deliveries"]
+        plain if c is None else Content.model_validate(c) for _, _, _, c, _ in f["deliveries"]
     ]
     deliveries = [
         DeliveryRecord(
@@ -107,11 +108,9 @@ def _planned(item: list[Any], tenant: str, created_at: datetime, written_at: dat
             updated_at=written_at,
             last_attempt_at=None,
             sent_at=None,
-            content=content.json_dict(),
+            content=plain.json_dict() if content is None else content,
         )
-        for (delivery_id, channel, recipient, _, next_attempt_at), content in zip(
-            f["deliveries"], contents, strict=True
-        )
+        for delivery_id, channel, recipient, content, next_attempt_at in f["deliveries"]
     ]
     record = NotificationRecord(
         id=f["id"],
