@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict, deque
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -118,56 +120,74 @@ class SendThrottle(Protocol):
     """A provider's rate limit, as the worker waits for it."""
 
     @property
-    def rate(self) -> float: ...
+    def rate(self) -> float:
+        """About the sends a second it lets go, at most."""
+        ...
 
-    async def take(self) -> float:
-        """Wait for the right to send once; returns how long it waited, in seconds."""
+    def turn(self) -> AbstractAsyncContextManager[float]:
+        """A send's turn: entered once the send may go (giving how long that took, in
+        seconds), left once it is over (answered or failed)."""
         ...
 
 
 # What a provider counts is its sends' arrivals, and between the decision to send and the
-# arrival lie a connection, a request and the network, slower for one send than for another.
-# Sends are paced so that no window of a second and this much holds more than the limit: a
-# send that takes up to this much longer to arrive than the one a second after it still arrives
-# in another second. The steady rate pays as much (a limit of 100/s is sent at 97/s); without
-# it, the SMS flood's provider counted 101 and 102 in its busiest second
-# (benchmarks/provider_limit.py).
+# arrival lie a connection, a request and the network, and on a busy host an event loop: slower
+# for one send than for another (a delay of 100 ms is nothing while the router takes a
+# backlog). In one process the pacer knows when each send is over (answered: it has arrived),
+# and lets a send go only a second after the one `limit` sends before it was over, which holds
+# whatever the delays. A limit shared by processes through Redis cannot know that: its sends
+# are spaced by a second and this margin over the limit, so a send may take up to this much
+# longer to arrive than the one a second after it (a limit of 100/s is sent at 97/s).
 TRANSIT_MARGIN = 0.03
-PACING_WINDOW = 1.0 + TRANSIT_MARGIN
 
 
 def paced_rate(limit: float) -> float:
-    """The rate a provider's ``limit`` per second is paced at, shared through Redis (a
-    one-token bucket: sends ``1/rate`` apart): see TRANSIT_MARGIN."""
-    return limit / PACING_WINDOW
+    """The rate a shared limit of ``limit`` a second is paced at (see TRANSIT_MARGIN)."""
+    return limit / (1.0 + TRANSIT_MARGIN)
+
+
+@dataclass(slots=True)
+class _Send:
+    over: asyncio.Event
+    over_at: float = 0.0  # monotonic, once ``over`` is set
 
 
 class LocalPacer:
     """A provider's rate limit in one process: each send reserves the next slot on a schedule
-    ``1/rate`` apart, so waiters do not race for one token and a timer that fires late does
-    not slow the sends after it; and no send goes out while ``rate`` others went out in the
-    ``PACING_WINDOW`` before it, so the provider never sees more than its limit in any second
-    (see TRANSIT_MARGIN)."""
+    ``1/limit`` apart, so waiters do not race for one token and a timer that fires late does
+    not slow the sends after it; and no send goes before a second has passed since the send
+    ``limit`` sends before it was over, so the provider never counts more than its limit in
+    any second, however long each send took to reach it (see TRANSIT_MARGIN)."""
 
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
+    def __init__(self, limit: float) -> None:
+        self.rate = limit
         self._next_slot = 0.0  # monotonic time of the next free slot
-        self._recent: deque[float] = deque(maxlen=max(1, int(rate)))  # the last sends
+        self._sends: deque[_Send] = deque(maxlen=max(1, int(limit)))  # the last let go
 
-    async def take(self) -> float:
+    @asynccontextmanager
+    async def turn(self) -> AsyncIterator[float]:
         started = time.monotonic()
         slot = max(started, self._next_slot)
         self._next_slot = slot + 1.0 / self.rate
         while True:
             now = time.monotonic()
             wait = slot - now
-            if len(self._recent) == self._recent.maxlen:
-                wait = max(wait, self._recent[0] + PACING_WINDOW - now)
+            if len(self._sends) == self._sends.maxlen:
+                oldest = self._sends[0]
+                if not oldest.over.is_set():
+                    await oldest.over.wait()  # still on its way: it may arrive any time
+                    continue
+                wait = max(wait, oldest.over_at + 1.0 - now)
             if wait <= 0:
                 break
             await asyncio.sleep(wait)
-        self._recent.append(time.monotonic())  # no await since the check: nobody overtook
-        return time.monotonic() - started
+        send = _Send(asyncio.Event())  # no await since the check: nobody overtook
+        self._sends.append(send)
+        try:
+            yield time.monotonic() - started
+        finally:
+            send.over_at = time.monotonic()
+            send.over.set()
 
 
 class Throttle:
@@ -184,6 +204,10 @@ class Throttle:
     @property
     def rate(self) -> float:
         return self.limiter.rate
+
+    @asynccontextmanager
+    async def turn(self) -> AsyncIterator[float]:
+        yield await self.take()
 
     async def take(self) -> float:
         """Returns how long it waited, in seconds."""

@@ -27,7 +27,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -272,15 +273,17 @@ class ChannelWorker:
             pause = min(pause * 2, 1.0)
 
     @staticmethod
-    async def _throttle(slot: ProviderSlot, sends: int) -> None:
-        """A token of the provider's rate limit per send, before anything is claimed."""
+    @asynccontextmanager
+    async def _turn(slot: ProviderSlot) -> AsyncIterator[None]:
+        """A send's turn under the provider's rate limit, held until the send is over."""
         if slot.throttle is None:
+            yield
             return
-        for _ in range(sends):
-            waited = await slot.throttle.take()
+        async with slot.throttle.turn() as waited:
             if waited:
                 metrics.rate_limit_waits.labels(slot.name).inc()
                 metrics.rate_limit_wait_seconds.labels(slot.name).inc(waited)
+            yield
 
     async def _claim(self, jobs: list[DeliveryJob]) -> list[Claim]:
         now = utcnow()
@@ -358,8 +361,7 @@ class ChannelWorker:
         ) as traceparent:
             trace = tracing.headers(traceparent)
             started = utcnow()
-            async with slot.sends:
-                await self._throttle(slot, 1)
+            async with slot.sends, self._turn(slot):
                 outcome = await self._call(
                     delivery, claim.attempts, slot.provider, trace, deadline - time.monotonic()
                 )
