@@ -43,3 +43,26 @@ async def test_many_at_once_admit_exactly_the_cap(db: Database) -> None:
     now = utcnow()
     admitted = await asyncio.gather(*(_admit(db, f"d{i}", now, cap=3) for i in range(12)))
     assert sum(admitted) == 3
+
+
+async def test_a_batch_is_counted_in_order_against_each_address_cap(db: Database) -> None:
+    now = utcnow()
+
+    def sms(delivery_id: str, recipient: str) -> recipient_caps.Counted:
+        return recipient_caps.Counted("t", "sms", recipient, delivery_id, cap=2)
+
+    async with db.write() as conn:
+        assert await _count(conn, "earlier", now, cap=2)  # the first address's first
+    batch = [
+        sms("a1", "+14155550100"),  # its second: the cap
+        sms("b1", "+14155550101"),
+        sms("b1", "+14155550101"),  # the same delivery twice: counted once
+        sms("a2", "+14155550100"),
+        sms("earlier", "+14155550100"),  # routed again: counted before, admitted
+        sms("b2", "+14155550101"),
+        sms("b3", "+14155550101"),
+    ]
+    async with db.write() as conn:
+        assert await recipient_caps.admit_many(conn, batch, now=now) == {"a2", "b3"}
+    async with db.write() as conn:  # routed again: as it was counted
+        assert await recipient_caps.admit_many(conn, batch, now=now) == {"a2", "b3"}
