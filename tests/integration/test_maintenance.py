@@ -51,16 +51,8 @@ async def test_expired_keys_old_events_and_old_messages_are_purged(db: Database)
         await outbox.published(conn, ids[:1], now - timedelta(hours=2), keep=True)
         await outbox.published(conn, ids[1:2], now, keep=True)
         for delivery_id, when in (("yesterday", now - timedelta(days=1)), ("today", now)):
-            admitted = await recipient_caps.admit(
-                conn,
-                tenant="t",
-                channel="sms",
-                recipient="+14155550100",
-                delivery_id=delivery_id,
-                cap=5,
-                now=when,
-            )
-            assert admitted
+            counted = recipient_caps.Counted("t", "sms", "+14155550100", delivery_id, cap=5)
+            assert await recipient_caps.admit_many(conn, [counted], now=when) == set()
         key, _ = await api_keys.create(conn, "t", "console", ["read"], now=now)
         for lifetime in (timedelta(hours=-1), timedelta(hours=1)):  # one expired an hour ago
             await console_sessions.start(conn, key, now=now, lifetime=lifetime)

@@ -11,15 +11,9 @@ from herald.store.database import Connection, Database
 
 
 async def _count(conn: Connection, delivery_id: str, now: datetime, cap: int = 1) -> bool:
-    return await recipient_caps.admit(
-        conn,
-        tenant="t",
-        channel="sms",
-        recipient="+14155550100",
-        delivery_id=delivery_id,
-        cap=cap,
-        now=now,
-    )
+    """Whether one delivery to the address is admitted."""
+    counted = recipient_caps.Counted("t", "sms", "+14155550100", delivery_id, cap)
+    return not await recipient_caps.admit_many(conn, [counted], now=now)
 
 
 async def _admit(db: Database, delivery_id: str, now: datetime, cap: int = 1) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Annotated, Any, Literal
@@ -23,6 +24,7 @@ from pydantic_core import to_jsonable_python
 from herald.domain.expressions import compile_expression
 from herald.domain.models import Channel, DeliveryStatus, NotificationStatus, Priority
 from herald.pipeline.admitted import Admitted
+from herald.pipeline.planning import PlannedDelivery
 from herald.store.deadletters import DeadLetter, Filters
 from herald.store.deliveries import Attempt
 from herald.store.notifications import DeliveryRecord, NotificationRecord
@@ -361,18 +363,13 @@ def notification_json(n: NotificationRecord) -> dict[str, Any]:
     # A new notification's times are one object, its deliveries' too: each written once.
     created = _json_time(n.created_at)
     updated = created if n.updated_at is n.created_at else _json_time(n.updated_at)
-    channels = (
-        [deliveries[0].channel]
-        if len(deliveries) == 1
-        else list(dict.fromkeys(d.channel for d in deliveries))
-    )
     return {
         "id": n.id,
         "status": n.status._value_,  # (.value: a property, five times slower)
         "recipient": n.recipient,
         "user_id": n.user_id,
         "subject": n.subject,
-        "channels": channels,
+        "channels": _channels(deliveries),
         "category": n.category,
         "priority": n.priority,
         "template": n.template,
@@ -417,18 +414,13 @@ def admitted_json(admitted: Admitted) -> dict[str, Any]:
     created = _json_time(admitted.created_at)
     send_at = None if spec.send_at is None else _json_time(spec.send_at)
     scheduled = admitted.scheduled
-    channels = (
-        [deliveries[0].channel]
-        if len(deliveries) == 1
-        else list(dict.fromkeys(d.channel for d in deliveries))
-    )
     return {
         "id": admitted.id,
-        "status": _SCHEDULED if scheduled else _PENDING,
+        "status": admitted.status._value_,
         "recipient": plan.primary_recipient,
         "user_id": spec.user_id,
         "subject": deliveries[0].content.subject,
-        "channels": channels,
+        "channels": _channels(deliveries),
         "category": plan.category,
         "priority": spec.priority,
         "template": plan.template,
@@ -460,8 +452,14 @@ def admitted_json(admitted: Admitted) -> dict[str, Any]:
     }
 
 
-_PENDING, _SCHEDULED = NotificationStatus.PENDING._value_, NotificationStatus.SCHEDULED._value_
 _DELIVERY_PENDING = DeliveryStatus.PENDING._value_
+
+
+def _channels(deliveries: Sequence[DeliveryRecord] | Sequence[PlannedDelivery]) -> list[str]:
+    """Its deliveries' channels, each once, in order (most notifications have one)."""
+    if len(deliveries) == 1:
+        return [deliveries[0].channel]
+    return list(dict.fromkeys(d.channel for d in deliveries))
 
 
 def _json_time(value: datetime | None) -> str | None:

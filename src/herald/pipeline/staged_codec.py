@@ -41,8 +41,7 @@ def _item(admitted: Admitted) -> list[Any]:
     """Its record's fields (see admitted._record_of), from its plan."""
     plan = admitted.plan
     spec, first = plan.spec, plan.deliveries[0].content
-    scheduled = admitted.scheduled
-    next_attempt_at = spec.send_at if scheduled else None
+    next_attempt_at = admitted.next_attempt_at
     subject, body = first.subject, first.body
     return [
         admitted.id,
@@ -50,7 +49,7 @@ def _item(admitted: Admitted) -> list[Any]:
         plan.primary_recipient,
         subject,
         body,
-        _SCHEDULED if scheduled else _PENDING,
+        admitted.status._value_,
         plan.category,
         spec.priority,
         plan.template,
@@ -70,9 +69,6 @@ def _content(content: Content, subject: str | None, body: str) -> dict[str, Any]
     if content.plain and content.body == body and content.subject == subject:
         return None
     return content.json_dict()
-
-
-_PENDING, _SCHEDULED = NotificationStatus.PENDING._value_, NotificationStatus.SCHEDULED._value_
 
 
 def decode(

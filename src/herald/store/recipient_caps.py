@@ -50,21 +50,6 @@ _SENT_TODAY = (
 )
 
 
-async def admit(
-    conn: Connection,
-    *,
-    tenant: str,
-    channel: str,
-    recipient: str,
-    delivery_id: str,
-    cap: int,
-    now: datetime,
-) -> bool:
-    """Count one delivery against today's cap (UTC); False when the cap is already reached."""
-    counted = Counted(tenant, channel, recipient, delivery_id, cap)
-    return not await admit_many(conn, [counted], now=now)
-
-
 async def admit_many(conn: Connection, wanted: Sequence[Counted], *, now: datetime) -> set[str]:
     """Count these deliveries against today's caps (UTC), in order; the ids of those refused
     because their address had reached its cap. A delivery counted before (routed again after
